@@ -1,0 +1,58 @@
+# ledgerstream: every target CI and developers use. `make help` lists them.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+CLI := $(BIN)/ledgerstream
+STAMP := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP) ## Create .venv and install ledgerstream with its dev tools
+
+up: install ## Start the local stack (Kafka KRaft, PostgreSQL, Redis, schema registry)
+	$(CLI) stack up
+
+down: install ## Stop the local stack
+	$(CLI) stack down
+
+status: install ## Show each service of the local stack
+	$(CLI) stack status
+
+run: up ## Run the pipeline end to end on the local stack and print what it did
+	$(CLI) topics apply
+	$(CLI) schemas check
+	$(CLI) schemas register
+	$(CLI) demo
+
+lint: install ## ruff (lint and format check) and mypy
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: install ## Apply ruff's formatting and safe fixes
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+gate: install ## The schema compatibility gate
+	$(CLI) schemas check
+
+unit: install ## Unit tests only (no services)
+	$(BIN)/pytest -m unit -q
+
+test: up ## Everything CI runs: lint, schema gate, unit and integration tests on the local stack
+	$(MAKE) lint
+	$(MAKE) gate
+	$(CLI) topics apply
+	eval "$$($(CLI) stack env)" && $(BIN)/pytest -q
+
+.PHONY: help install up down status run lint format gate unit test

@@ -1,0 +1,1 @@
+"""What operators, analysts and CI run: the `ledgerstream` command."""

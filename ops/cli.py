@@ -1,0 +1,333 @@
+"""`ledgerstream`: the one command operators, analysts and CI use.
+
+Every subcommand reads the same settings (environment variables, see
+`ledgerstream stack env`) and reports errors as one line, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from typing import NoReturn
+
+from rich.console import Console
+from rich.table import Table
+
+from topics.errors import LedgerstreamError
+from topics.settings import Settings
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with a one-line error message instead of the usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        err.print(f"{self.prog}: error: {message} (see `{self.prog} --help`)", markup=False)
+        raise SystemExit(2)
+
+
+def _settings() -> Settings:
+    from pydantic import ValidationError
+
+    try:
+        return Settings()
+    except ValidationError as e:
+        first = e.errors()[0]
+        raise LedgerstreamError(f"bad setting {first['loc'][0]}: {first['msg']}") from None
+
+
+# stack ----------------------------------------------------------------------
+
+
+def stack_up(args: argparse.Namespace) -> int:
+    from ops.stack import Stack
+
+    stack = Stack(_settings(), registry=not args.no_registry)
+    with err.status("starting the local stack (first run fetches Kafka and the registry from Maven Central)"):
+        seconds = stack.up(say=lambda line: err.print(line, markup=False))
+    err.print(f'stack up in {seconds:.1f}s; `eval "$(ledgerstream stack env)"` points clients at it')
+    return 0
+
+
+def stack_down(args: argparse.Namespace) -> int:
+    from ops.stack import Stack
+
+    Stack(_settings()).down(say=lambda line: err.print(line, markup=False))
+    return 0
+
+
+def stack_status(args: argparse.Namespace) -> int:
+    from ops.stack import Stack
+
+    table = Table("service", "port", "pid", "health")
+    statuses = Stack(_settings()).status()
+    for s in statuses:
+        table.add_row(s.name, str(s.port), str(s.pid or "-"), s.state)
+    out.print(table)
+    return 0 if all(s.healthy for s in statuses) else 1
+
+
+def stack_env(args: argparse.Namespace) -> int:
+    import shlex
+
+    from ops.stack import Stack
+
+    for name, value in Stack(_settings()).exports().items():
+        print(f"export {name}={shlex.quote(value)}")
+    return 0
+
+
+# topics -----------------------------------------------------------------------
+
+
+def topics_apply(args: argparse.Namespace) -> int:
+    from ops.topic_admin import apply
+    from topics.catalog import load_catalog
+
+    settings = _settings()
+    catalog = load_catalog()
+    profile = catalog.profile(args.profile or settings.topic_profile)
+    created, drifting = apply(settings, catalog, profile, fix_config=args.fix_config)
+    out.print(
+        f"topics apply ({profile.name}: RF {profile.replication_factor}, min.insync.replicas "
+        f"{profile.min_insync_replicas}): {len(created)} created, "
+        f"{len(catalog.topics) - len(created)} already present, {len(drifting)} drifting"
+    )
+    for name in created:
+        out.print(f"  created {name}", markup=False)
+    for state in drifting:
+        for line in state.drift:
+            out.print(f"  drift {state.name}: {line}", markup=False)
+    return 1 if drifting else 0
+
+
+def topics_list(args: argparse.Namespace) -> int:
+    from ops.topic_admin import inspect
+    from topics.catalog import load_catalog
+
+    settings = _settings()
+    catalog = load_catalog()
+    profile = catalog.profile(args.profile or settings.topic_profile)
+    table = Table("topic", "kind", "partitions (catalog/broker)", "key", "value", "status")
+    for s in inspect(settings, catalog, profile):
+        spec = s.spec
+        table.add_row(
+            s.name,
+            spec.kind if spec else "-",
+            f"{spec.partitions if spec else '-'}/{'-' if s.broker_partitions is None else s.broker_partitions}",
+            (spec.key_field or "-") if spec else "-",
+            spec.value_schema if spec and spec.value_schema == "raw" else ("avro" if spec else "?"),
+            s.status + (f": {'; '.join(s.drift)}" if s.drift else ""),
+        )
+    out.print(table)
+    return 0
+
+
+# schemas ----------------------------------------------------------------------
+
+
+def schemas_check(args: argparse.Namespace) -> int:
+    from ops.schema_gate import check
+    from topics.schemas import SchemaStore, read_lock
+
+    store = SchemaStore(_settings().avro_dir)
+    findings = check(store, read_lock())
+    if findings:
+        for f in findings:
+            err.print(f"schema gate: {f.message}", markup=False)
+        err.print(f"schema gate: FAILED, {len(findings)} problem(s) in {len(store.topics())} schemas")
+        return 1
+    out.print(
+        f"schema gate: ok, {len(store.topics())} schemas backward compatible with every released version"
+    )
+    return 0
+
+
+def schemas_lock(args: argparse.Namespace) -> int:
+    from ops.schema_gate import lock
+    from topics.schemas import SchemaStore
+
+    locked, refused = lock(SchemaStore(_settings().avro_dir))
+    for topic in locked:
+        out.print(f"locked {topic}", markup=False)
+    for f in refused:
+        err.print(f"refused: {f.message}", markup=False)
+    if not locked and not refused:
+        out.print("schemas lock: nothing changed")
+    return 1 if refused else 0
+
+
+def schemas_register(args: argparse.Namespace) -> int:
+    from ops.schema_gate import register
+    from topics.schemas import SchemaStore
+
+    settings = _settings()
+    if not settings.schema_registry_url:
+        out.print(
+            "schemas register: no SCHEMA_REGISTRY_URL; the codec uses single-object encoding, nothing to do"
+        )
+        return 0
+    try:
+        registered = register(settings, SchemaStore(settings.avro_dir))
+    except Exception as e:
+        if isinstance(e, LedgerstreamError):
+            raise
+        raise LedgerstreamError(f"schema registry at {settings.schema_registry_url}: {e}") from e
+    out.print(f"schemas register: {len(registered)} subjects at {settings.schema_registry_url}")
+    if args.verbose:
+        for subject, schema_id in registered:
+            out.print(f"  {subject}: id {schema_id}", markup=False)
+    return 0
+
+
+# demo -------------------------------------------------------------------------
+
+
+def demo(args: argparse.Namespace) -> int:
+    from ops.roundtrip import TOPIC, round_trip
+    from topics.catalog import load_catalog
+    from topics.codec import AvroCodec, codec_from_settings
+    from topics.schemas import load_store
+
+    settings = _settings()
+    catalog = load_catalog()
+    codecs = [AvroCodec(load_store(settings.avro_dir))]
+    if settings.schema_registry_url:
+        codecs.insert(0, codec_from_settings(settings))
+    else:
+        out.print("no schema registry configured: only the single-object framing is shown")
+    failed = False
+    for codec in codecs:
+        report = round_trip(settings, codec, catalog, accounts=args.accounts, per_account=args.events)
+        failed |= not report.ok
+        out.print(
+            f"round trip ({report.framing} framing) on {TOPIC}: produced {report.produced}, consumed "
+            f"{report.consumed} from {len(report.partitions)} partitions, {report.accounts} accounts "
+            f"in order: {'yes' if not report.out_of_order else 'NO'}, amounts exact: "
+            f"{'yes' if not report.mismatched else 'NO'} ({report.seconds:.2f}s)"
+        )
+        for line in (report.out_of_order + report.mismatched)[:10]:
+            err.print(f"  {line}", markup=False)
+    return 1 if failed else 0
+
+
+# wiring -------------------------------------------------------------------------
+
+
+def build_parser() -> Parser:
+    parser = Parser(
+        prog="ledgerstream",
+        description="ledgerstream: event backbone for open banking, cards and crypto. "
+        "Settings come from the environment (KAFKA_BOOTSTRAP_SERVERS, DATABASE_URL, REDIS_URL, "
+        "SCHEMA_REGISTRY_URL); the defaults name the local stack.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser, metavar="COMMAND")
+
+    def command(
+        group: argparse._SubParsersAction,
+        name: str,
+        fn: Callable[[argparse.Namespace], int],
+        help: str,
+    ) -> Parser:
+        p: Parser = group.add_parser(name, help=help, description=help)
+        p.set_defaults(fn=fn)
+        return p
+
+    stack = sub.add_parser("stack", help="the local stack: Kafka (KRaft), PostgreSQL, Redis, schema registry")
+    stack_sub = stack.add_subparsers(dest="action", required=True, parser_class=Parser, metavar="ACTION")
+    up = command(stack_sub, "up", stack_up, "start every service not yet running and wait until each answers")
+    up.add_argument("--no-registry", action="store_true", help="run without the schema registry")
+    command(stack_sub, "down", stack_down, "stop what `up` started, by PID")
+    command(
+        stack_sub,
+        "status",
+        stack_status,
+        "each service's port, PID and health (exit 1 if any is down)",
+    )
+    command(
+        stack_sub,
+        "env",
+        stack_env,
+        "print export lines for KAFKA_BOOTSTRAP_SERVERS, DATABASE_URL, ...",
+    )
+
+    topics = sub.add_parser("topics", help="the topic catalog against the broker")
+    topics_sub = topics.add_subparsers(dest="action", required=True, parser_class=Parser, metavar="ACTION")
+    ap = command(
+        topics_sub,
+        "apply",
+        topics_apply,
+        "create missing catalog topics and report drift (never shrinks or recreates; exit 1 on drift)",
+    )
+    ap.add_argument(
+        "--profile",
+        choices=["dev", "prod"],
+        help="replication profile (default: LEDGERSTREAM_TOPIC_PROFILE or dev)",
+    )
+    ap.add_argument(
+        "--fix-config", action="store_true", help="also set drifted topic configs to the catalog's"
+    )
+    ls = command(topics_sub, "list", topics_list, "catalog versus broker, one row per topic")
+    ls.add_argument("--profile", choices=["dev", "prod"], help="replication profile to compare against")
+
+    schemas = sub.add_parser("schemas", help="the Avro schemas: compatibility gate, lock, registry")
+    schemas_sub = schemas.add_subparsers(dest="action", required=True, parser_class=Parser, metavar="ACTION")
+    command(
+        schemas_sub,
+        "check",
+        schemas_check,
+        "fail unless every schema is backward compatible with every released (locked) version",
+    )
+    command(
+        schemas_sub,
+        "lock",
+        schemas_lock,
+        "record the current schemas as released (refuses incompatible ones)",
+    )
+    reg = command(
+        schemas_sub,
+        "register",
+        schemas_register,
+        "register every schema version with the schema registry",
+    )
+    reg.add_argument("-v", "--verbose", action="store_true", help="print each subject and id")
+
+    dm = command(sub, "demo", demo, "run the pipeline's round trip on the local stack and print what it did")
+    dm.add_argument(
+        "--accounts", type=_positive, default=8, help="accounts to spread events over (default 8)"
+    )
+    dm.add_argument("--events", type=_positive, default=25, help="events per account (default 25)")
+    return parser
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{value} must be positive")
+    return value
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `ledgerstream` command."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.fn(args))
+    except LedgerstreamError as e:
+        err.print(f"ledgerstream: error: {e}", markup=False)
+        return 1
+    except OSError as e:
+        err.print(f"ledgerstream: error: {e}", markup=False)
+        return 1
+    except KeyboardInterrupt:
+        err.print("ledgerstream: interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,384 @@
+"""The services of the local stack: Kafka (KRaft), PostgreSQL, Redis, schema registry."""
+
+from __future__ import annotations
+
+import base64
+import glob
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import uuid
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+from ops.stack import fetch
+from ops.stack.process import ManagedProcess
+from topics.errors import StackError
+
+HOST = "127.0.0.1"
+KAFKA_PORT, KAFKA_CONTROLLER_PORT = 19092, 19093
+POSTGRES_PORT = 15432
+REDIS_PORT = 16379
+REGISTRY_PORT = 18081
+DB_NAME = DB_USER = "ledgerstream"
+
+
+def port_open(port: int, host: str = HOST) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex((host, port)) == 0
+
+
+_apt_updated = False
+
+
+def apt_install(package: str) -> None:
+    """Install a Debian package (root only): the stack's own install step."""
+    global _apt_updated
+    if os.geteuid() != 0:
+        raise StackError(f"{package} is missing; install it with: sudo apt-get install -y {package}")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    if not _apt_updated:
+        subprocess.run(["apt-get", "update", "-qq"], env=env, capture_output=True, check=False)
+        _apt_updated = True
+    done = subprocess.run(
+        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", package],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        raise StackError(f"apt-get install {package} failed:\n{done.stderr[-2000:]}")
+
+
+class Service(ABC):
+    """One process of the stack, with its folder under `.stack/<name>/`."""
+
+    name: str
+    port: int
+    ready_timeout: float = 60.0
+
+    def __init__(self, stack_dir: Path, cache_dir: Path) -> None:
+        self.dir = stack_dir / self.name
+        self.cache = cache_dir
+        self.process = ManagedProcess(self.name, self.dir / f"{self.name}.pid", self.dir / f"{self.name}.log")
+
+    def install(self) -> str | None:
+        """Make sure binaries or jars are present; a line saying what was fetched, or None."""
+        return None
+
+    @abstractmethod
+    def launch(self) -> None:
+        """Prepare the data folder on first use and start the process."""
+
+    @abstractmethod
+    def healthy(self) -> bool:
+        """Whether the service answers its own protocol."""
+
+    def after_ready(self) -> None:  # noqa: B027 - optional hook, most services need none
+        """Idempotent set-up once the service answers (e.g. create the database)."""
+
+    @abstractmethod
+    def exports(self) -> dict[str, str]:
+        """The environment variables that point a client at this service."""
+
+
+class Kafka(Service):
+    name = "kafka"
+    port = KAFKA_PORT
+    ready_timeout = 90.0
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{HOST}:{KAFKA_PORT}"
+
+    def install(self) -> str | None:
+        return fetch.fetch_kafka(self.cache)
+
+    def launch(self) -> None:
+        data = self.dir / "data"
+        props = self.dir / "server.properties"
+        props.write_text(
+            "\n".join(
+                [
+                    "process.roles=broker,controller",
+                    "node.id=1",
+                    f"controller.quorum.voters=1@{HOST}:{KAFKA_CONTROLLER_PORT}",
+                    f"listeners=PLAINTEXT://{HOST}:{KAFKA_PORT},CONTROLLER://{HOST}:{KAFKA_CONTROLLER_PORT}",
+                    f"advertised.listeners=PLAINTEXT://{HOST}:{KAFKA_PORT}",
+                    "controller.listener.names=CONTROLLER",
+                    "inter.broker.listener.name=PLAINTEXT",
+                    "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+                    f"log.dirs={data}",
+                    "num.partitions=1",
+                    "auto.create.topics.enable=false",
+                    "offsets.topic.replication.factor=1",
+                    "offsets.topic.num.partitions=12",
+                    "transaction.state.log.replication.factor=1",
+                    "transaction.state.log.min.isr=1",
+                    "transaction.state.log.num.partitions=4",
+                    "group.initial.rebalance.delay.ms=0",
+                    "log.segment.bytes=104857600",
+                    "",
+                ]
+            )
+        )
+        (self.dir / "log4j.properties").write_text(
+            "log4j.rootLogger=INFO, stdout\n"
+            "log4j.appender.stdout=org.apache.log4j.ConsoleAppender\n"
+            "log4j.appender.stdout.layout=org.apache.log4j.PatternLayout\n"
+            "log4j.appender.stdout.layout.ConversionPattern=[%d] %p %m (%c)%n\n"
+            "log4j.logger.kafka=INFO\nlog4j.logger.org.apache.kafka=INFO\n"
+            "log4j.logger.kafka.request.logger=WARN\nlog4j.logger.state.change.logger=WARN\n"
+        )
+        classpath = f"{fetch.kafka_libs(self.cache)}/*"
+        java = shutil.which("java") or "java"
+        if not (data / "meta.properties").exists():
+            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+            done = subprocess.run(
+                [
+                    java,
+                    "-cp",
+                    classpath,
+                    f"-Dlog4j.configuration=file:{self.dir / 'log4j.properties'}",
+                    "kafka.tools.StorageTool",
+                    "format",
+                    "-t",
+                    cluster_id,
+                    "-c",
+                    str(props),
+                ],
+                capture_output=True,
+                text=True,
+            )
+            if done.returncode != 0:
+                raise StackError(f"kafka: formatting storage failed:\n{done.stdout}{done.stderr}")
+        self.process.start(
+            [
+                java,
+                "-Xms256m",
+                "-Xmx1g",
+                "-XX:+UseG1GC",
+                "-Djava.awt.headless=true",
+                f"-Dlog4j.configuration=file:{self.dir / 'log4j.properties'}",
+                f"-Dkafka.logs.dir={self.dir}",
+                "-cp",
+                classpath,
+                "kafka.Kafka",
+                str(props),
+            ],
+            cwd=self.dir,
+        )
+
+    def healthy(self) -> bool:
+        from confluent_kafka.admin import AdminClient
+
+        if not port_open(KAFKA_PORT):
+            return False
+        admin = AdminClient({"bootstrap.servers": self.bootstrap, "socket.timeout.ms": 2000})
+        try:
+            return bool(admin.list_topics(timeout=2).brokers)
+        except Exception:
+            return False
+
+    def exports(self) -> dict[str, str]:
+        return {"KAFKA_BOOTSTRAP_SERVERS": self.bootstrap}
+
+
+class Postgres(Service):
+    name = "postgres"
+    port = POSTGRES_PORT
+    ready_timeout = 45.0
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://{DB_USER}@{HOST}:{POSTGRES_PORT}/{DB_NAME}"
+
+    def _bindir(self) -> Path | None:
+        found = sorted(glob.glob("/usr/lib/postgresql/*/bin/postgres"), key=lambda p: int(p.split("/")[4]))
+        preferred = [p for p in found if "/15/" in p]
+        candidates = preferred or found
+        return Path(candidates[-1]).parent if candidates else None
+
+    def _user(self) -> str | None:
+        """Run as `postgres` when we are root (PostgreSQL refuses root)."""
+        if os.geteuid() != 0:
+            return None
+        try:
+            pwd.getpwnam("postgres")
+        except KeyError:
+            raise StackError("postgres: running as root but there is no 'postgres' system user") from None
+        return "postgres"
+
+    def install(self) -> str | None:
+        if self._bindir() is None:
+            apt_install("postgresql-15")
+            return "PostgreSQL 15 installed from Debian packages"
+        return None
+
+    def launch(self) -> None:
+        bindir = self._bindir()
+        if bindir is None:
+            raise StackError("postgres: no PostgreSQL server binaries under /usr/lib/postgresql")
+        data, run = self.dir / "data", self.dir / "run"
+        user = self._user()
+        run.mkdir(parents=True, exist_ok=True)
+        if user:
+            shutil.chown(self.dir, user)
+            shutil.chown(run, user)
+            if self.process.logfile.exists():
+                shutil.chown(self.process.logfile, user)
+        if not (data / "PG_VERSION").exists():
+            shutil.rmtree(data, ignore_errors=True)
+            done = subprocess.run(
+                [
+                    str(bindir / "initdb"),
+                    "-D",
+                    str(data),
+                    "-U",
+                    DB_USER,
+                    "--auth=trust",
+                    "--encoding=UTF8",
+                    "--no-locale",
+                ],
+                capture_output=True,
+                text=True,
+                user=user,
+            )
+            if done.returncode != 0:
+                raise StackError(f"postgres: initdb failed:\n{done.stdout[-1500:]}{done.stderr[-1500:]}")
+            with open(data / "postgresql.conf", "a") as conf:
+                conf.write(
+                    f"\n# ledgerstream local stack\nport = {POSTGRES_PORT}\nlisten_addresses = '{HOST}'\n"
+                    f"unix_socket_directories = '{run}'\nmax_connections = 200\nshared_buffers = 256MB\n"
+                    "max_wal_size = 2GB\nlog_min_messages = warning\n"
+                )
+        self.process.start([str(bindir / "postgres"), "-D", str(data)], cwd=self.dir, user=user)
+
+    def healthy(self) -> bool:
+        import psycopg
+
+        try:
+            with psycopg.connect(
+                f"postgresql://{DB_USER}@{HOST}:{POSTGRES_PORT}/postgres", connect_timeout=2
+            ) as conn:
+                conn.execute("SELECT 1")
+            return True
+        except psycopg.Error:
+            return False
+
+    def after_ready(self) -> None:
+        import psycopg
+
+        with psycopg.connect(
+            f"postgresql://{DB_USER}@{HOST}:{POSTGRES_PORT}/postgres", autocommit=True
+        ) as conn:
+            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DB_NAME,)).fetchone()
+            if not exists:
+                conn.execute(f'CREATE DATABASE "{DB_NAME}"')
+
+    def exports(self) -> dict[str, str]:
+        return {"DATABASE_URL": self.url}
+
+
+class Redis(Service):
+    name = "redis"
+    port = REDIS_PORT
+    ready_timeout = 20.0
+
+    @property
+    def url(self) -> str:
+        return f"redis://{HOST}:{REDIS_PORT}/0"
+
+    def install(self) -> str | None:
+        if shutil.which("redis-server") is None:
+            apt_install("redis-server")
+            return "Redis installed from Debian packages"
+        return None
+
+    def launch(self) -> None:
+        server = shutil.which("redis-server")
+        if server is None:
+            raise StackError("redis: redis-server is not installed")
+        data = self.dir / "data"
+        data.mkdir(parents=True, exist_ok=True)
+        self.process.start(
+            [
+                server,
+                "--port",
+                str(REDIS_PORT),
+                "--bind",
+                HOST,
+                "--dir",
+                str(data),
+                "--appendonly",
+                "yes",
+                "--save",
+                "",
+                "--daemonize",
+                "no",
+                "--protected-mode",
+                "no",
+            ],
+            cwd=self.dir,
+        )
+
+    def healthy(self) -> bool:
+        import redis
+
+        try:
+            return bool(redis.Redis.from_url(self.url, socket_timeout=2).ping())
+        except redis.RedisError:
+            return False
+
+    def exports(self) -> dict[str, str]:
+        return {"REDIS_URL": self.url}
+
+
+class Registry(Service):
+    """Apicurio Registry, whose ccompat API speaks the Confluent Schema Registry protocol."""
+
+    name = "registry"
+    port = REGISTRY_PORT
+    ready_timeout = 90.0
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{REGISTRY_PORT}/apis/ccompat/v7"
+
+    def install(self) -> str | None:
+        return fetch.fetch_registry(self.cache)
+
+    def launch(self) -> None:
+        java = shutil.which("java") or "java"
+        jar = fetch.registry_jar(self.cache)
+        (self.dir / "data").mkdir(parents=True, exist_ok=True)
+        self.process.start(
+            [
+                java,
+                "-Xms64m",
+                "-Xmx384m",
+                f"-Dquarkus.http.host={HOST}",
+                f"-Dquarkus.http.port={REGISTRY_PORT}",
+                "-jar",
+                str(jar),
+            ],
+            env={
+                "REGISTRY_DATASOURCE_URL": f"jdbc:h2:file:{self.dir / 'data' / 'registry'}"
+                ";DB_CLOSE_ON_EXIT=FALSE"
+            },
+            cwd=self.dir,
+        )
+
+    def healthy(self) -> bool:
+        import httpx
+
+        try:
+            return httpx.get(f"{self.url}/subjects", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def exports(self) -> dict[str, str]:
+        return {"SCHEMA_REGISTRY_URL": self.url}

@@ -1,0 +1,1 @@
+"""Consumer groups that write topics into PostgreSQL, in batches and idempotently."""

@@ -1,0 +1,1 @@
+"""Stateless Faust agents: topic to topic."""

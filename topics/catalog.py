@@ -1,0 +1,203 @@
+"""The topic catalog (`catalog.toml`) loaded into frozen records and checked."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any, Literal
+
+from topics.errors import CatalogError
+
+CATALOG_FILE = Path(__file__).with_name("catalog.toml")
+TOPIC_NAME = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*){2,3}\.v[1-9][0-9]*$")
+DLQ_PARTITIONS = 3
+DAY_MS = 86_400_000
+
+TopicKind = Literal["ingress", "derived", "audit", "dlq"]
+
+
+@dataclass(frozen=True)
+class Profile:
+    """How topics are replicated in one deployment."""
+
+    name: str
+    replication_factor: int
+    min_insync_replicas: int
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """One topic: its shape on the broker and the contract of its values."""
+
+    name: str
+    kind: TopicKind
+    partitions: int
+    key_field: str | None
+    value_schema: str
+    retention_ms: int
+    cleanup_policy: str
+    money: bool
+    dlq_of: str | None = None
+
+    def config(self, profile: Profile) -> dict[str, str]:
+        """The topic-level broker configuration under `profile`."""
+        return {
+            "cleanup.policy": self.cleanup_policy,
+            "retention.ms": str(self.retention_ms),
+            "min.insync.replicas": str(profile.min_insync_replicas),
+        }
+
+    def key_of(self, record: dict[str, Any]) -> str | None:
+        """The Kafka key of a record: the value at `key_field` (dotted path)."""
+        if self.key_field is None:
+            return None
+        value: Any = record
+        for part in self.key_field.split("."):
+            value = value[part]
+        return str(value)
+
+
+@dataclass(frozen=True)
+class ConsumerSpec:
+    """One consumer group (an agent or a sink) and its dead-letter topic."""
+
+    name: str
+    kind: Literal["agent", "sink"]
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+
+    @property
+    def group_id(self) -> str:
+        return f"ledgerstream.{self.name}"
+
+    @property
+    def dlq(self) -> str:
+        return dlq_topic(self.name)
+
+
+def dlq_topic(consumer: str) -> str:
+    return f"dlq.{consumer}.dead_lettered.v1"
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """Every topic and consumer, with the partition count money topics share."""
+
+    money_partitions: int
+    profiles: dict[str, Profile]
+    topics: dict[str, TopicSpec]
+    consumers: dict[str, ConsumerSpec]
+
+    def topic(self, name: str) -> TopicSpec:
+        try:
+            return self.topics[name]
+        except KeyError:
+            raise CatalogError(f"topic {name!r} is not in the catalog") from None
+
+    def profile(self, name: str) -> Profile:
+        try:
+            return self.profiles[name]
+        except KeyError:
+            known = ", ".join(sorted(self.profiles))
+            raise CatalogError(f"unknown topic profile {name!r} (known: {known})") from None
+
+    def schema_topics(self) -> list[str]:
+        return sorted(t.name for t in self.topics.values() if t.value_schema != "raw")
+
+
+def parse_catalog(doc: dict[str, Any]) -> Catalog:
+    """Build and check a catalog from its TOML document."""
+    try:
+        money_partitions = int(doc["money_partitions"])
+        profiles = {
+            name: Profile(name, int(p["replication_factor"]), int(p["min_insync_replicas"]))
+            for name, p in doc["profiles"].items()
+        }
+        topics: dict[str, TopicSpec] = {}
+        for raw in doc.get("topic", []):
+            money = bool(raw.get("money", True))
+            spec = TopicSpec(
+                name=raw["name"],
+                kind=raw["kind"],
+                partitions=int(raw.get("partitions", money_partitions)),
+                key_field=raw.get("key_field", "account_id"),
+                value_schema=raw.get("value_schema", raw["name"]),
+                retention_ms=_retention(raw["retention_days"]),
+                cleanup_policy=raw.get("cleanup_policy", "delete"),
+                money=money,
+            )
+            _add(topics, spec)
+        consumers: dict[str, ConsumerSpec] = {}
+        for raw in doc.get("consumer", []):
+            consumer = ConsumerSpec(
+                name=raw["name"],
+                kind=raw["kind"],
+                inputs=tuple(raw["inputs"]),
+                outputs=tuple(raw["outputs"]),
+            )
+            if consumer.name in consumers:
+                raise CatalogError(f"consumer {consumer.name} is listed twice")
+            consumers[consumer.name] = consumer
+            _add(
+                topics,
+                TopicSpec(
+                    name=consumer.dlq,
+                    kind="dlq",
+                    partitions=DLQ_PARTITIONS,
+                    key_field=None,
+                    value_schema="raw",
+                    retention_ms=_retention(30),
+                    cleanup_policy="delete",
+                    money=False,
+                    dlq_of=consumer.name,
+                ),
+            )
+    except (KeyError, TypeError, ValueError) as e:
+        raise CatalogError(f"malformed catalog: {type(e).__name__}: {e}") from e
+    catalog = Catalog(money_partitions, profiles, topics, consumers)
+    check_catalog(catalog)
+    return catalog
+
+
+def _retention(days: int) -> int:
+    return -1 if int(days) < 0 else int(days) * DAY_MS
+
+
+def _add(topics: dict[str, TopicSpec], spec: TopicSpec) -> None:
+    if spec.name in topics:
+        raise CatalogError(f"topic {spec.name} is listed twice")
+    topics[spec.name] = spec
+
+
+def check_catalog(catalog: Catalog) -> None:
+    """The catalog's rules: names, keys, co-partitioning, consumers' topics exist."""
+    problems = []
+    for spec in catalog.topics.values():
+        if not TOPIC_NAME.match(spec.name):
+            problems.append(f"{spec.name}: name must be {{domain}}.{{entity}}.{{event}}.v{{N}}")
+        if spec.money and (spec.key_field != "account_id" or spec.partitions != catalog.money_partitions):
+            problems.append(
+                f"{spec.name}: a money topic is keyed by account_id "
+                f"with {catalog.money_partitions} partitions"
+            )
+        if spec.kind not in ("ingress", "derived", "audit", "dlq"):
+            problems.append(f"{spec.name}: unknown kind {spec.kind!r}")
+    for consumer in catalog.consumers.values():
+        for topic in (*consumer.inputs, *consumer.outputs):
+            if topic not in catalog.topics:
+                problems.append(f"consumer {consumer.name}: topic {topic} is not in the catalog")
+    if problems:
+        raise CatalogError("topic catalog is invalid:\n  " + "\n  ".join(problems))
+
+
+@cache
+def load_catalog(path: Path = CATALOG_FILE) -> Catalog:
+    """The catalog from `catalog.toml` (read once per process)."""
+    try:
+        doc = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise CatalogError(f"{path}: {e}") from e
+    return parse_catalog(doc)

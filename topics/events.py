@@ -1,0 +1,50 @@
+"""Building event metadata and deterministic ids."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+from topics.settings import Environment
+
+LEDGERSTREAM_NAMESPACE = uuid.UUID("5b0c6f7e-3a7d-4d0e-9a43-6c1f0e2b8d11")
+
+
+def now_micros() -> int:
+    return time.time_ns() // 1000
+
+
+def new_metadata(
+    event_type: str,
+    *,
+    tenant_id: str,
+    environment: Environment,
+    source: str,
+    correlation_id: str | None = None,
+    causation_id: str | None = None,
+    idempotency_key: str | None = None,
+    user_id: str | None = None,
+    customer_id: str | None = None,
+    event_id: str | None = None,
+    occurred_at: int | None = None,
+) -> dict[str, Any]:
+    """A metadata record; a correlation id is generated when the edge gave none."""
+    return {
+        "event_id": event_id or str(uuid.uuid4()),
+        "event_type": event_type,
+        "occurred_at": occurred_at if occurred_at is not None else now_micros(),
+        "tenant_id": tenant_id,
+        "user_id": user_id,
+        "customer_id": customer_id,
+        "environment": environment,
+        "correlation_id": correlation_id or str(uuid.uuid4()),
+        "causation_id": causation_id,
+        "idempotency_key": idempotency_key,
+        "source": source,
+    }
+
+
+def derived_event_id(source_event_id: str, agent: str, qualifier: str = "") -> str:
+    """UUIDv5 of the source event id and the agent: reprocessing yields the same id."""
+    return str(uuid.uuid5(LEDGERSTREAM_NAMESPACE, f"{agent}:{source_event_id}:{qualifier}"))

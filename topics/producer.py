@@ -1,0 +1,76 @@
+"""Producing events: encode, key by the catalog, repeat routing fields in headers."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
+
+from topics.catalog import Catalog
+from topics.codec import AvroCodec
+from topics.errors import LedgerstreamError
+from topics.headers import routing_headers
+from topics.settings import Settings
+
+
+class DeliveryError(LedgerstreamError):
+    """Kafka did not acknowledge one or more events."""
+
+
+class EventProducer:
+    """An idempotent, acks=all producer of catalog events.
+
+    Args:
+        settings: where Kafka is.
+        codec: encodes values (its framing decides the wire format).
+        catalog: gives each topic's key field.
+        **config: extra librdkafka settings (dotted names).
+    """
+
+    def __init__(self, settings: Settings, codec: AvroCodec, catalog: Catalog, **config: Any) -> None:
+        self.codec = codec
+        self.catalog = catalog
+        self._failures: list[str] = []
+        self._producer = Producer(
+            settings.kafka_config(
+                **{
+                    "acks": "all",
+                    "enable.idempotence": True,
+                    "linger.ms": 5,
+                    "compression.type": "lz4",
+                },
+                **config,
+            )
+        )
+
+    def _delivered(self, err: KafkaError | None, msg: Message) -> None:
+        if err is not None:
+            self._failures.append(f"{msg.topic()}: {err.str()}")
+
+    def produce(self, topic: str, record: Mapping[str, Any]) -> None:
+        """Queue one event; `flush` says whether every queued event was acknowledged."""
+        spec = self.catalog.topic(topic)
+        value = self.codec.encode(topic, record)
+        key = spec.key_of(dict(record))
+        headers = routing_headers(record["metadata"], self.codec.store.for_topic(topic).fullname)
+        while True:
+            try:
+                self._producer.produce(
+                    topic, value=value, key=key, headers=headers, on_delivery=self._delivered
+                )
+                break
+            except BufferError:
+                self._producer.poll(0.05)
+            except KafkaException as e:
+                raise DeliveryError(f"{topic}: {e}") from e
+        self._producer.poll(0)
+
+    def flush(self, timeout: float = 30.0) -> None:
+        """Wait for every queued event; raise DeliveryError unless all were acknowledged."""
+        remaining = self._producer.flush(timeout)
+        failures, self._failures = self._failures, []
+        if remaining:
+            failures.append(f"{remaining} events still unacknowledged after {timeout:.0f}s")
+        if failures:
+            raise DeliveryError("; ".join(failures[:5]) + (" ..." if len(failures) > 5 else ""))
