@@ -104,6 +104,10 @@ def topics_apply(args: argparse.Namespace) -> int:
     return 1 if drifting else 0
 
 
+def _dash(value: object) -> str:
+    return "-" if value is None else str(value)
+
+
 def topics_list(args: argparse.Namespace) -> int:
     from ops.topic_admin import inspect
     from topics.catalog import load_catalog
@@ -117,7 +121,7 @@ def topics_list(args: argparse.Namespace) -> int:
         table.add_row(
             s.name,
             spec.kind if spec else "-",
-            f"{spec.partitions if spec else '-'}/{'-' if s.broker_partitions is None else s.broker_partitions}",
+            f"{spec.partitions if spec else '-'}/{_dash(s.broker_partitions)}",
             (spec.key_field or "-") if spec else "-",
             spec.value_schema if spec and spec.value_schema == "raw" else ("avro" if spec else "?"),
             s.status + (f": {'; '.join(s.drift)}" if s.drift else ""),

@@ -53,6 +53,26 @@ def _field_path(definition: Json, location: str) -> str:
     return ".".join(names) or "(the schema itself)"
 
 
+def _failing_fields(reader: avro.schema.Schema, writer: avro.schema.Schema) -> list[str]:
+    """Top-level fields of `reader` that cannot read `writer`'s data, for results
+    the checker only locates at the root (e.g. a union that became a plain type)."""
+    if not isinstance(reader, avro.schema.RecordSchema) or not isinstance(writer, avro.schema.RecordSchema):
+        return []
+    checker = ReaderWriterCompatibilityChecker()
+    failing = []
+    for field in reader.fields:
+        candidates = [field.name, *(field.props.get("aliases") or [])]
+        old = next((writer.fields_dict[n] for n in candidates if n in writer.fields_dict), None)
+        if old is None:
+            if not field.has_default:
+                failing.append(field.name)
+            continue
+        result = checker.get_compatibility(field.type, old.type)
+        if result.compatibility is not SchemaCompatibilityType.compatible:
+            failing.append(field.name)
+    return failing
+
+
 def next_version_topic(topic: str) -> str:
     base, _, version = topic.rpartition(".v")
     return f"{base}.v{int(version) + 1}"
@@ -66,7 +86,9 @@ def compatibility_problems(topic: str, new: Json, old: Json, version: int) -> li
     if result.compatibility is SchemaCompatibilityType.compatible:
         return []
     kinds = ", ".join(sorted({i.value for i in result.incompatibilities})) or "incompatible"
-    fields = ", ".join(sorted({_field_path(new, loc) for loc in result.locations}))
+    locations = [loc for loc in result.locations if loc != "/"]
+    names = {_field_path(new, loc) for loc in locations} or set(_failing_fields(reader, writer))
+    fields = ", ".join(sorted(names)) or "(the schema itself)"
     details = "; ".join(sorted(result.messages))
     return [
         f"{topic}: not backward compatible with released version {version}: field {fields}: "
