@@ -215,6 +215,7 @@ def demo(args: argparse.Namespace) -> int:
         )
         for line in (report.out_of_order + report.mismatched)[:10]:
             err.print(f"  {line}", markup=False)
+        codec.close()
     return 1 if failed else 0
 
 

@@ -54,6 +54,11 @@ class AvroCodec:
         self._by_id: dict[int, WriterSchema] = {}
         self._lock = threading.Lock()
 
+    def close(self) -> None:
+        """Release the registry client's connections."""
+        if self.registry is not None and hasattr(self.registry, "__exit__"):
+            self.registry.__exit__(None, None, None)
+
     @property
     def framing(self) -> str:
         return "confluent" if self.registry is not None else "single-object"
