@@ -8,9 +8,11 @@ reported. Configuration drift is reported too, and fixed with `--fix-config`.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import (
     AdminClient,
     AlterConfigOpType,
@@ -49,6 +51,31 @@ class TopicState:
 
 def _admin(settings: Settings) -> AdminClient:
     return AdminClient(settings.kafka_config(**{"socket.timeout.ms": 10000}))
+
+
+def wait_for_leaders(admin: AdminClient, names: Iterable[str], timeout: float = 60.0) -> None:
+    """Return once every partition of `names` has a leader: a topic that was just
+    created answers NOT_LEADER_FOR_PARTITION until then."""
+    pending = set(names)
+    deadline = time.monotonic() + timeout
+    while pending:
+        metadata = admin.list_topics(timeout=10)
+        for name in list(pending):
+            topic = metadata.topics.get(name)
+            if (
+                topic is not None
+                and topic.error is None
+                and topic.partitions
+                and all(p.leader >= 0 and p.error is None for p in topic.partitions.values())
+            ):
+                pending.discard(name)
+        if not pending:
+            return
+        if time.monotonic() >= deadline:
+            raise TopicAdminError(
+                f"no partition leaders after {timeout:.0f}s for: {', '.join(sorted(pending))}"
+            )
+        time.sleep(0.2)
 
 
 def inspect(settings: Settings, catalog: Catalog, profile: Profile) -> list[TopicState]:
@@ -138,9 +165,13 @@ def apply(
                 future.result(timeout=60)
                 created.append(name)
             except KafkaException as e:
-                errors.append(f"{name}: {e.args[0].str() if e.args else e}")
+                error = e.args[0] if e.args else None
+                if isinstance(error, KafkaError) and error.code() == KafkaError.TOPIC_ALREADY_EXISTS:
+                    continue  # created concurrently (another apply, or metadata not yet visible)
+                errors.append(f"{name}: {error.str() if isinstance(error, KafkaError) else e}")
         if errors:
             raise TopicAdminError("could not create topics:\n  " + "\n  ".join(errors))
+        wait_for_leaders(admin, [spec.name for spec in missing if spec is not None])
     if fix_config:
         to_fix = [s for s in states if s.config_drift]
         if to_fix:

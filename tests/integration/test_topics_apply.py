@@ -13,7 +13,7 @@ from confluent_kafka.admin import (
     ResourceType,
 )
 
-from ops.topic_admin import apply, inspect
+from ops.topic_admin import apply, inspect, wait_for_leaders
 from topics.catalog import parse_catalog
 
 
@@ -44,6 +44,7 @@ def test_apply_creates_missing_then_is_idempotent_and_reports_drift(services):
     admin = AdminClient(services.kafka_config())
     grow = f"test.grow.t{suffix}.v1"
     admin.create_topics([NewTopic(grow, num_partitions=2, replication_factor=1)])[grow].result(timeout=30)
+    wait_for_leaders(admin, [grow])
 
     created, drifting = apply(services, catalog, profile)
     assert created == [f"test.apply.t{suffix}.v1"]
