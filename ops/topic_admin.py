@@ -12,13 +12,14 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import (
     AdminClient,
     AlterConfigOpType,
     ConfigEntry,
     ConfigResource,
     NewTopic,
+    OffsetSpec,
     ResourceType,
 )
 
@@ -54,27 +55,35 @@ def _admin(settings: Settings) -> AdminClient:
 
 
 def wait_for_leaders(admin: AdminClient, names: Iterable[str], timeout: float = 60.0) -> None:
-    """Return once every partition of `names` has a leader: a topic that was just
-    created answers NOT_LEADER_FOR_PARTITION until then."""
+    """Return once every partition of `names` answers a ListOffsets request.
+
+    A topic that was just created shows leaders in its metadata before the broker
+    has loaded the partitions; until then clients get NOT_LEADER_FOR_PARTITION.
+    """
     pending = set(names)
     deadline = time.monotonic() + timeout
     while pending:
         metadata = admin.list_topics(timeout=10)
-        for name in list(pending):
+        requests = {}
+        for name in pending:
             topic = metadata.topics.get(name)
-            if (
-                topic is not None
-                and topic.error is None
-                and topic.partitions
-                and all(p.leader >= 0 and p.error is None for p in topic.partitions.values())
-            ):
-                pending.discard(name)
+            if topic is not None and topic.error is None:
+                for p in topic.partitions:
+                    requests[TopicPartition(name, p)] = OffsetSpec.latest()
+        if requests:
+            futures = admin.list_offsets(requests, request_timeout=10)
+            failed = set()
+            for tp, future in futures.items():
+                try:
+                    future.result()
+                except KafkaException:
+                    failed.add(tp.topic)
+            seen = {tp.topic for tp in requests}
+            pending -= seen - failed
         if not pending:
             return
         if time.monotonic() >= deadline:
-            raise TopicAdminError(
-                f"no partition leaders after {timeout:.0f}s for: {', '.join(sorted(pending))}"
-            )
+            raise TopicAdminError(f"partitions not ready after {timeout:.0f}s: {', '.join(sorted(pending))}")
         time.sleep(0.2)
 
 
