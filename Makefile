@@ -29,10 +29,8 @@ status: install ## Show each service of the local stack
 	$(CLI) stack status
 
 run: up ## Run the pipeline end to end on the local stack and print what it did
-	$(CLI) topics apply
-	$(CLI) schemas check
-	$(CLI) schemas register
-	$(CLI) demo
+	eval "$$($(CLI) stack env)" && $(CLI) topics apply && $(CLI) schemas check \
+		&& $(CLI) schemas register && $(CLI) demo
 
 lint: install ## ruff (lint and format check) and mypy
 	$(BIN)/ruff check .
