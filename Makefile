@@ -29,7 +29,7 @@ status: install ## Show each service of the local stack
 	$(CLI) stack status
 
 run: up ## Run the pipeline end to end on the local stack and print what it did
-	eval "$$($(CLI) stack env)" && $(CLI) topics apply && $(CLI) schemas check \
+	eval "$$($(CLI) stack env)" && $(CLI) topics apply && $(CLI) db migrate && $(CLI) schemas check \
 		&& $(CLI) schemas register && $(CLI) demo
 
 lint: install ## ruff (lint and format check) and mypy
@@ -51,6 +51,7 @@ test: up ## Everything CI runs: lint, schema gate, unit and integration tests on
 	$(MAKE) lint
 	$(MAKE) gate
 	$(CLI) topics apply
+	$(CLI) db migrate
 	eval "$$($(CLI) stack env)" && $(BIN)/pytest -q
 
 .PHONY: help install up down status run lint format gate unit test

@@ -187,6 +187,69 @@ def schemas_register(args: argparse.Namespace) -> int:
     return 0
 
 
+# db and sinks -----------------------------------------------------------------
+
+
+def db_migrate(args: argparse.Namespace) -> int:
+    from sinks.migrate import connect, migrate
+
+    with connect(_settings().database_url.get_secret_value()) as conn:
+        applied = migrate(conn)
+    for m in applied:
+        out.print(f"applied {m.path.name}", markup=False)
+    out.print(f"db migrate: {len(applied)} applied, schema up to date")
+    return 0
+
+
+def db_status(args: argparse.Namespace) -> int:
+    from sinks.migrate import connect, status
+
+    table = Table("version", "migration", "status", "applied at")
+    with connect(_settings().database_url.get_secret_value()) as conn:
+        states = status(conn)
+    for s in states:
+        table.add_row(f"{s.migration.version:04d}", s.migration.name, s.status, str(s.applied_at or "-"))
+    out.print(table)
+    return 1 if any(s.changed or s.applied_at is None for s in states) else 0
+
+
+def sink(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from sinks.base import SinkRunner
+    from sinks.registry import SINKS
+    from topics.codec import codec_from_settings
+
+    settings = _settings()
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    runner = SinkRunner(
+        settings,
+        SINKS[args.name](),
+        codec_from_settings(settings),
+        batch_size=args.batch_size,
+        linger=args.linger,
+        group_id=args.group,
+        topics=args.topic,
+    )
+    err.print(f"sink {args.name}: consuming {', '.join(runner.topics)} as {runner.group_id}")
+    stats = runner.run(stop=stop, idle_exit=args.idle_exit)
+    if args.json:
+        import json
+        import resource
+
+        peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        fields = ("consumed", "written", "dead_lettered", "batches", "retries", "seconds", "busy_seconds")
+        print(json.dumps({**{f: getattr(stats, f) for f in fields}, "peak_rss_kb": peak_kb}))
+    err.print(
+        f"sink {args.name}: {stats.written} written, {stats.dead_lettered} dead-lettered, "
+        f"{stats.batches} batches, {stats.retries} retries in {stats.seconds:.1f}s"
+    )
+    return 0
+
+
 # demo -------------------------------------------------------------------------
 
 
@@ -300,6 +363,32 @@ def build_parser() -> Parser:
     )
     reg.add_argument("-v", "--verbose", action="store_true", help="print each subject and id")
 
+    db = sub.add_parser("db", help="the PostgreSQL schema: versioned migrations")
+    db_sub = db.add_subparsers(dest="action", required=True, parser_class=Parser, metavar="ACTION")
+    command(db_sub, "migrate", db_migrate, "apply pending migrations in order (refuses edited ones)")
+    command(
+        db_sub, "status", db_status, "each migration: applied, pending or changed (exit 1 unless all applied)"
+    )
+
+    from sinks.registry import SINKS
+
+    sk = command(sub, "sink", sink, "run one sink (its own consumer group) until interrupted")
+    sk.add_argument("name", choices=sorted(SINKS), help="which sink")
+    sk.add_argument(
+        "--batch-size", type=_positive, default=2000, help="most events per transaction (default 2000)"
+    )
+    sk.add_argument(
+        "--linger", type=_seconds, default=0.2, help="seconds to wait for a batch to fill (default 0.2)"
+    )
+    sk.add_argument("--idle-exit", type=_seconds, default=None, help="stop after this many idle seconds")
+    sk.add_argument(
+        "--group", help="consumer group (default ledgerstream.<sink>; a new group replays from the start)"
+    )
+    sk.add_argument(
+        "--topic", action="append", help="consume this topic instead of the sink's own (repeatable)"
+    )
+    sk.add_argument("--json", action="store_true", help="print the run's figures as one JSON line on stdout")
+
     dm = command(sub, "demo", demo, "run the pipeline's round trip on the local stack and print what it did")
     dm.add_argument(
         "--accounts", type=_positive, default=8, help="accounts to spread events over (default 8)"
@@ -315,6 +404,16 @@ def _positive(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     if value <= 0:
         raise argparse.ArgumentTypeError(f"{value} must be positive")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} must not be negative")
     return value
 
 

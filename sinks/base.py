@@ -1,0 +1,283 @@
+"""The sink framework: topic to PostgreSQL, in batches, idempotently.
+
+A sink is `prepare(event) -> item` (the only per-table mapping; raise PoisonEvent
+for an event that cannot be stored) and `write(conn, items)` (SQL for one batch,
+inside one transaction, idempotent on the event's id). The runner does the rest:
+- consume up to `batch_size` messages or until `linger` passes (confluent-kafka);
+- decode with the codec; refuse events of the other environment;
+- dead-letter what cannot be decoded or prepared, and any single event the
+  database refuses (a failing batch is split in halves until the culprit is alone);
+- retry transient database errors (connection lost, server restarting) with
+  backoff, forever, never dead-lettering them;
+- commit each partition's offset only after the database commit and after the
+  dead letters are acknowledged.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+import psycopg
+from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
+from prometheus_client import Counter, Histogram
+
+from sinks.errors import PoisonEvent
+from topics.codec import AvroCodec
+from topics.deadletter import DeadLetters
+from topics.errors import DecodeError
+from topics.settings import Settings
+
+log = logging.getLogger(__name__)
+
+Item = TypeVar("Item")
+
+WRITTEN = Counter("ledgerstream_sink_events_total", "Events handled by a sink", ["sink", "outcome"])
+BATCH_SECONDS = Histogram("ledgerstream_sink_batch_seconds", "Time to write one batch", ["sink"])
+
+TRANSIENT = (psycopg.OperationalError, psycopg.InterfaceError)
+
+
+@dataclass(frozen=True)
+class Event:
+    """A decoded event and where it came from."""
+
+    record: dict[str, Any]
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+
+
+class Sink(ABC, Generic[Item]):
+    """What one table (or group of tables) needs: mapping and batch SQL."""
+
+    name: str
+    """The consumer's name in the catalog (its group and dead-letter topic derive from it)."""
+    topics: tuple[str, ...]
+
+    @abstractmethod
+    def prepare(self, event: Event) -> Item:
+        """Map one event to what `write` stores; raise PoisonEvent to dead-letter it."""
+
+    @abstractmethod
+    def write(self, conn: psycopg.Connection, items: Sequence[Item]) -> None:
+        """Store a batch inside the caller's transaction; must be idempotent."""
+
+
+@dataclass
+class RunStats:
+    consumed: int = 0
+    written: int = 0
+    dead_lettered: int = 0
+    batches: int = 0
+    retries: int = 0
+    seconds: float = 0.0
+    busy_seconds: float = 0.0
+    """From the first message consumed to the last batch committed."""
+    last_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
+
+
+class SinkRunner(Generic[Item]):
+    """Runs one sink as its own consumer group.
+
+    Args:
+        settings: connections and the environment this process serves.
+        sink: the mapping and SQL.
+        codec: decodes values (either framing).
+        batch_size: most messages per database transaction.
+        linger: seconds to wait for a batch to fill.
+        group_id: overrides the catalog's group (a new group replays from the start).
+        topics: overrides the sink's topics (e.g. a copy of a topic to replay).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        sink: Sink[Item],
+        codec: AvroCodec,
+        *,
+        batch_size: int = 2000,
+        linger: float = 0.2,
+        group_id: str | None = None,
+        topics: Sequence[str] | None = None,
+        consumer_config: dict[str, Any] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.sink = sink
+        self.codec = codec
+        self.batch_size = batch_size
+        self.linger = linger
+        self.group_id = group_id or f"ledgerstream.{sink.name}"
+        self.dead_letters = DeadLetters(settings, sink.name)
+        self.consumer = Consumer(
+            settings.kafka_config(
+                **{
+                    "group.id": self.group_id,
+                    "enable.auto.commit": False,
+                    "auto.offset.reset": "earliest",
+                    "enable.partition.eof": False,
+                    "fetch.min.bytes": 65536,
+                    "fetch.wait.max.ms": max(10, int(linger * 1000)),
+                    "queued.max.messages.kbytes": 65536,
+                    # a killed worker's partitions move to the others within seconds
+                    "session.timeout.ms": 10000,
+                    "heartbeat.interval.ms": 2000,
+                    **(consumer_config or {}),
+                }
+            )
+        )
+        self.topics = list(topics or sink.topics)
+        self.assigned = threading.Event()
+        self.consumer.subscribe(self.topics, on_assign=lambda consumer, partitions: self.assigned.set())
+        self._conn: psycopg.Connection | None = None
+
+    # database ------------------------------------------------------------------
+
+    def _connection(self) -> psycopg.Connection:
+        if self._conn is None or self._conn.closed:
+            self._conn = psycopg.connect(self.settings.database_url.get_secret_value(), connect_timeout=10)
+        return self._conn
+
+    def _write_once(self, items: Sequence[Item]) -> None:
+        conn = self._connection()
+        try:
+            with conn.transaction():
+                self.sink.write(conn, items)
+        except TRANSIENT:
+            conn.close()
+            raise
+
+    def _write_retrying(self, items: Sequence[Item], stats: RunStats, stop: Callable[[], bool]) -> None:
+        """Write, retrying transient failures with backoff until they pass (or we stop)."""
+        delay = 0.2
+        while True:
+            try:
+                self._write_once(items)
+                return
+            except TRANSIENT as e:
+                stats.retries += 1
+                log.warning("%s: database unavailable (%s); retrying in %.1fs", self.sink.name, e, delay)
+                if stop():
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    def _write_isolating(
+        self, batch: list[tuple[Message, Item]], stats: RunStats, stop: Callable[[], bool]
+    ) -> list[tuple[Message, psycopg.Error]]:
+        """Write a batch; if the database refuses it, split it until each refused
+        event is alone. Returns the events the database refused."""
+        try:
+            self._write_retrying([item for _, item in batch], stats, stop)
+            return []
+        except TRANSIENT:
+            raise
+        except psycopg.Error as e:
+            if len(batch) == 1:
+                return [(batch[0][0], e)]
+            half = len(batch) // 2
+            return self._write_isolating(batch[:half], stats, stop) + self._write_isolating(
+                batch[half:], stats, stop
+            )
+
+    # the loop ------------------------------------------------------------------
+
+    def _prepare(self, msg: Message) -> Item:
+        value = msg.value()
+        if value is None:
+            raise PoisonEvent("no value (tombstone)")
+        record = self.codec.decode(value, topic=msg.topic(), partition=msg.partition(), offset=msg.offset())
+        environment = record.get("metadata", {}).get("environment")
+        if environment != self.settings.environment:
+            raise PoisonEvent(
+                f"event environment {environment!r} differs from this consumer's "
+                f"{self.settings.environment!r}"
+            )
+        return self.sink.prepare(
+            Event(record, msg.topic() or "", msg.partition() or 0, msg.offset() or 0, msg.key())
+        )
+
+    def process(
+        self, messages: list[Message], stats: RunStats, stop: Callable[[], bool] = lambda: False
+    ) -> None:
+        """Handle one batch of consumed messages, then commit their offsets."""
+        good: list[tuple[Message, Item]] = []
+        dead = refused = handled = 0
+        offsets: dict[tuple[str, int], int] = {}
+        for msg in messages:
+            err = msg.error()
+            if err is not None:
+                if err.code() != KafkaError._PARTITION_EOF:
+                    log.warning("%s: consumer error %s", self.sink.name, err)
+                continue
+            offsets[(msg.topic() or "", msg.partition() or 0)] = msg.offset() or 0
+            handled += 1
+            try:
+                good.append((msg, self._prepare(msg)))
+            except (DecodeError, PoisonEvent) as e:
+                self.dead_letters.send_message(msg, e)
+                dead += 1
+        if good:
+            started = time.monotonic()
+            for msg, error in self._write_isolating(good, stats, stop):
+                self.dead_letters.send_message(msg, error)
+                refused += 1
+            dead += refused
+            BATCH_SECONDS.labels(self.sink.name).observe(time.monotonic() - started)
+        if dead:
+            self.dead_letters.flush()
+        if offsets:
+            self.consumer.commit(
+                offsets=[TopicPartition(t, p, o + 1) for (t, p), o in offsets.items()], asynchronous=False
+            )
+            stats.last_offsets.update(offsets)
+        stats.consumed += handled
+        stats.written += len(good) - refused
+        stats.dead_lettered += dead
+        stats.batches += 1
+        WRITTEN.labels(self.sink.name, "written").inc(len(good) - refused)
+        WRITTEN.labels(self.sink.name, "dead_lettered").inc(dead)
+
+    def run(
+        self,
+        *,
+        stop: threading.Event | None = None,
+        idle_exit: float | None = None,
+        max_events: int | None = None,
+    ) -> RunStats:
+        """Consume until `stop` is set, `idle_exit` seconds pass with nothing new
+        (counted once partitions are assigned), or `max_events` events were handled."""
+        stats = RunStats()
+        started = time.monotonic()
+        last_seen = time.monotonic()
+        first: float | None = None
+        stopping = stop or threading.Event()
+        try:
+            while not stopping.is_set():
+                messages = self.consumer.consume(self.batch_size, timeout=self.linger)
+                if not self.assigned.is_set():
+                    last_seen = time.monotonic()
+                if messages:
+                    last_seen = time.monotonic()
+                    first = first or last_seen
+                    self.process(messages, stats, stopping.is_set)
+                    stats.busy_seconds = time.monotonic() - first
+                elif idle_exit is not None and time.monotonic() - last_seen >= idle_exit:
+                    break
+                if max_events is not None and stats.consumed >= max_events:
+                    break
+        finally:
+            stats.seconds = time.monotonic() - started
+            self.close()
+        return stats
+
+    def close(self) -> None:
+        self.consumer.close()
+        if self._conn is not None:
+            self._conn.close()

@@ -1,0 +1,1 @@
+"""Ledger posting: completed transactions, fees and conversions become balanced journal entries."""

@@ -1,0 +1,223 @@
+"""The ledger sink on real Kafka and PostgreSQL: balanced, idempotent, poison to the DLQ."""
+
+from __future__ import annotations
+
+import random
+import uuid
+
+import psycopg
+import pytest
+
+from sinks.base import SinkRunner
+from sinks.ledger import TOPIC, LedgerSink
+from streams.ledger.postings import Journal, Line, fee_assessed, transaction_completed
+from streams.ledger.records import journal_record
+from tests.fixtures.database import private_database
+from tests.fixtures.events import metadata
+from tests.fixtures.kafka import fresh_topic, produce_raw, read_all
+from topics.codec import AvroCodec
+from topics.deadletter import ERROR_CLASS, ORIGIN_OFFSET, ORIGIN_PARTITION, ORIGIN_TOPIC
+from topics.events import derived_event_id
+from topics.schemas import load_store
+from topics.settings import REPO_ROOT
+
+ACCOUNTS = [f"acc-{i}" for i in range(40)]
+
+
+@pytest.fixture(scope="module")
+def db(services):
+    with private_database(services) as settings:
+        yield settings
+
+
+@pytest.fixture(scope="module")
+def codec():
+    return AvroCodec(load_store(REPO_ROOT / "avro"))
+
+
+def journals(n: int, seed: int) -> list[tuple[str, Journal]]:
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        account = rng.choice(ACCOUNTS)
+        if i % 3 == 2:
+            out.append(
+                (
+                    account,
+                    fee_assessed(
+                        fee_id=f"{seed}-{i}",
+                        account_id=account,
+                        units=rng.randint(1, 500),
+                        currency="EUR",
+                        exponent=2,
+                    ),
+                )
+            )
+        elif i % 3 == 1:
+            wei = rng.randint(1, 2**200)
+            out.append(
+                (
+                    account,
+                    transaction_completed(
+                        transaction_id=f"{seed}-{i}",
+                        account_id=account,
+                        direction="CREDIT",
+                        units=wei,
+                        currency="ETH",
+                        exponent=18,
+                        rail="ethereum",
+                    ),
+                )
+            )
+        else:
+            out.append((account, transaction_completed(transaction_id=f"{seed}-{i}", account_id=account, direction=rng.choice(["DEBIT", "CREDIT"]), units=rng.randint(1, 10**9), currency=rng.choice(["EUR", "USD", "JPY"]), exponent=2, rail="sepa")))  # fmt: skip
+    return out
+
+
+def encode(codec: AvroCodec, account: str, journal: Journal) -> tuple[bytes, bytes]:
+    meta = metadata("ledger.journal.posted")
+    record = journal_record(
+        journal,
+        journal_entry_id=derived_event_id(journal.reference_id, "ledger_agent"),
+        account_id=account,
+        metadata=meta,
+    )
+    return account.encode(), codec.encode(TOPIC, record)
+
+
+class TopicLedgerSink(LedgerSink):
+    def __init__(self, topic: str) -> None:
+        self.topics = (topic,)
+
+
+def run_sink(db, codec, topic: str, group: str | None = None):
+    runner = SinkRunner(
+        db, TopicLedgerSink(topic), codec, batch_size=500, linger=0.1, group_id=group or str(uuid.uuid4())
+    )
+    return runner.run(idle_exit=2.0)
+
+
+def snapshot(db) -> tuple:
+    with psycopg.connect(db.database_url.get_secret_value()) as conn:
+        return conn.execute(
+            """SELECT (SELECT count(*) FROM journal_entries), (SELECT count(*) FROM entries),
+                      (SELECT count(*) FROM ledger_accounts),
+                      (SELECT md5(string_agg(ledger_account || ':' || debits || ':' || credits, ',' ORDER BY ledger_account)) FROM balances),
+                      (SELECT md5(string_agg(journal_entry_id::text || line_no || side || amount, ',' ORDER BY journal_entry_id, line_no)) FROM entries)"""
+        ).fetchone()
+
+
+@pytest.fixture(scope="module")
+def posted(services, db, codec):
+    topic = fresh_topic(services, "ledger")
+    batch = journals(900, seed=1)
+    poison = [
+        (b"acc-1", b"\xc3\x01not avro at all"),
+        encode(codec, "acc-2", Journal("bad:1", "unbalanced", (
+            Line("customer:acc-2:EUR", "DEBIT", 10, "EUR", 2), Line("clearing:x:EUR", "CREDIT", 9, "EUR", 2)))),
+    ]  # fmt: skip
+    messages = (
+        [encode(codec, a, j) for a, j in batch[:450]] + poison + [encode(codec, a, j) for a, j in batch[450:]]
+    )
+    produce_raw(services, topic, messages)
+    stats = run_sink(db, codec, topic)
+    return topic, batch, stats
+
+
+def test_every_journal_is_stored_once_and_balances(db, posted):
+    _, _, stats = posted
+    assert stats.written == 900
+    assert stats.dead_lettered == 2
+    with psycopg.connect(db.database_url.get_secret_value()) as conn:
+        assert conn.execute("SELECT count(*) FROM journal_entries").fetchone()[0] == 900
+        unbalanced = conn.execute(
+            """SELECT journal_entry_id FROM entries GROUP BY journal_entry_id, currency
+               HAVING sum(CASE WHEN side = 'DEBIT' THEN amount ELSE -amount END) <> 0"""
+        ).fetchall()
+        assert unbalanced == []
+
+
+def test_all_accounts_sum_to_zero_per_currency_and_balances_match_entries(db, posted):
+    _, batch, _ = posted
+    with psycopg.connect(db.database_url.get_secret_value()) as conn:
+        trial = dict(
+            conn.execute("SELECT currency, sum(debits - credits) FROM balances GROUP BY currency").fetchall()
+        )
+        assert trial and all(v == 0 for v in trial.values()), trial
+        mismatched = conn.execute(
+            """SELECT b.ledger_account FROM balances b
+                 JOIN (SELECT ledger_account,
+                              sum(CASE WHEN side = 'DEBIT' THEN amount ELSE 0 END) d,
+                              sum(CASE WHEN side = 'CREDIT' THEN amount ELSE 0 END) c
+                         FROM entries GROUP BY ledger_account) e USING (ledger_account)
+                WHERE b.debits <> e.d OR b.credits <> e.c"""
+        ).fetchall()
+        assert mismatched == []
+        # exactness: fee revenue equals the independent sum of the fees posted
+        fees = sum(j.lines[0].units for _, j in batch if j.reference_id.startswith("fee:"))
+        revenue = conn.execute(
+            "SELECT credits FROM balances WHERE ledger_account = 'fee_revenue:platform:EUR'"
+        ).fetchone()[0]
+        assert revenue == fees
+        wei = sum(j.lines[0].units for _, j in batch if j.lines[0].currency == "ETH")
+        assert (
+            conn.execute(
+                "SELECT debits FROM balances WHERE ledger_account = 'clearing:ethereum:ETH'"
+            ).fetchone()[0]
+            == wei
+        )
+
+
+def test_poison_goes_to_the_dead_letter_topic_with_its_origin(services, posted):
+    topic, _, _ = posted
+    dlq = "dlq.ledger_sink.dead_lettered.v1"
+    mine = [
+        m
+        for m in read_all(services, dlq, expect=1)
+        if dict(m.headers() or [])[ORIGIN_TOPIC] == topic.encode()
+    ]
+    assert len(mine) == 2
+    classes = sorted(dict(m.headers())[ERROR_CLASS].decode() for m in mine)
+    assert classes == ["DecodeError", "PoisonEvent"]
+    for m in mine:
+        headers = dict(m.headers())
+        assert int(headers[ORIGIN_PARTITION]) >= 0 and int(headers[ORIGIN_OFFSET]) >= 0
+    assert any(m.value() == b"\xc3\x01not avro at all" for m in mine)
+
+
+def test_replaying_the_topic_changes_nothing(db, codec, posted):
+    topic, _, _ = posted
+    before = snapshot(db)
+    stats = run_sink(db, codec, topic)  # a new consumer group reads everything again
+    assert stats.consumed == 902
+    assert snapshot(db) == before
+
+
+def test_the_database_refuses_unbalanced_or_edited_entries(db):
+    with psycopg.connect(db.database_url.get_secret_value()) as conn:
+        conn.execute(
+            "INSERT INTO ledger_accounts VALUES ('customer:z:EUR','liability','CREDIT','EUR',2) ON CONFLICT DO NOTHING"
+        )
+        conn.execute(
+            "INSERT INTO ledger_accounts VALUES ('clearing:z:EUR','asset','DEBIT','EUR',2) ON CONFLICT DO NOTHING"
+        )
+        conn.commit()
+        jid = uuid.uuid4()
+        with pytest.raises(psycopg.errors.CheckViolation, match="does not balance"):
+            with conn.transaction():
+                conn.execute(
+                    "INSERT INTO journal_entries VALUES (%s,'r-bad','x','t','sandbox','c',%s,NULL,now())",
+                    (jid, jid),
+                )
+                conn.execute(
+                    "INSERT INTO entries VALUES (%s,1,'customer:z:EUR','DEBIT',10,'EUR'),(%s,2,'clearing:z:EUR','CREDIT',9,'EUR')",
+                    (jid, jid),
+                )
+        with pytest.raises(psycopg.errors.CheckViolation, match="no entries"), conn.transaction():
+            conn.execute(
+                "INSERT INTO journal_entries VALUES (%s,'r-empty','x','t','sandbox','c',%s,NULL,now())",
+                (jid, jid),
+            )
+        with pytest.raises(psycopg.errors.IntegrityConstraintViolation, match="append-only"):
+            with conn.transaction():
+                conn.execute("UPDATE entries SET amount = amount + 1 WHERE line_no = 1")

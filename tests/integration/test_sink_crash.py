@@ -1,0 +1,101 @@
+"""A sink killed with SIGKILL in the middle of its work loses and duplicates nothing."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import uuid
+
+import psycopg
+
+from streams.ledger.postings import fee_assessed, transaction_completed
+from streams.ledger.records import journal_record
+from tests.fixtures.database import private_database
+from tests.fixtures.events import metadata
+from tests.fixtures.kafka import fresh_topic, produce_raw
+from tests.fixtures.waiting import wait_for
+from topics.codec import AvroCodec
+from topics.events import derived_event_id
+from topics.schemas import load_store
+from topics.settings import REPO_ROOT
+
+TOTAL = 30_000
+
+
+def sink_process(settings, topic: str, group: str, *extra: str, capture: bool = True) -> subprocess.Popen:
+    env = {**os.environ, "DATABASE_URL": settings.database_url.get_secret_value(),
+           "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers, "SCHEMA_REGISTRY_URL": ""}  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, "-m", "ops.cli", "sink", "ledger", "--topic", topic, "--group", group,
+         "--batch-size", "500", "--linger", "0.05", *extra],
+        env=env,
+        stdout=subprocess.PIPE if capture else subprocess.DEVNULL,
+        stderr=subprocess.PIPE if capture else subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+def count(conn: psycopg.Connection, table: str) -> int:
+    return conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]  # table names are literals here
+
+
+def test_sigkill_mid_batch_then_restart_loses_and_duplicates_nothing(services):
+    codec = AvroCodec(load_store(REPO_ROOT / "avro"))
+    topic = fresh_topic(services, "crash")
+    messages = []
+    for i in range(TOTAL):
+        account = f"acc-{i % 97}"
+        journal = (
+            fee_assessed(fee_id=f"k{i}", account_id=account, units=1 + i % 300, currency="EUR", exponent=2)
+            if i % 2
+            else transaction_completed(transaction_id=f"k{i}", account_id=account, direction="CREDIT",
+                                       units=10_000 + i, currency="EUR", exponent=2, rail="sepa")
+        )  # fmt: skip
+        record = journal_record(
+            journal,
+            journal_entry_id=derived_event_id(journal.reference_id, "ledger_agent"),
+            account_id=account,
+            metadata=metadata("ledger.journal.posted"),
+        )
+        messages.append((account.encode(), codec.encode("ledger.journal.posted.v1", record)))
+    produce_raw(services, topic, messages)
+    expected_fees = sum(1 + i % 300 for i in range(1, TOTAL, 2))
+
+    with (
+        private_database(services) as db,
+        psycopg.connect(db.database_url.get_secret_value(), autocommit=True) as conn,
+    ):
+        group = f"crash-{uuid.uuid4()}"
+        first = sink_process(db, topic, group, capture=False)
+        try:
+            at_kill = wait_for(
+                lambda: (n := count(conn, "journal_entries")) >= 3000 and n, timeout=120, what="first batches"
+            )
+            os.kill(first.pid, signal.SIGKILL)
+            first.wait(timeout=30)
+        finally:
+            if first.poll() is None:
+                first.kill()
+        assert first.returncode == -signal.SIGKILL
+        assert at_kill < TOTAL, "the sink finished before it could be killed mid-stream"
+
+        second = sink_process(db, topic, group, "--idle-exit", "3")
+        _, errs = second.communicate(timeout=300)
+        assert second.returncode == 0, errs.decode()[-2000:]
+
+        assert count(conn, "journal_entries") == TOTAL
+        assert count(conn, "entries") == 2 * TOTAL
+        assert conn.execute("SELECT count(DISTINCT reference_id) FROM journal_entries").fetchone()[0] == TOTAL
+        revenue = conn.execute(
+            "SELECT credits FROM balances WHERE ledger_account = 'fee_revenue:platform:EUR'"
+        ).fetchone()[0]
+        assert revenue == expected_fees
+        mismatched = conn.execute(
+            """SELECT b.ledger_account FROM balances b
+                 JOIN (SELECT ledger_account, sum(CASE WHEN side = 'DEBIT' THEN amount ELSE 0 END) d,
+                              sum(CASE WHEN side = 'CREDIT' THEN amount ELSE 0 END) c
+                         FROM entries GROUP BY ledger_account) e USING (ledger_account)
+                WHERE b.debits <> e.d OR b.credits <> e.c"""
+        ).fetchall()
+        assert mismatched == []
