@@ -250,6 +250,16 @@ def sink(args: argparse.Namespace) -> int:
     return 0
 
 
+def bench(args: argparse.Namespace) -> int:
+    from ops.bench import bench_ledger, bench_sink
+
+    run = bench_sink if args.target == "sink" else bench_ledger
+    result = run(_settings(), args.events, args.batch_size)
+    for line in result.lines():
+        out.print(line, markup=False)
+    return 0
+
+
 # demo -------------------------------------------------------------------------
 
 
@@ -388,6 +398,15 @@ def build_parser() -> Parser:
         "--topic", action="append", help="consume this topic instead of the sink's own (repeatable)"
     )
     sk.add_argument("--json", action="store_true", help="print the run's figures as one JSON line on stdout")
+
+    bn = command(
+        sub, "bench", bench, "measure a sink on the local stack against raw COPY (scratch topic and database)"
+    )
+    bn.add_argument(
+        "target", choices=["sink", "ledger"], help="sink: one row per event; ledger: balanced transfers"
+    )
+    bn.add_argument("--events", type=_positive, default=200_000, help="events to produce (default 200000)")
+    bn.add_argument("--batch-size", type=_positive, default=2000, help="sink batch size (default 2000)")
 
     dm = command(sub, "demo", demo, "run the pipeline's round trip on the local stack and print what it did")
     dm.add_argument(

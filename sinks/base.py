@@ -20,6 +20,7 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -68,6 +69,17 @@ class Sink(ABC, Generic[Item]):
     @abstractmethod
     def write(self, conn: psycopg.Connection, items: Sequence[Item]) -> None:
         """Store a batch inside the caller's transaction; must be idempotent."""
+
+
+@dataclass
+class Batch(Generic[Item]):
+    """One consumed batch on its way to the database."""
+
+    good: list[tuple[Message, Item]] = field(default_factory=list)
+    offsets: dict[tuple[str, int], int] = field(default_factory=dict)
+    handled: int = 0
+    dead: int = 0
+    refused: int = 0
 
 
 @dataclass
@@ -124,7 +136,9 @@ class SinkRunner(Generic[Item]):
                     "enable.partition.eof": False,
                     "fetch.min.bytes": 65536,
                     "fetch.wait.max.ms": max(10, int(linger * 1000)),
-                    "queued.max.messages.kbytes": 65536,
+                    # prefetch about two batches per partition, not librdkafka's 100k
+                    "queued.min.messages": max(1000, 2 * batch_size),
+                    "queued.max.messages.kbytes": 16384,
                     # a killed worker's partitions move to the others within seconds
                     "session.timeout.ms": 10000,
                     "heartbeat.interval.ms": 2000,
@@ -134,7 +148,12 @@ class SinkRunner(Generic[Item]):
         )
         self.topics = list(topics or sink.topics)
         self.assigned = threading.Event()
-        self.consumer.subscribe(self.topics, on_assign=lambda consumer, partitions: self.assigned.set())
+        self._before_revoke: Callable[[], None] = lambda: None
+        self.consumer.subscribe(
+            self.topics,
+            on_assign=lambda consumer, partitions: self.assigned.set(),
+            on_revoke=lambda consumer, partitions: self._before_revoke(),
+        )
         self._conn: psycopg.Connection | None = None
 
     # database ------------------------------------------------------------------
@@ -203,46 +222,59 @@ class SinkRunner(Generic[Item]):
             Event(record, msg.topic() or "", msg.partition() or 0, msg.offset() or 0, msg.key())
         )
 
-    def process(
-        self, messages: list[Message], stats: RunStats, stop: Callable[[], bool] = lambda: False
-    ) -> None:
-        """Handle one batch of consumed messages, then commit their offsets."""
-        good: list[tuple[Message, Item]] = []
-        dead = refused = handled = 0
-        offsets: dict[tuple[str, int], int] = {}
+    def prepare_batch(self, messages: list[Message]) -> Batch[Item]:
+        """Decode and map a batch (dead-lettering what cannot be); no database work."""
+        batch: Batch[Item] = Batch()
         for msg in messages:
             err = msg.error()
             if err is not None:
                 if err.code() != KafkaError._PARTITION_EOF:
                     log.warning("%s: consumer error %s", self.sink.name, err)
                 continue
-            offsets[(msg.topic() or "", msg.partition() or 0)] = msg.offset() or 0
-            handled += 1
+            batch.offsets[(msg.topic() or "", msg.partition() or 0)] = msg.offset() or 0
+            batch.handled += 1
             try:
-                good.append((msg, self._prepare(msg)))
+                batch.good.append((msg, self._prepare(msg)))
             except (DecodeError, PoisonEvent) as e:
                 self.dead_letters.send_message(msg, e)
-                dead += 1
-        if good:
-            started = time.monotonic()
-            for msg, error in self._write_isolating(good, stats, stop):
-                self.dead_letters.send_message(msg, error)
-                refused += 1
-            dead += refused
-            BATCH_SECONDS.labels(self.sink.name).observe(time.monotonic() - started)
-        if dead:
+                batch.dead += 1
+        return batch
+
+    def write_batch(self, batch: Batch[Item], stats: RunStats, stop: Callable[[], bool]) -> None:
+        """The database part of a batch (runs on the writer thread)."""
+        if not batch.good:
+            return
+        started = time.monotonic()
+        for msg, error in self._write_isolating(batch.good, stats, stop):
+            self.dead_letters.send_message(msg, error)
+            batch.refused += 1
+        BATCH_SECONDS.labels(self.sink.name).observe(time.monotonic() - started)
+
+    def finish_batch(self, batch: Batch[Item], stats: RunStats) -> None:
+        """After the database commit: confirm dead letters, then commit the offsets."""
+        if batch.dead or batch.refused:
             self.dead_letters.flush()
-        if offsets:
+        if batch.offsets:
             self.consumer.commit(
-                offsets=[TopicPartition(t, p, o + 1) for (t, p), o in offsets.items()], asynchronous=False
+                offsets=[TopicPartition(t, p, o + 1) for (t, p), o in batch.offsets.items()],
+                asynchronous=False,
             )
-            stats.last_offsets.update(offsets)
-        stats.consumed += handled
-        stats.written += len(good) - refused
-        stats.dead_lettered += dead
+            stats.last_offsets.update(batch.offsets)
+        written = len(batch.good) - batch.refused
+        stats.consumed += batch.handled
+        stats.written += written
+        stats.dead_lettered += batch.dead + batch.refused
         stats.batches += 1
-        WRITTEN.labels(self.sink.name, "written").inc(len(good) - refused)
-        WRITTEN.labels(self.sink.name, "dead_lettered").inc(dead)
+        WRITTEN.labels(self.sink.name, "written").inc(written)
+        WRITTEN.labels(self.sink.name, "dead_lettered").inc(batch.dead + batch.refused)
+
+    def process(
+        self, messages: list[Message], stats: RunStats, stop: Callable[[], bool] = lambda: False
+    ) -> None:
+        """Handle one batch of consumed messages, then commit their offsets."""
+        batch = self.prepare_batch(messages)
+        self.write_batch(batch, stats, stop)
+        self.finish_batch(batch, stats)
 
     def run(
         self,
@@ -252,12 +284,31 @@ class SinkRunner(Generic[Item]):
         max_events: int | None = None,
     ) -> RunStats:
         """Consume until `stop` is set, `idle_exit` seconds pass with nothing new
-        (counted once partitions are assigned), or `max_events` events were handled."""
+        (counted once partitions are assigned), or `max_events` events were handled.
+
+        One batch is written by a writer thread while the next is consumed and
+        decoded; its offsets are committed (on this thread) only once it is in the
+        database, and a rebalance first finishes the batch in flight.
+        """
         stats = RunStats()
         started = time.monotonic()
         last_seen = time.monotonic()
         first: float | None = None
         stopping = stop or threading.Event()
+        writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{self.sink.name}-writer")
+        in_flight: tuple[Future[None], Batch[Item]] | None = None
+
+        def settle() -> None:
+            nonlocal in_flight
+            if in_flight is not None:
+                future, batch = in_flight
+                in_flight = None
+                future.result()
+                self.finish_batch(batch, stats)
+                if first is not None:
+                    stats.busy_seconds = time.monotonic() - first
+
+        self._before_revoke = settle
         try:
             while not stopping.is_set():
                 messages = self.consumer.consume(self.batch_size, timeout=self.linger)
@@ -266,13 +317,19 @@ class SinkRunner(Generic[Item]):
                 if messages:
                     last_seen = time.monotonic()
                     first = first or last_seen
-                    self.process(messages, stats, stopping.is_set)
-                    stats.busy_seconds = time.monotonic() - first
-                elif idle_exit is not None and time.monotonic() - last_seen >= idle_exit:
-                    break
+                    batch = self.prepare_batch(messages)
+                    settle()
+                    in_flight = (writer.submit(self.write_batch, batch, stats, stopping.is_set), batch)
+                else:
+                    settle()
+                    if idle_exit is not None and time.monotonic() - last_seen >= idle_exit:
+                        break
                 if max_events is not None and stats.consumed >= max_events:
                     break
+            settle()
         finally:
+            self._before_revoke = lambda: None
+            writer.shutdown(wait=True)
             stats.seconds = time.monotonic() - started
             self.close()
         return stats

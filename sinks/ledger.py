@@ -9,7 +9,6 @@ account order, so a hot account such as fee revenue is updated once per batch.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -79,12 +78,12 @@ ON CONFLICT (ledger_account) DO UPDATE
 
 @dataclass(frozen=True)
 class PostedJournal:
-    journal_entry_id: uuid.UUID
+    journal_entry_id: str
     journal: Journal
     tenant_id: str
     environment: str
     correlation_id: str
-    source_event_id: uuid.UUID
+    source_event_id: str
     posted_at: datetime
 
 
@@ -111,12 +110,12 @@ def journal_from_event(record: dict[str, Any]) -> PostedJournal:
     except PostingError as e:
         raise PoisonEvent(str(e)) from e
     return PostedJournal(
-        journal_entry_id=uuid.UUID(str(record["journal_entry_id"])),
+        journal_entry_id=str(record["journal_entry_id"]),
         journal=journal,
         tenant_id=meta["tenant_id"],
         environment=meta["environment"],
         correlation_id=meta["correlation_id"],
-        source_event_id=uuid.UUID(str(meta.get("causation_id") or meta["event_id"])),
+        source_event_id=str(meta.get("causation_id") or meta["event_id"]),
         posted_at=meta["occurred_at"],
     )
 

@@ -6,33 +6,36 @@ union index silently picks the last branch, and trailing bytes are ignored. The
 guard walks the bytes once against the writer schema, without building values,
 and refuses anything that is not a canonical, bounded encoding. Only what
 passes is handed to fastavro.
+
+For speed the walk is generated per schema as straight-line Python (one
+function, varints inlined, a recursive record as its own function with a depth
+bound) and compiled once; reading past the end raises IndexError, which is
+reported as truncated data.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from typing import Any
 
 MAX_DEPTH = 32
-"""Deepest nesting of records accepted (ledgerstream's own schemas nest 4 deep)."""
+"""Deepest nesting of a recursive record accepted."""
 MAX_ZERO_SIZE_ITEMS = 4096
 """Most items of a zero-byte type (null, empty record) one array or map may hold."""
+
+PRIMITIVES = frozenset({"null", "boolean", "int", "long", "float", "double", "bytes", "string"})
 
 
 class GuardViolation(ValueError):
     """The bytes are not a bounded, canonical encoding of the writer schema."""
 
 
-Step = Callable[[bytes, int, int], int]
-
-
 def _varint(buf: bytes, pos: int, max_bytes: int) -> tuple[int, int]:
+    """Zigzag varint at `pos` (the slow path of the generated code)."""
     result = shift = 0
-    end = len(buf)
     limit = pos + max_bytes
     while True:
-        if pos >= end:
-            raise GuardViolation("truncated data")
         b = buf[pos]
         pos += 1
         result |= (b & 0x7F) << shift
@@ -43,192 +46,231 @@ def _varint(buf: bytes, pos: int, max_bytes: int) -> tuple[int, int]:
         shift += 7
 
 
-def _skipper(max_bytes: int) -> Step:
-    def skip(buf: bytes, pos: int, depth: int) -> int:
-        end = len(buf)
-        limit = pos + max_bytes
-        while pos < end:
-            if buf[pos] < 0x80:
-                return pos + 1
-            pos += 1
-            if pos >= limit:
-                raise GuardViolation("varint longer than its type allows")
-        raise GuardViolation("truncated data")
-
-    return skip
+def _fullname(node: dict[str, Any], ns: str) -> tuple[str, str]:
+    name = node["name"]
+    own_ns = name.rpartition(".")[0] if "." in name else node.get("namespace", ns)
+    return (name if "." in name or not own_ns else f"{own_ns}.{name}"), own_ns
 
 
-def _fixed(size: int) -> Step:
-    def fixed(buf: bytes, pos: int, depth: int) -> int:
-        pos += size
-        if pos > len(buf):
-            raise GuardViolation("truncated data")
-        return pos
-
-    return fixed
-
-
-def _null(buf: bytes, pos: int, depth: int) -> int:
-    return pos
-
-
-def _boolean(buf: bytes, pos: int, depth: int) -> int:
-    if pos >= len(buf):
-        raise GuardViolation("truncated data")
-    if buf[pos] > 1:
-        raise GuardViolation(f"boolean byte {buf[pos]} is neither 0 nor 1")
-    return pos + 1
-
-
-def _length_prefixed(buf: bytes, pos: int, depth: int) -> int:
-    size, pos = _varint(buf, pos, 10)
-    if size < 0:
-        raise GuardViolation(f"negative length {size}")
-    if size > len(buf) - pos:
-        raise GuardViolation(f"length {size} exceeds the {len(buf) - pos} bytes left")
-    return pos + size
+def _references(node: Any, ns: str, out: set[str]) -> None:
+    if isinstance(node, str):
+        if node not in PRIMITIVES:
+            out.add(node if "." in node or not ns else f"{ns}.{node}")
+    elif isinstance(node, list):
+        for branch in node:
+            _references(branch, ns, out)
+    elif isinstance(node, dict):
+        kind = node.get("type")
+        if kind in ("record", "error"):
+            _, own_ns = _fullname(node, ns)
+            for f in node["fields"]:
+                _references(f["type"], own_ns, out)
+        elif kind == "array":
+            _references(node["items"], ns, out)
+        elif kind == "map":
+            _references(node["values"], ns, out)
+        elif not isinstance(kind, str) or kind not in PRIMITIVES | {"enum", "fixed"}:
+            _references(kind, ns, out)
 
 
-class _Compiler:
+class _Generator:
     def __init__(self) -> None:
-        self.named: dict[str, list[Step]] = {}
-        self.min_size: dict[str, int] = {}
+        self.named: dict[str, tuple[Any, str]] = {}
+        self.recursive_fns: dict[str, str] = {}
+        self.functions: list[list[str]] = []
+        self.ids = itertools.count()
 
-    def compile(self, node: Any, ns: str) -> tuple[Step, int]:
+    def fresh(self, prefix: str) -> str:
+        return f"{prefix}{next(self.ids)}"
+
+    # sizes ---------------------------------------------------------------------
+
+    def min_size(self, node: Any, ns: str, seen: frozenset[str] = frozenset()) -> int:
         if isinstance(node, str):
-            return self._reference(node, ns)
+            sizes = {"null": 0, "boolean": 1, "int": 1, "long": 1, "float": 4, "double": 8}
+            sizes |= {"bytes": 1, "string": 1}
+            if node in sizes:
+                return sizes[node]
+            full = node if "." in node or not ns else f"{ns}.{node}"
+            if full in seen or full not in self.named:
+                return 0
+            definition, def_ns = self.named[full]
+            return self.min_size(definition, def_ns, seen | {full})
         if isinstance(node, list):
-            return self._union(node, ns)
+            return 1
         kind = node["type"]
         if kind in ("record", "error"):
-            return self._record(node, ns)
-        if kind == "enum":
-            full = self._define(node, ns)
-            step = self._index(len(node["symbols"]), "enum symbol")
-            self.named[full][0] = step
-            self.min_size[full] = 1
-            return step, 1
+            full, own_ns = _fullname(node, ns)
+            return sum(self.min_size(f["type"], own_ns, seen | {full}) for f in node["fields"])
+        if kind == "enum" or kind in ("array", "map"):
+            return 1
         if kind == "fixed":
-            full = self._define(node, ns)
-            step = _fixed(int(node["size"]))
-            self.named[full][0] = step
-            self.min_size[full] = int(node["size"])
-            return step, int(node["size"])
-        if kind == "array":
-            item, item_min = self.compile(node["items"], ns)
-            return self._collection(item, item_min, keyed=False), 1
-        if kind == "map":
-            value, value_min = self.compile(node["values"], ns)
-            return self._collection(value, value_min + 1, keyed=True), 1
-        return self.compile(kind, ns)
+            return int(node["size"])
+        return self.min_size(kind, ns, seen)
 
-    def _reference(self, name: str, ns: str) -> tuple[Step, int]:
-        primitive = {
-            "null": (_null, 0),
-            "boolean": (_boolean, 1),
-            "int": (_skipper(5), 1),
-            "long": (_skipper(10), 1),
-            "float": (_fixed(4), 4),
-            "double": (_fixed(8), 8),
-            "bytes": (_length_prefixed, 1),
-            "string": (_length_prefixed, 1),
-        }.get(name)
-        if primitive:
-            return primitive
+    # code ----------------------------------------------------------------------
+
+    @staticmethod
+    def value(var: str, max_bytes: int, pad: str) -> list[str]:
+        return [
+            f"{pad}b = buf[pos]",
+            f"{pad}if b < 0x80:",
+            f"{pad}    {var} = (b >> 1) ^ -(b & 1)",
+            f"{pad}    pos += 1",
+            f"{pad}else:",
+            f"{pad}    {var}, pos = _varint(buf, pos, {max_bytes})",
+        ]
+
+    def emit(self, node: Any, ns: str, pad: str) -> list[str]:
+        """Statements that advance `pos` over one datum of `node`."""
+        if isinstance(node, str):
+            return self.emit_name(node, ns, pad)
+        if isinstance(node, list):
+            return self.emit_union(node, ns, pad)
+        kind = node["type"]
+        if kind in ("record", "error"):
+            return self.emit_record(node, ns, pad)
+        if kind == "enum":
+            full, _ = _fullname(node, ns)
+            self.named[full] = (node, ns)
+            v = self.fresh("e")
+            return [
+                *self.value(v, 5, pad),
+                f"{pad}if not 0 <= {v} < {len(node['symbols'])}:",
+                f"{pad}    raise GuardViolation(",
+                f"{pad}        f'enum symbol index {{{v}}} out of range 0..{len(node['symbols']) - 1}')",
+            ]
+        if kind == "fixed":
+            full, _ = _fullname(node, ns)
+            self.named[full] = (node, ns)
+            return self.fixed(int(node["size"]), pad)
+        if kind in ("array", "map"):
+            return self.emit_collection(node, ns, pad)
+        return self.emit(kind, ns, pad)
+
+    @staticmethod
+    def fixed(size: int, pad: str) -> list[str]:
+        return [
+            f"{pad}pos += {size}",
+            f"{pad}if pos > end:",
+            f"{pad}    raise GuardViolation('truncated data')",
+        ]
+
+    def emit_name(self, name: str, ns: str, pad: str) -> list[str]:
+        if name == "null":
+            return []
+        if name == "boolean":
+            return [
+                f"{pad}if buf[pos] > 1:",
+                f"{pad}    raise GuardViolation(f'boolean byte {{buf[pos]}} is neither 0 nor 1')",
+                f"{pad}pos += 1",
+            ]
+        if name in ("int", "long"):
+            limit = 5 if name == "int" else 10
+            start = self.fresh("s")
+            return [
+                f"{pad}{start} = pos",
+                f"{pad}while buf[pos] >= 0x80:",
+                f"{pad}    pos += 1",
+                f"{pad}pos += 1",
+                f"{pad}if pos - {start} > {limit}:",
+                f"{pad}    raise GuardViolation('varint longer than its type allows')",
+            ]
+        if name in ("float", "double"):
+            return self.fixed(4 if name == "float" else 8, pad)
+        if name in ("bytes", "string"):
+            v = self.fresh("n")
+            return [
+                *self.value(v, 10, pad),
+                f"{pad}if {v} < 0:",
+                f"{pad}    raise GuardViolation(f'negative length {{{v}}}')",
+                f"{pad}if {v} > end - pos:",
+                f"{pad}    raise GuardViolation(f'length {{{v}}} exceeds the {{end - pos}} bytes left')",
+                f"{pad}pos += {v}",
+            ]
         full = name if "." in name or not ns else f"{ns}.{name}"
+        if full in self.recursive_fns:
+            return [f"{pad}pos = {self.recursive_fns[full]}(buf, pos, depth + 1)"]
         if full not in self.named:
             raise GuardViolation(f"schema names unknown type {name}")
-        cell = self.named[full]
+        definition, def_ns = self.named[full]
+        if definition.get("type") in ("record", "error"):
+            return self.record_body(definition, def_ns, pad)
+        return self.emit(definition, def_ns, pad)
 
-        def named(buf: bytes, pos: int, depth: int) -> int:
-            return cell[0](buf, pos, depth)
+    def emit_record(self, node: dict[str, Any], ns: str, pad: str) -> list[str]:
+        full, _ = _fullname(node, ns)
+        self.named[full] = (node, ns)
+        refs: set[str] = set()
+        _references(node, ns, refs)
+        if full not in refs:
+            return self.record_body(node, ns, pad)
+        fn = self.fresh("_record")
+        self.recursive_fns[full] = fn
+        body = [
+            f"def {fn}(buf, pos, depth):",
+            "    end = len(buf)",
+            f"    if depth >= {MAX_DEPTH}:",
+            f"        raise GuardViolation('records nested deeper than {MAX_DEPTH}')",
+            *self.record_body(node, ns, "    "),
+            "    return pos",
+        ]
+        self.functions.append(body)
+        return [f"{pad}pos = {fn}(buf, pos, depth + 1)"]
 
-        return named, self.min_size.get(full, 0)
+    def record_body(self, node: dict[str, Any], ns: str, pad: str) -> list[str]:
+        _, own_ns = _fullname(node, ns)
+        lines: list[str] = []
+        for f in node["fields"]:
+            lines += self.emit(f["type"], own_ns, pad)
+        return lines
 
-    def _define(self, node: dict[str, Any], ns: str) -> str:
-        name = node["name"]
-        own_ns = name.rpartition(".")[0] if "." in name else node.get("namespace", ns)
-        full = name if "." in name or not own_ns else f"{own_ns}.{name}"
-        self.named[full] = [_null]
-        return full
+    def emit_union(self, branches: list[Any], ns: str, pad: str) -> list[str]:
+        v = self.fresh("u")
+        lines = self.value(v, 5, pad)
+        for i, branch in enumerate(branches):
+            body = self.emit(branch, ns, pad + "    ") or [f"{pad}    pass"]
+            lines += [f"{pad}{'if' if i == 0 else 'elif'} {v} == {i}:", *body]
+        lines += [
+            f"{pad}else:",
+            f"{pad}    raise GuardViolation(f'union index {{{v}}} out of range 0..{len(branches) - 1}')",
+        ]
+        return lines
 
-    def _record(self, node: dict[str, Any], ns: str) -> tuple[Step, int]:
-        full = self._define(node, ns)
-        own_ns = full.rpartition(".")[0]
-        self.min_size[full] = 0  # while compiling: a recursive use counts as zero
-        compiled = [self.compile(f["type"], own_ns) for f in node["fields"]]
-        steps = tuple(step for step, _ in compiled)
-        size = sum(m for _, m in compiled)
-
-        def record(buf: bytes, pos: int, depth: int) -> int:
-            if depth >= MAX_DEPTH:
-                raise GuardViolation(f"records nested deeper than {MAX_DEPTH}")
-            depth += 1
-            for step in steps:
-                pos = step(buf, pos, depth)
-            return pos
-
-        self.named[full][0] = record
-        self.min_size[full] = size
-        return record, size
-
-    @staticmethod
-    def _index(count: int, what: str) -> Step:
-        def index(buf: bytes, pos: int, depth: int) -> int:
-            value, pos = _varint(buf, pos, 5)
-            if not 0 <= value < count:
-                raise GuardViolation(f"{what} index {value} out of range 0..{count - 1}")
-            return pos
-
-        return index
-
-    def _union(self, branches: list[Any], ns: str) -> tuple[Step, int]:
-        steps = tuple(self.compile(b, ns)[0] for b in branches)
-        count = len(steps)
-
-        def union(buf: bytes, pos: int, depth: int) -> int:
-            value, pos = _varint(buf, pos, 5)
-            if not 0 <= value < count:
-                raise GuardViolation(f"union index {value} out of range 0..{count - 1}")
-            return steps[value](buf, pos, depth)
-
-        return union, 1
-
-    @staticmethod
-    def _collection(item: Step, item_min: int, *, keyed: bool) -> Step:
-        def collection(buf: bytes, pos: int, depth: int) -> int:
-            zero_size_items = 0
-            while True:
-                count, pos = _varint(buf, pos, 10)
-                if count == 0:
-                    return pos
-                if count < 0:
-                    count = -count
-                    _, pos = _length_prefixed_size(buf, pos)
-                if item_min > 0:
-                    if count * item_min > len(buf) - pos:
-                        raise GuardViolation(
-                            f"block of {count} items cannot fit in the {len(buf) - pos} bytes left"
-                        )
-                else:
-                    zero_size_items += count
-                    if zero_size_items > MAX_ZERO_SIZE_ITEMS:
-                        raise GuardViolation(
-                            f"{zero_size_items} zero-size items exceed {MAX_ZERO_SIZE_ITEMS}"
-                        )
-                for _ in range(count):
-                    if keyed:
-                        pos = _length_prefixed(buf, pos, depth)
-                    pos = item(buf, pos, depth)
-
-        return collection
-
-
-def _length_prefixed_size(buf: bytes, pos: int) -> tuple[int, int]:
-    size, pos = _varint(buf, pos, 10)
-    if size < 0 or size > len(buf) - pos:
-        raise GuardViolation(f"block size {size} out of range")
-    return size, pos
+    def emit_collection(self, node: dict[str, Any], ns: str, pad: str) -> list[str]:
+        keyed = node["type"] == "map"
+        item = node["values"] if keyed else node["items"]
+        item_min = self.min_size(item, ns) + (1 if keyed else 0)
+        count, size, zeros, loop = self.fresh("c"), self.fresh("z"), self.fresh("k"), self.fresh("_")
+        inner = pad + "        "
+        lines = [
+            f"{pad}{zeros} = 0",
+            f"{pad}while True:",
+            *self.value(count, 10, pad + "    "),
+            f"{pad}    if {count} == 0:",
+            f"{pad}        break",
+            f"{pad}    if {count} < 0:",
+            f"{pad}        {count} = -{count}",
+            *self.value(size, 10, pad + "        "),
+            f"{pad}        if {size} < 0 or {size} > end - pos:",
+            f"{pad}            raise GuardViolation(f'block size {{{size}}} out of range')",
+        ]
+        if item_min > 0:
+            lines += [
+                f"{pad}    if {count} * {item_min} > end - pos:",
+                f"{pad}        raise GuardViolation(",
+                f"{pad}            f'block of {{{count}}} items cannot fit in the {{end - pos}} bytes left')",
+            ]
+        else:
+            lines += [
+                f"{pad}    {zeros} += {count}",
+                f"{pad}    if {zeros} > {MAX_ZERO_SIZE_ITEMS}:",
+                f"{pad}        raise GuardViolation(",
+                f"{pad}            f'{{{zeros}}} zero-size items exceed {MAX_ZERO_SIZE_ITEMS}')",
+            ]
+        body = (self.emit_name("string", ns, inner) if keyed else []) + self.emit(item, ns, inner)
+        lines += [f"{pad}    for {loop} in range({count}):", *(body or [f"{inner}pass"])]
+        return lines
 
 
 def compile_guard(schema: Any) -> Callable[[bytes, int], None]:
@@ -237,11 +279,21 @@ def compile_guard(schema: Any) -> Callable[[bytes, int], None]:
     `check` raises GuardViolation unless `buf[start:]` is exactly one bounded
     datum of the schema, with no bytes left over.
     """
-    root, _ = _Compiler().compile(schema, "")
-
-    def check(buf: bytes, start: int) -> None:
-        end = root(buf, start, 0)
-        if end != len(buf):
-            raise GuardViolation(f"{len(buf) - end} trailing bytes after the datum")
-
+    gen = _Generator()
+    body = gen.emit(schema, "", "        ")
+    source = [
+        *("\n".join(fn) for fn in gen.functions),
+        "def check(buf, pos):",
+        "    end = len(buf)",
+        "    depth = 0",
+        "    try:",
+        *(body or ["        pass"]),
+        "    except IndexError:",
+        "        raise GuardViolation('truncated data') from None",
+        "    if pos != end:",
+        "        raise GuardViolation(f'{end - pos} trailing bytes after the datum')",
+    ]
+    namespace: dict[str, Any] = {"GuardViolation": GuardViolation, "_varint": _varint}
+    exec(compile("\n".join(source), f"<guard {str(schema)[:40]}>", "exec"), namespace)
+    check: Callable[[bytes, int], None] = namespace["check"]
     return check

@@ -87,7 +87,7 @@ class WriterSchema:
 
     @cached_property
     def parsed(self) -> Json:
-        return fastavro.parse_schema(copy.deepcopy(self.definition), _write_hint=False)
+        return fastavro.parse_schema(copy.deepcopy(self.definition))
 
     @cached_property
     def fullname(self) -> str:

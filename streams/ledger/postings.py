@@ -9,6 +9,7 @@ A journal entry balances per currency; amounts are positive integers in minor
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -52,6 +53,7 @@ def account(kind: str, qualifier: str, currency: str) -> str:
     return f"{kind}:{qualifier}:{currency}"
 
 
+@functools.lru_cache(maxsize=65536)
 def account_kind(code: str) -> tuple[str, Side, str]:
     """(account type, normal side, currency) of an account code."""
     kind, sep, rest = code.partition(":")

@@ -1,0 +1,304 @@
+"""`ledgerstream bench sink | ledger`: throughput on the local stack, against raw COPY.
+
+Each run uses a scratch database and a scratch topic (both removed afterwards):
+1. encode N events and produce them (acks=all, idempotent);
+2. run the sink as its own process (`ledgerstream sink ... --json`), which reports
+   its busy time (first message to last commit) and its peak RSS;
+3. in this process, COPY the same rows straight into an unconstrained copy of the
+   target table: the raw rate the sink is compared with.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+from psycopg import sql
+from rich.progress import Progress
+
+from ops.topic_admin import wait_for_leaders
+from sinks.ledger import TOPIC as JOURNAL_TOPIC
+from sinks.migrate import scratch_database
+from sinks.transfers import TOPIC as TRANSFER_TOPIC
+from streams.ledger.postings import Journal, account_kind, check_balanced, fee_assessed, transaction_completed
+from streams.ledger.records import journal_record
+from topics.codec import AvroCodec
+from topics.errors import LedgerstreamError
+from topics.events import derived_event_id, new_metadata
+from topics.schemas import load_store
+from topics.settings import Settings
+
+
+class BenchError(LedgerstreamError):
+    """A benchmark run could not complete."""
+
+
+@dataclass
+class BenchResult:
+    name: str
+    events: int
+    produce_per_s: float
+    sink_per_s: float
+    sink_seconds: float
+    copy_rows: int
+    copy_per_s: float
+    sink_peak_rss_mb: float
+    dead_lettered: int
+
+    def lines(self) -> list[str]:
+        ratio = self.sink_per_s / self.copy_per_s if self.copy_per_s else 0.0
+        return [
+            f"bench {self.name}: {self.events:,} events",
+            f"  produce (acks=all, idempotent) {self.produce_per_s:>10,.0f} events/s",
+            f"  sink (decode + write + commit)  {self.sink_per_s:>10,.0f} events/s"
+            f"  ({self.sink_seconds:.1f}s busy)",
+            f"  raw COPY, same rows             {self.copy_per_s:>10,.0f} rows/s"
+            f"    ({self.copy_rows:,} rows)",
+            f"  sink / raw COPY                 {ratio:>10.0%}",
+            f"  sink process peak RSS           {self.sink_peak_rss_mb:>10.0f} MB",
+            f"  dead-lettered                   {self.dead_lettered:>10}",
+        ]
+
+
+def _scratch_topic(settings: Settings, kind: str, partitions: int) -> str:
+    name = f"bench.{kind}.r{uuid.uuid4().hex[:10]}.v1"
+    admin = AdminClient(settings.kafka_config())
+    admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)])[name].result(30)
+    wait_for_leaders(admin, [name])
+    return name
+
+
+def _drop_topic(settings: Settings, name: str) -> None:
+    admin = AdminClient(settings.kafka_config())
+    admin.delete_topics([name])[name].result(30)
+
+
+def _produce(settings: Settings, topic: str, messages: Iterator[tuple[bytes, bytes]], total: int) -> float:
+    producer = Producer(
+        settings.kafka_config(
+            **{"acks": "all", "enable.idempotence": True, "linger.ms": 20, "batch.size": 1_000_000,
+               "compression.type": "lz4", "queue.buffering.max.messages": 500_000}
+        )
+    )  # fmt: skip
+    started = time.monotonic()
+    with Progress(transient=True) as progress:
+        task = progress.add_task(f"producing {total:,} events", total=total)
+        for n, (key, value) in enumerate(messages, start=1):
+            while True:
+                try:
+                    producer.produce(topic, key=key, value=value)
+                    break
+                except BufferError:
+                    producer.poll(0.05)
+            if n % 10_000 == 0:
+                producer.poll(0)
+                progress.update(task, completed=n)
+        if producer.flush(120):
+            raise BenchError("events were not acknowledged")
+    return total / (time.monotonic() - started)
+
+
+def _run_sink(settings: Settings, db_url: str, sink: str, topic: str, batch_size: int) -> dict[str, Any]:
+    env = {
+        **os.environ,
+        "DATABASE_URL": db_url,
+        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+        "SCHEMA_REGISTRY_URL": "",
+        "LEDGERSTREAM_ENVIRONMENT": settings.environment,
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "ops.cli", "sink", sink, "--topic", topic, "--group", f"bench-{uuid.uuid4()}",
+         "--batch-size", str(batch_size), "--idle-exit", "3", "--json"],
+        env=env, capture_output=True, text=True, timeout=3600,
+    )  # fmt: skip
+    if done.returncode != 0:
+        raise BenchError(f"sink failed: {done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+Load = tuple[str, tuple[str, ...], list[tuple[Any, ...]]]
+
+
+@dataclass(frozen=True)
+class RawLoad:
+    """What the raw COPY writes: `setup` untimed (e.g. accounts), `timed` in one
+    transaction into the sink's own tables; then those tables are emptied again."""
+
+    timed: list[Load]
+    setup: list[Load] = field(default_factory=list)
+
+
+def _copy(
+    conn: psycopg.Connection, table: str, columns: tuple[str, ...], rows: list[tuple[Any, ...]]
+) -> None:
+    statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
+        sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, columns))
+    )
+    with conn.cursor() as cur, cur.copy(statement) as copy:
+        for row in rows:
+            copy.write_row(row)
+
+
+def _raw_copy(db_url: str, load: RawLoad) -> tuple[int, float]:
+    """COPY the same rows into the sink's real tables (indexes, constraints, triggers);
+    returns (rows, rows/s) and leaves the tables empty for the sink."""
+    with psycopg.connect(db_url) as conn:
+        for table, columns, rows in load.setup:
+            _copy(conn, table, columns, rows)
+        conn.commit()
+        started = time.monotonic()
+        for table, columns, rows in load.timed:
+            _copy(conn, table, columns, rows)
+        conn.commit()
+        seconds = time.monotonic() - started
+        tables = [sql.Identifier(t) for t, _, _ in [*load.timed, *load.setup]]
+        conn.execute(sql.SQL("TRUNCATE {} CASCADE").format(sql.SQL(", ").join(tables)))
+        conn.commit()
+    count = sum(len(rows) for _, _, rows in load.timed)
+    return count, count / seconds
+
+
+def _bench(
+    settings: Settings,
+    name: str,
+    sink: str,
+    events: int,
+    batch_size: int,
+    make: Callable[[int], tuple[bytes, bytes]],
+    raw_rows: Callable[[list[tuple[bytes, bytes]]], RawLoad],
+) -> BenchResult:
+    messages = [make(i) for i in range(events)]
+    topic = _scratch_topic(settings, name, 12)
+    try:
+        return _measure(settings, name, sink, events, batch_size, messages, topic, raw_rows)
+    except psycopg.Error as e:
+        raise BenchError(f"bench {name}: database: {e}") from e
+    finally:
+        _drop_topic(settings, topic)
+
+
+def _measure(
+    settings: Settings,
+    name: str,
+    sink: str,
+    events: int,
+    batch_size: int,
+    messages: list[tuple[bytes, bytes]],
+    topic: str,
+    raw_rows: Callable[[list[tuple[bytes, bytes]]], RawLoad],
+) -> BenchResult:
+    with scratch_database(settings.database_url.get_secret_value(), prefix="ledgerstream_bench") as db_url:
+        produce_rate = _produce(settings, topic, iter(messages), events)
+        copy_rows, copy_rate = _raw_copy(db_url, raw_rows(messages))
+        stats = _run_sink(settings, db_url, sink, topic, batch_size)
+    return BenchResult(
+        name=name,
+        events=events,
+        produce_per_s=produce_rate,
+        sink_per_s=stats["written"] / stats["busy_seconds"] if stats["busy_seconds"] else 0.0,
+        sink_seconds=stats["busy_seconds"],
+        copy_rows=copy_rows,
+        copy_per_s=copy_rate,
+        sink_peak_rss_mb=stats["peak_rss_kb"] / 1024,
+        dead_lettered=stats["dead_lettered"],
+    )
+
+
+def bench_sink(settings: Settings, events: int, batch_size: int) -> BenchResult:
+    """The transfer-request sink (one row per event) against raw COPY into the same table."""
+    from sinks.base import Event
+    from sinks.transfers import COLUMNS, row_from_event
+
+    codec = AvroCodec(load_store(settings.avro_dir))
+
+    def make(i: int) -> tuple[bytes, bytes]:
+        account = f"acc-{i % 5000}"
+        record = {
+            "metadata": new_metadata("payments.transfer.requested", tenant_id="tenant-bench",
+                                     environment=settings.environment, source="ops.bench"),
+            "account_id": account, "transfer_id": f"tr-{i}",
+            "amount": {"units": 100 + i, "currency": "EUR", "exponent": 2},
+            "destination_account_id": None, "beneficiary_reference": "GB33BUKB20201555555555",
+            "rail": "SEPA", "reference": f"invoice {i}",
+        }  # fmt: skip
+        return account.encode(), codec.encode(TRANSFER_TOPIC, record)
+
+    def raw_rows(messages: list[tuple[bytes, bytes]]) -> RawLoad:
+        rows = [
+            row_from_event(Event(codec.decode(value), TRANSFER_TOPIC, 0, n, key))
+            for n, (key, value) in enumerate(messages)
+        ]
+        return RawLoad(timed=[("transfer_requests", COLUMNS, rows)])
+
+    return _bench(settings, "sink", "transfers", events, batch_size, make, raw_rows)
+
+
+def transfer_with_fee(i: int) -> tuple[str, Journal]:
+    """A customer payout with its platform fee in one journal: four lines, the fee
+    credited to the one hot revenue account every journal touches."""
+    account = f"acc-{i % 5000}"
+    payout = transaction_completed(
+        transaction_id=f"b{i}", account_id=account, direction="DEBIT", units=10_000 + i, currency="EUR",
+        exponent=2, rail="sepa",
+    )  # fmt: skip
+    fee = fee_assessed(fee_id=f"b{i}", account_id=account, units=25 + i % 50, currency="EUR", exponent=2)
+    journal = Journal(f"txn+fee:b{i}", f"payout b{i} with fee", payout.lines + fee.lines)
+    check_balanced(journal)
+    return account, journal
+
+
+def bench_ledger(settings: Settings, events: int, batch_size: int) -> BenchResult:
+    """Balanced transfers (with a hot fee revenue account) through the ledger sink."""
+    codec = AvroCodec(load_store(settings.avro_dir))
+    journals: dict[int, tuple[str, Journal]] = {}
+
+    def make(i: int) -> tuple[bytes, bytes]:
+        account, journal = transfer_with_fee(i)
+        journals[i] = (account, journal)
+        meta = new_metadata("ledger.journal.posted", tenant_id="tenant-bench",
+                            environment=settings.environment, source="ops.bench")  # fmt: skip
+        record = journal_record(
+            journal,
+            journal_entry_id=derived_event_id(journal.reference_id, "ledger_agent"),
+            account_id=account,
+            metadata=meta,
+        )
+        return account.encode(), codec.encode(JOURNAL_TOPIC, record)
+
+    def raw_rows(messages: list[tuple[bytes, bytes]]) -> RawLoad:
+        journal_rows, entry_rows, accounts = [], [], {}
+        for i in range(len(messages)):
+            _, journal = journals[i]
+            jid = derived_event_id(journal.reference_id, "ledger_agent")
+            journal_rows.append((jid, journal.reference_id, journal.description, "tenant-bench",
+                                 settings.environment, "bench", jid, datetime.now(UTC)))  # fmt: skip
+            for n, line in enumerate(journal.lines, start=1):
+                account_type, normal, _ = account_kind(line.account)
+                accounts[line.account] = (line.account, account_type, normal, line.currency, line.exponent)
+                entry_rows.append((jid, n, line.account, line.side, line.units, line.currency))
+        return RawLoad(
+            setup=[("ledger_accounts", ("code", "account_type", "normal_side", "currency", "exponent"),
+                    list(accounts.values()))],
+            timed=[
+                ("journal_entries", ("journal_entry_id", "reference_id", "description", "tenant_id",
+                                     "environment", "correlation_id", "source_event_id", "posted_at"),
+                 journal_rows),
+                ("entries", ("journal_entry_id", "line_no", "ledger_account", "side", "amount", "currency"),
+                 entry_rows),
+            ],
+        )  # fmt: skip
+
+    result = _bench(settings, "ledger", "ledger", events, batch_size, make, raw_rows)
+    result.name = "ledger (4-line transfers with fee, hot fee_revenue account; COPY compares entry rows)"
+    return result
