@@ -217,8 +217,8 @@ def _measure(
 
 def bench_sink(settings: Settings, events: int, batch_size: int) -> BenchResult:
     """The transfer-request sink (one row per event) against raw COPY into the same table."""
-    from sinks.base import Event
     from sinks.transfers import COLUMNS, row_from_event
+    from topics.events import Event
 
     codec = AvroCodec(load_store(settings.avro_dir))
 

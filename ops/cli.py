@@ -250,6 +250,39 @@ def sink(args: argparse.Namespace) -> int:
     return 0
 
 
+def agent(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from streams.registry import AGENTS
+    from streams.runtime import AgentRuntime, run_agent
+    from topics.catalog import load_catalog
+    from topics.codec import codec_from_settings
+
+    settings = _settings()
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    codec = codec_from_settings(settings)
+    runtime = AgentRuntime(
+        settings,
+        AGENTS[args.name](settings, codec),
+        codec,
+        load_catalog(),
+        batch_size=args.batch_size,
+        linger=args.linger,
+        group_id=args.group,
+        topics=args.topic,
+    )
+    err.print(f"agent {args.name}: consuming {', '.join(runtime.topics)} as {runtime.group_id}")
+    stats = run_agent(runtime, stop=stop, idle_exit=args.idle_exit)
+    err.print(
+        f"agent {args.name}: {stats.consumed} consumed, {stats.emitted} emitted, "
+        f"{stats.dead_lettered} dead-lettered in {stats.batches} batches"
+    )
+    return 0
+
+
 def bench(args: argparse.Namespace) -> int:
     from ops.bench import bench_ledger, bench_sink
 
@@ -398,6 +431,18 @@ def build_parser() -> Parser:
         "--topic", action="append", help="consume this topic instead of the sink's own (repeatable)"
     )
     sk.add_argument("--json", action="store_true", help="print the run's figures as one JSON line on stdout")
+
+    from streams.registry import AGENTS
+
+    ag = command(sub, "agent", agent, "run one agent (a Faust agent fed batches; its own consumer group)")
+    ag.add_argument("name", choices=sorted(AGENTS), help="which agent")
+    ag.add_argument("--batch-size", type=_positive, default=2000, help="most events per batch (default 2000)")
+    ag.add_argument("--linger", type=_seconds, default=0.1, help="seconds to wait for a batch (default 0.1)")
+    ag.add_argument("--idle-exit", type=_seconds, default=None, help="stop after this many idle seconds")
+    ag.add_argument("--group", help="consumer group (default ledgerstream.<agent>; a new group replays)")
+    ag.add_argument(
+        "--topic", action="append", help="consume this topic instead of the agent's own (repeatable)"
+    )
 
     bn = command(
         sub, "bench", bench, "measure a sink on the local stack against raw COPY (scratch topic and database)"

@@ -32,6 +32,7 @@ from sinks.errors import PoisonEvent
 from topics.codec import AvroCodec
 from topics.deadletter import DeadLetters
 from topics.errors import DecodeError
+from topics.events import Event
 from topics.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -42,17 +43,6 @@ WRITTEN = Counter("ledgerstream_sink_events_total", "Events handled by a sink", 
 BATCH_SECONDS = Histogram("ledgerstream_sink_batch_seconds", "Time to write one batch", ["sink"])
 
 TRANSIENT = (psycopg.OperationalError, psycopg.InterfaceError)
-
-
-@dataclass(frozen=True)
-class Event:
-    """A decoded event and where it came from."""
-
-    record: dict[str, Any]
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
 
 
 class Sink(ABC, Generic[Item]):

@@ -16,9 +16,11 @@ from typing import Any
 
 import psycopg
 
-from sinks.base import Event, Sink
+from sinks.base import Sink
 from sinks.errors import PoisonEvent
 from streams.ledger.postings import Journal, Line, PostingError, account_kind, check_balanced
+from topics.events import Event
+from topics.money import InexactValue, money_parts
 
 TOPIC = "ledger.journal.posted.v1"
 
@@ -87,22 +89,15 @@ class PostedJournal:
     posted_at: datetime
 
 
-def _money(amount: dict[str, Any]) -> tuple[int, str, int]:
-    """(units, currency, exponent) of a FiatMoney or CryptoMoney record."""
-    if "asset" in amount:
-        units = amount["units"]
-        if units != units.to_integral_value():
-            raise PoisonEvent(f"fractional base units {units}")
-        return int(units), amount["asset"], int(amount["decimals"])
-    return int(amount["units"]), amount["currency"], int(amount["exponent"])
-
-
 def journal_from_event(record: dict[str, Any]) -> PostedJournal:
     """Map a `JournalPosted` record to a checked journal."""
     meta = record["metadata"]
     lines = []
     for raw in record["lines"]:
-        units, currency, exponent = _money(raw["amount"])
+        try:
+            units, currency, exponent = money_parts(raw["amount"])
+        except InexactValue as e:
+            raise PoisonEvent(str(e)) from e
         lines.append(Line(raw["ledger_account"], raw["side"], units, currency, exponent))
     journal = Journal(record["reference_id"], record["description"], tuple(lines), record.get("reverses"))
     try:

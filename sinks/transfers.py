@@ -13,8 +13,9 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from sinks.base import Event, Sink
+from sinks.base import Sink
 from sinks.errors import PoisonEvent
+from topics.events import Event
 
 TOPIC = "payments.transfer.requested.v1"
 COLUMNS = (

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from topics.settings import Environment
@@ -48,3 +49,16 @@ def new_metadata(
 def derived_event_id(source_event_id: str, agent: str, qualifier: str = "") -> str:
     """UUIDv5 of the source event id and the agent: reprocessing yields the same id."""
     return str(uuid.uuid5(LEDGERSTREAM_NAMESPACE, f"{agent}:{source_event_id}:{qualifier}"))
+
+
+@dataclass(frozen=True)
+class Event:
+    """A decoded event and where it came from."""
+
+    record: dict[str, Any]
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None = None
+    """The original bytes, where a consumer needs to keep or dead-letter them."""

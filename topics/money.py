@@ -141,3 +141,32 @@ def compile_money_check(schema: Any) -> Callable[[Any], None]:
         return lambda record: None
     root = check
     return lambda record: root(record, "")
+
+
+INT64_MAX = 2**63 - 1
+FIAT_MAX_EXPONENT = 4
+
+
+def money_record(
+    units: int, currency: str, exponent: int, chain: str = "ledger"
+) -> tuple[str, dict[str, Any]]:
+    """An exact amount as the Avro union branch it belongs to: FiatMoney (minor units
+    in a long) for exponents 0-4 that fit, CryptoMoney (base units as a decimal) otherwise."""
+    if exponent <= FIAT_MAX_EXPONENT and -INT64_MAX <= units <= INT64_MAX:
+        return "ledgerstream.common.FiatMoney", {"units": units, "currency": currency, "exponent": exponent}
+    return "ledgerstream.common.CryptoMoney", {
+        "units": Decimal(units),
+        "asset": currency,
+        "decimals": exponent,
+        "chain": chain,
+    }
+
+
+def money_parts(amount: dict[str, Any]) -> tuple[int, str, int]:
+    """(units, currency, exponent) of a decoded FiatMoney or CryptoMoney record."""
+    if "asset" in amount:
+        units = amount["units"]
+        if units != units.to_integral_value():
+            raise InexactValue(f"fractional base units {units}")
+        return int(units), amount["asset"], int(amount["decimals"])
+    return int(amount["units"]), amount["currency"], int(amount["exponent"])

@@ -1,31 +1,11 @@
-"""Journals to and from the `ledger.journal.posted.v1` contract."""
+"""Journals to the `ledger.journal.posted.v1` contract."""
 
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import Any
 
-from streams.ledger.postings import Journal, Line
-
-INT64_MAX = 2**63 - 1
-FIAT_MAX_EXPONENT = 4
-
-
-def money_record(line: Line) -> tuple[str, dict[str, Any]]:
-    """A line's amount as Avro union branch: FiatMoney for ISO-style currencies that fit
-    a long (exponent 0-4), CryptoMoney (base units as decimal) otherwise."""
-    if line.exponent <= FIAT_MAX_EXPONENT and line.units <= INT64_MAX:
-        return "ledgerstream.common.FiatMoney", {
-            "units": line.units,
-            "currency": line.currency,
-            "exponent": line.exponent,
-        }
-    return "ledgerstream.common.CryptoMoney", {
-        "units": Decimal(line.units),
-        "asset": line.currency,
-        "decimals": line.exponent,
-        "chain": "ledger",
-    }
+from streams.ledger.postings import Journal
+from topics.money import money_record
 
 
 def journal_record(
@@ -39,7 +19,11 @@ def journal_record(
         "reference_id": journal.reference_id,
         "description": journal.description,
         "lines": [
-            {"ledger_account": line.account, "side": line.side, "amount": money_record(line)}
+            {
+                "ledger_account": line.account,
+                "side": line.side,
+                "amount": money_record(line.units, line.currency, line.exponent),
+            }
             for line in journal.lines
         ],
         "reverses": journal.reverses,

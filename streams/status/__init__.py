@@ -1,0 +1,1 @@
+"""The transaction status agent: the lifecycle of every transaction."""

@@ -1,0 +1,394 @@
+"""The transaction status agent.
+
+Inputs: `payments.transfer.requested.v1` (creates a transaction, INITIATED),
+`payments.transaction.status_reported.v1` (a service or provider reports a status)
+and `compliance.transaction.blocked.v1` (a block decision fails or compensates it).
+The transaction's current status and version live in PostgreSQL, changed only
+here; each batch runs in one database transaction that locks the transactions it
+touches. Every applied change is a history row keyed by the event that caused it,
+so a redelivered event is recognised and its outputs emitted again with the same
+deterministic ids, never applied twice. Illegal or stale reports are refused to
+the dead-letter topic with the reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import dict_row
+
+from streams.base import BatchHandler, Output, Result
+from streams.status.machine import Applied, Refused, State, block_target, transition
+from topics.codec import AvroCodec
+from topics.events import Event, derived_event_id, new_metadata
+from topics.money import InexactValue, money_parts, money_record
+from topics.settings import Settings
+
+REQUESTED = "payments.transfer.requested.v1"
+REPORTED = "payments.transaction.status_reported.v1"
+BLOCKED = "compliance.transaction.blocked.v1"
+CREATED = "payments.transaction.created.v1"
+CHANGED = "payments.transaction.status_changed.v1"
+COMPLETED = "payments.transaction.completed.v1"
+FAILED = "payments.transaction.failed.v1"
+AGENT = "status_agent"
+
+TXN_COLUMNS = (
+    "transaction_id", "account_id", "tenant_id", "environment", "transaction_type", "direction",
+    "amount_units", "currency", "exponent", "counterparty_account_id", "status", "version",
+    "correlation_id", "created_at", "updated_at", "rail",
+)  # fmt: skip
+HISTORY_COLUMNS = (
+    "event_id", "transaction_id", "from_status", "to_status", "reason", "provider_update_id",
+    "version", "source_event_id", "correlation_id", "occurred_at",
+)  # fmt: skip
+
+
+def _columns(names: Sequence[str]) -> sql.Composed:
+    return sql.SQL(", ").join(map(sql.Identifier, names))
+
+
+def _placeholders(names: Sequence[str]) -> sql.Composed:
+    return sql.SQL(", ").join(sql.Placeholder() * len(names))
+
+
+SELECT_TXNS = "SELECT * FROM transactions WHERE transaction_id = ANY(%s) ORDER BY transaction_id FOR UPDATE"
+SELECT_APPLIED = sql.SQL("SELECT {} FROM transaction_status_history WHERE source_event_id = ANY(%s)").format(
+    _columns(HISTORY_COLUMNS)
+)
+INSERT_TXNS = sql.SQL(
+    "INSERT INTO transactions ({}) VALUES ({}) ON CONFLICT (transaction_id) DO NOTHING"
+).format(_columns(TXN_COLUMNS), _placeholders(TXN_COLUMNS))
+PARK = object()
+"""Decision: keep the event until its transaction exists."""
+SELECT_PARKED = (
+    "SELECT * FROM transaction_status_parked WHERE transaction_id = %s "
+    "ORDER BY occurred_at, kafka_topic, kafka_partition, kafka_offset FOR UPDATE"
+)
+DELETE_PARKED = "DELETE FROM transaction_status_parked WHERE transaction_id = ANY(%s)"
+INSERT_PARKED = (
+    "INSERT INTO transaction_status_parked (source_event_id, transaction_id, kafka_topic, kafka_partition, "
+    "kafka_offset, kafka_key, value, occurred_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) "
+    "ON CONFLICT (source_event_id) DO NOTHING"
+)
+UPDATE_TXN = (
+    "UPDATE transactions SET status = %s, version = %s, updated_at = %s "
+    "WHERE transaction_id = %s AND version < %s"
+)
+INSERT_HISTORY = sql.SQL(
+    "INSERT INTO transaction_status_history ({}) VALUES ({}) ON CONFLICT DO NOTHING"
+).format(_columns(HISTORY_COLUMNS), _placeholders(HISTORY_COLUMNS))
+
+
+@dataclass(frozen=True)
+class Txn:
+    transaction_id: str
+    account_id: str
+    tenant_id: str
+    environment: str
+    transaction_type: str
+    direction: str
+    amount_units: int
+    currency: str
+    exponent: int
+    counterparty_account_id: str | None
+    status: str
+    version: int
+    correlation_id: str
+    created_at: datetime
+    updated_at: datetime
+    rail: str | None
+
+
+@dataclass(frozen=True)
+class Change:
+    event_id: str
+    transaction_id: str
+    from_status: str | None
+    to_status: str
+    reason: str | None
+    provider_update_id: str | None
+    version: int
+    source_event_id: str
+    correlation_id: str
+    occurred_at: datetime
+
+
+def outputs_for(txn: Txn, change: Change) -> list[Output]:
+    """The events one applied change emits (the same for a first delivery and a redelivery)."""
+
+    def meta(kind: str) -> dict[str, Any]:
+        return new_metadata(
+            f"payments.transaction.{kind}",
+            tenant_id=txn.tenant_id,
+            environment=txn.environment,  # type: ignore[arg-type]
+            source="streams.status",
+            correlation_id=change.correlation_id,
+            causation_id=change.source_event_id,
+            event_id=derived_event_id(change.source_event_id, AGENT, kind),
+            occurred_at=int(change.occurred_at.timestamp() * 1_000_000),
+        )
+
+    base = {"account_id": txn.account_id, "transaction_id": txn.transaction_id, "version": change.version}
+    amount = money_record(txn.amount_units, txn.currency, txn.exponent)
+    out = []
+    if change.from_status is None:
+        out.append(Output(CREATED, {
+            "metadata": meta("created"), **base, "transaction_type": txn.transaction_type,
+            "direction": txn.direction, "amount": amount,
+            "counterparty_account_id": txn.counterparty_account_id, "rail": txn.rail,
+        }))  # fmt: skip
+    out.append(Output(CHANGED, {
+        "metadata": meta("status_changed"), **base, "from_status": change.from_status,
+        "to_status": change.to_status, "reason": change.reason,
+        "provider_update_id": change.provider_update_id,
+    }))  # fmt: skip
+    if change.to_status == "COMPLETED":
+        out.append(Output(COMPLETED, {
+            "metadata": meta("completed"), **base, "transaction_type": txn.transaction_type,
+            "direction": txn.direction, "amount": amount,
+            "counterparty_account_id": txn.counterparty_account_id, "rail": txn.rail,
+        }))  # fmt: skip
+    elif change.to_status in ("FAILED", "COMPENSATING"):
+        out.append(Output(FAILED, {
+            "metadata": meta("failed"), **base, "final_status": change.to_status,
+            "reason": change.reason or change.to_status.lower(),
+            "compensation_required": change.to_status == "COMPENSATING",
+        }))  # fmt: skip
+    return out
+
+
+class StatusHandler(BatchHandler):
+    """The lifecycle of every transaction; state in PostgreSQL."""
+
+    name = AGENT
+    topics = (REQUESTED, REPORTED, BLOCKED)
+
+    def __init__(self, settings: Settings, codec: AvroCodec) -> None:
+        self.settings = settings
+        self.codec = codec
+        self._conn: psycopg.Connection[dict[str, Any]] | None = None
+
+    def _connection(self) -> psycopg.Connection[dict[str, Any]]:
+        if self._conn is None or self._conn.closed:
+            self._conn = psycopg.connect(
+                self.settings.database_url.get_secret_value(), row_factory=dict_row, connect_timeout=10
+            )
+        return self._conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+
+    def handle(self, events: list[Event]) -> Result:
+        conn = self._connection()
+        try:
+            with conn.transaction():
+                return self._handle(conn, events)
+        except (psycopg.OperationalError, psycopg.InterfaceError):
+            conn.close()
+            raise
+
+    def _handle(self, conn: psycopg.Connection[dict[str, Any]], events: list[Event]) -> Result:
+        ids = sorted({_transaction_id(e) for e in events})
+        txns = {
+            row["transaction_id"]: Txn(**{**row, "amount_units": _exact_int(row["amount_units"])})
+            for row in conn.execute(SELECT_TXNS, (ids,)).fetchall()
+        }
+        sources = [str(e.record["metadata"]["event_id"]) for e in events]
+        applied = {
+            str(row["source_event_id"]): Change(**{k: _text(row[k]) for k in HISTORY_COLUMNS})
+            for row in conn.execute(SELECT_APPLIED, (sources,)).fetchall()
+        }
+        work = _Work(txns, applied)
+        for event in events:
+            self._apply(conn, work, event)
+        self._write(conn, work)
+        return work.result
+
+    def _apply(self, conn: psycopg.Connection[dict[str, Any]], work: _Work, event: Event) -> None:
+        source = str(event.record["metadata"]["event_id"])
+        if source in work.applied:  # a redelivery: emit again, change nothing
+            done = work.applied[source]
+            work.result.outputs += outputs_for(work.txns[done.transaction_id], done)
+            return
+        decision = self._decide(event, source, work.txns)
+        if decision is PARK:
+            work.parked.setdefault(_transaction_id(event), {}).setdefault(source, event)
+            return
+        if isinstance(decision, str):
+            work.result.refused.append((event, decision))
+            return
+        if not isinstance(decision, tuple):
+            return
+        txn: Txn = decision[0]
+        change: Change = decision[1]
+        work.txns[txn.transaction_id] = txn
+        work.changes.append(change)
+        work.applied[source] = change
+        work.result.outputs += outputs_for(txn, change)
+        if change.from_status is None:
+            work.created[txn.transaction_id] = txn
+            for waiting in self._unpark(conn, work, txn.transaction_id):
+                self._apply(conn, work, waiting)
+
+    def _unpark(self, conn: psycopg.Connection[dict[str, Any]], work: _Work, tid: str) -> list[Event]:
+        """Events that waited for this transaction, oldest first (stored ones, then this batch's)."""
+        stored = [
+            Event(
+                self.codec.decode(bytes(row["value"]), topic=row["kafka_topic"]),
+                row["kafka_topic"],
+                row["kafka_partition"],
+                row["kafka_offset"],
+                bytes(row["kafka_key"]) if row["kafka_key"] is not None else None,
+                bytes(row["value"]),
+            )
+            for row in conn.execute(SELECT_PARKED, (tid,)).fetchall()
+        ]
+        if stored:
+            work.unparked.add(tid)
+        fresh = list(work.parked.pop(tid, {}).values())
+        return stored + fresh
+
+    def _decide(
+        self, event: Event, source: str, txns: dict[str, Txn]
+    ) -> tuple[Txn, Change] | str | object | None:
+        record, meta = event.record, event.record["metadata"]
+        when = meta["occurred_at"]
+        if event.topic == REQUESTED:
+            tid = record["transfer_id"]
+            if tid in txns:
+                return None  # the same transfer requested again: one transaction
+            try:
+                units, currency, exponent = money_parts(record["amount"])
+            except InexactValue as e:
+                return f"transfer {tid}: {e}"
+            if units <= 0:
+                return f"transfer {tid}: amount must be positive, got {units}"
+            txn = Txn(
+                transaction_id=tid, account_id=record["account_id"], tenant_id=meta["tenant_id"],
+                environment=meta["environment"], transaction_type="TRANSFER", direction="DEBIT",
+                amount_units=units, currency=currency, exponent=exponent,
+                counterparty_account_id=record["destination_account_id"], status="INITIATED", version=1,
+                correlation_id=meta["correlation_id"], created_at=when, updated_at=when, rail=record["rail"],
+            )  # fmt: skip
+            return txn, self._change(txn, None, source, meta, reason="transfer requested")
+        tid = record["transaction_id"]
+        found = txns.get(tid)
+        if found is None:
+            return PARK  # its transfer request has not been seen yet
+        txn = found
+        if event.topic == BLOCKED:
+            target = block_target(txn.status)
+            if target is None:
+                return f"transaction {tid} is already {txn.status}; block by {record['rule_id']} refused"
+            outcome = transition(State(txn.status, txn.version), target)  # type: ignore[arg-type]
+            reason: str | None = f"blocked by {record['rule_id']}: {record['reason']}"
+            update_id = None
+        else:
+            outcome = transition(
+                State(txn.status, txn.version),  # type: ignore[arg-type]
+                record["status"],
+                record.get("expected_version"),
+            )
+            reason, update_id = record.get("reason"), record.get("provider_update_id")
+        if isinstance(outcome, Refused):
+            return f"transaction {tid}: {outcome.reason}"
+        if not isinstance(outcome, Applied):
+            return None  # the same status again: nothing changes
+        moved = replace(txn, status=outcome.current.status, version=outcome.current.version, updated_at=when)
+        return moved, self._change(
+            moved, txn.status, source, meta, reason=reason, provider_update_id=update_id
+        )
+
+    @staticmethod
+    def _change(
+        txn: Txn, previous: str | None, source: str, meta: dict[str, Any], *, reason: str | None,
+        provider_update_id: str | None = None,
+    ) -> Change:  # fmt: skip
+        return Change(
+            event_id=derived_event_id(source, AGENT, "status_changed"),
+            transaction_id=txn.transaction_id, from_status=previous, to_status=txn.status, reason=reason,
+            provider_update_id=provider_update_id, version=txn.version, source_event_id=source,
+            correlation_id=meta["correlation_id"], occurred_at=meta["occurred_at"],
+        )  # fmt: skip
+
+    @staticmethod
+    def _write(conn: psycopg.Connection[dict[str, Any]], work: _Work) -> None:
+        with conn.cursor() as cur:
+            if work.created:
+                latest = [work.txns[t] for t in sorted(work.created)]  # created and moved on in one batch
+                cur.executemany(INSERT_TXNS, [tuple(getattr(t, c) for c in TXN_COLUMNS) for t in latest])
+            touched = {c.transaction_id for c in work.changes} - set(work.created)
+            if touched:
+                cur.executemany(
+                    UPDATE_TXN,
+                    [
+                        (
+                            work.txns[t].status,
+                            work.txns[t].version,
+                            work.txns[t].updated_at,
+                            t,
+                            work.txns[t].version,
+                        )
+                        for t in sorted(touched)
+                    ],
+                )
+            if work.changes:
+                cur.executemany(
+                    INSERT_HISTORY, [tuple(getattr(c, k) for k in HISTORY_COLUMNS) for c in work.changes]
+                )
+            if work.unparked:
+                cur.execute(DELETE_PARKED, (sorted(work.unparked),))
+            parked = [
+                (
+                    source,
+                    tid,
+                    e.topic,
+                    e.partition,
+                    e.offset,
+                    e.key,
+                    e.value,
+                    e.record["metadata"]["occurred_at"],
+                )
+                for tid, events in work.parked.items()
+                for source, e in events.items()
+            ]
+            if parked:
+                cur.executemany(INSERT_PARKED, parked)
+
+
+@dataclass
+class _Work:
+    """One batch's view: locked transactions, applied changes, and what to write."""
+
+    txns: dict[str, Txn]
+    applied: dict[str, Change]
+    result: Result = field(default_factory=Result)
+    created: dict[str, Txn] = field(default_factory=dict)
+    changes: list[Change] = field(default_factory=list)
+    parked: dict[str, dict[str, Event]] = field(default_factory=dict)
+    unparked: set[str] = field(default_factory=set)
+
+
+def _transaction_id(event: Event) -> str:
+    record = event.record
+    return str(record["transfer_id"] if event.topic == REQUESTED else record["transaction_id"])
+
+
+def _exact_int(value: Any) -> int:
+    """NUMERIC(78,0) comes back as Decimal; it is a whole number of minor/base units."""
+    as_int = int(value)
+    if as_int != value:
+        raise ValueError(f"amount {value} is not a whole number of units")
+    return as_int
+
+
+def _text(value: Any) -> Any:
+    """UUIDs from the database as text, like the ids in events."""
+    return str(value) if value.__class__.__name__ == "UUID" else value

@@ -1,0 +1,87 @@
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from streams.status.machine import (
+    FINAL,
+    HAPPY_PATH,
+    Applied,
+    Refused,
+    State,
+    Unchanged,
+    allowed,
+    block_target,
+    transition,
+)
+
+ALL = [*HAPPY_PATH, "FAILED", "COMPENSATING"]
+
+
+def test_the_happy_path_walks_one_step_at_a_time():
+    state = State("INITIATED", 1)
+    for target in HAPPY_PATH[1:]:
+        outcome = transition(state, target)
+        assert isinstance(outcome, Applied)
+        assert outcome.current.version == state.version + 1
+        state = outcome.current
+    assert state == State("COMPLETED", 7)
+
+
+@pytest.mark.parametrize(("current", "target"), list(itertools.product(ALL, ALL)))
+def test_every_pair_follows_the_rules(current, target):
+    legal = allowed(current, target)
+    if current in FINAL:
+        assert not legal
+    elif target == "FAILED":
+        assert legal
+    elif target == "COMPENSATING":
+        assert legal == (current != "COMPENSATING")
+    elif current == "COMPENSATING":
+        assert not legal
+    else:
+        assert legal == (HAPPY_PATH.index(target) == HAPPY_PATH.index(current) + 1)
+
+
+def test_skipping_or_going_back_is_refused_with_the_reason():
+    assert transition(State("VALIDATING", 2), "SENT_TO_PROVIDER") == Refused(
+        "illegal transition VALIDATING -> SENT_TO_PROVIDER"
+    )
+    assert isinstance(transition(State("PROVIDER_CONFIRMING", 6), "PROVIDER_PROCESSING"), Refused)
+
+
+def test_final_states_accept_nothing():
+    outcome = transition(State("COMPLETED", 7), "FAILED")
+    assert isinstance(outcome, Refused) and "(final)" in outcome.reason
+
+
+def test_a_repeated_report_changes_nothing():
+    assert transition(State("VALIDATING", 2), "VALIDATING") == Unchanged(State("VALIDATING", 2))
+
+
+def test_a_stale_version_is_refused_and_an_older_update_never_overwrites_a_newer_one():
+    outcome = transition(State("SENT_TO_PROVIDER", 4), "BALANCE_RESERVED", expected_version=2)
+    assert isinstance(outcome, Refused) and "stale" in outcome.reason
+    assert isinstance(
+        transition(State("SENT_TO_PROVIDER", 4), "PROVIDER_PROCESSING", expected_version=4), Applied
+    )
+    assert isinstance(
+        transition(State("SENT_TO_PROVIDER", 4), "PROVIDER_PROCESSING", expected_version=9), Refused
+    )
+
+
+def test_compensation_ends_in_failed():
+    state = transition(State("PROVIDER_PROCESSING", 5), "COMPENSATING")
+    assert isinstance(state, Applied)
+    assert isinstance(transition(state.current, "FAILED"), Applied)
+    assert isinstance(transition(state.current, "COMPLETED"), Refused)
+
+
+@pytest.mark.parametrize(
+    ("status", "target"),
+    [("INITIATED", "FAILED"), ("VALIDATING", "FAILED"), ("BALANCE_RESERVED", "COMPENSATING"),
+     ("PROVIDER_CONFIRMING", "COMPENSATING"), ("COMPLETED", None), ("FAILED", None)],
+)  # fmt: skip
+def test_a_block_fails_or_compensates(status, target):
+    assert block_target(status) == target
