@@ -1,0 +1,166 @@
+"""The pipeline end to end on the local stack: transfer requests and provider status
+reports go in; the status agent, the ledger agent and the ledger sink (each its own
+consumer group, as in production) run until the transactions have settled; the
+demo prints their lifecycle, journal entries and balances."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+
+from sinks.base import SinkRunner
+from sinks.ledger import LedgerSink
+from streams.ledger.agent import LedgerHandler
+from streams.runtime import AgentRuntime, run_agent
+from streams.status.agent import StatusHandler
+from streams.status.machine import HAPPY_PATH
+from topics.catalog import Catalog
+from topics.codec import AvroCodec
+from topics.events import new_metadata
+from topics.producer import EventProducer
+from topics.settings import Settings
+
+REQUESTED = "payments.transfer.requested.v1"
+REPORTED = "payments.transaction.status_reported.v1"
+
+
+@dataclass
+class DemoReport:
+    run: str
+    transactions: list[tuple[str, str, int, int]] = field(default_factory=list)
+    history: dict[str, list[str]] = field(default_factory=dict)
+    journals: list[tuple[str, str, str, int, str]] = field(default_factory=list)
+    balances: list[tuple[str, int, int]] = field(default_factory=list)
+    trial_balance: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def _wait(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"demo: {what} did not happen within {timeout:.0f}s")
+        time.sleep(0.2)
+
+
+def run_pipeline(settings: Settings, codec: AvroCodec, catalog: Catalog, *, transfers: int = 4) -> DemoReport:
+    run = uuid.uuid4().hex[:6]
+    report = DemoReport(run)
+    started = time.monotonic()
+    accounts = [f"acc-demo-{run}-{i}" for i in range(transfers)]
+    tids = [f"tx-demo-{run}-{i}" for i in range(transfers)]
+
+    def meta(kind: str, i: int) -> dict[str, Any]:
+        return new_metadata(kind, tenant_id="tenant-demo", environment=settings.environment,
+                            source="ops.demo", correlation_id=f"demo-{run}-{i}")  # fmt: skip
+
+    stop = threading.Event()
+    errors: list[BaseException] = []
+    workers = [
+        lambda: run_agent(
+            AgentRuntime(settings, StatusHandler(settings, codec), codec, catalog, linger=0.05), stop=stop
+        ),
+        lambda: run_agent(AgentRuntime(settings, LedgerHandler(), codec, catalog, linger=0.05), stop=stop),
+        lambda: SinkRunner(settings, LedgerSink(), codec, linger=0.05).run(stop=stop),
+    ]
+
+    def guarded(work: Callable[[], Any]) -> None:
+        try:
+            work()
+        except BaseException as e:
+            errors.append(e)
+            stop.set()
+
+    threads = [threading.Thread(target=guarded, args=(w,), daemon=True) for w in workers]
+    for t in threads:
+        t.start()
+    producer = EventProducer(settings, codec, catalog)
+    url = settings.database_url.get_secret_value()
+    try:
+        with psycopg.connect(url, autocommit=True) as conn:
+
+            def count(sql: str, *args: Any) -> int:
+                if errors:
+                    raise errors[0]
+                return int(conn.execute(sql, args).fetchone()[0])  # type: ignore[index]
+
+            for i, (account, tid) in enumerate(zip(accounts, tids, strict=True)):
+                producer.produce(REQUESTED, {
+                    "metadata": meta("payments.transfer.requested", i),
+                    "account_id": account, "transfer_id": tid,
+                    "amount": {"units": 12_550 * (i + 1), "currency": "EUR", "exponent": 2},
+                    "destination_account_id": None, "beneficiary_reference": "GB33BUKB20201555555555",
+                    "rail": "SEPA", "reference": f"demo invoice {i}",
+                })  # fmt: skip
+            producer.flush()
+            like = f"tx-demo-{run}-%"
+            created = "SELECT count(*) FROM transactions WHERE transaction_id LIKE %s"
+            _wait(lambda: count(created, like) == transfers, 60, "transaction creation")
+            for i, (account, tid) in enumerate(zip(accounts, tids, strict=True)):
+                path = list(HAPPY_PATH[1:]) if i % 4 != 3 else ["VALIDATING", "FAILED"]
+                if i == 1:
+                    path.insert(0, "PROVIDER_CONFIRMING")  # illegal from INITIATED: dead-lettered
+                for status in path:
+                    producer.produce(REPORTED, {
+                        "metadata": meta("payments.transaction.status_reported", i), "account_id": account,
+                        "transaction_id": tid, "status": status, "reason": f"demo: {status.lower()}",
+                        "provider": "truelayer", "provider_update_id": None, "expected_version": None,
+                    })  # fmt: skip
+            producer.flush()
+            settled = sum(1 for i in range(transfers) if i % 4 != 3)
+            final = created + " AND status IN ('COMPLETED', 'FAILED')"
+            _wait(lambda: count(final, like) == transfers, 60, "settlement")
+            posted = "SELECT count(*) FROM journal_entries WHERE reference_id LIKE %s"
+            _wait(lambda: count(posted, "txn:" + like) == settled, 60, "ledger posting")
+            report.transactions = [
+                (r[0], r[1], r[2], int(r[3]))
+                for r in conn.execute(
+                    "SELECT transaction_id, status, version, amount_units FROM transactions "
+                    "WHERE transaction_id LIKE %s ORDER BY transaction_id", (f"tx-demo-{run}-%",),
+                ).fetchall()
+            ]  # fmt: skip
+            for tid in tids:
+                rows = conn.execute(
+                    "SELECT to_status FROM transaction_status_history "
+                    "WHERE transaction_id = %s ORDER BY version",
+                    (tid,),
+                ).fetchall()
+                report.history[tid] = [r[0] for r in rows]
+            report.journals = [
+                (r[0], r[1], r[2], int(r[3]), r[4])
+                for r in conn.execute(
+                    "SELECT j.reference_id, e.ledger_account, e.side, e.amount, e.currency "
+                    "FROM journal_entries j "
+                    "JOIN entries e USING (journal_entry_id) WHERE j.reference_id LIKE %s "
+                    "ORDER BY j.reference_id, e.line_no", (f"txn:tx-demo-{run}-%",),
+                ).fetchall()
+            ]  # fmt: skip
+            report.balances = [
+                (r[0], int(r[1]), int(r[2]))
+                for r in conn.execute(
+                    "SELECT ledger_account, debits, credits FROM balances "
+                    "WHERE ledger_account LIKE %s OR ledger_account LIKE 'clearing:%%' "
+                    "ORDER BY ledger_account",
+                    (f"customer:acc-demo-{run}-%",),
+                ).fetchall()
+            ]  # fmt: skip
+            report.trial_balance = {
+                r[0]: int(r[1])
+                for r in conn.execute(
+                    "SELECT currency, sum(debits - credits) FROM balances GROUP BY currency"
+                )
+            }
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=60)
+    if errors:
+        raise errors[0]
+    report.seconds = time.monotonic() - started
+    return report
