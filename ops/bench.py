@@ -55,17 +55,26 @@ class BenchResult:
     copy_per_s: float
     sink_peak_rss_mb: float
     dead_lettered: int
+    db_seconds: float = 0.0
+    workers: int = 1
+
+    @property
+    def _db_share(self) -> float:
+        return self.db_seconds / self.sink_seconds if self.sink_seconds else 0.0
 
     def lines(self) -> list[str]:
-        ratio = self.sink_per_s / self.copy_per_s if self.copy_per_s else 0.0
+        rows_per_event = self.copy_rows / self.events if self.events else 1.0
+        copy_events_per_s = self.copy_per_s / rows_per_event if rows_per_event else 0.0
+        ratio = self.sink_per_s / copy_events_per_s if copy_events_per_s else 0.0
         return [
             f"bench {self.name}: {self.events:,} events",
             f"  produce (acks=all, idempotent) {self.produce_per_s:>10,.0f} events/s",
-            f"  sink (decode + write + commit)  {self.sink_per_s:>10,.0f} events/s"
+            f"  sink x{self.workers} (decode+write+commit) {self.sink_per_s:>10,.0f} events/s"
             f"  ({self.sink_seconds:.1f}s busy)",
             f"  raw COPY, same rows             {self.copy_per_s:>10,.0f} rows/s"
-            f"    ({self.copy_rows:,} rows)",
-            f"  sink / raw COPY                 {ratio:>10.0%}",
+            f"    ({self.copy_rows:,} rows, {rows_per_event:g} per event: {copy_events_per_s:,.0f} events/s)",
+            f"  sink / raw COPY (events/s)      {ratio:>10.0%}",
+            f"  of the busy time, database      {self._db_share:>10.0%}   (the rest: consume, decode, map)",
             f"  sink process peak RSS           {self.sink_peak_rss_mb:>10.0f} MB",
             f"  dead-lettered                   {self.dead_lettered:>10}",
         ]
@@ -109,7 +118,30 @@ def _produce(settings: Settings, topic: str, messages: Iterator[tuple[bytes, byt
     return total / (time.monotonic() - started)
 
 
-def _run_sink(settings: Settings, db_url: str, sink: str, topic: str, batch_size: int) -> dict[str, Any]:
+def _run_sinks(
+    settings: Settings, db_url: str, sink: str, topic: str, batch_size: int, workers: int
+) -> dict[str, Any]:
+    """Run `workers` sink processes in one consumer group; Kafka splits the partitions."""
+    group = f"bench-{uuid.uuid4()}"
+    procs = [_start_sink(settings, db_url, sink, topic, batch_size, group) for _ in range(workers)]
+    results = []
+    for proc in procs:
+        out, errs = proc.communicate(timeout=3600)
+        if proc.returncode != 0:
+            raise BenchError(f"sink failed: {errs[-2000:]}")
+        results.append(json.loads(out.strip().splitlines()[-1]))
+    return {
+        "written": sum(r["written"] for r in results),
+        "dead_lettered": sum(r["dead_lettered"] for r in results),
+        "busy_seconds": max(r["busy_seconds"] for r in results),
+        "db_seconds": max(r["db_seconds"] for r in results),
+        "peak_rss_kb": max(r["peak_rss_kb"] for r in results),
+    }
+
+
+def _start_sink(
+    settings: Settings, db_url: str, sink: str, topic: str, batch_size: int, group: str
+) -> subprocess.Popen[str]:
     env = {
         **os.environ,
         "DATABASE_URL": db_url,
@@ -117,14 +149,11 @@ def _run_sink(settings: Settings, db_url: str, sink: str, topic: str, batch_size
         "SCHEMA_REGISTRY_URL": "",
         "LEDGERSTREAM_ENVIRONMENT": settings.environment,
     }
-    done = subprocess.run(
-        [sys.executable, "-m", "ops.cli", "sink", sink, "--topic", topic, "--group", f"bench-{uuid.uuid4()}",
+    return subprocess.Popen(
+        [sys.executable, "-m", "ops.cli", "sink", sink, "--topic", topic, "--group", group,
          "--batch-size", str(batch_size), "--idle-exit", "3", "--json"],
-        env=env, capture_output=True, text=True, timeout=3600,
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    if done.returncode != 0:
-        raise BenchError(f"sink failed: {done.stderr[-2000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 Load = tuple[str, tuple[str, ...], list[tuple[Any, ...]]]
@@ -177,11 +206,12 @@ def _bench(
     batch_size: int,
     make: Callable[[int], tuple[bytes, bytes]],
     raw_rows: Callable[[list[tuple[bytes, bytes]]], RawLoad],
+    workers: int = 1,
 ) -> BenchResult:
     messages = [make(i) for i in range(events)]
     topic = _scratch_topic(settings, name, 12)
     try:
-        return _measure(settings, name, sink, events, batch_size, messages, topic, raw_rows)
+        return _measure(settings, name, sink, events, batch_size, messages, topic, raw_rows, workers)
     except psycopg.Error as e:
         raise BenchError(f"bench {name}: database: {e}") from e
     finally:
@@ -197,11 +227,12 @@ def _measure(
     messages: list[tuple[bytes, bytes]],
     topic: str,
     raw_rows: Callable[[list[tuple[bytes, bytes]]], RawLoad],
+    workers: int,
 ) -> BenchResult:
     with scratch_database(settings.database_url.get_secret_value(), prefix="ledgerstream_bench") as db_url:
         produce_rate = _produce(settings, topic, iter(messages), events)
         copy_rows, copy_rate = _raw_copy(db_url, raw_rows(messages))
-        stats = _run_sink(settings, db_url, sink, topic, batch_size)
+        stats = _run_sinks(settings, db_url, sink, topic, batch_size, workers)
     return BenchResult(
         name=name,
         events=events,
@@ -212,10 +243,12 @@ def _measure(
         copy_per_s=copy_rate,
         sink_peak_rss_mb=stats["peak_rss_kb"] / 1024,
         dead_lettered=stats["dead_lettered"],
+        db_seconds=stats["db_seconds"],
+        workers=workers,
     )
 
 
-def bench_sink(settings: Settings, events: int, batch_size: int) -> BenchResult:
+def bench_sink(settings: Settings, events: int, batch_size: int, workers: int = 1) -> BenchResult:
     """The transfer-request sink (one row per event) against raw COPY into the same table."""
     from sinks.transfers import COLUMNS, row_from_event
     from topics.events import Event
@@ -241,7 +274,7 @@ def bench_sink(settings: Settings, events: int, batch_size: int) -> BenchResult:
         ]
         return RawLoad(timed=[("transfer_requests", COLUMNS, rows)])
 
-    return _bench(settings, "sink", "transfers", events, batch_size, make, raw_rows)
+    return _bench(settings, "sink", "transfers", events, batch_size, make, raw_rows, workers)
 
 
 def transfer_with_fee(i: int) -> tuple[str, Journal]:
@@ -258,7 +291,7 @@ def transfer_with_fee(i: int) -> tuple[str, Journal]:
     return account, journal
 
 
-def bench_ledger(settings: Settings, events: int, batch_size: int) -> BenchResult:
+def bench_ledger(settings: Settings, events: int, batch_size: int, workers: int = 1) -> BenchResult:
     """Balanced transfers (with a hot fee revenue account) through the ledger sink."""
     codec = AvroCodec(load_store(settings.avro_dir))
     journals: dict[int, tuple[str, Journal]] = {}
@@ -299,6 +332,6 @@ def bench_ledger(settings: Settings, events: int, batch_size: int) -> BenchResul
             ],
         )  # fmt: skip
 
-    result = _bench(settings, "ledger", "ledger", events, batch_size, make, raw_rows)
-    result.name = "ledger (4-line transfers with fee, hot fee_revenue account; COPY compares entry rows)"
+    result = _bench(settings, "ledger", "ledger", events, batch_size, make, raw_rows, workers)
+    result.name = "ledger (4-line transfers with fee, hot fee_revenue account; COPY: journal + entry rows)"
     return result

@@ -239,10 +239,20 @@ def sink(args: argparse.Namespace) -> int:
     stats = runner.run(stop=stop, idle_exit=args.idle_exit)
     if args.json:
         import json
-        import resource
 
-        peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        fields = ("consumed", "written", "dead_lettered", "batches", "retries", "seconds", "busy_seconds")
+        from ops.process_stats import peak_rss_kb
+
+        peak_kb = peak_rss_kb()
+        fields = (
+            "consumed",
+            "written",
+            "dead_lettered",
+            "batches",
+            "retries",
+            "seconds",
+            "busy_seconds",
+            "db_seconds",
+        )
         print(json.dumps({**{f: getattr(stats, f) for f in fields}, "peak_rss_kb": peak_kb}))
     err.print(
         f"sink {args.name}: {stats.written} written, {stats.dead_lettered} dead-lettered, "
@@ -288,7 +298,7 @@ def bench(args: argparse.Namespace) -> int:
     from ops.bench import bench_ledger, bench_sink
 
     run = bench_sink if args.target == "sink" else bench_ledger
-    result = run(_settings(), args.events, args.batch_size)
+    result = run(_settings(), args.events, args.batch_size, args.workers)
     for line in result.lines():
         out.print(line, markup=False)
     return 0
@@ -487,6 +497,9 @@ def build_parser() -> Parser:
         "target", choices=["sink", "ledger"], help="sink: one row per event; ledger: balanced transfers"
     )
     bn.add_argument("--events", type=_positive, default=200_000, help="events to produce (default 200000)")
+    bn.add_argument(
+        "--workers", type=_positive, default=1, help="sink processes in one consumer group (default 1)"
+    )
     bn.add_argument("--batch-size", type=_positive, default=2000, help="sink batch size (default 2000)")
 
     dm = command(sub, "demo", demo, "run the pipeline's round trip on the local stack and print what it did")

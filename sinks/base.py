@@ -82,6 +82,8 @@ class RunStats:
     seconds: float = 0.0
     busy_seconds: float = 0.0
     """From the first message consumed to the last batch committed."""
+    db_seconds: float = 0.0
+    """Time spent writing batches (the database transaction), on the writer thread."""
     last_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
 
 
@@ -238,7 +240,9 @@ class SinkRunner(Generic[Item]):
         for msg, error in self._write_isolating(batch.good, stats, stop):
             self.dead_letters.send_message(msg, error)
             batch.refused += 1
-        BATCH_SECONDS.labels(self.sink.name).observe(time.monotonic() - started)
+        elapsed = time.monotonic() - started
+        stats.db_seconds += elapsed
+        BATCH_SECONDS.labels(self.sink.name).observe(elapsed)
 
     def finish_batch(self, batch: Batch[Item], stats: RunStats) -> None:
         """After the database commit: confirm dead letters, then commit the offsets."""
