@@ -25,11 +25,12 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 import psycopg
-from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import KafkaError, Message, TopicPartition
 from prometheus_client import Counter, Histogram
 
 from sinks.errors import PoisonEvent
 from topics.codec import AvroCodec
+from topics.consuming import batch_consumer
 from topics.deadletter import DeadLetters
 from topics.errors import DecodeError
 from topics.events import Event
@@ -119,24 +120,12 @@ class SinkRunner(Generic[Item]):
         self.linger = linger
         self.group_id = group_id or f"ledgerstream.{sink.name}"
         self.dead_letters = DeadLetters(settings, sink.name)
-        self.consumer = Consumer(
-            settings.kafka_config(
-                **{
-                    "group.id": self.group_id,
-                    "enable.auto.commit": False,
-                    "auto.offset.reset": "earliest",
-                    "enable.partition.eof": False,
-                    "fetch.min.bytes": 65536,
-                    "fetch.wait.max.ms": max(10, int(linger * 1000)),
-                    # prefetch about two batches per partition, not librdkafka's 100k
-                    "queued.min.messages": max(1000, 2 * batch_size),
-                    "queued.max.messages.kbytes": 16384,
-                    # a killed worker's partitions move to the others within seconds
-                    "session.timeout.ms": 10000,
-                    "heartbeat.interval.ms": 2000,
-                    **(consumer_config or {}),
-                }
-            )
+        self.consumer = batch_consumer(
+            settings,
+            self.group_id,
+            batch_size,
+            linger,
+            **{"fetch.min.bytes": 65536, **(consumer_config or {})},
         )
         self.topics = list(topics or sink.topics)
         self.assigned = threading.Event()

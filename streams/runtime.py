@@ -24,12 +24,13 @@ from typing import Any
 
 import faust
 import psycopg
-from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import KafkaError, Message, TopicPartition
 from prometheus_client import Counter
 
 from streams.base import AgentError, BatchHandler, Refused, Result
 from topics.catalog import Catalog
 from topics.codec import AvroCodec
+from topics.consuming import batch_consumer
 from topics.deadletter import DeadLetters
 from topics.errors import DecodeError
 from topics.events import Event
@@ -107,19 +108,7 @@ class AgentRuntime:
         self.producer = EventProducer(settings, codec, catalog)
         self.dead_letters = DeadLetters(settings, handler.name)
         self.assigned = threading.Event()
-        self.consumer = Consumer(
-            settings.kafka_config(
-                **{
-                    "group.id": self.group_id,
-                    "enable.auto.commit": False,
-                    "auto.offset.reset": "earliest",
-                    "session.timeout.ms": 10000,
-                    "heartbeat.interval.ms": 2000,
-                    "queued.min.messages": max(1000, 2 * batch_size),
-                    "queued.max.messages.kbytes": 16384,
-                }
-            )
-        )
+        self.consumer = batch_consumer(settings, self.group_id, batch_size, linger)
         self.consumer.subscribe(self.topics, on_assign=lambda c, p: self.assigned.set())
 
     async def _agent(self, batches: Any) -> None:

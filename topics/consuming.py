@@ -1,0 +1,36 @@
+"""The consumer every agent and sink uses: its own group, batches, manual commits."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from confluent_kafka import Consumer
+
+from topics.settings import Settings
+
+
+def batch_consumer(
+    settings: Settings, group_id: str, batch_size: int, linger: float, **extra: Any
+) -> Consumer:
+    """A consumer for batch processing: offsets are committed by the caller, after its work.
+
+    Prefetch is bounded to about two batches per partition (librdkafka would queue
+    100k messages per partition), and a killed worker's partitions move to the
+    others within seconds.
+    """
+    return Consumer(
+        settings.kafka_config(
+            **{
+                "group.id": group_id,
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                "enable.partition.eof": False,
+                "fetch.wait.max.ms": max(10, int(linger * 1000)),
+                "queued.min.messages": max(1000, 2 * batch_size),
+                "queued.max.messages.kbytes": 16384,
+                "session.timeout.ms": 10000,
+                "heartbeat.interval.ms": 2000,
+                **extra,
+            }
+        )
+    )
