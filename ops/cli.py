@@ -294,6 +294,41 @@ def agent(args: argparse.Namespace) -> int:
     return 0
 
 
+def billing_close(args: argparse.Namespace) -> int:
+    from sinks.migrate import connect
+    from streams.billing.agent import close_period
+
+    settings = _settings()
+    with connect(settings.database_url.get_secret_value()) as conn:
+        closed = close_period(conn, args.period, settings.environment, args.tenant)
+    if not closed:
+        out.print(f"billing close: no open {settings.environment} invoice for {args.period}", markup=False)
+        return 0
+    out.print(
+        f"billing close: closed {args.period} for {', '.join(closed)}; later fees go to the next period",
+        markup=False,
+    )
+    return 0
+
+
+def billing_invoices(args: argparse.Namespace) -> int:
+    from sinks.migrate import connect
+
+    settings = _settings()
+    table = Table("tenant", "period", "status", "currency", "line items", "total (minor units)")
+    with connect(settings.database_url.get_secret_value()) as conn:
+        rows = conn.execute(
+            "SELECT tenant_id, period, status, currency, line_items, total FROM invoice_totals "
+            "WHERE environment = %s AND (%s::text IS NULL OR tenant_id = %s) "
+            "AND (%s::text IS NULL OR period = %s) ORDER BY tenant_id, period, currency",
+            (settings.environment, args.tenant, args.tenant, args.period, args.period),
+        ).fetchall()
+    for tenant, period, status, currency, items, total in rows:
+        table.add_row(tenant, period, status, currency, str(items), f"{total:,}")
+    out.print(table)
+    return 0
+
+
 def bench(args: argparse.Namespace) -> int:
     from ops.bench import bench_ledger, bench_sink
 
@@ -344,7 +379,7 @@ def _pipeline(settings: Settings, catalog: Catalog) -> None:
     from topics.codec import codec_from_settings
 
     codec = codec_from_settings(settings)
-    with err.status("running the status agent, the ledger agent and the ledger sink"):
+    with err.status("running the status, fees, FX, billing and ledger agents and their sinks"):
         report = run_pipeline(settings, codec, catalog)
     codec.close()
     out.print(f"\npipeline: {len(report.transactions)} transfers settled in {report.seconds:.1f}s")
@@ -352,6 +387,20 @@ def _pipeline(settings: Settings, catalog: Catalog) -> None:
     for tid, status, version, units in report.transactions:
         table.add_row(tid, status, str(version), f"{units:,}", " > ".join(report.history.get(tid, [])))
     out.print(table)
+    fees = Table("charged for", "tier", "category", "amount", "currency", "schedule")
+    for charged, tier, category, amount, currency, schedule in report.fees:
+        fees.add_row(charged, tier, category, f"{amount:,}", currency, schedule)
+    out.print(fees)
+    if report.conversion:
+        pair, sold, sold_ccy, bought, bought_ccy, market, rate, markup = report.conversion
+        out.print(
+            f"conversion {pair}: sold {sold:,} {sold_ccy} minor units, bought {bought:,} {bought_ccy} at "
+            f"{rate.normalize()} (market {market.normalize()} less {markup} bps markup)"
+        )
+    invoice = Table("invoice period (tenant-demo)", "status", "currency", "total (minor units)")
+    for period, status, currency, total in report.invoice:
+        invoice.add_row(period, status, currency, f"{total:,}")
+    out.print(invoice)
     journal = Table("journal reference", "ledger account", "side", "amount", "currency")
     for ref, account, side, amount, currency in report.journals:
         journal.add_row(ref, account, side, f"{amount:,}", currency)
@@ -490,6 +539,20 @@ def build_parser() -> Parser:
         "--topic", action="append", help="consume this topic instead of the agent's own (repeatable)"
     )
 
+    billing = sub.add_parser("billing", help="invoices: totals per tenant and period, closing a period")
+    billing_sub = billing.add_subparsers(dest="action", required=True, parser_class=Parser, metavar="ACTION")
+    close = command(
+        billing_sub,
+        "close",
+        billing_close,
+        "close a period's open invoices now (later fees go to the next one)",
+    )
+    close.add_argument("--period", type=_period, required=True, help="billing period, YYYY-MM (UTC months)")
+    close.add_argument("--tenant", help="only this tenant's invoice (default: every tenant)")
+    inv = command(billing_sub, "invoices", billing_invoices, "invoice totals per currency")
+    inv.add_argument("--tenant", help="only this tenant")
+    inv.add_argument("--period", type=_period, help="only this period, YYYY-MM")
+
     bn = command(
         sub, "bench", bench, "measure a sink on the local stack against raw COPY (scratch topic and database)"
     )
@@ -518,6 +581,16 @@ def _positive(text: str) -> int:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"{value} must be positive")
     return value
+
+
+def _period(text: str) -> str:
+    from streams.billing.invoicing import BillingError, next_period
+
+    try:
+        next_period(text)
+    except BillingError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a period like 2026-11") from None
+    return text
 
 
 def _seconds(text: str) -> float:

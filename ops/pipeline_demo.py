@@ -1,7 +1,8 @@
-"""The pipeline end to end on the local stack: transfer requests and provider status
-reports go in; the status agent, the ledger agent and the ledger sink (each its own
-consumer group, as in production) run until the transactions have settled; the
-demo prints their lifecycle, journal entries and balances."""
+"""The pipeline end to end on the local stack: a market rate, an FX order, transfer
+requests and provider status reports go in; every agent (status, fees, FX, billing,
+ledger) and sink (ledger, fees, FX, billing) runs, each its own consumer group as in
+production, until the transactions have settled and been charged; the demo prints
+their lifecycle, fees, the conversion, the invoice, journal entries and balances."""
 
 from __future__ import annotations
 
@@ -10,19 +11,31 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from functools import partial
 from typing import Any
 
 import psycopg
+import redis
 
-from sinks.base import SinkRunner
+from sinks.base import Sink, SinkRunner
+from sinks.billing import BillingSink
+from sinks.fees import FeesSink
+from sinks.fx import FxSink
 from sinks.ledger import LedgerSink
+from streams.billing.agent import BillingHandler
+from streams.billing.invoicing import period_of
+from streams.fees.agent import FeesHandler
+from streams.fx.agent import FxHandler
 from streams.ledger.agent import LedgerHandler
+from streams.pricing import load_pricing
 from streams.runtime import AgentRuntime, run_agent
 from streams.status.agent import StatusHandler
 from streams.status.machine import HAPPY_PATH
 from topics.catalog import Catalog
 from topics.codec import AvroCodec
-from topics.events import new_metadata
+from topics.events import derived_event_id, new_metadata
 from topics.producer import EventProducer
 from topics.settings import Settings
 
@@ -38,6 +51,9 @@ class DemoReport:
     journals: list[tuple[str, str, str, int, str]] = field(default_factory=list)
     balances: list[tuple[str, int, int]] = field(default_factory=list)
     trial_balance: dict[str, int] = field(default_factory=dict)
+    fees: list[tuple[str, str, str, int, str, str]] = field(default_factory=list)
+    conversion: tuple[Any, ...] = ()
+    invoice: list[tuple[str, str, str, int]] = field(default_factory=list)
     seconds: float = 0.0
 
 
@@ -62,13 +78,17 @@ def run_pipeline(settings: Settings, codec: AvroCodec, catalog: Catalog, *, tran
 
     stop = threading.Event()
     errors: list[BaseException] = []
-    workers = [
-        lambda: run_agent(
-            AgentRuntime(settings, StatusHandler(settings, codec), codec, catalog, linger=0.05), stop=stop
-        ),
-        lambda: run_agent(AgentRuntime(settings, LedgerHandler(), codec, catalog, linger=0.05), stop=stop),
-        lambda: SinkRunner(settings, LedgerSink(), codec, linger=0.05).run(stop=stop),
+    pricing = load_pricing(settings.pricing_file)
+    handlers = [
+        StatusHandler(settings, codec), LedgerHandler(), FeesHandler(pricing.fees),
+        FxHandler(settings, pricing.fx), BillingHandler(settings, pricing.billing),
+    ]  # fmt: skip
+    workers: list[Callable[[], Any]] = [
+        partial(run_agent, AgentRuntime(settings, h, codec, catalog, linger=0.05), stop=stop)
+        for h in handlers
     ]
+    sinks: list[Sink[Any]] = [LedgerSink(), FeesSink(), FxSink(), BillingSink()]
+    workers += [partial(SinkRunner(settings, s, codec, linger=0.05).run, stop=stop) for s in sinks]
 
     def guarded(work: Callable[[], Any]) -> None:
         try:
@@ -90,6 +110,23 @@ def run_pipeline(settings: Settings, codec: AvroCodec, catalog: Catalog, *, tran
                     raise errors[0]
                 return int(conn.execute(sql, args).fetchone()[0])  # type: ignore[index]
 
+            quoted = datetime.now(UTC)
+            producer.produce("fx.rate.updated.v1", {
+                "metadata": meta("fx.rate.updated", 0), "pair": "EUR/USD", "base": "EUR", "quote": "USD",
+                "bid": Decimal("1.0841"), "ask": Decimal("1.0843"), "rate_source": "demo-feed",
+                "quoted_at": quoted,
+            })  # fmt: skip
+            producer.flush()
+            cached = f"ledgerstream:{settings.environment}:fx:rate:EUR/USD"
+            rates = redis.Redis.from_url(settings.redis_url)
+            _wait(lambda: rates.hget(cached, "source") == b"demo-feed", 60, "the rate to be cached")
+            rates.close()
+            order_id = f"fx-demo-{run}"
+            producer.produce("fx.order.requested.v1", {
+                "metadata": meta("fx.order.requested", 0), "account_id": accounts[0], "order_id": order_id,
+                "sell": {"units": 250_000, "currency": "EUR", "exponent": 2}, "buy_currency": "USD",
+                "buy_exponent": 2, "order_type": "MARKET",
+            })  # fmt: skip
             for i, (account, tid) in enumerate(zip(accounts, tids, strict=True)):
                 producer.produce(REQUESTED, {
                     "metadata": meta("payments.transfer.requested", i),
@@ -118,6 +155,44 @@ def run_pipeline(settings: Settings, codec: AvroCodec, catalog: Catalog, *, tran
             _wait(lambda: count(final, like) == transfers, 60, "settlement")
             posted = "SELECT count(*) FROM journal_entries WHERE reference_id LIKE %s"
             _wait(lambda: count(posted, "txn:" + like) == settled, 60, "ledger posting")
+            charged = "SELECT count(*) FROM fees WHERE transaction_id LIKE %s OR transaction_id = %s"
+            conversion_id = derived_event_id(order_id, "fx_agent")
+            _wait(lambda: count(charged, like, conversion_id) == settled + 1, 60, "fees")
+            of_demo = "(f.transaction_id LIKE %s OR f.transaction_id = %s)"
+            billed = (
+                "SELECT count(*) FROM invoice_line_items l JOIN fees f ON f.fee_id = l.source_fee_id WHERE "
+            )
+            lines = "SELECT count(*) FROM fee_lines JOIN fees f USING (fee_id) WHERE "
+            _wait(
+                lambda: (
+                    count(billed + of_demo, like, conversion_id)
+                    == count(lines + of_demo, like, conversion_id)
+                ),
+                60,
+                "invoicing",
+            )
+            _wait(lambda: count(posted, f"fx:{conversion_id}") == 1, 60, "the conversion's posting")
+            report.fees = [
+                (r[0], r[1], r[2], int(r[3]), r[4], r[5])
+                for r in conn.execute(
+                    "SELECT f.transaction_id, l.tier, l.category, l.amount, l.currency, f.fee_config_version "
+                    "FROM fees f JOIN fee_lines l USING (fee_id) WHERE f.transaction_id LIKE %s "
+                    "OR f.transaction_id = %s ORDER BY f.transaction_id, l.line_no", (like, conversion_id),
+                ).fetchall()
+            ]  # fmt: skip
+            report.conversion = conn.execute(
+                "SELECT pair, sold_units, sold_currency, bought_units, bought_currency, market_rate, rate, "
+                "markup_bps FROM fx_conversions WHERE conversion_id = %s", (conversion_id,),
+            ).fetchone() or ()  # fmt: skip
+            report.invoice = [
+                (r[0], r[1], r[2], int(r[3]))
+                for r in conn.execute(
+                    "SELECT period, status, currency, total FROM invoice_totals "
+                    "WHERE tenant_id = 'tenant-demo' "
+                    "AND environment = %s AND period = %s ORDER BY currency",
+                    (settings.environment, period_of(datetime.now(UTC))),
+                ).fetchall()
+            ]  # fmt: skip
             report.transactions = [
                 (r[0], r[1], r[2], int(r[3]))
                 for r in conn.execute(
@@ -137,8 +212,9 @@ def run_pipeline(settings: Settings, codec: AvroCodec, catalog: Catalog, *, tran
                 for r in conn.execute(
                     "SELECT j.reference_id, e.ledger_account, e.side, e.amount, e.currency "
                     "FROM journal_entries j "
-                    "JOIN entries e USING (journal_entry_id) WHERE j.reference_id LIKE %s "
-                    "ORDER BY j.reference_id, e.line_no", (f"txn:tx-demo-{run}-%",),
+                    "JOIN entries e USING (journal_entry_id) "
+                    "WHERE j.reference_id LIKE %s OR j.reference_id = %s "
+                    "ORDER BY j.reference_id, e.line_no", (f"txn:tx-demo-{run}-%", f"fx:{conversion_id}"),
                 ).fetchall()
             ]  # fmt: skip
             report.balances = [
@@ -146,6 +222,7 @@ def run_pipeline(settings: Settings, codec: AvroCodec, catalog: Catalog, *, tran
                 for r in conn.execute(
                     "SELECT ledger_account, debits, credits FROM balances "
                     "WHERE ledger_account LIKE %s OR ledger_account LIKE 'clearing:%%' "
+                    "OR ledger_account LIKE 'fee_revenue:%%' OR ledger_account LIKE 'fx_position:%%' "
                     "ORDER BY ledger_account",
                     (f"customer:acc-demo-{run}-%",),
                 ).fetchall()

@@ -5,7 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from streams.base import BatchHandler
+from streams.billing.agent import BillingHandler
+from streams.fees.agent import FeesHandler
+from streams.fx.agent import FxHandler
 from streams.ledger.agent import LedgerHandler
+from streams.pricing import load_pricing
 from streams.status.agent import StatusHandler
 from topics.codec import AvroCodec
 from topics.settings import Settings
@@ -13,4 +17,7 @@ from topics.settings import Settings
 AGENTS: dict[str, Callable[[Settings, AvroCodec], BatchHandler]] = {
     "status": StatusHandler,
     "ledger": lambda settings, codec: LedgerHandler(),
+    "fees": lambda settings, codec: FeesHandler(load_pricing(settings.pricing_file).fees),
+    "fx": lambda settings, codec: FxHandler(settings, load_pricing(settings.pricing_file).fx),
+    "billing": lambda settings, codec: BillingHandler(settings, load_pricing(settings.pricing_file).billing),
 }

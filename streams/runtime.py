@@ -24,6 +24,7 @@ from typing import Any
 
 import faust
 import psycopg
+import redis
 from confluent_kafka import KafkaError, Message, TopicPartition
 from prometheus_client import Counter
 
@@ -40,7 +41,7 @@ from topics.settings import Settings
 log = logging.getLogger(__name__)
 
 HANDLED = Counter("ledgerstream_agent_events_total", "Events handled by an agent", ["agent", "outcome"])
-TRANSIENT = (psycopg.OperationalError, psycopg.InterfaceError)
+TRANSIENT = (psycopg.OperationalError, psycopg.InterfaceError, redis.ConnectionError, redis.TimeoutError)
 
 
 @dataclass
@@ -128,7 +129,9 @@ class AgentRuntime:
                 return self.handler.handle(events)
             except TRANSIENT as e:
                 self.stats.retries += 1
-                log.warning("%s: database unavailable (%s); retrying in %.1fs", self.handler.name, e, delay)
+                log.warning(
+                    "%s: database or cache unavailable (%s); retrying in %.1fs", self.handler.name, e, delay
+                )
                 if self._stopping.is_set():
                     raise
                 time.sleep(delay)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from topics.settings import Environment
@@ -28,7 +29,7 @@ def new_metadata(
     user_id: str | None = None,
     customer_id: str | None = None,
     event_id: str | None = None,
-    occurred_at: int | None = None,
+    occurred_at: int | datetime | None = None,
 ) -> dict[str, Any]:
     """A metadata record; a correlation id is generated when the edge gave none."""
     return {

@@ -34,6 +34,10 @@ class Settings(BaseSettings):
     topic_profile: Literal["dev", "prod"] = Field("dev", validation_alias="LEDGERSTREAM_TOPIC_PROFILE")
     avro_dir: Path = Field(REPO_ROOT / "avro", validation_alias="LEDGERSTREAM_AVRO_DIR")
     home: Path = Field(REPO_ROOT, validation_alias="LEDGERSTREAM_HOME")
+    pricing_file: Path = Field(
+        REPO_ROOT / "streams" / "pricing.toml", validation_alias="LEDGERSTREAM_PRICING"
+    )
+    """Fee schedules, FX pricing and billing plans (data, versioned in git)."""
 
     @field_validator("schema_registry_url", mode="before")
     @classmethod

@@ -1,45 +1,87 @@
-"""The ledger agent: a completed transaction becomes one balanced journal entry.
+"""The ledger agent: completed transactions, assessed fees and FX conversions become
+balanced journal entries.
 
-Pure: no state. The journal's `reference_id` (`txn:<id>`) and its id (UUIDv5 of
-the reference and the agent) are deterministic, so reprocessing emits the same
-journal and the ledger sink ignores the repeat.
+Pure: no state. A journal's `reference_id` (`txn:<id>`, `fee:<fee id>`,
+`fx:<conversion id>`) and its id (UUIDv5 of the reference and the agent) are
+deterministic, so reprocessing emits the same journal and the ledger sink ignores
+the repeat. A completed FX transaction is not posted from the transaction topic:
+its conversion posts both legs through the FX position accounts.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 from streams.base import BatchHandler, Output, Result
-from streams.ledger.postings import PostingError, transaction_completed
+from streams.ledger.postings import Journal, PostingError, fees_charged, fx_conversion, transaction_completed
 from streams.ledger.records import journal_record
 from topics.events import Event, derived_event_id, new_metadata
 from topics.money import InexactValue, money_parts
 
 COMPLETED = "payments.transaction.completed.v1"
+FEES = "billing.fee.assessed.v1"
+CONVERSIONS = "fx.conversion.executed.v1"
 POSTED = "ledger.journal.posted.v1"
 AGENT = "ledger_agent"
 
 
+def journal_for(topic: str, record: dict[str, Any]) -> Journal | None:
+    """The journal an event posts, or None when it posts nothing."""
+    if topic == COMPLETED:
+        if record["transaction_type"] == "FX":
+            return None
+        units, currency, exponent = money_parts(record["amount"])
+        return transaction_completed(
+            transaction_id=record["transaction_id"],
+            account_id=record["account_id"],
+            direction=record["direction"],
+            units=units,
+            currency=currency,
+            exponent=exponent,
+            rail=record.get("rail") or record["transaction_type"],
+            counterparty_account_id=record.get("counterparty_account_id"),
+        )
+    if topic == FEES:
+        units, currency, exponent = money_parts(record["total"])
+        lines = []
+        for line in record["lines"]:
+            line_units, line_currency, _ = money_parts(line["amount"])
+            if line_currency != currency:
+                raise PostingError(f"fee {record['fee_id']}: a {line_currency} line in a {currency} fee")
+            lines.append((line["tier"], line_units))
+        if sum(u for _, u in lines) != units:
+            raise PostingError(f"fee {record['fee_id']}: lines do not add up to the total {units}")
+        if units == 0:
+            return None
+        return fees_charged(
+            fee_id=str(record["fee_id"]), account_id=record["account_id"], lines=lines, currency=currency,
+            exponent=exponent, chain=record["total"].get("chain"),
+        )  # fmt: skip
+    if topic == CONVERSIONS:
+        sold, sold_currency, sold_exponent = money_parts(record["sold"])
+        bought, bought_currency, bought_exponent = money_parts(record["bought"])
+        return fx_conversion(
+            conversion_id=str(record["conversion_id"]), account_id=record["account_id"],
+            sold_units=sold, sold_currency=sold_currency, sold_exponent=sold_exponent,
+            bought_units=bought, bought_currency=bought_currency, bought_exponent=bought_exponent,
+        )  # fmt: skip
+    return None
+
+
 class LedgerHandler(BatchHandler):
     name = AGENT
-    topics = (COMPLETED,)
+    topics = (COMPLETED, FEES, CONVERSIONS)
 
     def handle(self, events: list[Event]) -> Result:
         result = Result()
         for event in events:
             record, meta = event.record, event.record["metadata"]
             try:
-                units, currency, exponent = money_parts(record["amount"])
-                journal = transaction_completed(
-                    transaction_id=record["transaction_id"],
-                    account_id=record["account_id"],
-                    direction=record["direction"],
-                    units=units,
-                    currency=currency,
-                    exponent=exponent,
-                    rail=record.get("rail") or record["transaction_type"],
-                    counterparty_account_id=record.get("counterparty_account_id"),
-                )
-            except (PostingError, InexactValue) as e:
-                result.refused.append((event, f"cannot post {record.get('transaction_id')}: {e}"))
+                journal = journal_for(event.topic, record)
+            except (PostingError, InexactValue, KeyError, TypeError) as e:
+                result.refused.append((event, f"cannot post {_subject(record)}: {e}"))
+                continue
+            if journal is None:
                 continue
             metadata = new_metadata(
                 "ledger.journal.posted",
@@ -63,3 +105,10 @@ class LedgerHandler(BatchHandler):
                 )
             )
         return result
+
+
+def _subject(record: dict[str, Any]) -> str:
+    for key in ("transaction_id", "fee_id", "conversion_id"):
+        if record.get(key):
+            return str(record[key])
+    return "event"

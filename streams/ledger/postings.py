@@ -142,6 +142,37 @@ def fee_assessed(
     return journal
 
 
+def fees_charged(
+    *,
+    fee_id: str,
+    account_id: str,
+    lines: Sequence[tuple[str, int]],
+    currency: str,
+    exponent: int,
+    chain: str | None = None,
+) -> Journal:
+    """A fee breakdown in one currency: the customer pays the total; each tier is revenue
+    (`fee_revenue:<tier>`), except the NETWORK tier, which recovers the gas the platform
+    paid (`network_fees:<chain>`, an expense account)."""
+    credits: dict[str, int] = defaultdict(int)
+    for tier, units in lines:
+        if tier.upper() == "NETWORK":
+            credits[account("network_fees", (chain or "unknown").lower(), currency)] += units
+        else:
+            credits[account("fee_revenue", tier.lower(), currency)] += units
+    total = sum(credits.values())
+    journal = Journal(
+        reference_id=f"fee:{fee_id}",
+        description=f"fees {fee_id}",
+        lines=(
+            Line(account("customer", account_id, currency), "DEBIT", total, currency, exponent),
+            *(Line(code, "CREDIT", units, currency, exponent) for code, units in sorted(credits.items())),
+        ),
+    )
+    check_balanced(journal)
+    return journal
+
+
 def fx_conversion(
     *,
     conversion_id: str,

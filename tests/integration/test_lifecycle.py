@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import threading
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import psycopg
 import pytest
@@ -18,6 +15,7 @@ from streams.status.agent import StatusHandler
 from tests.fixtures.database import private_database
 from tests.fixtures.events import metadata, transfer_requested
 from tests.fixtures.kafka import read_all
+from tests.fixtures.running import running
 from tests.fixtures.waiting import wait_for
 from topics.codec import AvroCodec
 from topics.deadletter import ERROR_CLASS, ERROR_MESSAGE
@@ -47,28 +45,6 @@ def report(n: int, status: str, *, expected_version: int | None = None) -> dict:
         "reason": f"provider says {status.lower()}", "provider": "truelayer",
         "provider_update_id": f"pu-{uuid.uuid4().hex[:6]}", "expected_version": expected_version,
     }  # fmt: skip
-
-
-@contextmanager
-def running(target, *args, **kwargs) -> Iterator[threading.Event]:
-    stop = threading.Event()
-    errors: list[BaseException] = []
-
-    def body() -> None:
-        try:
-            target(*args, stop=stop, **kwargs)
-        except BaseException as e:  # surfaced to the test below
-            errors.append(e)
-
-    thread = threading.Thread(target=body, daemon=True)
-    thread.start()
-    try:
-        yield stop
-    finally:
-        stop.set()
-        thread.join(timeout=60)
-    assert not errors, errors
-    assert not thread.is_alive()
 
 
 @pytest.fixture(scope="module")

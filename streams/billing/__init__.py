@@ -1,0 +1,1 @@
+"""Billing: fees into monthly invoices per tenant, with subscription plans."""

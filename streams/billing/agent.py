@@ -1,0 +1,195 @@
+"""The billing agent: assessed fees become invoice line items, per tenant per month.
+
+State lives in PostgreSQL: `invoices` (open or closed) and `billed_fees` (which
+invoice each fee went to), changed in one transaction per batch. Each batch
+first closes the invoices whose period has ended (plus `close_after_hours`);
+a fee whose own period is closed goes to the next open one. A fee seen before
+is re-emitted to the invoice it was billed to, with the same line item ids, so
+the billing sink never adds it twice. Every invoice a batch touches also emits
+its subscription line item (a deterministic id per invoice and plan), so a
+plan's monthly fee is billed exactly once per period even across crashes.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+
+from streams.base import BatchHandler, Output, Result
+from streams.billing.invoicing import (
+    BillingBook,
+    BillingError,
+    fee_type,
+    invoice_id,
+    line_item_id,
+    next_period,
+    period_end,
+    period_of,
+    subscription_line_item_id,
+    target_period,
+)
+from topics.events import Event, derived_event_id, new_metadata
+from topics.money import InexactValue, money_parts, money_record
+from topics.settings import Settings
+
+ASSESSED = "billing.fee.assessed.v1"
+LINE_ITEM = "billing.invoice.line_item_added.v1"
+AGENT = "billing_agent"
+
+CLOSE_DUE = (
+    "UPDATE invoices SET status = 'closed', closed_at = %s "
+    "WHERE status = 'open' AND period_end + %s <= %s RETURNING tenant_id, environment, period"
+)
+BILLED = (
+    "SELECT b.fee_id::text, i.invoice_id::text, i.period "
+    "FROM billed_fees b JOIN invoices i USING (invoice_id) WHERE b.fee_id = ANY(%s::uuid[])"
+)
+STATUSES = "SELECT period, status FROM invoices WHERE tenant_id = %s AND environment = %s AND period >= %s"
+OPEN_INVOICE = (
+    "INSERT INTO invoices (invoice_id, tenant_id, environment, period, period_end) "
+    "VALUES (%s, %s, %s, %s, %s) "
+    "ON CONFLICT (invoice_id) DO NOTHING"
+)
+CLOSE_PERIOD = (
+    "UPDATE invoices SET status = 'closed', closed_at = %s "
+    "WHERE period = %s AND environment = %s AND status = 'open' AND (%s::text IS NULL OR tenant_id = %s) "
+    "RETURNING tenant_id"
+)
+BILL = "INSERT INTO billed_fees (fee_id, invoice_id) VALUES (%s, %s) ON CONFLICT (fee_id) DO NOTHING"
+
+
+class BillingHandler(BatchHandler):
+    """Args:
+    settings: the PostgreSQL connection.
+    book: subscription plans and when invoices close.
+    clock: the current time (a test may fix it).
+    """
+
+    name = AGENT
+    topics = (ASSESSED,)
+
+    def __init__(self, settings: Settings, book: BillingBook, clock: Any = None) -> None:
+        self.settings = settings
+        self.book = book
+        self.close_after = timedelta(hours=book.close_after_hours)
+        self.clock = clock or (lambda: datetime.now(UTC))
+        self.conn: psycopg.Connection[Any] | None = None
+
+    def _connection(self) -> psycopg.Connection[Any]:
+        if self.conn is None or self.conn.closed:
+            self.conn = psycopg.connect(self.settings.database_url.get_secret_value())
+        return self.conn
+
+    def handle(self, events: list[Event]) -> Result:
+        result = Result()
+        conn = self._connection()
+        now = self.clock()
+        try:
+            with conn.transaction():
+                conn.execute(CLOSE_DUE, (now, self.close_after, now))
+                fee_ids = [str(e.record["fee_id"]) for e in events]
+                billed = {f: (i, p) for f, i, p in conn.execute(BILLED, (fee_ids,)).fetchall()}
+                statuses: dict[tuple[str, str], dict[str, str]] = {}
+                touched: dict[str, tuple[str, str, str, Event]] = {}
+                for event in events:
+                    try:
+                        invoice, period = self._bill(conn, event, billed, statuses, now)
+                    except (BillingError, InexactValue, KeyError, TypeError) as e:
+                        result.refused.append((event, f"cannot bill fee {event.record.get('fee_id')}: {e}"))
+                        continue
+                    meta = event.record["metadata"]
+                    touched.setdefault(invoice, (meta["tenant_id"], meta["environment"], period, event))
+                    result.outputs.extend(self._line_items(event, invoice, period))
+                for invoice, (tenant, _, period, event) in touched.items():
+                    result.outputs.extend(self._subscription(invoice, tenant, period, event))
+        except psycopg.Error:
+            self.close()
+            raise
+        return result
+
+    def _bill(
+        self,
+        conn: psycopg.Connection[Any],
+        event: Event,
+        billed: dict[str, tuple[str, str]],
+        statuses: dict[tuple[str, str], dict[str, str]],
+        now: datetime,
+    ) -> tuple[str, str]:
+        record, meta = event.record, event.record["metadata"]
+        fee_id = str(record["fee_id"])
+        if fee_id in billed:
+            return billed[fee_id]
+        tenant, environment = meta["tenant_id"], meta["environment"]
+        own = period_of(meta["occurred_at"])
+        known = statuses.get((tenant, environment))
+        if known is None:
+            rows = conn.execute(STATUSES, (tenant, environment, own)).fetchall()
+            known = statuses[(tenant, environment)] = {p: s for p, s in rows}
+        period = target_period(own, lambda p: known.get(p) == "closed", now, self.close_after)
+        invoice = invoice_id(tenant, environment, period)
+        if period not in known:
+            conn.execute(OPEN_INVOICE, (invoice, tenant, environment, period, period_end(period)))
+            known[period] = "open"
+        conn.execute(BILL, (fee_id, invoice))
+        billed[fee_id] = (invoice, period)
+        return invoice, period
+
+    def _line_items(self, event: Event, invoice: str, period: str) -> list[Output]:
+        record, meta = event.record, event.record["metadata"]
+        fee_id = str(record["fee_id"])
+        outputs = []
+        for n, line in enumerate(record["lines"], start=1):
+            units, currency, exponent = money_parts(line["amount"])
+            item = line_item_id(fee_id, n)
+            chain = line["amount"].get("chain", "ledger")
+            outputs.append(Output(LINE_ITEM, {
+                "metadata": self._metadata(meta, item, meta["occurred_at"], str(meta["event_id"])),
+                "account_id": record["account_id"], "invoice_id": invoice, "period": period,
+                "line_item_id": item, "fee_type": fee_type(line["tier"], line["category"]),
+                "amount": money_record(units, currency, exponent, chain), "source_fee_id": fee_id,
+            }))  # fmt: skip
+        return outputs
+
+    def _subscription(self, invoice: str, tenant: str, period: str, event: Event) -> list[Output]:
+        plan = self.book.plans.get(tenant)
+        if plan is None or plan.monthly_fee == 0:
+            return []
+        item = subscription_line_item_id(invoice, plan.plan)
+        meta = event.record["metadata"]
+        return [Output(LINE_ITEM, {
+            "metadata": self._metadata(meta, item, meta["occurred_at"], str(meta["event_id"])),
+            "account_id": f"tenant:{tenant}", "invoice_id": invoice, "period": period, "line_item_id": item,
+            "fee_type": f"subscription:{plan.plan}",
+            "amount": money_record(plan.monthly_fee, plan.currency, plan.exponent), "source_fee_id": None,
+        })]  # fmt: skip
+
+    @staticmethod
+    def _metadata(meta: dict[str, Any], item: str, occurred: datetime, cause: str) -> dict[str, Any]:
+        return new_metadata(
+            "billing.invoice.line_item_added",
+            tenant_id=meta["tenant_id"],
+            environment=meta["environment"],
+            source="streams.billing",
+            correlation_id=meta["correlation_id"],
+            causation_id=cause,
+            event_id=derived_event_id(item, AGENT),
+            occurred_at=occurred,
+        )
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+
+def close_period(
+    conn: psycopg.Connection[Any], period: str, environment: str, tenant: str | None = None
+) -> list[str]:
+    """Close a period's open invoices ahead of its end (an operator's decision); fees still
+    to come for it go to the next period. Returns the tenants whose invoice was closed."""
+    next_period(period)  # validates YYYY-MM
+    with conn.transaction():
+        rows = conn.execute(CLOSE_PERIOD, (datetime.now(UTC), period, environment, tenant, tenant)).fetchall()
+    return sorted(r[0] for r in rows)

@@ -1,0 +1,1 @@
+"""Fees: five tiers on every chargeable event, from versioned, effective-dated schedules."""

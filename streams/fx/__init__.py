@@ -1,0 +1,1 @@
+"""FX: cached market rates, tenant pricing, conversions and OTC approvals."""
