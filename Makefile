@@ -52,6 +52,6 @@ test: up ## Everything CI runs: lint, schema gate, unit and integration tests on
 	$(MAKE) gate
 	$(CLI) topics apply
 	$(CLI) db migrate
-	eval "$$($(CLI) stack env)" && $(BIN)/pytest -q
+	eval "$$($(CLI) stack env)" && $(BIN)/pytest -q --durations=10
 
 .PHONY: help install up down status run lint format gate unit test

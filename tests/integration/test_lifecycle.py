@@ -54,14 +54,20 @@ def codec():
 
 def status_runtime(db, codec, catalog, group):
     return AgentRuntime(
-        db, StatusHandler(db, codec), codec, catalog, batch_size=200, linger=0.05, group_id=group
+        db, StatusHandler(db, codec), codec, catalog, batch_size=200, linger=0.05, group_id=f"{group}.status"
     )
 
 
-def ledger_pipeline(db, codec, catalog, group):
-    agent = AgentRuntime(db, LedgerHandler(), codec, catalog, batch_size=200, linger=0.05, group_id=group)
-    sink = SinkRunner(db, LedgerSink(), codec, batch_size=200, linger=0.05, group_id=group)
-    return agent, sink
+def ledger_agent(db, codec, catalog, group):
+    return AgentRuntime(
+        db, LedgerHandler(), codec, catalog, batch_size=200, linger=0.05, group_id=f"{group}.ledger"
+    )
+
+
+def ledger_sink(db, codec, group):
+    """Its own group: a member that joined a shared group but is not polled yet would stall the
+    group's rebalance and get the running agent evicted (UNKNOWN_MEMBER_ID on commit)."""
+    return SinkRunner(db, LedgerSink(), codec, batch_size=200, linger=0.05, group_id=f"{group}.ledger-sink")
 
 
 def statuses(conn) -> dict[str, tuple[str, int]]:
@@ -95,7 +101,7 @@ def lifecycle(services, codec, catalog):
     ):
         producer = EventProducer(db, codec, catalog)
         group = f"lifecycle-{RUN}"
-        agent, sink = ledger_pipeline(db, codec, catalog, group)
+        agent, sink = ledger_agent(db, codec, catalog, group), ledger_sink(db, codec, group)
         with (
             running(run_agent, status_runtime(db, codec, catalog, group)),
             running(run_agent, agent),
@@ -247,7 +253,6 @@ def test_replaying_every_input_topic_changes_no_table(services, codec, catalog, 
     before = snapshot(conn)
     replay = f"replay-{uuid.uuid4().hex[:6]}"
     run_agent(status_runtime(db, codec, catalog, replay), idle_exit=3)
-    agent, sink = ledger_pipeline(db, codec, catalog, replay)
-    run_agent(agent, idle_exit=3)
-    sink.run(idle_exit=3)
+    run_agent(ledger_agent(db, codec, catalog, replay), idle_exit=3)
+    ledger_sink(db, codec, replay).run(idle_exit=3)
     assert snapshot(conn) == before

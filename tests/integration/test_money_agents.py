@@ -12,6 +12,7 @@ from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
+from functools import partial
 from pathlib import Path
 
 import psycopg
@@ -156,28 +157,40 @@ def oid(name: str) -> str:
 
 
 def pipeline(db, codec, catalog, pricing, group):
-    """Every agent and sink, each its own consumer group (two groups sharing a topic would split it)."""
+    """Builders of every agent and sink, each its own consumer group: a consumer is made (and
+    joins its group) only when it is about to run, so no idle member ever stalls a rebalance."""
 
-    def agent(handler):
-        return AgentRuntime(
-            db, handler, codec, catalog, batch_size=500, linger=0.05, group_id=f"{group}.{handler.name}"
-        )
+    def agent(make):
+        def build():
+            handler = make()
+            runtime = AgentRuntime(db, handler, codec, catalog, batch_size=500, linger=0.05,
+                                   group_id=f"{group}.{handler.name}")  # fmt: skip
+            return partial(run_agent, runtime)
 
-    def sink(s):
-        return SinkRunner(db, s, codec, batch_size=500, linger=0.05, group_id=f"{group}.{s.name}")
+        return build
+
+    def sink(make):
+        def build():
+            s = make()
+            return SinkRunner(db, s, codec, batch_size=500, linger=0.05, group_id=f"{group}.{s.name}").run
+
+        return build
 
     return [
-        (run_agent, agent(FeesHandler(pricing.fees))),
-        (run_agent, agent(FxHandler(db, pricing.fx))),
-        (run_agent, agent(BillingHandler(db, pricing.billing))),
-        (run_agent, agent(LedgerHandler())),
-        *((s.run, None) for s in (sink(FeesSink()), sink(FxSink()), sink(BillingSink()), sink(LedgerSink()))),
+        agent(lambda: FeesHandler(pricing.fees)),
+        agent(lambda: FxHandler(db, pricing.fx)),
+        agent(lambda: BillingHandler(db, pricing.billing)),
+        agent(LedgerHandler),
+        sink(FeesSink),
+        sink(FxSink),
+        sink(BillingSink),
+        sink(LedgerSink),
     ]
 
 
-def start(stack: ExitStack, workers) -> None:
-    for fn, arg in workers:
-        stack.enter_context(running(fn, arg) if arg is not None else running(fn))
+def start(stack: ExitStack, builders) -> None:
+    for build in builders:
+        stack.enter_context(running(build()))
 
 
 def count(conn, sql: str, *args) -> int:
@@ -412,11 +425,8 @@ def test_replaying_every_input_topic_changes_no_row(services, codec, catalog, pr
     db, conn, _ = money
     before = snapshot(conn)
     replay = f"replay-{uuid.uuid4().hex[:6]}"
-    for fn, arg in pipeline(db, codec, catalog, pricing, replay):
-        if arg is not None:
-            fn(arg, idle_exit=3)
-        else:
-            fn(idle_exit=3)
+    for build in pipeline(db, codec, catalog, pricing, replay):
+        build()(idle_exit=3)
     assert snapshot(conn) == before
 
 
