@@ -379,7 +379,7 @@ def _pipeline(settings: Settings, catalog: Catalog) -> None:
     from topics.codec import codec_from_settings
 
     codec = codec_from_settings(settings)
-    with err.status("running the status, fees, FX, billing and ledger agents and their sinks"):
+    with err.status("running the status, fees, FX, billing, AML and ledger agents and their sinks"):
         report = run_pipeline(settings, codec, catalog)
     codec.close()
     out.print(f"\npipeline: {len(report.transactions)} transfers settled in {report.seconds:.1f}s")
@@ -397,6 +397,11 @@ def _pipeline(settings: Settings, catalog: Catalog) -> None:
             f"conversion {pair}: sold {sold:,} {sold_ccy} minor units, bought {bought:,} {bought_ccy} at "
             f"{rate.normalize()} (market {market.normalize()} less {markup} bps markup)"
         )
+    flags = Table("AML flag on account", "rule", "risk", "evidence")
+    for account, rule, score, evidence in report.flags:
+        flags.add_row(account, rule, str(score), evidence)
+    out.print(flags)
+    out.print("sanctioned transfer: " + " > ".join(report.blocked), markup=False)
     invoice = Table("invoice period (tenant-demo)", "status", "currency", "total (minor units)")
     for period, status, currency, total in report.invoice:
         invoice.add_row(period, status, currency, f"{total:,}")

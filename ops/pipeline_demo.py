@@ -19,11 +19,14 @@ from typing import Any
 import psycopg
 import redis
 
+from sinks.aml import AmlSink
 from sinks.base import Sink, SinkRunner
 from sinks.billing import BillingSink
 from sinks.fees import FeesSink
 from sinks.fx import FxSink
 from sinks.ledger import LedgerSink
+from streams.aml.agent import AmlHandler
+from streams.aml.rules import load_rules
 from streams.billing.agent import BillingHandler
 from streams.billing.invoicing import period_of
 from streams.fees.agent import FeesHandler
@@ -41,6 +44,7 @@ from topics.settings import Settings
 
 REQUESTED = "payments.transfer.requested.v1"
 REPORTED = "payments.transaction.status_reported.v1"
+SANCTIONED = "0x8589427373d6d84e98730d7795d8f6f8731fda16"  # on the sample sanctions list
 
 
 @dataclass
@@ -54,6 +58,8 @@ class DemoReport:
     fees: list[tuple[str, str, str, int, str, str]] = field(default_factory=list)
     conversion: tuple[Any, ...] = ()
     invoice: list[tuple[str, str, str, int]] = field(default_factory=list)
+    flags: list[tuple[str, str, int, str]] = field(default_factory=list)
+    blocked: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
 
@@ -82,12 +88,13 @@ def run_pipeline(settings: Settings, codec: AvroCodec, catalog: Catalog, *, tran
     handlers = [
         StatusHandler(settings, codec), LedgerHandler(), FeesHandler(pricing.fees),
         FxHandler(settings, pricing.fx), BillingHandler(settings, pricing.billing),
+        AmlHandler(settings, load_rules(settings.aml_rules_file)),
     ]  # fmt: skip
     workers: list[Callable[[], Any]] = [
         partial(run_agent, AgentRuntime(settings, h, codec, catalog, linger=0.05), stop=stop)
         for h in handlers
     ]
-    sinks: list[Sink[Any]] = [LedgerSink(), FeesSink(), FxSink(), BillingSink()]
+    sinks: list[Sink[Any]] = [LedgerSink(), FeesSink(), FxSink(), BillingSink(), AmlSink()]
     workers += [partial(SinkRunner(settings, s, codec, linger=0.05).run, stop=stop) for s in sinks]
 
     def guarded(work: Callable[[], Any]) -> None:
@@ -135,6 +142,14 @@ def run_pipeline(settings: Settings, codec: AvroCodec, catalog: Catalog, *, tran
                     "destination_account_id": None, "beneficiary_reference": "GB33BUKB20201555555555",
                     "rail": "SEPA", "reference": f"demo invoice {i}",
                 })  # fmt: skip
+            blocked_id = f"blocked-demo-{run}"
+            producer.produce(REQUESTED, {
+                "metadata": meta("payments.transfer.requested", 9), "account_id": f"acc-demo-{run}-crypto",
+                "transfer_id": blocked_id,
+                "amount": {"units": Decimal(2 * 10**18), "asset": "ETH", "decimals": 18, "chain": "ethereum"},
+                "destination_account_id": None, "beneficiary_reference": SANCTIONED, "rail": "CRYPTO",
+                "reference": "demo: to a sanctioned address",
+            })  # fmt: skip
             producer.flush()
             like = f"tx-demo-{run}-%"
             created = "SELECT count(*) FROM transactions WHERE transaction_id LIKE %s"
@@ -191,6 +206,24 @@ def run_pipeline(settings: Settings, codec: AvroCodec, catalog: Catalog, *, tran
                     "WHERE tenant_id = 'tenant-demo' "
                     "AND environment = %s AND period = %s ORDER BY currency",
                     (settings.environment, period_of(datetime.now(UTC))),
+                ).fetchall()
+            ]  # fmt: skip
+            status = "SELECT count(*) FROM transactions WHERE transaction_id = %s AND status = 'FAILED'"
+            _wait(lambda: count(status, blocked_id) == 1, 60, "the sanctions block")
+            report.blocked = [
+                f"{r[0]}: {r[1]}"
+                for r in conn.execute(
+                    "SELECT to_status, reason FROM transaction_status_history WHERE transaction_id = %s "
+                    "ORDER BY version", (blocked_id,),
+                ).fetchall()
+            ]  # fmt: skip
+            flagged = "SELECT count(*) FROM aml_flags WHERE account_id LIKE %s"
+            _wait(lambda: count(flagged, f"acc-demo-{run}-%") >= 1, 60, "the AML flag")
+            report.flags = [
+                (r[0], r[1], int(r[2]), r[3])
+                for r in conn.execute(
+                    "SELECT account_id, rule_id, risk_score, evidence::text FROM aml_flags "
+                    "WHERE account_id LIKE %s ORDER BY occurred_at", (f"acc-demo-{run}-%",),
                 ).fetchall()
             ]  # fmt: skip
             report.transactions = [

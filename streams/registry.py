@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from streams.aml.agent import AmlHandler
+from streams.aml.rules import load_rules
 from streams.base import BatchHandler
 from streams.billing.agent import BillingHandler
 from streams.fees.agent import FeesHandler
@@ -16,6 +18,7 @@ from topics.settings import Settings
 
 AGENTS: dict[str, Callable[[Settings, AvroCodec], BatchHandler]] = {
     "status": StatusHandler,
+    "aml": lambda settings, codec: AmlHandler(settings, load_rules(settings.aml_rules_file)),
     "ledger": lambda settings, codec: LedgerHandler(),
     "fees": lambda settings, codec: FeesHandler(load_pricing(settings.pricing_file).fees),
     "fx": lambda settings, codec: FxHandler(settings, load_pricing(settings.pricing_file).fx),

@@ -38,6 +38,10 @@ class Settings(BaseSettings):
         REPO_ROOT / "streams" / "pricing.toml", validation_alias="LEDGERSTREAM_PRICING"
     )
     """Fee schedules, FX pricing and billing plans (data, versioned in git)."""
+    aml_rules_file: Path = Field(
+        REPO_ROOT / "streams" / "aml" / "rules.yaml", validation_alias="LEDGERSTREAM_AML_RULES"
+    )
+    """AML rulesets and the sanctions list they name."""
 
     @field_validator("schema_registry_url", mode="before")
     @classmethod

@@ -1,0 +1,1 @@
+"""AML: velocity windows in Redis, rules as data, sanctions screening."""
