@@ -329,6 +329,24 @@ def billing_invoices(args: argparse.Namespace) -> int:
     return 0
 
 
+def audit_trace(args: argparse.Namespace) -> int:
+    from ops.audit_trace import trace
+    from sinks.migrate import connect
+
+    settings = _settings()
+    with connect(settings.database_url.get_secret_value()) as conn:
+        steps = trace(conn, args.correlation_id, settings.environment)
+    if not steps:
+        err.print(f"audit trace: nothing recorded for correlation id {args.correlation_id!r}", markup=False)
+        return 1
+    table = Table("time (UTC)", "topic", "entity", "actor", "change", "notes")
+    for step in steps:
+        table.add_row(step.time, step.topic, step.entity, step.actor, step.change, step.notes)
+    out.print(table)
+    out.print(f"{len(steps)} events across {len({s.topic for s in steps})} topics", markup=False)
+    return 0
+
+
 def bench(args: argparse.Namespace) -> int:
     from ops.bench import bench_ledger, bench_sink
 
@@ -402,6 +420,10 @@ def _pipeline(settings: Settings, catalog: Catalog) -> None:
         flags.add_row(account, rule, str(score), evidence)
     out.print(flags)
     out.print("sanctioned transfer: " + " > ".join(report.blocked), markup=False)
+    steps = Table(f"audit trace {report.trace_id}: time (UTC)", "topic", "entity", "actor", "change")
+    for step in report.trace:
+        steps.add_row(step.time, step.topic, step.entity, step.actor, step.change)
+    out.print(steps)
     invoice = Table("invoice period (tenant-demo)", "status", "currency", "total (minor units)")
     for period, status, currency, total in report.invoice:
         invoice.add_row(period, status, currency, f"{total:,}")
@@ -557,6 +579,13 @@ def build_parser() -> Parser:
     inv = command(billing_sub, "invoices", billing_invoices, "invoice totals per currency")
     inv.add_argument("--tenant", help="only this tenant")
     inv.add_argument("--period", type=_period, help="only this period, YYYY-MM")
+
+    audit = sub.add_parser("audit", help="the append-only audit trail")
+    audit_sub = audit.add_subparsers(dest="action", required=True, parser_class=Parser, metavar="ACTION")
+    tr = command(
+        audit_sub, "trace", audit_trace, "the whole story of one request across topics, in time order"
+    )
+    tr.add_argument("correlation_id", help="the correlation id the request got at the edge")
 
     bn = command(
         sub, "bench", bench, "measure a sink on the local stack against raw COPY (scratch topic and database)"

@@ -19,7 +19,9 @@ from typing import Any
 import psycopg
 import redis
 
+from ops.audit_trace import Step, trace
 from sinks.aml import AmlSink
+from sinks.audit import AuditSink
 from sinks.base import Sink, SinkRunner
 from sinks.billing import BillingSink
 from sinks.fees import FeesSink
@@ -60,6 +62,8 @@ class DemoReport:
     invoice: list[tuple[str, str, str, int]] = field(default_factory=list)
     flags: list[tuple[str, str, int, str]] = field(default_factory=list)
     blocked: list[str] = field(default_factory=list)
+    trace_id: str = ""
+    trace: list[Step] = field(default_factory=list)
     seconds: float = 0.0
 
 
@@ -94,7 +98,14 @@ def run_pipeline(settings: Settings, codec: AvroCodec, catalog: Catalog, *, tran
         partial(run_agent, AgentRuntime(settings, h, codec, catalog, linger=0.05), stop=stop)
         for h in handlers
     ]
-    sinks: list[Sink[Any]] = [LedgerSink(), FeesSink(), FxSink(), BillingSink(), AmlSink()]
+    sinks: list[Sink[Any]] = [
+        LedgerSink(),
+        FeesSink(),
+        FxSink(),
+        BillingSink(),
+        AmlSink(),
+        AuditSink(catalog),
+    ]
     workers += [partial(SinkRunner(settings, s, codec, linger=0.05).run, stop=stop) for s in sinks]
 
     def guarded(work: Callable[[], Any]) -> None:
@@ -119,7 +130,7 @@ def run_pipeline(settings: Settings, codec: AvroCodec, catalog: Catalog, *, tran
 
             quoted = datetime.now(UTC)
             producer.produce("fx.rate.updated.v1", {
-                "metadata": meta("fx.rate.updated", 0), "pair": "EUR/USD", "base": "EUR", "quote": "USD",
+                "metadata": meta("fx.rate.updated", 7), "pair": "EUR/USD", "base": "EUR", "quote": "USD",
                 "bid": Decimal("1.0841"), "ask": Decimal("1.0843"), "rate_source": "demo-feed",
                 "quoted_at": quoted,
             })  # fmt: skip
@@ -130,7 +141,7 @@ def run_pipeline(settings: Settings, codec: AvroCodec, catalog: Catalog, *, tran
             rates.close()
             order_id = f"fx-demo-{run}"
             producer.produce("fx.order.requested.v1", {
-                "metadata": meta("fx.order.requested", 0), "account_id": accounts[0], "order_id": order_id,
+                "metadata": meta("fx.order.requested", 8), "account_id": accounts[0], "order_id": order_id,
                 "sell": {"units": 250_000, "currency": "EUR", "exponent": 2}, "buy_currency": "USD",
                 "buy_exponent": 2, "order_type": "MARKET",
             })  # fmt: skip
@@ -226,6 +237,14 @@ def run_pipeline(settings: Settings, codec: AvroCodec, catalog: Catalog, *, tran
                     "WHERE account_id LIKE %s ORDER BY occurred_at", (f"acc-demo-{run}-%",),
                 ).fetchall()
             ]  # fmt: skip
+            report.trace_id = f"demo-{run}-0"
+            audited = "SELECT count(*) FROM audit_log WHERE correlation_id = %s AND topic = %s"
+            _wait(
+                lambda: count(audited, report.trace_id, "ledger.journal.posted.v1") >= 2,
+                90,
+                "the audit trail",
+            )
+            report.trace = trace(conn, report.trace_id, settings.environment)
             report.transactions = [
                 (r[0], r[1], r[2], int(r[3]))
                 for r in conn.execute(

@@ -1,0 +1,183 @@
+"""The audit trail on the real stack: a transfer's whole path, masking, append-only, replay."""
+
+from __future__ import annotations
+
+import uuid
+from contextlib import ExitStack
+from functools import partial
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from ops.audit_trace import trace
+from ops.cli import main
+from sinks.audit import WRITER_ROLE, AuditSink
+from sinks.base import SinkRunner
+from sinks.ledger import LedgerSink
+from streams.fees.agent import FeesHandler
+from streams.ledger.agent import LedgerHandler
+from streams.pricing import load_pricing
+from streams.runtime import AgentRuntime, run_agent
+from streams.status.agent import StatusHandler
+from tests.fixtures.database import private_database
+from tests.fixtures.events import metadata, transfer_requested
+from tests.fixtures.kafka import start_group_at_end
+from tests.fixtures.running import running
+from tests.fixtures.waiting import wait_for
+from topics.codec import AvroCodec
+from topics.producer import EventProducer
+from topics.schemas import load_store
+from topics.settings import REPO_ROOT
+
+RUN = uuid.uuid4().hex[:8]
+CORRELATION = f"corr-audit-{RUN}"
+TID = f"tx-audit-{RUN}"
+IBAN = "GB33BUKB20201555555555"
+PAN = "4242 4242 4242 4242"
+HAPPY = ["VALIDATING", "BALANCE_RESERVED", "SENT_TO_PROVIDER", "PROVIDER_PROCESSING", "PROVIDER_CONFIRMING",
+         "COMPLETED"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def codec():
+    return AvroCodec(load_store(REPO_ROOT / "avro"))
+
+
+def audit_runner(db, codec, catalog, group):
+    return SinkRunner(db, AuditSink(catalog), codec, batch_size=1000, linger=0.05, group_id=f"{group}.audit")
+
+
+def rows(conn, *where: str) -> int:
+    return int(conn.execute(
+        "SELECT count(*) FROM audit_log WHERE correlation_id = %s " + " ".join(where), (CORRELATION,)
+    ).fetchone()[0])  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def audited(services, codec, catalog):
+    pricing = load_pricing(REPO_ROOT / "streams" / "pricing.toml")
+    with (
+        private_database(services) as db,
+        psycopg.connect(db.database_url.get_secret_value(), autocommit=True) as conn,
+        ExitStack() as stack,
+    ):
+        group = f"audit-{RUN}"
+
+        def agent(handler):
+            return partial(run_agent, AgentRuntime(db, handler, codec, catalog, batch_size=300, linger=0.05,
+                                                   group_id=f"{group}.{handler.name}"))  # fmt: skip
+
+        start_group_at_end(db, f"{group}.audit", catalog.schema_topics())  # this run's events, not history
+        for work in (
+            agent(StatusHandler(db, codec)), agent(FeesHandler(pricing.fees)), agent(LedgerHandler()),
+            SinkRunner(db, LedgerSink(), codec, batch_size=300, linger=0.05, group_id=f"{group}.ledger").run,
+            audit_runner(db, codec, catalog, group).run,
+        ):  # fmt: skip
+            stack.enter_context(running(work))
+        producer = EventProducer(db, codec, catalog)
+        producer.produce("audit.events.log.v1", {
+            "metadata": metadata("audit.events.log", correlation_id=CORRELATION, user_id="user-7"),
+            "service": "command-api", "action": "transfer.accepted", "entity_type": "transaction",
+            "entity_id": TID, "actor": "user-7", "outcome": "accepted",
+            "details": {"iban": IBAN, "memo": f"paid with card {PAN}", "before": "none", "after": "accepted"},
+        })  # fmt: skip
+        request = transfer_requested(account=f"acc-audit-{RUN}", units=50_000, transfer_id=TID,
+                                     beneficiary_reference=IBAN)  # fmt: skip
+        request["metadata"]["correlation_id"] = CORRELATION
+        producer.produce("payments.transfer.requested.v1", request)
+        producer.flush()
+        wait_for(
+            lambda: rows(conn, "AND topic = 'payments.transaction.created.v1'") == 1, 60, what="creation"
+        )
+        for status in HAPPY:
+            producer.produce("payments.transaction.status_reported.v1", {
+                "metadata": metadata("payments.transaction.status_reported", correlation_id=CORRELATION),
+                "account_id": f"acc-audit-{RUN}", "transaction_id": TID, "status": status,
+                "reason": None, "provider": "truelayer", "provider_update_id": None, "expected_version": None,
+            })  # fmt: skip
+        producer.flush()
+        # the trace event, the request, its creation and seven status changes, six reports, the
+        # completion, the fee, and two journals (the transfer's and the fee's)
+        wait_for(lambda: rows(conn) == 20, 90, what="the whole path audited")
+        yield db, conn
+
+
+def test_audit_trace_shows_the_transfer_from_command_to_ledger(audited, monkeypatch, capsys):
+    db, conn = audited
+    topics = [s.topic for s in trace(conn, CORRELATION, db.environment)]
+    path = [t for i, t in enumerate(topics) if i == 0 or topics[i - 1] != t]
+    reported, changed = "payments.transaction.status_reported.v1", "payments.transaction.status_changed.v1"
+    assert path == [
+        "audit.events.log.v1", "payments.transfer.requested.v1", "payments.transaction.created.v1", changed,
+        *[reported, changed] * len(HAPPY),
+        "payments.transaction.completed.v1", "billing.fee.assessed.v1", "ledger.journal.posted.v1",
+    ]  # fmt: skip
+    assert topics[0] == "audit.events.log.v1" and topics[-1] == "ledger.journal.posted.v1"
+    assert topics.index("payments.transaction.completed.v1") < topics.index("ledger.journal.posted.v1")
+    monkeypatch.setenv("DATABASE_URL", db.database_url.get_secret_value())
+    assert main(["audit", "trace", CORRELATION]) == 0
+    printed = capsys.readouterr().out
+    assert "ledger.journal.posted.v1" in printed and "COMPLETED" in printed and "PAN redacted" in printed
+    assert main(["audit", "trace", f"nobody-{RUN}"]) == 1
+
+
+def test_every_event_is_audited_once_with_its_context(audited):
+    _, conn = audited
+    changes = conn.execute(
+        "SELECT before->>'status', after->>'status', actor, entity_type, entity_id FROM audit_log "
+        "WHERE correlation_id = %s AND topic = 'payments.transaction.status_changed.v1' ORDER BY occurred_at",
+        (CORRELATION,),
+    ).fetchall()
+    assert [(b, a) for b, a, *_ in changes] == list(
+        zip([None, "INITIATED", *HAPPY[:-1]], ["INITIATED", *HAPPY], strict=True)
+    )
+    assert {(e, i) for *_, e, i in changes} == {("transaction", TID)}
+    dupes = conn.execute(
+        "SELECT event_id FROM audit_log WHERE correlation_id = %s GROUP BY event_id HAVING count(*) > 1",
+        (CORRELATION,),
+    ).fetchall()
+    assert dupes == []
+
+
+def test_account_numbers_are_masked_and_pans_never_stored(audited):
+    _, conn = audited
+    payloads = conn.execute(
+        "SELECT topic, payload::text, pan_redacted FROM audit_log WHERE correlation_id = %s", (CORRELATION,)
+    ).fetchall()
+    assert all(IBAN not in p and "4242" * 4 not in p.replace(" ", "") for _, p, _ in payloads)
+    flagged = {t for t, _, pan in payloads if pan}
+    assert flagged == {"audit.events.log.v1"}
+    trace_payload = conn.execute(
+        "SELECT payload FROM audit_log WHERE correlation_id = %s AND topic = 'audit.events.log.v1'",
+        (CORRELATION,),
+    ).fetchone()[0]
+    assert trace_payload["details"]["iban"] == "****5555"
+    assert trace_payload["details"]["memo"] == "paid with card [PAN REDACTED]"
+
+
+def test_the_audit_log_is_append_only(audited):
+    db, owner = audited
+    with psycopg.connect(db.database_url.get_secret_value(), autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="append-only"):
+            conn.execute("UPDATE audit_log SET actor = 'mallory' WHERE correlation_id = %s", (CORRELATION,))
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="append-only"):
+            conn.execute("DELETE FROM audit_log WHERE correlation_id = %s", (CORRELATION,))
+        conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(WRITER_ROLE)))
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="permission denied"):
+            conn.execute("UPDATE audit_log SET actor = 'mallory' WHERE correlation_id = %s", (CORRELATION,))
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="permission denied"):
+            conn.execute("DELETE FROM audit_log WHERE correlation_id = %s", (CORRELATION,))
+    partitions = owner.execute(
+        "SELECT count(*) FROM pg_inherits WHERE inhparent = 'audit_log'::regclass"
+    ).fetchone()[0]
+    assert partitions >= 37  # 36 months ahead plus the default
+
+
+def test_replaying_every_topic_adds_no_audit_row(services, codec, catalog, audited):
+    db, conn = audited
+    mine = "SELECT count(*), md5(string_agg(event_id::text, ',' ORDER BY event_id)) FROM audit_log WHERE correlation_id = %s"
+    before = conn.execute(mine, (CORRELATION,)).fetchone()
+    audit_runner(db, codec, catalog, f"replay-{uuid.uuid4().hex[:6]}").run(idle_exit=3)
+    assert conn.execute(mine, (CORRELATION,)).fetchone() == before
+    assert before[0] == 20
