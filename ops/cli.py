@@ -329,6 +329,41 @@ def billing_invoices(args: argparse.Namespace) -> int:
     return 0
 
 
+def aml_flags(args: argparse.Namespace) -> int:
+    from sinks.migrate import connect
+
+    settings = _settings()
+    table = Table("flag", "account", "rule", "version", "risk", "status", "raised at (UTC)")
+    with connect(settings.database_url.get_secret_value()) as conn:
+        rows = conn.execute(
+            "SELECT flag_id, account_id, rule_id, rule_version, risk_score, case_status, occurred_at "
+            "FROM aml_flags WHERE environment = %s AND (%s::text IS NULL OR account_id = %s) "
+            "AND (%s::text IS NULL OR case_status = %s) ORDER BY occurred_at DESC LIMIT %s",
+            (settings.environment, args.account, args.account, args.status, args.status, args.limit),
+        ).fetchall()
+    for flag, account, rule, version, score, status, at in rows:
+        table.add_row(str(flag), account, rule, version, str(score), status, at.isoformat(timespec="seconds"))
+    out.print(table)
+    return 0
+
+
+def aml_case(args: argparse.Namespace) -> int:
+    from sinks.migrate import connect
+
+    settings = _settings()
+    with connect(settings.database_url.get_secret_value()) as conn:
+        row = conn.execute(
+            "UPDATE aml_flags SET case_status = %s WHERE flag_id::text = %s AND environment = %s "
+            "RETURNING account_id, rule_id",
+            (args.status, args.flag_id, settings.environment),
+        ).fetchone()
+    if row is None:
+        err.print(f"aml case: no {settings.environment} flag {args.flag_id}", markup=False)
+        return 1
+    out.print(f"aml case: flag {args.flag_id} ({row[1]} on {row[0]}) is now {args.status}", markup=False)
+    return 0
+
+
 def audit_trace(args: argparse.Namespace) -> int:
     from ops.audit_trace import trace
     from sinks.migrate import connect
@@ -580,6 +615,16 @@ def build_parser() -> Parser:
     inv.add_argument("--tenant", help="only this tenant")
     inv.add_argument("--period", type=_period, help="only this period, YYYY-MM")
 
+    aml = sub.add_parser("aml", help="AML flags and their cases")
+    aml_sub = aml.add_subparsers(dest="action", required=True, parser_class=Parser, metavar="ACTION")
+    fl = command(aml_sub, "flags", aml_flags, "flags raised, newest first, by account and case status")
+    fl.add_argument("--account", help="only this account")
+    fl.add_argument("--status", choices=CASE_STATUSES, help="only this case status")
+    fl.add_argument("--limit", type=_positive, default=50, help="most rows (default 50)")
+    cs = command(aml_sub, "case", aml_case, "move a flag's case to reviewed, dismissed or escalated")
+    cs.add_argument("flag_id", help="the flag's id")
+    cs.add_argument("--status", choices=CASE_STATUSES, required=True, help="the case's new status")
+
     audit = sub.add_parser("audit", help="the append-only audit trail")
     audit_sub = audit.add_subparsers(dest="action", required=True, parser_class=Parser, metavar="ACTION")
     tr = command(
@@ -605,6 +650,9 @@ def build_parser() -> Parser:
     )
     dm.add_argument("--events", type=_positive, default=25, help="events per account (default 25)")
     return parser
+
+
+CASE_STATUSES = ["open", "reviewed", "dismissed", "escalated"]
 
 
 def _positive(text: str) -> int:

@@ -12,6 +12,7 @@ import psycopg
 import pytest
 import redis
 
+from ops.cli import main
 from sinks.aml import AmlSink
 from sinks.base import SinkRunner
 from streams.aml.agent import AmlHandler
@@ -225,3 +226,19 @@ def test_replaying_the_topics_neither_double_counts_windows_nor_duplicates_flags
     assert snapshot(conn) == before
     assert {name: client.zcard(windows.keys(acct(name), "EUR")[0]) for name in sizes} == sizes
     client.close()
+
+
+def test_flags_are_queryable_by_account_and_case_status(aml, monkeypatch, capsys):
+    db, conn, _ = aml
+    monkeypatch.setenv("DATABASE_URL", db.database_url.get_secret_value())
+    flag = conn.execute(
+        "SELECT flag_id::text FROM aml_flags WHERE account_id = %s", (acct("mule"),)
+    ).fetchone()[0]
+    assert main(["aml", "case", flag, "--status", "escalated"]) == 0
+    assert main(["aml", "flags", "--account", acct("mule"), "--status", "escalated"]) == 0
+    printed = capsys.readouterr().out
+    assert "eu-rapid-in-out-30m" in printed and "escalated" in printed
+    assert main(["aml", "case", str(uuid.uuid4()), "--status", "dismissed"]) == 1
+    with pytest.raises(SystemExit) as bad:
+        main(["aml", "case", flag, "--status", "closed"])
+    assert bad.value.code == 2
