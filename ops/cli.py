@@ -364,6 +364,42 @@ def aml_case(args: argparse.Namespace) -> int:
     return 0
 
 
+def connect_api(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from connectors.api import create_app
+    from topics.catalog import load_catalog
+    from topics.codec import codec_from_settings
+
+    settings = _settings()
+    app = create_app(settings, codec_from_settings(settings), load_catalog())
+    err.print(f"command API on http://{args.host}:{args.port} (OpenAPI at /docs)", markup=False)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", timeout_keep_alive=5)
+    return 0
+
+
+def connect_outbox_relay(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from connectors.outbox import OutboxRelay
+    from topics.catalog import load_catalog
+    from topics.codec import codec_from_settings
+
+    settings = _settings()
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    relay = OutboxRelay(settings, codec_from_settings(settings), load_catalog(), batch_size=args.batch_size)
+    err.print("outbox relay: publishing pending rows in order per account", markup=False)
+    stats = relay.run(stop=stop, idle_exit=args.idle_exit)
+    err.print(
+        f"outbox relay: {stats.published} published in {stats.batches} batches, {stats.failures} failures",
+        markup=False,
+    )
+    return 0
+
+
 def audit_trace(args: argparse.Namespace) -> int:
     from ops.audit_trace import trace
     from sinks.migrate import connect
@@ -614,6 +650,21 @@ def build_parser() -> Parser:
     inv = command(billing_sub, "invoices", billing_invoices, "invoice totals per currency")
     inv.add_argument("--tenant", help="only this tenant")
     inv.add_argument("--period", type=_period, help="only this period, YYYY-MM")
+
+    conn_p = sub.add_parser("connect", help="connectors: the only code that talks to the outside world")
+    conn_sub = conn_p.add_subparsers(dest="action", required=True, parser_class=Parser, metavar="ACTION")
+    api = command(
+        conn_sub, "api", connect_api, "serve the command API (POST /v1/transfers, OpenAPI at /docs)"
+    )
+    api.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    api.add_argument("--port", type=_positive, default=18080, help="port (default 18080)")
+    rl = command(
+        conn_sub, "outbox-relay", connect_outbox_relay, "publish outbox rows to Kafka, in order per account"
+    )
+    rl.add_argument(
+        "--batch-size", type=_positive, default=500, help="most rows per transaction (default 500)"
+    )
+    rl.add_argument("--idle-exit", type=_seconds, default=None, help="stop after this many idle seconds")
 
     aml = sub.add_parser("aml", help="AML flags and their cases")
     aml_sub = aml.add_subparsers(dest="action", required=True, parser_class=Parser, metavar="ACTION")

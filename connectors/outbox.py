@@ -1,0 +1,135 @@
+"""The transactional outbox: rows written with the state change, published by a relay.
+
+`enqueue` encodes an event (so a record that does not fit its schema is refused
+before anything commits) and adds its row inside the caller's transaction.
+`OutboxRelay` publishes pending rows in id order and marks them published only
+after Kafka acknowledged them (acks=all, idempotent producer). Several relays may
+run: each batch takes a transaction-scoped advisory lock per account, so one
+account's rows are published by one relay at a time and stay in order; rows of
+accounts another relay holds are skipped. A relay killed after producing but
+before marking publishes those rows again: consumers drop the repeats by event id.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from topics.catalog import Catalog
+from topics.codec import AvroCodec
+from topics.headers import header_map, routing_headers
+from topics.producer import DeliveryError, EventProducer
+from topics.settings import Settings
+
+log = logging.getLogger(__name__)
+
+INSERT = """
+INSERT INTO outbox (aggregate_id, topic, event_id, event_type, key, value, headers)
+VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (event_id) DO NOTHING
+"""
+CLAIM = """
+SELECT id, topic, key, value, headers FROM outbox
+ WHERE status = 'pending' AND pg_try_advisory_xact_lock(hashtext(aggregate_id))
+ ORDER BY id LIMIT %s
+"""
+MARK = (
+    "UPDATE outbox SET status = 'published', published_at = now(), attempts = attempts + 1 WHERE id = ANY(%s)"
+)
+FAILED = "UPDATE outbox SET attempts = attempts + 1, last_error = %s WHERE id = ANY(%s)"
+
+
+def enqueue(
+    conn: psycopg.Connection[Any], codec: AvroCodec, catalog: Catalog, topic: str, record: Mapping[str, Any]
+) -> None:
+    """Add one event to the outbox in the caller's transaction (raises EncodeError if it does not fit)."""
+    value = codec.encode(topic, record)
+    key = catalog.topic(topic).key_of(dict(record))
+    meta = record["metadata"]
+    headers = header_map(routing_headers(meta, codec.store.for_topic(topic).fullname))
+    conn.execute(INSERT, (record.get("account_id") or key, topic, meta["event_id"], meta["event_type"],
+                          (key or "").encode(), value, Jsonb(headers)))  # fmt: skip
+
+
+@dataclass
+class RelayStats:
+    published: int = 0
+    batches: int = 0
+    failures: int = 0
+
+
+class OutboxRelay:
+    """Args:
+    settings: PostgreSQL and Kafka.
+    codec: only for the producer's framing (rows are already encoded).
+    catalog: topic metadata for the producer.
+    batch_size: most rows per transaction.
+    """
+
+    def __init__(
+        self, settings: Settings, codec: AvroCodec, catalog: Catalog, *, batch_size: int = 500
+    ) -> None:
+        self.settings = settings
+        self.producer = EventProducer(settings, codec, catalog)
+        self.batch_size = batch_size
+        self.stats = RelayStats()
+
+    def publish_batch(self, conn: psycopg.Connection[Any]) -> int:
+        """Publish one batch; returns how many rows it published."""
+        with conn.transaction():
+            rows = conn.execute(CLAIM, (self.batch_size,)).fetchall()
+            if not rows:
+                return 0
+            ids = [r[0] for r in rows]
+            for _, topic, key, value, headers in rows:
+                self.producer.produce_encoded(topic, bytes(key), bytes(value), list(headers.items()))
+            try:
+                self.producer.flush()
+            except DeliveryError as e:
+                conn.execute(FAILED, (str(e)[:500], ids))
+                self.stats.failures += 1
+                log.warning("outbox: %d rows not acknowledged (%s); they stay pending", len(ids), e)
+                return 0
+            conn.execute(MARK, (ids,))
+        self.stats.published += len(ids)
+        self.stats.batches += 1
+        return len(ids)
+
+    def run(self, *, stop: threading.Event | None = None, idle_exit: float | None = None,
+            poll: float = 0.2) -> RelayStats:  # fmt: skip
+        """Publish until `stop` is set (or `idle_exit` seconds pass with nothing pending)."""
+        stop = stop or threading.Event()
+        last = time.monotonic()
+        delay = 0.2
+        conn: psycopg.Connection[Any] | None = None
+        try:
+            while not stop.is_set():
+                try:
+                    if conn is None or conn.closed:
+                        conn = psycopg.connect(self.settings.database_url.get_secret_value(), autocommit=True)
+                    published = self.publish_batch(conn)
+                    delay = 0.2
+                except (psycopg.OperationalError, psycopg.InterfaceError) as e:
+                    log.warning("outbox: database unavailable (%s); retrying in %.1fs", e, delay)
+                    if conn is not None:
+                        conn.close()
+                    conn = None
+                    stop.wait(delay)
+                    delay = min(2 * delay, 10.0)
+                    continue
+                if published:
+                    last = time.monotonic()
+                    continue
+                if idle_exit is not None and time.monotonic() - last >= idle_exit:
+                    break
+                stop.wait(poll)
+        finally:
+            if conn is not None:
+                conn.close()
+        return self.stats

@@ -1,0 +1,184 @@
+"""The command API and the outbox relay on the real stack."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import psycopg
+import pytest
+from fastapi.testclient import TestClient
+
+from connectors.api import create_app
+from connectors.outbox import OutboxRelay
+from sinks.base import SinkRunner
+from sinks.transfers import TransferRequestSink
+from tests.fixtures.database import private_database
+from tests.fixtures.kafka import read_all
+from tests.fixtures.waiting import wait_for
+from topics.codec import AvroCodec
+from topics.schemas import load_store
+from topics.settings import REPO_ROOT
+
+RUN = uuid.uuid4().hex[:8]
+TOPIC = "payments.transfer.requested.v1"
+
+
+@pytest.fixture(scope="module")
+def codec():
+    return AvroCodec(load_store(REPO_ROOT / "avro"))
+
+
+@pytest.fixture(scope="module")
+def api(services, codec, catalog):
+    with (
+        private_database(services) as db,
+        psycopg.connect(db.database_url.get_secret_value(), autocommit=True) as conn,
+        TestClient(create_app(db, codec, catalog)) as client,
+    ):
+        yield db, conn, client
+
+
+def body(account: str = f"acc-api-{RUN}", units: int = 12_345, **overrides) -> dict:
+    return {"account_id": account, "amount": {"units": units, "currency": "EUR", "exponent": 2}, "rail": "SEPA",
+            "beneficiary_reference": "GB33BUKB20201555555555", **overrides}  # fmt: skip
+
+
+def headers(key: str, **extra: str) -> dict:
+    return {"x-tenant-id": "tenant-1", "x-environment": "sandbox", "Idempotency-Key": key, **extra}
+
+
+def count(conn, table: str, key: str) -> int:
+    column = "idempotency_key" if table == "transfer_commands" else "key"
+    return int(conn.execute(f"SELECT count(*) FROM {table} WHERE {column} = %s", (key,)).fetchone()[0])
+
+
+def outbox_rows(conn, account: str) -> int:
+    return int(conn.execute("SELECT count(*) FROM outbox WHERE aggregate_id = %s", (account,)).fetchone()[0])
+
+
+def test_a_transfer_is_accepted_with_its_outbox_row_and_replayed_by_key(api):
+    _, conn, client = api
+    key = f"key-{RUN}-1"
+    first = client.post(
+        "/v1/transfers", json=body(), headers=headers(key, **{"x-correlation-id": f"c-{RUN}"})
+    )
+    assert first.status_code == 201, first.text
+    assert first.json()["correlation_id"] == f"c-{RUN}" and first.headers["x-correlation-id"] == f"c-{RUN}"
+    again = client.post("/v1/transfers", json=body(), headers=headers(key))
+    assert again.status_code == 200 and again.headers["Idempotent-Replayed"] == "true"
+    assert again.json() == first.json()
+    assert count(conn, "transfer_commands", key) == 1
+    assert (
+        conn.execute(
+            "SELECT count(*) FROM outbox WHERE event_id = %s", (first.json()["event_id"],)
+        ).fetchone()[0]
+        == 1
+    )
+
+
+def test_the_same_key_with_another_body_is_refused_and_changes_nothing(api):
+    _, conn, client = api
+    key = f"key-{RUN}-2"
+    assert client.post("/v1/transfers", json=body(units=100), headers=headers(key)).status_code == 201
+    other = client.post("/v1/transfers", json=body(units=101), headers=headers(key))
+    assert other.status_code == 422 and "different request body" in other.json()["detail"]
+    assert count(conn, "transfer_commands", key) == 1
+
+
+@pytest.mark.parametrize(
+    ("payload", "hdrs", "status"),
+    [
+        (body(units=12.5), None, 422),  # a float amount
+        (body(units=100.0), None, 422),  # even a whole float: money is an integer of minor units
+        (body(units=0), None, 422),
+        (body(rail="CARRIER_PIGEON"), None, 422),
+        ({**body(), "surprise": 1}, None, 422),
+        (body(), {"x-tenant-id": "tenant-1", "x-environment": "sandbox"}, 422),  # no Idempotency-Key
+        (body(), {"x-tenant-id": "tenant-1", "x-environment": "live", "Idempotency-Key": "k" * 10}, 400),
+    ],
+)
+def test_bad_requests_get_a_client_error_and_write_nothing(api, payload, hdrs, status):
+    _, conn, client = api
+    before = conn.execute(
+        "SELECT (SELECT count(*) FROM outbox), (SELECT count(*) FROM api_idempotency)"
+    ).fetchone()
+    response = client.post("/v1/transfers", json=payload, headers=hdrs or headers(f"key-{uuid.uuid4().hex}"))
+    assert response.status_code == status, response.text
+    assert (
+        conn.execute(
+            "SELECT (SELECT count(*) FROM outbox), (SELECT count(*) FROM api_idempotency)"
+        ).fetchone()
+        == before
+    )
+
+
+def test_concurrent_requests_with_one_key_have_one_effect(api):
+    _, conn, client = api
+    key = f"key-{RUN}-concurrent"
+    account = f"acc-api-{RUN}-concurrent"
+    with ThreadPoolExecutor(10) as pool:
+        responses = list(pool.map(lambda _: client.post("/v1/transfers", json=body(account), headers=headers(key)),
+                                  range(10)))  # fmt: skip
+    assert sorted(r.status_code for r in responses) == [200] * 9 + [201]
+    assert len({r.json()["transfer_id"] for r in responses}) == 1
+    assert count(conn, "transfer_commands", key) == 1 and outbox_rows(conn, account) == 1
+
+
+def test_the_relay_publishes_decodable_events_keyed_by_account(services, codec, catalog, api):
+    db, conn, client = api
+    account = f"acc-api-{RUN}-relay"
+    ids = [client.post("/v1/transfers", json=body(account, units=n + 1), headers=headers(f"key-{RUN}-r{n}")).json()
+           for n in range(5)]  # fmt: skip
+    OutboxRelay(db, codec, catalog).run(idle_exit=1)
+    assert conn.execute("SELECT count(*) FROM outbox WHERE status = 'pending'").fetchone()[0] == 0
+    mine = [m for m in read_all(services, TOPIC) if m.key() == account.encode()]
+    records = [codec.decode(m.value(), topic=TOPIC) for m in mine]
+    assert [r["transfer_id"] for r in records] == [i["transfer_id"] for i in ids]  # in order, per account
+    assert [r["amount"]["units"] for r in records] == [1, 2, 3, 4, 5]
+    assert {r["metadata"]["idempotency_key"] for r in records} == {f"key-{RUN}-r{n}" for n in range(5)}
+
+
+def test_killing_the_relay_mid_batch_loses_and_duplicates_nothing_downstream(services, codec, catalog, api):
+    db, conn, client = api
+    accounts = [f"acc-api-{RUN}-k{i}" for i in range(8)]
+    expected = set()
+    with ThreadPoolExecutor(4) as pool:
+        for r in pool.map(lambda n: client.post("/v1/transfers", json=body(accounts[n % 8], units=n + 1),
+                                                headers=headers(f"key-{RUN}-k{n}")), range(200)):  # fmt: skip
+            assert r.status_code == 201
+            expected.add(r.json()["transfer_id"])
+    env = {**os.environ, "DATABASE_URL": db.database_url.get_secret_value(), "SCHEMA_REGISTRY_URL": ""}
+    relay = [sys.executable, "-m", "ops.cli", "connect", "outbox-relay", "--batch-size", "50"]
+    with psycopg.connect(db.database_url.get_secret_value()) as blocker:
+        # hold one row of the first batch: the relay publishes the batch, then waits to mark it published
+        blocker.execute("SELECT id FROM outbox WHERE status = 'pending' ORDER BY id LIMIT 1 FOR UPDATE")
+        proc = subprocess.Popen(
+            relay, env=env, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        stuck = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE 'UPDATE outbox%%'"
+        wait_for(
+            lambda: conn.execute(stuck).fetchone()[0] == 1, 60, what="the relay to publish and wait to mark"
+        )
+        proc.send_signal(signal.SIGKILL)  # after Kafka acknowledged the batch, before it was marked
+        proc.wait(30)
+        blocker.rollback()
+    assert conn.execute("SELECT count(*) FROM outbox WHERE status = 'published' AND aggregate_id LIKE %s",
+                        (f"acc-api-{RUN}-k%",)).fetchone()[0] == 0  # fmt: skip
+    OutboxRelay(db, codec, catalog).run(idle_exit=1)  # a fresh relay publishes everything, the batch again
+    assert conn.execute("SELECT count(*) FROM outbox WHERE status = 'pending'").fetchone()[0] == 0
+    on_topic = [
+        m for m in read_all(services, TOPIC) if (m.key() or b"").startswith(f"acc-api-{RUN}-k".encode())
+    ]
+    assert len(on_topic) > len(expected)  # the killed batch is on the topic twice
+    SinkRunner(db, TransferRequestSink(), codec, linger=0.05, group_id=f"api-{RUN}").run(idle_exit=3)
+    stored = conn.execute(
+        "SELECT transfer_id, count(*) FROM transfer_requests WHERE account_id LIKE %s GROUP BY transfer_id",
+        (f"acc-api-{RUN}-k%",),
+    ).fetchall()
+    assert {t for t, _ in stored} == expected  # nothing lost
+    assert all(n == 1 for _, n in stored)  # the repeats absorbed by event id
