@@ -310,6 +310,11 @@ def money(services, codec, catalog, pricing):
         wait_for(lambda: count(conn, "SELECT count(*) FROM invoice_line_items WHERE tenant_id = %s AND period = %s", T1, next_period(period)) == 4,
                  90, what="the late fee's three lines and the next period's plan fee")  # fmt: skip
         wait_for(lambda: count(conn, POSTED, f"%{RUN}") == fees + conversions + 1, 90, what="late fee posted")
+        wait_for(
+            lambda: count(conn, "SELECT count(*) FROM fees WHERE tenant_id LIKE %s", f"%{RUN}") == fees + 1,
+            90,
+            what="the late fee stored by the fees sink (its own consumer, which may lag the others)",
+        )
         yield db, conn, period
 
 
