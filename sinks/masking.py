@@ -1,8 +1,9 @@
 """Masking for the audit trail: account numbers to their last four, card numbers never.
 
-Every string anywhere in a payload is scanned for card numbers: a run of 13 to
-19 digits (spaces or dashes allowed between them) that passes the Luhn check is
-replaced with `[PAN REDACTED]` and the row is flagged. Values under keys that name
+Every string anywhere in a payload is scanned for card numbers: 13 to 19 digits,
+contiguous or in the printed groups (4-4-4-4, 4-6-5) with one space or dash
+between groups, standing alone (not inside a longer token such as a UUID), that
+pass the Luhn check are replaced with `[PAN REDACTED]` and the row is flagged. Values under keys that name
 account numbers (IBANs, beneficiary and counterparty references) keep only their
 last four characters. Exact types become JSON text (Decimal and big integers as
 strings, so no amount passes through a float).
@@ -22,7 +23,11 @@ ACCOUNT_NUMBER_KEYS = frozenset({
     "iban", "account_number", "beneficiary_reference", "counterparty_reference", "bank_account", "bban",
 })  # fmt: skip
 PAN_REDACTED = "[PAN REDACTED]"
-_CANDIDATE = re.compile(r"(?<!\d)(?:\d[ -]?){12,18}\d(?!\d)")
+_CANDIDATE = re.compile(
+    r"(?<![\w-])(?:\d{13,19}"  # contiguous
+    r"|\d{4}([ -])\d{4}\1\d{4}\1\d{1,7}"  # 4-4-4-4(-3), one separator throughout
+    r"|\d{4}([ -])\d{6}\2\d{5})(?![\w-])"  # Amex 4-6-5
+)
 JSON_SAFE_INT = 2**53
 
 

@@ -38,6 +38,10 @@ def test_pans_are_found_inside_text_with_spaces_or_dashes():
         "ref 42424242424242424242",  # 20 digits: too long
         "ref 4242424242424241",  # fails Luhn
         "iban GB33BUKB20201555555555",  # letters break the run
+        # regression: UUIDs whose groups are all digits were read as dash-separated PANs
+        "event 12345678-1234-1234-1234-123456789012 caused it",
+        "00000000-0000-0000-0000-000000000000",
+        "4242-4242 4242-4242",  # mixed separators are not how cards are printed
     ],
 )
 def test_things_that_are_not_pans_stay(text):
