@@ -7,7 +7,9 @@ Every subcommand reads the same settings (environment variables, see
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
@@ -215,17 +217,12 @@ def db_status(args: argparse.Namespace) -> int:
 
 
 def sink(args: argparse.Namespace) -> int:
-    import signal
-    import threading
-
     from sinks.base import SinkRunner
     from sinks.registry import SINKS
     from topics.codec import codec_from_settings
 
     settings = _settings()
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    stop = _stop_on_signals()
     runner = SinkRunner(
         settings,
         SINKS[args.name](),
@@ -262,18 +259,13 @@ def sink(args: argparse.Namespace) -> int:
 
 
 def agent(args: argparse.Namespace) -> int:
-    import signal
-    import threading
-
     from streams.registry import AGENTS
     from streams.runtime import AgentRuntime, run_agent
     from topics.catalog import load_catalog
     from topics.codec import codec_from_settings
 
     settings = _settings()
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    stop = _stop_on_signals()
     codec = codec_from_settings(settings)
     runtime = AgentRuntime(
         settings,
@@ -379,17 +371,12 @@ def connect_api(args: argparse.Namespace) -> int:
 
 
 def connect_outbox_relay(args: argparse.Namespace) -> int:
-    import signal
-    import threading
-
     from connectors.outbox import OutboxRelay
     from topics.catalog import load_catalog
     from topics.codec import codec_from_settings
 
     settings = _settings()
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    stop = _stop_on_signals()
     relay = OutboxRelay(settings, codec_from_settings(settings), load_catalog(), batch_size=args.batch_size)
     err.print("outbox relay: publishing pending rows in order per account", markup=False)
     stats = relay.run(stop=stop, idle_exit=args.idle_exit)
@@ -704,6 +691,14 @@ def build_parser() -> Parser:
 
 
 CASE_STATUSES = ["open", "reviewed", "dismissed", "escalated"]
+
+
+def _stop_on_signals() -> threading.Event:
+    """An event SIGINT or SIGTERM sets, so a long-running command finishes its batch and stops."""
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    return stop
 
 
 def _positive(text: str) -> int:

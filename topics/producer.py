@@ -54,19 +54,9 @@ class EventProducer:
         value = self.codec.encode(topic, record)
         key = spec.key_of(dict(record))
         headers = routing_headers(record["metadata"], self.codec.store.for_topic(topic).fullname)
-        while True:
-            try:
-                self._producer.produce(
-                    topic, value=value, key=key, headers=headers, on_delivery=self._delivered
-                )
-                break
-            except BufferError:
-                self._producer.poll(0.05)
-            except KafkaException as e:
-                raise DeliveryError(f"{topic}: {e}") from e
-        self._producer.poll(0)
+        self.produce_encoded(topic, key, value, headers)
 
-    def produce_encoded(self, topic: str, key: bytes, value: bytes, headers: Headers) -> None:
+    def produce_encoded(self, topic: str, key: str | bytes | None, value: bytes, headers: Headers) -> None:
         """Queue an event encoded earlier (an outbox row): the same bytes, key and headers."""
         while True:
             try:
