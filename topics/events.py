@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -45,6 +46,30 @@ def new_metadata(
         "idempotency_key": idempotency_key,
         "source": source,
     }
+
+
+def derived_metadata(
+    cause: Mapping[str, Any],
+    event_type: str,
+    *,
+    source: str,
+    event_id: str,
+    occurred_at: int | datetime | None = None,
+) -> dict[str, Any]:
+    """Metadata of an event an agent derives from `cause` (a decoded metadata record): the same
+    tenant, environment, correlation, user and customer; caused by it; at its time unless given."""
+    return new_metadata(
+        event_type,
+        tenant_id=cause["tenant_id"],
+        environment=cause["environment"],
+        source=source,
+        correlation_id=cause["correlation_id"],
+        causation_id=str(cause["event_id"]),
+        user_id=cause.get("user_id"),
+        customer_id=cause.get("customer_id"),
+        event_id=event_id,
+        occurred_at=cause["occurred_at"] if occurred_at is None else occurred_at,
+    )
 
 
 def derived_event_id(source_event_id: str, agent: str, qualifier: str = "") -> str:

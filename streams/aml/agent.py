@@ -29,7 +29,7 @@ import redis
 from streams.aml.rules import Direction, Hit, Movement, RuleBook, evaluate
 from streams.aml.windows import Windows
 from streams.base import BatchHandler, Output, Result
-from topics.events import Event, derived_event_id, new_metadata
+from topics.events import Event, derived_event_id, derived_metadata
 from topics.money import InexactValue, money_parts
 from topics.settings import Settings
 
@@ -215,16 +215,7 @@ class AmlHandler(BatchHandler):
 
     @staticmethod
     def _metadata(meta: dict[str, Any], event_type: str, event_id: str) -> dict[str, Any]:
-        return new_metadata(
-            event_type,
-            tenant_id=meta["tenant_id"],
-            environment=meta["environment"],
-            source="streams.aml",
-            correlation_id=meta["correlation_id"],
-            causation_id=str(meta["event_id"]),
-            event_id=event_id,
-            occurred_at=meta["occurred_at"],
-        )
+        return derived_metadata(meta, event_type, source="streams.aml", event_id=event_id)
 
     def close(self) -> None:
         self.redis.close()

@@ -30,7 +30,7 @@ from streams.billing.invoicing import (
     subscription_line_item_id,
     target_period,
 )
-from topics.events import Event, derived_event_id, new_metadata
+from topics.events import Event, derived_event_id, derived_metadata
 from topics.money import InexactValue, money_parts, money_record
 from topics.settings import Settings
 
@@ -145,7 +145,7 @@ class BillingHandler(BatchHandler):
             item = line_item_id(fee_id, n)
             chain = line["amount"].get("chain", "ledger")
             outputs.append(Output(LINE_ITEM, {
-                "metadata": self._metadata(meta, item, meta["occurred_at"], str(meta["event_id"])),
+                "metadata": self._metadata(meta, item),
                 "account_id": record["account_id"], "invoice_id": invoice, "period": period,
                 "line_item_id": item, "fee_type": fee_type(line["tier"], line["category"]),
                 "amount": money_record(units, currency, exponent, chain), "source_fee_id": fee_id,
@@ -159,23 +159,19 @@ class BillingHandler(BatchHandler):
         item = subscription_line_item_id(invoice, plan.plan)
         meta = event.record["metadata"]
         return [Output(LINE_ITEM, {
-            "metadata": self._metadata(meta, item, meta["occurred_at"], str(meta["event_id"])),
+            "metadata": self._metadata(meta, item),
             "account_id": f"tenant:{tenant}", "invoice_id": invoice, "period": period, "line_item_id": item,
             "fee_type": f"subscription:{plan.plan}",
             "amount": money_record(plan.monthly_fee, plan.currency, plan.exponent), "source_fee_id": None,
         })]  # fmt: skip
 
     @staticmethod
-    def _metadata(meta: dict[str, Any], item: str, occurred: datetime, cause: str) -> dict[str, Any]:
-        return new_metadata(
+    def _metadata(meta: dict[str, Any], item: str) -> dict[str, Any]:
+        return derived_metadata(
+            meta,
             "billing.invoice.line_item_added",
-            tenant_id=meta["tenant_id"],
-            environment=meta["environment"],
             source="streams.billing",
-            correlation_id=meta["correlation_id"],
-            causation_id=cause,
             event_id=derived_event_id(item, AGENT),
-            occurred_at=occurred,
         )
 
     def close(self) -> None:

@@ -21,7 +21,7 @@ from typing import Any
 from streams.base import BatchHandler, Output, Result
 from streams.fees.calc import Assessment, Chargeable, FeeError, Gas, assess
 from streams.fees.schedule import FeeBook, ScheduleError
-from topics.events import Event, derived_event_id, new_metadata
+from topics.events import Event, derived_event_id, derived_metadata
 from topics.money import InexactValue, money_parts, money_record
 
 COMPLETED = "payments.transaction.completed.v1"
@@ -142,17 +142,11 @@ class FeesHandler(BatchHandler):
         for assessment in assess(charge, schedule, native):
             source = str(meta["event_id"])
             fee_id = derived_event_id(source, AGENT, assessment.currency)
-            metadata = new_metadata(
+            metadata = derived_metadata(
+                meta,
                 "billing.fee.assessed",
-                tenant_id=meta["tenant_id"],
-                environment=meta["environment"],
                 source="streams.fees",
-                correlation_id=meta["correlation_id"],
-                causation_id=source,
-                user_id=meta.get("user_id"),
-                customer_id=meta.get("customer_id"),
                 event_id=derived_event_id(source, AGENT, f"assessed:{assessment.currency}"),
-                occurred_at=occurred,
             )
             outputs.append(
                 Output(ASSESSED, fee_record(assessment, event=event, chain=charge.chain, metadata=metadata,

@@ -15,7 +15,7 @@ from typing import Any
 from streams.base import BatchHandler, Output, Result
 from streams.ledger.postings import Journal, PostingError, fees_charged, fx_conversion, transaction_completed
 from streams.ledger.records import journal_record
-from topics.events import Event, derived_event_id, new_metadata
+from topics.events import Event, derived_event_id, derived_metadata
 from topics.money import InexactValue, money_parts
 
 COMPLETED = "payments.transaction.completed.v1"
@@ -83,15 +83,11 @@ class LedgerHandler(BatchHandler):
                 continue
             if journal is None:
                 continue
-            metadata = new_metadata(
+            metadata = derived_metadata(
+                meta,
                 "ledger.journal.posted",
-                tenant_id=meta["tenant_id"],
-                environment=meta["environment"],
                 source="streams.ledger",
-                correlation_id=meta["correlation_id"],
-                causation_id=str(meta["event_id"]),
                 event_id=derived_event_id(journal.reference_id, AGENT, "posted"),
-                occurred_at=meta["occurred_at"],
             )
             result.outputs.append(
                 Output(

@@ -131,7 +131,7 @@ def outputs_for(txn: Txn, change: Change) -> list[Output]:
             correlation_id=change.correlation_id,
             causation_id=change.source_event_id,
             event_id=derived_event_id(change.source_event_id, AGENT, kind),
-            occurred_at=int(change.occurred_at.timestamp() * 1_000_000),
+            occurred_at=change.occurred_at,
         )
 
     base = {"account_id": txn.account_id, "transaction_id": txn.transaction_id, "version": change.version}
