@@ -2,15 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
-
-import psycopg
 from psycopg.types.json import Jsonb
 
-from sinks.base import Sink
-from sinks.errors import PoisonEvent
-from sinks.staging import copy_new
+from sinks.staging import Row, TableSink
 from topics.events import Event
 
 TOPIC = "compliance.aml.flagged.v1"
@@ -19,7 +13,6 @@ COLUMNS = (
     "time_window", "evidence", "trigger_event_id", "trigger_topic", "correlation_id", "occurred_at",
     "kafka_topic", "kafka_partition", "kafka_offset",
 )  # fmt: skip
-Row = tuple[Any, ...]
 
 
 def flag_row(event: Event) -> Row:
@@ -32,16 +25,10 @@ def flag_row(event: Event) -> Row:
     )  # fmt: skip
 
 
-class AmlSink(Sink[Row]):
+class AmlSink(TableSink):
     name = "aml_sink"
     topics = (TOPIC,)
+    table, columns, conflict, noun = "aml_flags", COLUMNS, "flag_id", "flag"
 
-    def prepare(self, event: Event) -> Row:
-        try:
-            return flag_row(event)
-        except (KeyError, TypeError) as e:
-            raise PoisonEvent(f"malformed flag: {type(e).__name__}: {e}") from e
-
-    def write(self, conn: psycopg.Connection, items: Sequence[Row]) -> None:
-        with conn.cursor() as cur:
-            copy_new(cur, "aml_flags", COLUMNS, items, "flag_id")
+    def row(self, event: Event) -> Row:
+        return flag_row(event)

@@ -12,17 +12,14 @@ primary key (event id, time) and adds nothing.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from sinks.base import Sink
-from sinks.errors import PoisonEvent
 from sinks.masking import mask
-from sinks.staging import copy_new
+from sinks.staging import Row, TableSink
 from topics.catalog import Catalog
 from topics.events import Event
 
@@ -38,7 +35,6 @@ ENTITY_KEYS = (
     ("conversion_id", "fx_conversion"), ("fee_id", "fee"), ("flag_id", "aml_flag"),
     ("line_item_id", "invoice_line_item"), ("reference_id", "journal_entry"),
 )  # fmt: skip
-Row = tuple[Any, ...]
 
 
 def entity_of(topic: str, record: dict[str, Any]) -> tuple[str | None, str | None]:
@@ -83,23 +79,19 @@ def audit_row(event: Event) -> Row:
     )  # fmt: skip
 
 
-class AuditSink(Sink[Row]):
+class AuditSink(TableSink):
     """Args:
     catalog: the topics to audit (every topic with a schema).
     """
 
     name = "audit_sink"
+    table, columns, conflict, noun = "audit_log", COLUMNS, ("event_id", "occurred_at"), "event to audit"
 
     def __init__(self, catalog: Catalog) -> None:
         self.topics = tuple(catalog.schema_topics())
 
-    def prepare(self, event: Event) -> Row:
-        try:
-            return audit_row(event)
-        except (KeyError, TypeError) as e:
-            raise PoisonEvent(f"cannot audit: {type(e).__name__}: {e}") from e
+    def row(self, event: Event) -> Row:
+        return audit_row(event)
 
-    def write(self, conn: psycopg.Connection, items: Sequence[Row]) -> None:
-        with conn.cursor() as cur:
-            cur.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(WRITER_ROLE)))
-            copy_new(cur, "audit_log", COLUMNS, items, ("event_id", "occurred_at"))
+    def before_write(self, cur: psycopg.Cursor[Any]) -> None:
+        cur.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(WRITER_ROLE)))

@@ -7,16 +7,9 @@ per currency are the `invoice_totals` view over these rows.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
-
-import psycopg
-
-from sinks.base import Sink
-from sinks.errors import PoisonEvent
-from sinks.staging import copy_new
+from sinks.staging import Row, TableSink
 from topics.events import Event
-from topics.money import InexactValue, money_parts
+from topics.money import money_parts
 
 TOPIC = "billing.invoice.line_item_added.v1"
 COLUMNS = (
@@ -24,7 +17,6 @@ COLUMNS = (
     "amount", "currency", "exponent", "source_fee_id", "correlation_id", "occurred_at", "kafka_topic",
     "kafka_partition", "kafka_offset",
 )  # fmt: skip
-Row = tuple[Any, ...]
 
 
 def line_item_row(event: Event) -> Row:
@@ -37,16 +29,10 @@ def line_item_row(event: Event) -> Row:
     )  # fmt: skip
 
 
-class BillingSink(Sink[Row]):
+class BillingSink(TableSink):
     name = "billing_sink"
     topics = (TOPIC,)
+    table, columns, conflict, noun = "invoice_line_items", COLUMNS, "line_item_id", "line item"
 
-    def prepare(self, event: Event) -> Row:
-        try:
-            return line_item_row(event)
-        except (KeyError, TypeError, InexactValue) as e:
-            raise PoisonEvent(f"malformed line item: {type(e).__name__}: {e}") from e
-
-    def write(self, conn: psycopg.Connection, items: Sequence[Row]) -> None:
-        with conn.cursor() as cur:
-            copy_new(cur, "invoice_line_items", COLUMNS, items, "line_item_id")
+    def row(self, event: Event) -> Row:
+        return line_item_row(event)

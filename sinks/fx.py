@@ -2,16 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
-
-import psycopg
-
-from sinks.base import Sink
-from sinks.errors import PoisonEvent
-from sinks.staging import copy_new
+from sinks.staging import Row, TableSink
 from topics.events import Event
-from topics.money import InexactValue, money_parts
+from topics.money import money_parts
 
 TOPIC = "fx.conversion.executed.v1"
 COLUMNS = (
@@ -20,7 +13,6 @@ COLUMNS = (
     "bought_currency", "bought_exponent", "rate_source", "rate_quoted_at", "correlation_id", "occurred_at",
     "kafka_topic", "kafka_partition", "kafka_offset",
 )  # fmt: skip
-Row = tuple[Any, ...]
 
 
 def conversion_row(event: Event) -> Row:
@@ -36,16 +28,10 @@ def conversion_row(event: Event) -> Row:
     )  # fmt: skip
 
 
-class FxSink(Sink[Row]):
+class FxSink(TableSink):
     name = "fx_sink"
     topics = (TOPIC,)
+    table, columns, conflict, noun = "fx_conversions", COLUMNS, "conversion_id", "conversion"
 
-    def prepare(self, event: Event) -> Row:
-        try:
-            return conversion_row(event)
-        except (KeyError, TypeError, InexactValue) as e:
-            raise PoisonEvent(f"malformed conversion: {type(e).__name__}: {e}") from e
-
-    def write(self, conn: psycopg.Connection, items: Sequence[Row]) -> None:
-        with conn.cursor() as cur:
-            copy_new(cur, "fx_conversions", COLUMNS, items, "conversion_id")
+    def row(self, event: Event) -> Row:
+        return conversion_row(event)

@@ -1,13 +1,22 @@
 """COPY a batch into a temporary staging table, then insert what is new: the idempotent write
-every sink shares (the event's id or the entity's id is the conflict target)."""
+every sink shares (the event's id or the entity's id is the conflict target), and the base
+of the sinks that write one row per event."""
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import psycopg
 from psycopg import sql
+
+from sinks.base import Sink
+from sinks.errors import PoisonEvent
+from topics.events import Event
+from topics.money import InexactValue
+
+Row = tuple[Any, ...]
 
 
 def copy_new(
@@ -43,3 +52,35 @@ def copy_new(
         return []
     cur.execute(insert + sql.SQL(" RETURNING {}").format(sql.Identifier(returning)))
     return [r[0] for r in cur.fetchall()]
+
+
+class TableSink(Sink[Row]):
+    """A sink of one row per event into one table: `row(event)` is the only per-table code.
+
+    A row that cannot be built (a missing field, an inexact amount) dead-letters its
+    event; a batch is written with `copy_new`, so a repeated `conflict` key changes nothing.
+    """
+
+    table: str
+    columns: tuple[str, ...]
+    conflict: str | tuple[str, ...]
+    noun: str
+    """What one event is, for the dead-letter reason (`malformed <noun>: ...`)."""
+
+    @abstractmethod
+    def row(self, event: Event) -> Row:
+        """The table row of one event, in `columns` order."""
+
+    def prepare(self, event: Event) -> Row:
+        try:
+            return self.row(event)
+        except (KeyError, TypeError, InexactValue) as e:
+            raise PoisonEvent(f"malformed {self.noun}: {type(e).__name__}: {e}") from e
+
+    def write(self, conn: psycopg.Connection, items: Sequence[Row]) -> None:
+        with conn.cursor() as cur:
+            self.before_write(cur)
+            copy_new(cur, self.table, self.columns, items, self.conflict)
+
+    def before_write(self, cur: psycopg.Cursor[Any]) -> None:
+        """Runs first in the batch's transaction (e.g. to take a narrower role)."""
