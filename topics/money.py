@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from decimal import Decimal
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import BeforeValidator
 
 Check = Callable[[Any, str], None]
 _PRIMITIVES = frozenset({"null", "boolean", "int", "long", "float", "double", "bytes", "string"})
@@ -170,3 +172,19 @@ def money_parts(amount: dict[str, Any]) -> tuple[int, str, int]:
             raise InexactValue(f"fractional base units {units}")
         return int(units), amount["asset"], int(amount["decimals"])
     return int(amount["units"]), amount["currency"], int(amount["exponent"])
+
+
+def exact_integer(value: Any) -> Any:
+    """Before-validator for amounts read from configuration: an int, or a string of digits
+    (TOML integers stop at 2^63; wei do not); never a float or a bool."""
+    if isinstance(value, (float, bool)):
+        raise ValueError(f"{value!r} is not an exact integer amount (write minor units as an integer)")
+    if isinstance(value, str):
+        if not value.strip().lstrip("-").isdigit():
+            raise ValueError(f"{value!r} is not an integer amount")
+        return int(value)
+    return value
+
+
+ExactInt = Annotated[int, BeforeValidator(exact_integer)]
+"""An integer amount in a pydantic model that refuses floats instead of truncating them."""

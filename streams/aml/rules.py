@@ -19,12 +19,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from topics.errors import LedgerstreamError
+from topics.money import ExactInt
 
 Direction = Literal["IN", "OUT"]
 _WINDOW = re.compile(r"^(\d+)(s|m|h|d)$")
@@ -43,12 +44,6 @@ def window_ms(text: str) -> int:
     return int(match.group(1)) * _UNIT_MS[match.group(2)]
 
 
-def _exact(value: Any) -> Any:
-    if isinstance(value, (float, bool)):
-        raise ValueError(f"{value!r} is not an exact integer amount")
-    return int(value) if isinstance(value, str) else value
-
-
 class Rule(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -57,14 +52,12 @@ class Rule(BaseModel):
     window: str
     score: int = Field(ge=0, le=100)
     max_count: int | None = None
-    max_amount: int | None = None
-    threshold: int | None = None
-    margin: int | None = None
+    max_amount: ExactInt | None = None
+    threshold: ExactInt | None = None
+    margin: ExactInt | None = None
     min_count: int | None = None
     ratio_percent: int | None = None
-    min_amount: int | None = None
-
-    _ints = field_validator("max_amount", "threshold", "margin", "min_amount", mode="before")(_exact)
+    min_amount: ExactInt | None = None
 
     @model_validator(mode="after")
     def _complete(self) -> Rule:

@@ -15,10 +15,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from topics.errors import LedgerstreamError
 from topics.events import LEDGERSTREAM_NAMESPACE
+from topics.money import ExactInt
 
 
 class BillingError(LedgerstreamError, ValueError):
@@ -29,16 +30,9 @@ class Plan(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     plan: str
-    monthly_fee: int = Field(ge=0)
+    monthly_fee: ExactInt = Field(ge=0)
     currency: str
     exponent: int = Field(ge=0, le=18)
-
-    @field_validator("monthly_fee", mode="before")
-    @classmethod
-    def _exact(cls, value: object) -> object:
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise ValueError("monthly_fee must be an integer of minor units")
-        return value
 
 
 class BillingBook(BaseModel):

@@ -25,6 +25,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from topics.errors import LedgerstreamError
+from topics.money import ExactInt
 
 Tier = Literal["PLATFORM", "PROVIDER", "NETWORK", "COMPLIANCE", "PREMIUM"]
 Method = Literal["PERCENTAGE", "FLAT", "TIERED"]
@@ -37,16 +38,6 @@ class ScheduleError(LedgerstreamError, ValueError):
     """A fee schedule file that cannot be used."""
 
 
-def _exact_int(value: Any) -> Any:
-    if isinstance(value, (float, bool)):
-        raise ValueError(f"{value!r} is not an exact integer amount (write minor units as an integer)")
-    if isinstance(value, str):
-        if not value.strip().lstrip("-").isdigit():
-            raise ValueError(f"{value!r} is not an integer amount")
-        return int(value)
-    return value
-
-
 def _exact_decimal(value: Any) -> Any:
     if isinstance(value, (float, bool)):
         raise ValueError(f'{value!r} is a float: write basis points as a string, e.g. "2.5"')
@@ -56,10 +47,9 @@ def _exact_decimal(value: Any) -> Any:
 class Band(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    up_to: int | None = None
+    up_to: ExactInt | None = None
     bps: Decimal
 
-    _ints = field_validator("up_to", mode="before")(_exact_int)
     _bps = field_validator("bps", mode="before")(_exact_decimal)
 
 
@@ -72,14 +62,13 @@ class Rule(BaseModel):
     method: Method
     currency: str = "*"
     bps: Decimal | None = None
-    flat: int | None = None
+    flat: ExactInt | None = None
     bands: tuple[Band, ...] = ()
-    min: int | None = None
-    max: int | None = None
+    min: ExactInt | None = None
+    max: ExactInt | None = None
     provider: str | None = None
     rails: tuple[str, ...] = ()
 
-    _ints = field_validator("flat", "min", "max", mode="before")(_exact_int)
     _bps = field_validator("bps", mode="before")(_exact_decimal)
 
     @model_validator(mode="after")

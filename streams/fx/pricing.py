@@ -22,7 +22,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
+
+from topics.money import ExactInt
 
 RATE_PLACES = Decimal(1).scaleb(-18)
 BPS = 10_000
@@ -87,16 +89,7 @@ class TenantFx(BaseModel):
 
     markup_bps: int = Field(0, ge=0, lt=BPS)
     bonus_bps: int = Field(0, ge=0, lt=BPS)
-    otc_thresholds: dict[str, int] = Field(default_factory=dict)
-
-    @field_validator("otc_thresholds", mode="before")
-    @classmethod
-    def _exact(cls, value: object) -> object:
-        if isinstance(value, dict):
-            for currency, amount in value.items():
-                if not isinstance(amount, int) or isinstance(amount, bool):
-                    raise ValueError(f"threshold for {currency} must be an integer of minor units")
-        return value
+    otc_thresholds: dict[str, ExactInt] = Field(default_factory=dict)
 
 
 class FxBook(BaseModel):
