@@ -46,7 +46,7 @@ BILLED = (
     "SELECT b.fee_id::text, i.invoice_id::text, i.period "
     "FROM billed_fees b JOIN invoices i USING (invoice_id) WHERE b.fee_id = ANY(%s::uuid[])"
 )
-STATUSES = "SELECT period, status FROM invoices WHERE tenant_id = %s AND environment = %s AND period >= %s"
+STATUSES = "SELECT period, status FROM invoices WHERE tenant_id = %s AND environment = %s"
 OPEN_INVOICE = (
     "INSERT INTO invoices (invoice_id, tenant_id, environment, period, period_end) "
     "VALUES (%s, %s, %s, %s, %s) "
@@ -93,15 +93,18 @@ class BillingHandler(BatchHandler):
                 billed = {f: (i, p) for f, i, p in conn.execute(BILLED, (fee_ids,)).fetchall()}
                 statuses: dict[tuple[str, str], dict[str, str]] = {}
                 touched: dict[str, tuple[str, str, str, Event]] = {}
+                new_bills: list[tuple[str, str]] = []
                 for event in events:
                     try:
-                        invoice, period = self._bill(conn, event, billed, statuses, now)
+                        invoice, period = self._bill(conn, event, billed, statuses, now, new_bills)
                     except (BillingError, InexactValue, KeyError, TypeError) as e:
                         result.refused.append((event, f"cannot bill fee {event.record.get('fee_id')}: {e}"))
                         continue
                     meta = event.record["metadata"]
                     touched.setdefault(invoice, (meta["tenant_id"], meta["environment"], period, event))
                     result.outputs.extend(self._line_items(event, invoice, period))
+                with conn.cursor() as cur:
+                    cur.executemany(BILL, new_bills)  # one pipelined round trip for the batch
                 for invoice, (tenant, _, period, event) in touched.items():
                     result.outputs.extend(self._subscription(invoice, tenant, period, event))
         except psycopg.Error:
@@ -116,6 +119,7 @@ class BillingHandler(BatchHandler):
         billed: dict[str, tuple[str, str]],
         statuses: dict[tuple[str, str], dict[str, str]],
         now: datetime,
+        new_bills: list[tuple[str, str]],
     ) -> tuple[str, str]:
         record, meta = event.record, event.record["metadata"]
         fee_id = str(record["fee_id"])
@@ -125,15 +129,15 @@ class BillingHandler(BatchHandler):
         own = period_of(meta["occurred_at"])
         known = statuses.get((tenant, environment))
         if known is None:
-            rows = conn.execute(STATUSES, (tenant, environment, own)).fetchall()
+            rows = conn.execute(STATUSES, (tenant, environment)).fetchall()
             known = statuses[(tenant, environment)] = {p: s for p, s in rows}
         period = target_period(own, lambda p: known.get(p) == "closed", now, self.close_after)
         invoice = invoice_id(tenant, environment, period)
         if period not in known:
             conn.execute(OPEN_INVOICE, (invoice, tenant, environment, period, period_end(period)))
             known[period] = "open"
-        conn.execute(BILL, (fee_id, invoice))
         billed[fee_id] = (invoice, period)
+        new_bills.append((fee_id, invoice))
         return invoice, period
 
     def _line_items(self, event: Event, invoice: str, period: str) -> list[Output]:
