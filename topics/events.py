@@ -6,12 +6,21 @@ import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from topics.settings import Environment
 
 LEDGERSTREAM_NAMESPACE = uuid.UUID("5b0c6f7e-3a7d-4d0e-9a43-6c1f0e2b8d11")
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def to_micros(at: datetime) -> int:
+    """Microseconds since the epoch of an aware datetime, in integers (no float in between)."""
+    delta = at - EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
 def now_micros() -> int:

@@ -21,7 +21,7 @@ emits the same flags, which the sink stores once.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import redis
@@ -29,7 +29,7 @@ import redis
 from streams.aml.rules import Direction, Hit, Movement, RuleBook, evaluate
 from streams.aml.windows import Windows
 from streams.base import BatchHandler, Output, Result
-from topics.events import Event, derived_event_id, derived_metadata
+from topics.events import Event, derived_event_id, derived_metadata, to_micros
 from topics.money import InexactValue, money_parts
 from topics.settings import Settings
 
@@ -102,8 +102,7 @@ def signal_of(topic: str, record: dict[str, Any]) -> Signal | None:
 
 
 def _ms(at: datetime) -> int:
-    delta = at - datetime(1970, 1, 1, tzinfo=UTC)
-    return (delta.days * 86_400 + delta.seconds) * 1_000 + delta.microseconds // 1_000
+    return to_micros(at) // 1_000
 
 
 class AmlHandler(BatchHandler):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
@@ -74,8 +75,9 @@ class Rule(BaseModel):
             raise ValueError(f"rule {self.id} ({self.kind}) needs {', '.join(missing)}")
         return self
 
-    @property
+    @cached_property
     def window_ms(self) -> int:
+        """Parsed once per rule, not once per event."""
         return window_ms(self.window)
 
 

@@ -14,6 +14,7 @@ from decimal import Decimal
 import redis
 
 from streams.fx.pricing import Rate
+from topics.events import to_micros
 
 SET_IF_NEWER = """
 local current = redis.call('HGET', KEYS[1], 'quoted_at')
@@ -24,11 +25,6 @@ redis.call('HSET', KEYS[1], 'bid', ARGV[1], 'ask', ARGV[2], 'source', ARGV[3], '
 redis.call('EXPIRE', KEYS[1], ARGV[5])
 return 1
 """
-
-
-def to_micros(at: datetime) -> int:
-    delta = at - datetime(1970, 1, 1, tzinfo=UTC)
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
 class RateCache:

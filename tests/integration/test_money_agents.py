@@ -28,7 +28,6 @@ from streams.billing.agent import BillingHandler, close_period
 from streams.billing.invoicing import next_period, period_of
 from streams.fees.agent import FeesHandler
 from streams.fx.agent import FxHandler
-from streams.fx.rates import to_micros
 from streams.ledger.agent import LedgerHandler
 from streams.pricing import Pricing, load_pricing
 from streams.runtime import AgentRuntime, run_agent
@@ -39,6 +38,7 @@ from tests.fixtures.running import running
 from tests.fixtures.waiting import wait_for
 from topics.codec import AvroCodec
 from topics.deadletter import ERROR_MESSAGE
+from topics.events import to_micros
 from topics.producer import EventProducer
 from topics.schemas import load_store
 from topics.settings import REPO_ROOT
