@@ -20,6 +20,7 @@ from streams.ledger.agent import LedgerHandler
 from streams.pricing import load_pricing
 from streams.runtime import AgentRuntime, run_agent
 from streams.status.agent import StatusHandler
+from streams.status.machine import HAPPY_PATH
 from tests.fixtures.database import private_database
 from tests.fixtures.events import metadata, transfer_requested
 from tests.fixtures.kafka import start_group_at_end
@@ -35,8 +36,7 @@ CORRELATION = f"corr-audit-{RUN}"
 TID = f"tx-audit-{RUN}"
 IBAN = "GB33BUKB20201555555555"
 PAN = "4242 4242 4242 4242"
-HAPPY = ["VALIDATING", "BALANCE_RESERVED", "SENT_TO_PROVIDER", "PROVIDER_PROCESSING", "PROVIDER_CONFIRMING",
-         "COMPLETED"]  # fmt: skip
+HAPPY = list(HAPPY_PATH[1:])
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ from sinks.ledger import LedgerSink
 from streams.ledger.agent import LedgerHandler
 from streams.runtime import AgentRuntime, run_agent
 from streams.status.agent import StatusHandler
+from streams.status.machine import HAPPY_PATH
 from tests.fixtures.database import private_database
 from tests.fixtures.events import metadata, transfer_requested
 from tests.fixtures.kafka import read_all
@@ -24,14 +25,7 @@ from topics.schemas import load_store
 from topics.settings import REPO_ROOT
 
 RUN = uuid.uuid4().hex[:8]
-HAPPY = [
-    "VALIDATING",
-    "BALANCE_RESERVED",
-    "SENT_TO_PROVIDER",
-    "PROVIDER_PROCESSING",
-    "PROVIDER_CONFIRMING",
-    "COMPLETED",
-]
+HAPPY = list(HAPPY_PATH[1:])
 
 
 def tid(n: int) -> str:
