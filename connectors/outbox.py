@@ -45,16 +45,29 @@ MARK = (
 FAILED = "UPDATE outbox SET attempts = attempts + 1, last_error = %s WHERE id = ANY(%s)"
 
 
-def enqueue(
-    conn: psycopg.Connection[Any], codec: AvroCodec, catalog: Catalog, topic: str, record: Mapping[str, Any]
-) -> None:
-    """Add one event to the outbox in the caller's transaction (raises EncodeError if it does not fit)."""
+def outbox_row(codec: AvroCodec, catalog: Catalog, topic: str, record: Mapping[str, Any]) -> tuple[Any, ...]:
+    """The parameters of INSERT for one event (raises EncodeError if it does not fit its schema)."""
     value = codec.encode(topic, record)
     key = catalog.topic(topic).key_of(dict(record))
     meta = record["metadata"]
     headers = header_map(routing_headers(meta, codec.store.for_topic(topic).fullname))
-    conn.execute(INSERT, (record.get("account_id") or key, topic, meta["event_id"], meta["event_type"],
-                          (key or "").encode(), value, Jsonb(headers)))  # fmt: skip
+    aggregate = record.get("account_id") or key
+    return (
+        aggregate,
+        topic,
+        meta["event_id"],
+        meta["event_type"],
+        (key or "").encode(),
+        value,
+        Jsonb(headers),
+    )
+
+
+def enqueue(
+    conn: psycopg.Connection[Any], codec: AvroCodec, catalog: Catalog, topic: str, record: Mapping[str, Any]
+) -> None:
+    """Add one event to the outbox in the caller's transaction (raises EncodeError if it does not fit)."""
+    conn.execute(INSERT, outbox_row(codec, catalog, topic, record))
 
 
 @dataclass

@@ -356,6 +356,9 @@ def aml_case(args: argparse.Namespace) -> int:
     return 0
 
 
+PROVIDERS = ("stripe", "plaid", "truelayer", "circle", "sumsub")
+
+
 def connect_api(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -367,6 +370,47 @@ def connect_api(args: argparse.Namespace) -> int:
     app = create_app(settings, codec_from_settings(settings), load_catalog())
     err.print(f"command API on http://{args.host}:{args.port} (OpenAPI at /docs)", markup=False)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", timeout_keep_alive=5)
+    return 0
+
+
+def connect_webhooks(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from connectors.webhooks.app import create_app
+    from connectors.webhooks.settings import WebhookSettings
+    from topics.catalog import load_catalog
+    from topics.codec import codec_from_settings
+
+    settings, hooks = _settings(), WebhookSettings()
+    providers = hooks.providers()
+    if not providers:
+        err.print(
+            "connect webhooks: no provider is configured; set STRIPE_WEBHOOK_SECRETS, SUMSUB_WEBHOOK_SECRET, "
+            "PLAID_WEBHOOK_JWKS, TRUELAYER_WEBHOOK_JWKS or CIRCLE_WEBHOOK_KEYS",
+            markup=False,
+        )
+        return 2
+    app = create_app(settings, hooks, codec_from_settings(settings), load_catalog(), providers)
+    err.print(
+        f"webhooks on http://{args.host}:{args.port}/v1/webhooks/{{{','.join(sorted(providers))}}}",
+        markup=False,
+    )
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", timeout_keep_alive=5,
+                h11_max_incomplete_event_size=16 * 1024)  # fmt: skip
+    return 0
+
+
+def connect_link(args: argparse.Namespace) -> int:
+    from sinks.migrate import connect
+
+    with connect(_settings().database_url.get_secret_value()) as conn:
+        conn.execute(
+            "INSERT INTO provider_links (provider, external_ref, tenant_id, account_id)"
+            " VALUES (%s, %s, %s, %s) ON CONFLICT (provider, external_ref) DO UPDATE"
+            " SET tenant_id = excluded.tenant_id, account_id = excluded.account_id, linked_at = now()",
+            (args.provider, args.ref, args.tenant, args.account),
+        )
+    out.print(f"linked {args.provider} {args.ref} to {args.tenant}/{args.account}", markup=False)
     return 0
 
 
@@ -645,6 +689,17 @@ def build_parser() -> Parser:
     )
     api.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     api.add_argument("--port", type=_positive, default=18080, help="port (default 18080)")
+    wh = command(
+        conn_sub, "webhooks", connect_webhooks,
+        "serve provider webhooks (Stripe, Plaid, TrueLayer, Circle, Sumsub) at /v1/webhooks/<provider>",
+    )  # fmt: skip
+    wh.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    wh.add_argument("--port", type=_positive, default=18090, help="port (default 18090)")
+    ln = command(conn_sub, "link", connect_link, "link a provider's id (a card, a wallet...) to an account")
+    ln.add_argument("--provider", choices=PROVIDERS, required=True, help="the provider")
+    ln.add_argument("--ref", required=True, help="the provider's id (card, customer, wallet, applicant)")
+    ln.add_argument("--tenant", required=True, help="the tenant that owns the account")
+    ln.add_argument("--account", required=True, help="our account id")
     rl = command(
         conn_sub, "outbox-relay", connect_outbox_relay, "publish outbox rows to Kafka, in order per account"
     )

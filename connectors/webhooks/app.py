@@ -1,0 +1,197 @@
+"""The provider webhook service: POST /v1/webhooks/{provider}.
+
+In order, each step answering without writing anything when it refuses:
+404 unknown or unconfigured provider; 429 over the provider's rate; 415 not
+`application/json`; 413 a body over the limit (by Content-Length or while
+reading a chunked body); 408 a body that does not arrive in time; 400 a missing
+or unreadable signature; 401 a signature that does not verify; 400 malformed
+JSON (NaN, duplicate keys, huge numbers, deep nesting) or a body that is not the
+provider's delivery. Other methods get 405.
+
+A verified delivery is then kept exactly once: Redis (SET NX with a TTL, set
+after the commit) answers most redeliveries without touching PostgreSQL, and the
+inbox row's UNIQUE (provider, event_id) is the durable guard; concurrent copies
+wait on it and answer as duplicates. The inbox row and the outbox rows of its
+canonical events commit in one transaction, so the provider hears 200 only once
+the events are durably queued for Kafka. A verified delivery that cannot become
+an event (no linked account, money that does not add up) is kept as `failed`
+with the reason instead of being guessed at.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import redis.asyncio as aioredis
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool
+
+from connectors.outbox import INSERT as OUTBOX_INSERT
+from connectors.outbox import outbox_row
+from connectors.webhooks.common import (
+    BadPayload,
+    BadSignature,
+    Delivery,
+    MissingSignature,
+    Notice,
+    Provider,
+    Unprocessable,
+)
+from connectors.webhooks.limits import BodyTooLarge, BodyTooSlow, TokenBucket, read_bounded
+from connectors.webhooks.settings import WebhookSettings
+from connectors.webhooks.strict_json import MalformedJson, loads
+from topics.catalog import Catalog
+from topics.codec import AvroCodec
+from topics.errors import EncodeError
+from topics.events import LEDGERSTREAM_NAMESPACE, new_metadata
+from topics.settings import Settings
+
+log = logging.getLogger(__name__)
+
+LINK = "SELECT tenant_id, account_id FROM provider_links WHERE provider = %s AND external_ref = %s"
+INBOX = """
+INSERT INTO webhook_inbox (id, provider, event_id, event_type, status, external_ref, tenant_id, account_id,
+    raw_body, result, error, correlation_id, processed_at)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, CASE WHEN %s THEN now() END)
+ON CONFLICT (provider, event_id) DO NOTHING RETURNING id
+"""
+
+
+def problem(status: int, detail: str, **headers: str) -> JSONResponse:
+    return JSONResponse({"detail": detail}, status_code=status, headers=headers or None)
+
+
+def inbox_id(provider: str, event_id: str) -> str:
+    return str(uuid.uuid5(LEDGERSTREAM_NAMESPACE, f"webhook:{provider}:{event_id}"))
+
+
+def create_app(
+    settings: Settings,
+    hooks: WebhookSettings,
+    codec: AvroCodec,
+    catalog: Catalog,
+    providers: dict[str, Provider] | None = None,
+) -> FastAPI:
+    """The webhook service for one environment; `providers` defaults to the configured ones."""
+    served = providers if providers is not None else hooks.providers()
+    buckets = {name: TokenBucket(hooks.requests_per_second, hooks.burst, time.monotonic()) for name in served}
+    state: dict[str, Any] = {}
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        pool = AsyncConnectionPool(settings.database_url.get_secret_value(), min_size=1,
+                                   max_size=hooks.pool_size, open=False)  # fmt: skip
+        await pool.open(wait=True, timeout=30)
+        state["pool"] = pool
+        state["redis"] = aioredis.Redis.from_url(settings.redis_url, socket_timeout=2)
+        try:
+            yield
+        finally:
+            await state["redis"].aclose()
+            await pool.close()
+
+    app = FastAPI(title="ledgerstream provider webhooks", version="1", lifespan=lifespan)
+
+    @app.post("/v1/webhooks/{provider}", responses={200: {"description": "kept, or already kept"}})
+    async def receive(provider: str, request: Request) -> JSONResponse:
+        handler = served.get(provider)
+        if handler is None:
+            return problem(404, f"no webhook endpoint for provider {provider!r}")
+        if not buckets[provider].take(time.monotonic()):
+            return problem(429, f"over the {provider} rate limit", **{"Retry-After": "1"})
+        media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if media != "application/json":
+            return problem(415, "the body must be application/json")
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > hooks.max_body_bytes):
+            return problem(413, f"the body is over {hooks.max_body_bytes} bytes")
+        try:
+            body = await read_bounded(request.stream(), hooks.max_body_bytes, hooks.read_timeout_seconds)
+        except BodyTooLarge as e:
+            return problem(413, str(e))
+        except BodyTooSlow as e:
+            return problem(408, str(e), Connection="close")
+        delivery = Delivery(request.url.path, dict(request.headers), body, int(time.time()))
+        try:
+            handler.verify(delivery)
+        except MissingSignature as e:
+            return problem(400, str(e))
+        except BadSignature as e:
+            log.info("webhook %s: signature refused: %s", provider, e)
+            return problem(401, "the signature does not verify")
+        try:
+            notice = handler.read(loads(body), settings.environment)
+        except (MalformedJson, BadPayload) as e:
+            return problem(400, str(e))
+        correlation = request.headers.get("x-correlation-id") or str(uuid.uuid4())
+        return await keep(provider, notice, body.decode("utf-8"), correlation)
+
+    async def keep(provider: str, notice: Notice, raw: str, correlation: str) -> JSONResponse:
+        ident = inbox_id(provider, notice.event_id)
+        dedupe_key = f"webhook:{settings.environment}:{provider}:{notice.event_id}"
+        try:
+            if await state["redis"].exists(dedupe_key):
+                return JSONResponse({"status": "duplicate", "inbox_id": ident})
+        except aioredis.RedisError as e:
+            log.warning("webhook dedupe cache unavailable (%s); the inbox decides", e)
+        pool: AsyncConnectionPool = state["pool"]
+        async with pool.connection() as conn, conn.transaction():
+            link = None
+            if notice.external_ref is not None:
+                link = await (await conn.execute(LINK, (provider, notice.external_ref))).fetchone()
+            status, error, rows = notice.status, notice.note, []
+            tenant, account = link if link else (None, None)
+            if notice.build is not None:
+                try:
+                    if link is None:
+                        raise Unprocessable(f"no account is linked to {provider} {notice.external_ref}")
+                    rows = outbox_rows(notice, provider, ident, tenant, account, correlation)
+                    status, error = "processed", None
+                except (Unprocessable, EncodeError) as e:
+                    status, error, rows = "failed", str(e), []
+            answer: dict[str, Any]
+            inserted = await (await conn.execute(INBOX, (
+                ident, provider, notice.event_id, notice.event_type, status, notice.external_ref, tenant,
+                account, raw, Jsonb([str(r[2]) for r in rows]), error, correlation, status != "pending",
+            ))).fetchone()  # fmt: skip
+            if inserted is None:
+                answer = {"status": "duplicate", "inbox_id": ident}
+            else:
+                for row in rows:
+                    await conn.execute(OUTBOX_INSERT, row)
+                answer = {
+                    "status": status,
+                    "inbox_id": ident,
+                    "events": [str(r[2]) for r in rows],
+                }
+                if error:
+                    answer["detail"] = error
+        try:
+            await state["redis"].set(dedupe_key, ident, nx=True, ex=hooks.dedupe_ttl_seconds)
+        except aioredis.RedisError as e:
+            log.warning("webhook dedupe cache unavailable (%s)", e)
+        return JSONResponse(answer, headers={"x-correlation-id": correlation})
+
+    def outbox_rows(notice: Notice, provider: str, ident: str, tenant: str, account: str,
+                    correlation: str) -> list[tuple[Any, ...]]:  # fmt: skip
+        assert notice.build is not None
+        rows = []
+        for index, event in enumerate(notice.build(account)):
+            metadata = new_metadata(
+                event.topic.rsplit(".", 1)[0], tenant_id=tenant, environment=settings.environment,
+                source=f"connectors.webhooks.{provider}", correlation_id=correlation,
+                event_id=str(uuid.uuid5(LEDGERSTREAM_NAMESPACE, f"{ident}:{index}")),
+                occurred_at=event.occurred_at,
+            )  # fmt: skip
+            record = {"metadata": metadata, **event.record, "inbox_id": ident}
+            rows.append(outbox_row(codec, catalog, event.topic, record))
+        return rows
+
+    return app

@@ -1,0 +1,51 @@
+"""Per-provider rate limiting and bounded body reading."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+
+class TokenBucket:
+    """`per_second` tokens a second up to `burst`; one request takes one token."""
+
+    def __init__(self, per_second: float, burst: int, now: float) -> None:
+        self.per_second, self.burst = per_second, burst
+        self.tokens, self.at = float(burst), now
+
+    def take(self, now: float) -> bool:
+        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.per_second)
+        self.at = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return True
+        return False
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+class BodyTooSlow(Exception):
+    pass
+
+
+async def read_bounded(chunks: AsyncIterator[bytes], limit: int, timeout: float) -> bytes:
+    """The whole body, refusing more than `limit` bytes (chunked or not) and bodies that take
+    longer than `timeout` seconds to arrive."""
+    parts: list[bytes] = []
+    size = 0
+
+    async def collect() -> None:
+        nonlocal size
+        async for chunk in chunks:
+            size += len(chunk)
+            if size > limit:
+                raise BodyTooLarge(f"body over {limit} bytes")
+            parts.append(chunk)
+
+    try:
+        await asyncio.wait_for(collect(), timeout)
+    except TimeoutError:
+        raise BodyTooSlow(f"body not received within {timeout:g}s") from None
+    return b"".join(parts)

@@ -1,0 +1,79 @@
+"""A JSON parser for untrusted webhook bodies: exact, unambiguous and bounded.
+
+The standard library accepts NaN and Infinity, keeps the last of duplicate keys,
+turns 1e400 into inf, reads decimals as binary floats and recurses until
+RecursionError. Here every one of those is refused, and decimals are Decimal.
+"""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from typing import Any
+
+MAX_DEPTH = 32
+MAX_NUMBER_CHARS = 40
+"""Longest number literal accepted (an 18-decimal amount of 10^21 units fits)."""
+
+
+class MalformedJson(ValueError):
+    """The body is not a JSON document this service accepts."""
+
+
+def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise MalformedJson(f"duplicate key {key!r}")
+        out[key] = value
+    return out
+
+
+def _constant(name: str) -> Any:
+    raise MalformedJson(f"{name} is not a JSON number")
+
+
+def _int(text: str) -> int:
+    if len(text) > MAX_NUMBER_CHARS:
+        raise MalformedJson(f"number with {len(text)} digits is too long")
+    return int(text)
+
+
+def _decimal(text: str) -> Decimal:
+    if len(text) > MAX_NUMBER_CHARS:
+        raise MalformedJson(f"number with {len(text)} characters is too long")
+    value = Decimal(text)
+    if not value.is_finite() or abs(value.adjusted()) > MAX_NUMBER_CHARS:
+        raise MalformedJson(f"number {text} is out of range")
+    return value
+
+
+def _depth(document: Any) -> int:
+    deepest, stack = 0, [(document, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict | list):
+            deepest = max(deepest, depth)
+            if deepest > MAX_DEPTH:
+                break
+            children = node.values() if isinstance(node, dict) else node
+            stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def loads(raw: bytes) -> Any:
+    """The document in `raw` (UTF-8 JSON), or MalformedJson saying why not."""
+    try:
+        text = raw.decode("utf-8")
+        document = json.loads(
+            text, object_pairs_hook=_pairs, parse_constant=_constant, parse_int=_int, parse_float=_decimal
+        )
+    except MalformedJson:
+        raise
+    except RecursionError:
+        raise MalformedJson(f"nesting deeper than {MAX_DEPTH} levels") from None
+    except (UnicodeDecodeError, ValueError) as e:
+        raise MalformedJson(f"not valid JSON: {e}") from None
+    if _depth(document) > MAX_DEPTH:
+        raise MalformedJson(f"nesting deeper than {MAX_DEPTH} levels")
+    return document

@@ -1,0 +1,99 @@
+"""TrueLayer: `Tl-Signature` is a detached JWS (ES512) over the method, the path, the
+headers it lists in `tl_headers` and the body, verified with the truelayer-signing
+library against the configured key set (TrueLayer's JWKS, fetched by ops from an
+allow-listed `jku`). `X-Tl-Webhook-Timestamp` must be signed and within +-300 s.
+`external_payment_received` (money into a merchant account) becomes a bank
+transaction; the merchant account id is the link to our account.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from truelayer_signing import HttpMethod, extract_jws_header, verify_with_jwks
+from truelayer_signing.errors import TlSigningException
+
+from connectors.webhooks.common import (
+    BadPayload,
+    BadSignature,
+    Canonical,
+    Delivery,
+    MissingSignature,
+    Notice,
+    Unprocessable,
+    day,
+    document,
+    exponent_of,
+    integer,
+    iso_instant,
+    micros,
+    text,
+)
+
+TOPIC = "banking.transaction.received.v1"
+TIMESTAMP_HEADER = "x-tl-webhook-timestamp"
+TOLERANCE_SECONDS = 300
+
+
+class TrueLayer:
+    name = "truelayer"
+
+    def __init__(self, jwks: Mapping[str, Any], tolerance: int = TOLERANCE_SECONDS) -> None:
+        self._jwks = dict(jwks)
+        self._kids = {key.get("kid") for key in self._jwks.get("keys", [])}
+        self._tolerance = tolerance
+
+    def verify(self, delivery: Delivery) -> None:
+        signature = delivery.headers.get("tl-signature")
+        if not signature:
+            raise MissingSignature("Tl-Signature header is missing")
+        try:
+            header = extract_jws_header(signature)
+        except (TlSigningException, ValueError, KeyError, TypeError) as e:
+            raise MissingSignature(f"Tl-Signature is not a JWS: {e}") from None
+        if header.alg != "ES512" or header.kid not in self._kids:
+            raise BadSignature("Tl-Signature names an unknown key or algorithm")
+        try:
+            body = delivery.body.decode("utf-8")
+            (verify_with_jwks(self._jwks, header).set_method(HttpMethod.POST).set_path(delivery.path)
+                .add_headers(dict(delivery.headers)).add_required_header(TIMESTAMP_HEADER)
+                .set_body(body).verify(signature))  # fmt: skip
+        except (TlSigningException, UnicodeDecodeError, ValueError) as e:
+            raise BadSignature(f"Tl-Signature does not verify: {e}") from None
+        try:
+            sent = iso_instant(delivery.headers.get(TIMESTAMP_HEADER))
+        except Unprocessable as e:
+            raise BadSignature(str(e)) from None
+        if abs(delivery.now - int(sent.timestamp())) > self._tolerance:
+            raise BadSignature(f"X-Tl-Webhook-Timestamp is outside +-{self._tolerance}s")
+
+    def read(self, payload: Any, environment: str) -> Notice:
+        body = document(payload)
+        kind, event_id = text(body, "type"), text(body, "event_id")
+        if kind != "external_payment_received":
+            return Notice(event_id, kind, status="ignored", note=f"{kind} carries no amount to book")
+        merchant_account = text(body, "merchant_account_id")
+        if body.get("event_version") != 1:
+            raise BadPayload(f"event_version {body.get('event_version')!r} of {kind} is not supported")
+
+        def build(account_id: str) -> list[Canonical]:
+            currency = text(body, "currency")
+            units = integer(body, "amount_in_minor")
+            if units <= 0:
+                raise Unprocessable(f"a received payment of {units}")
+            settled: datetime = iso_instant(body.get("settled_at"))
+            given = body.get("remitter")
+            remitter: Mapping[str, Any] = given if isinstance(given, dict) else {}
+            record = {
+                "account_id": account_id, "transaction_id": text(body, "transaction_id"),
+                "amount": {"units": units, "currency": currency, "exponent": exponent_of(currency)},
+                "direction": "CREDIT", "status": "POSTED",
+                "counterparty_reference": remitter.get("reference") or body.get("reference"),
+                "booking_date": day(settled), "value_date": day(settled), "provider": "truelayer",
+                "provider_reference": text(body, "transaction_id"),
+            }  # fmt: skip
+            return [Canonical(TOPIC, record, micros(settled))]
+
+        return Notice(event_id, kind, merchant_account, build)

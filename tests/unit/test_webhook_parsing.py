@@ -1,0 +1,74 @@
+"""Strict JSON, exact provider amounts and the rate limiter: pure logic."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from connectors.webhooks.common import Unprocessable, exponent_of, minor_units
+from connectors.webhooks.limits import TokenBucket
+from connectors.webhooks.strict_json import MAX_DEPTH, MalformedJson, loads
+
+
+def test_decimals_stay_exact_and_integers_stay_integers():
+    doc = loads(b'{"a": 0.1, "b": 12345678901234567890, "c": [1.10]}')
+    assert doc == {"a": Decimal("0.1"), "b": 12345678901234567890, "c": [Decimal("1.10")]}
+    assert type(doc["b"]) is int
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"NaN",
+        b'{"x": Infinity}',
+        b'{"x": -Infinity}',
+        b'{"k": 1, "k": 2}',
+        b'{"a": {"k": 1, "k": 1}}',
+        b"1" * 41,
+        b"1e400",
+        b"1e-400",
+        b"[" * (MAX_DEPTH + 1) + b"]" * (MAX_DEPTH + 1),
+        b"[" * 100_000,
+        b"",
+        b"\xc3\x28",
+        b"{'a': 1}",
+    ],
+)
+def test_hostile_documents_are_refused(raw):
+    with pytest.raises(MalformedJson):
+        loads(raw)
+
+
+def test_nesting_up_to_the_limit_is_accepted():
+    assert loads(b"[" * MAX_DEPTH + b"]" * MAX_DEPTH) is not None
+
+
+@pytest.mark.parametrize(
+    ("amount", "currency", "units"),
+    [("12.34", "USD", 1234), ("12.3", "USD", 1230), ("500", "JPY", 500), ("1.234", "KWD", 1234),
+     ("0.01", "EUR", 1), ("99999999999999.99", "USD", 9_999_999_999_999_999)],
+)  # fmt: skip
+def test_decimal_strings_become_exact_minor_units(amount, currency, units):
+    assert minor_units(amount, currency) == units
+
+
+@pytest.mark.parametrize(
+    ("amount", "currency"),
+    [("1.005", "USD"), ("1.5", "JPY"), (12.34, "USD"), (1234, "USD"), ("NaN", "USD"), ("1,00", "EUR"),
+     ("10", "XAU"), ("10", "ZZZ")],
+)  # fmt: skip
+def test_amounts_that_are_not_exact_in_the_currency_are_refused(amount, currency):
+    with pytest.raises(Unprocessable):
+        minor_units(amount, currency)
+
+
+def test_iso_exponents():
+    assert [exponent_of(c) for c in ("USD", "jpy", "KWD", "CLF")] == [2, 0, 3, 4]
+
+
+def test_the_bucket_allows_a_burst_then_the_rate():
+    bucket = TokenBucket(per_second=10, burst=3, now=0.0)
+    assert [bucket.take(0.0) for _ in range(4)] == [True, True, True, False]
+    assert bucket.take(0.1) and not bucket.take(0.1)  # one token back after 1/10 s
+    assert sum(bucket.take(10.0) for _ in range(10)) == 3  # refills only up to the burst
