@@ -32,6 +32,9 @@ run: up ## Run the pipeline end to end on the local stack and print what it did
 	eval "$$($(CLI) stack env)" && $(CLI) topics apply && $(CLI) db migrate && $(CLI) schemas check \
 		&& $(CLI) schemas register && $(CLI) demo
 
+contracts: ## Recompile the test ERC-20 (solc and OpenZeppelin from npm) into connectors/contracts/TestToken.json
+	cd connectors/contracts && npm ci --silent && node compile.js
+
 lint: install ## ruff (lint and format check) and mypy
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -54,4 +57,4 @@ test: up ## Everything CI runs: lint, schema gate, unit and integration tests on
 	$(CLI) db migrate
 	eval "$$($(CLI) stack env)" && $(BIN)/pytest -q --durations=10
 
-.PHONY: help install up down status run lint format gate unit test
+.PHONY: help install up down status run contracts lint format gate unit test

@@ -7,6 +7,7 @@ Every subcommand reads the same settings (environment variables, see
 from __future__ import annotations
 
 import argparse
+import re
 import signal
 import sys
 import threading
@@ -400,6 +401,73 @@ def connect_webhooks(args: argparse.Namespace) -> int:
     return 0
 
 
+def connect_chain(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from web3 import Web3
+
+    from connectors.chain import CHAINS, ChainListener, DeepReorg
+    from topics.catalog import load_catalog
+    from topics.codec import codec_from_settings
+
+    settings = _settings()
+    spec = CHAINS[args.chain]
+    if args.confirmations is not None:
+        spec = dataclasses.replace(spec, confirmations=args.confirmations)
+    w3 = Web3(Web3.HTTPProvider(args.rpc_url, request_kwargs={"timeout": 15}))
+    if not w3.is_connected():
+        err.print(f"connect chain: no JSON-RPC node answers at {args.rpc_url}", markup=False)
+        return 1
+    stop = _stop_on_signals()
+    listener = ChainListener(settings, codec_from_settings(settings), load_catalog(), w3, spec,
+                             start_block=args.from_block)  # fmt: skip
+    err.print(
+        f"chain listener: {spec.name} (chain id {listener.chain_id}) at {args.rpc_url}, "
+        f"{spec.confirmations} confirmations; events go to the outbox",
+        markup=False,
+    )
+    try:
+        emitted = listener.run(stop=stop, poll=args.poll)
+    except DeepReorg as e:
+        err.print(f"connect chain: {e}", markup=False)
+        return 1
+    err.print(f"chain listener: {emitted}", markup=False)
+    return 0
+
+
+def connect_watch(args: argparse.Namespace) -> int:
+    from sinks.migrate import connect
+
+    address = args.address.lower()
+    if not re.fullmatch(r"0x[0-9a-f]{40}", address):
+        err.print(f"connect watch: {args.address!r} is not a 20-byte hex address", markup=False)
+        return 2
+    if args.token and (args.decimals is None or not 0 <= args.decimals <= 36):
+        err.print("connect watch: --token needs --decimals between 0 and 36", markup=False)
+        return 2
+    if args.account and not args.tenant:
+        err.print("connect watch: --account needs --tenant", markup=False)
+        return 2
+    with connect(_settings().database_url.get_secret_value()) as conn:
+        if args.token:
+            conn.execute(
+                "INSERT INTO chain_tokens VALUES (%s, %s, %s, %s) ON CONFLICT (chain, contract)"
+                " DO UPDATE SET symbol = excluded.symbol, decimals = excluded.decimals",
+                (args.chain, address, args.token, args.decimals),
+            )
+            out.print(
+                f"watching {args.token} ({args.decimals} decimals) at {address} on {args.chain}", markup=False
+            )
+            return 0
+        conn.execute(
+            "INSERT INTO chain_wallets VALUES (%s, %s, %s, %s) ON CONFLICT (chain, address)"
+            " DO UPDATE SET tenant_id = excluded.tenant_id, account_id = excluded.account_id",
+            (args.chain, address, args.tenant, args.account),
+        )
+    out.print(f"watching wallet {address} on {args.chain} for {args.tenant}/{args.account}", markup=False)
+    return 0
+
+
 def connect_link(args: argparse.Namespace) -> int:
     from sinks.migrate import connect
 
@@ -695,6 +763,27 @@ def build_parser() -> Parser:
     )  # fmt: skip
     wh.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     wh.add_argument("--port", type=_positive, default=18090, help="port (default 18090)")
+    ch = command(
+        conn_sub, "chain", connect_chain, "follow an EVM chain for transfers touching watched wallets"
+    )
+    ch.add_argument("--chain", choices=("ethereum", "polygon", "arbitrum", "optimism"), required=True)
+    ch.add_argument("--rpc-url", required=True, help="the node's JSON-RPC endpoint (http:// or https://)")
+    ch.add_argument("--confirmations", type=_positive, help="blocks before a transfer is confirmed "
+                    "(default: ethereum 12, polygon 128, arbitrum and optimism 20)")  # fmt: skip
+    ch.add_argument(
+        "--from-block", type=_positive, help="first block when there is no checkpoint (default: head)"
+    )
+    ch.add_argument(
+        "--poll", type=_seconds, default=2.0, help="seconds between polls for new blocks (default 2)"
+    )
+    wa = command(conn_sub, "watch", connect_watch, "watch a wallet (for an account) or an ERC-20 token")
+    wa.add_argument("--chain", choices=("ethereum", "polygon", "arbitrum", "optimism"), required=True)
+    wa.add_argument("--address", required=True, help="the wallet's or the token contract's address")
+    group = wa.add_mutually_exclusive_group(required=True)
+    group.add_argument("--account", help="our account the wallet belongs to (with --tenant)")
+    group.add_argument("--token", help="the token's symbol: watch its Transfer logs (with --decimals)")
+    wa.add_argument("--tenant", help="the tenant that owns the account")
+    wa.add_argument("--decimals", type=int, help="the token's decimals")
     ln = command(conn_sub, "link", connect_link, "link a provider's id (a card, a wallet...) to an account")
     ln.add_argument("--provider", choices=PROVIDERS, required=True, help="the provider")
     ln.add_argument("--ref", required=True, help="the provider's id (card, customer, wallet, applicant)")

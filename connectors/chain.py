@@ -1,0 +1,444 @@
+"""The EVM chain listener: transfers touching watched wallets, detected, confirmed or reorged.
+
+Each step reads the next block over JSON-RPC (web3.py): native transfers from its
+transactions (successful ones, with value) and ERC-20 `Transfer` logs of the
+watched tokens, each touching a watched wallet. A transfer is `detected` in the
+block that holds it and `confirmed` once that block has N confirmations (the
+chain's setting: Ethereum 12, Polygon 128). The transfer rows, their events (as
+outbox rows) and the checkpoint commit in one PostgreSQL transaction per block, so
+a restart resumes from the checkpoint and repeats nothing.
+
+Reorganisations: the hashes of recent blocks are kept. When the next block's
+parent, or the block at the checkpoint, no longer matches, the listener walks
+back to the last block both chains share, emits `reorged` for every transfer
+still only detected above it, and scans again from there; a transfer that is in
+the new chain too is detected again in its new block. A confirmed transfer is
+never reported twice (a unique index refuses a second confirmation); a reorg
+deeper than the confirmations is logged as an error and left for operators.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import psycopg
+from eth_typing import HexStr
+from web3 import Web3
+
+from connectors.outbox import enqueue
+from topics.catalog import Catalog
+from topics.codec import AvroCodec
+from topics.events import LEDGERSTREAM_NAMESPACE, new_metadata
+from topics.settings import Settings
+
+log = logging.getLogger(__name__)
+
+TRANSFER_TOPIC = "0x" + Web3.keccak(text="Transfer(address,address,uint256)").hex().removeprefix("0x")
+DETECTED, CONFIRMED, REORGED = (
+    f"crypto.wallet.transfer.{k}.v1" for k in ("detected", "confirmed", "reorged")
+)
+
+
+@dataclass(frozen=True)
+class ChainSpec:
+    name: str
+    confirmations: int
+    native_asset: str
+    native_decimals: int = 18
+
+
+CHAINS = {
+    "ethereum": ChainSpec("ethereum", 12, "ETH"),
+    "polygon": ChainSpec("polygon", 128, "POL"),
+    "arbitrum": ChainSpec("arbitrum", 20, "ETH"),
+    "optimism": ChainSpec("optimism", 20, "ETH"),
+}
+
+
+class DeepReorg(RuntimeError):
+    """The chain changed below every block hash kept: an operator must look."""
+
+
+def _hex(value: Any) -> str:
+    return Web3.to_hex(value).lower()
+
+
+def _wei(value: Any) -> Decimal | None:
+    return None if value is None else Decimal(int(value))
+
+
+def _address(topic: Any) -> str:
+    return "0x" + _hex(topic)[-40:]
+
+
+@dataclass
+class Hit:
+    tx_hash: str
+    log_index: int
+    account_id: str
+    tenant_id: str
+    direction: str
+    from_address: str
+    to_address: str
+    units: int
+    asset: str
+    decimals: int
+    token: str | None
+
+
+COLUMNS = (
+    "chain, tx_hash, log_index, account_id, block_hash, block_number, tenant_id, chain_id, direction, "
+    "from_address, to_address, amount_units, asset, decimals, token_contract, gas_used, base_fee_per_gas, "
+    "priority_fee_per_gas"
+)
+
+
+class ChainListener:
+    """Args:
+    settings: PostgreSQL (state and outbox) and the environment events are stamped with.
+    w3: a connected Web3 (an HTTP node, or eth-tester's in-process EVM in tests and the demo).
+    spec: the chain's name, confirmations and native asset.
+    start_block: where to begin when there is no checkpoint (default: the current head).
+    keep_blocks: how many recent block hashes to keep for reorg detection.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        codec: AvroCodec,
+        catalog: Catalog,
+        w3: Web3,
+        spec: ChainSpec,
+        *,
+        start_block: int | None = None,
+        keep_blocks: int | None = None,
+    ) -> None:
+        self.settings, self.codec, self.catalog, self.w3, self.spec = settings, codec, catalog, w3, spec
+        self.start_block = start_block
+        self.keep_blocks = keep_blocks or spec.confirmations + 64
+        self.chain_id = int(w3.eth.chain_id)
+        self.emitted = {"detected": 0, "confirmed": 0, "reorged": 0}
+
+    # -- one step ---------------------------------------------------------------------------
+    def step(self, conn: psycopg.Connection[Any]) -> bool:
+        """Process the next block (or a reorg); False when there was nothing new."""
+        with conn.transaction():
+            tip = conn.execute(
+                "SELECT block_number, block_hash FROM chain_checkpoints WHERE chain = %s FOR UPDATE",
+                (self.spec.name,),
+            ).fetchone()
+            head = int(self.w3.eth.block_number)
+            if tip is None:
+                number = self.start_block if self.start_block is not None else head
+                if number > head:
+                    return False
+                self._scan(conn, self.w3.eth.get_block(number, full_transactions=True))
+                return True
+            number, known = int(tip[0]), tip[1]
+            if number + 1 > head:
+                if head >= number and _hex(self.w3.eth.get_block(number)["hash"]) != known:
+                    self._rewind(conn, number)
+                    return True
+                return False
+            block = self.w3.eth.get_block(number + 1, full_transactions=True)
+            if _hex(block["parentHash"]) != known:
+                self._rewind(conn, number)
+                return True
+            self._scan(conn, block)
+            return True
+
+    def _scan(self, conn: psycopg.Connection[Any], block: Any) -> None:
+        number, block_hash = int(block["number"]), _hex(block["hash"])
+        wallets = {
+            a: (t, acc)
+            for a, t, acc in conn.execute(
+                "SELECT address, tenant_id, account_id FROM chain_wallets WHERE chain = %s", (self.spec.name,)
+            )
+        }
+        tokens = {
+            c: (s, d)
+            for c, s, d in conn.execute(
+                "SELECT contract, symbol, decimals FROM chain_tokens WHERE chain = %s", (self.spec.name,)
+            )
+        }
+        hits: list[Hit] = []
+        for tx in block["transactions"]:
+            sender, receiver = str(tx["from"]).lower(), str(tx.get("to") or "").lower()
+            if int(tx["value"]) > 0 and receiver and (sender in wallets or receiver in wallets):
+                hits += self._sides(
+                    _hex(tx["hash"]),
+                    -1,
+                    sender,
+                    receiver,
+                    int(tx["value"]),
+                    self.spec.native_asset,
+                    self.spec.native_decimals,
+                    None,
+                    wallets,
+                )
+        if tokens:
+            logs = self.w3.eth.get_logs(
+                {
+                    "fromBlock": number,
+                    "toBlock": number,
+                    "topics": [TRANSFER_TOPIC],
+                    "address": [Web3.to_checksum_address(c) for c in tokens],
+                }
+            )
+            for entry in logs:
+                if _hex(entry["blockHash"]) != block_hash:
+                    raise RuntimeError(f"block {number} changed while it was read; retrying")
+                contract = str(entry["address"]).lower()
+                if contract not in tokens or len(entry["topics"]) != 3:
+                    continue  # not a watched token, or an ERC-721 Transfer (tokenId indexed)
+                sender, receiver = _address(entry["topics"][1]), _address(entry["topics"][2])
+                value = int.from_bytes(bytes(entry["data"]), "big")
+                if value > 0 and (sender in wallets or receiver in wallets):
+                    symbol, decimals = tokens[contract]
+                    hits += self._sides(
+                        _hex(entry["transactionHash"]),
+                        int(entry["logIndex"]),
+                        sender,
+                        receiver,
+                        value,
+                        symbol,
+                        decimals,
+                        contract,
+                        wallets,
+                    )
+        base_fee = block.get("baseFeePerGas")
+        receipts: dict[str, Any] = {}
+        for hit in hits:
+            receipt = receipts.get(hit.tx_hash) or self.w3.eth.get_transaction_receipt(HexStr(hit.tx_hash))
+            receipts[hit.tx_hash] = receipt
+            if int(receipt["status"]) != 1:
+                continue  # a failed transaction moved nothing
+            priority = None
+            if base_fee is not None and receipt.get("effectiveGasPrice") is not None:
+                priority = int(receipt["effectiveGasPrice"]) - int(base_fee)
+            row = (
+                self.spec.name,
+                hit.tx_hash,
+                hit.log_index,
+                hit.account_id,
+                block_hash,
+                number,
+                hit.tenant_id,
+                self.chain_id,
+                hit.direction,
+                hit.from_address,
+                hit.to_address,
+                hit.units,
+                hit.asset,
+                hit.decimals,
+                hit.token,
+                int(receipt["gasUsed"]),
+                int(base_fee) if base_fee is not None else None,
+                priority,
+            )
+            inserted = conn.execute(
+                f"INSERT INTO chain_transfers ({COLUMNS}, status)"
+                f" VALUES ({', '.join(['%s'] * 18)}, 'detected')"
+                " ON CONFLICT DO NOTHING RETURNING tx_hash",
+                row,
+            ).fetchone()
+            if inserted:
+                self._emit(
+                    conn,
+                    "detected",
+                    dict(zip(COLUMNS.split(", "), row, strict=True)),
+                    1,
+                    int(block["timestamp"]),
+                )
+        conn.execute(
+            "INSERT INTO chain_blocks VALUES (%s, %s, %s, %s) ON CONFLICT (chain, number) DO UPDATE"
+            " SET hash = excluded.hash, parent_hash = excluded.parent_hash",
+            (self.spec.name, number, block_hash, _hex(block["parentHash"])),
+        )
+        conn.execute(
+            "DELETE FROM chain_blocks WHERE chain = %s AND number < %s",
+            (self.spec.name, number - self.keep_blocks),
+        )
+        conn.execute(
+            "INSERT INTO chain_checkpoints (chain, block_number, block_hash) VALUES (%s, %s, %s)"
+            " ON CONFLICT (chain) DO UPDATE SET block_number = excluded.block_number,"
+            " block_hash = excluded.block_hash, updated_at = now()",
+            (self.spec.name, number, block_hash),
+        )
+        self._confirm(conn, number, int(block["timestamp"]))
+
+    def _sides(
+        self,
+        tx: str,
+        index: int,
+        sender: str,
+        receiver: str,
+        units: int,
+        asset: str,
+        decimals: int,
+        token: str | None,
+        wallets: dict[str, tuple[str, str]],
+    ) -> list[Hit]:
+        out = []
+        for address, direction in ((sender, "OUTBOUND"), (receiver, "INBOUND")):
+            if address in wallets:
+                tenant, account = wallets[address]
+                out.append(
+                    Hit(
+                        tx, index, account, tenant, direction, sender, receiver, units, asset, decimals, token
+                    )
+                )
+        return out
+
+    def _confirm(self, conn: psycopg.Connection[Any], number: int, timestamp: int) -> None:
+        depth = number - self.spec.confirmations + 1
+        rows = conn.execute(
+            f"UPDATE chain_transfers SET status = 'confirmed', settled_at = now() WHERE chain = %s"
+            f" AND status = 'detected' AND block_number <= %s RETURNING {COLUMNS}",
+            (self.spec.name, depth),
+        ).fetchall()
+        for row in sorted(rows, key=lambda r: (r[5], r[1], r[2])):
+            transfer = dict(zip(COLUMNS.split(", "), row, strict=True))
+            self._emit(conn, "confirmed", transfer, number - int(transfer["block_number"]) + 1, timestamp)
+
+    def _rewind(self, conn: psycopg.Connection[Any], number: int) -> None:
+        kept = conn.execute(
+            "SELECT number, hash FROM chain_blocks WHERE chain = %s AND number <= %s ORDER BY number DESC",
+            (self.spec.name, number),
+        ).fetchall()
+        ancestor = None
+        for height, stored in kept:
+            if _hex(self.w3.eth.get_block(int(height))["hash"]) == stored:
+                ancestor = int(height)
+                break
+        if ancestor is None:
+            raise DeepReorg(f"{self.spec.name}: no kept block hash below {number} is on the chain any more")
+        lost = conn.execute(
+            f"UPDATE chain_transfers SET status = 'reorged', settled_at = now() WHERE chain = %s"
+            f" AND status = 'detected' AND block_number > %s RETURNING {COLUMNS}",
+            (self.spec.name, ancestor),
+        ).fetchall()
+        confirmed = conn.execute(
+            "SELECT count(*) FROM chain_transfers"
+            " WHERE chain = %s AND status = 'confirmed' AND block_number > %s",
+            (self.spec.name, ancestor),
+        ).fetchone()
+        if confirmed and confirmed[0]:
+            log.error(
+                "%s: a reorg below block %d removed %d confirmed transfers; not reported again",
+                self.spec.name,
+                ancestor + 1,
+                confirmed[0],
+            )
+        replaced: dict[int, str | None] = {}
+        for row in sorted(lost, key=lambda r: (r[5], r[1], r[2])):
+            transfer = dict(zip(COLUMNS.split(", "), row, strict=True))
+            height = int(transfer["block_number"])
+            if height not in replaced:
+                try:
+                    replaced[height] = _hex(self.w3.eth.get_block(height)["hash"])
+                except Exception:  # the new chain may be shorter
+                    replaced[height] = None
+            self._emit(conn, "reorged", transfer, 0, int(time.time()), replaced_by=replaced[height])
+        conn.execute("DELETE FROM chain_blocks WHERE chain = %s AND number > %s", (self.spec.name, ancestor))
+        ancestor_hash = next(h for n, h in kept if int(n) == ancestor)
+        conn.execute(
+            "UPDATE chain_checkpoints SET block_number = %s, block_hash = %s, updated_at = now()"
+            " WHERE chain = %s",
+            (ancestor, ancestor_hash, self.spec.name),
+        )
+        log.warning(
+            "%s: reorg; rewound to block %d, %d detected transfers reorged",
+            self.spec.name,
+            ancestor,
+            len(lost),
+        )
+
+    def _emit(
+        self,
+        conn: psycopg.Connection[Any],
+        kind: str,
+        t: dict[str, Any],
+        confirmations: int,
+        timestamp: int,
+        replaced_by: str | None = None,
+    ) -> None:
+        identity = f"chain:{t['chain']}:{t['tx_hash']}:{t['log_index']}:{t['account_id']}"
+        transfer = {
+            "chain": t["chain"],
+            "chain_id": int(t["chain_id"]),
+            "tx_hash": t["tx_hash"],
+            "log_index": None if int(t["log_index"]) < 0 else int(t["log_index"]),
+            "block_number": int(t["block_number"]),
+            "block_hash": t["block_hash"],
+            "from_address": t["from_address"],
+            "to_address": t["to_address"],
+            "direction": t["direction"],
+            "amount": {
+                "units": Decimal(int(t["amount_units"])),
+                "asset": t["asset"],
+                "decimals": int(t["decimals"]),
+                "chain": t["chain"],
+            },
+            "token_contract": t["token_contract"],
+            "gas_used": t["gas_used"],
+            "base_fee_per_gas": _wei(t["base_fee_per_gas"]),
+            "priority_fee_per_gas": _wei(t["priority_fee_per_gas"]),
+        }
+        topic = {"detected": DETECTED, "confirmed": CONFIRMED, "reorged": REORGED}[kind]
+        metadata = new_metadata(
+            topic.rsplit(".", 1)[0],
+            tenant_id=t["tenant_id"],
+            environment=self.settings.environment,
+            source=f"connectors.chain.{self.spec.name}",
+            correlation_id=str(uuid.uuid5(LEDGERSTREAM_NAMESPACE, identity)),
+            event_id=str(uuid.uuid5(LEDGERSTREAM_NAMESPACE, f"{identity}:{t['block_hash']}:{kind}")),
+            occurred_at=timestamp * 1_000_000,
+        )
+        record: dict[str, Any] = {"metadata": metadata, "account_id": t["account_id"], "transfer": transfer}
+        if kind == "reorged":
+            record["replaced_by_block_hash"] = replaced_by
+        else:
+            record["confirmations"] = confirmations
+        enqueue(conn, self.codec, self.catalog, topic, record)
+        self.emitted[kind] += 1
+
+    # -- running ----------------------------------------------------------------------------
+    def catch_up(self, conn: psycopg.Connection[Any], limit: int = 10_000) -> int:
+        """Steps until there is nothing new (or `limit` steps); returns how many were taken."""
+        steps = 0
+        while steps < limit and self.step(conn):
+            steps += 1
+        return steps
+
+    def run(
+        self, *, stop: threading.Event | None = None, poll: float = 1.0, idle_exit: float | None = None
+    ) -> dict[str, int]:
+        """Follow the chain until `stop` is set (or `idle_exit` seconds pass without a new block)."""
+        stop = stop or threading.Event()
+        last = time.monotonic()
+        delay = poll
+        with psycopg.connect(self.settings.database_url.get_secret_value(), autocommit=True) as conn:
+            while not stop.is_set():
+                try:
+                    moved = self.catch_up(conn, limit=500)
+                    delay = poll
+                except DeepReorg:
+                    raise
+                except (psycopg.OperationalError, OSError, RuntimeError) as e:
+                    log.warning("%s: %s; retrying in %.1fs", self.spec.name, e, delay)
+                    stop.wait(delay)
+                    delay = min(2 * delay, 30.0)
+                    continue
+                if moved:
+                    last = time.monotonic()
+                elif idle_exit is not None and time.monotonic() - last >= idle_exit:
+                    break
+                stop.wait(poll)
+        return self.emitted
