@@ -1,4 +1,5 @@
-"""The command API: POST /v1/transfers, idempotent, written with its outbox row in one transaction.
+"""The command API: POST /v1/transfers and POST /v1/fx/orders, idempotent, each written
+with its outbox row in one transaction.
 
 Headers: `x-tenant-id` (required), `x-environment` (required, must be this
 process's: live and sandbox never mix), `x-user-id`, `x-correlation-id`
@@ -9,19 +10,22 @@ once the event is durably queued for Kafka:
 - same key, different body: 422 and nothing done;
 - concurrent requests with one key: the database's unique key makes one the
   writer; the others wait for its commit and answer as a replay.
-Keys are kept at least 24 hours. OpenAPI is served at /docs.
+Keys are kept at least 24 hours. Connections come from a pool. OpenAPI is served at /docs.
 """
 
 from __future__ import annotations
 
 import hashlib
 import uuid
+from collections.abc import Callable
+from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal
 
 import psycopg
 from fastapi import FastAPI, Header, HTTPException, Response
 from fastapi.responses import JSONResponse
 from psycopg.types.json import Jsonb
+from psycopg_pool import ConnectionPool
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from connectors.outbox import enqueue
@@ -32,19 +36,24 @@ from topics.events import LEDGERSTREAM_NAMESPACE, new_metadata
 from topics.money import money_record
 from topics.settings import Settings
 
-TOPIC = "payments.transfer.requested.v1"
 CLAIM_KEY = """
 INSERT INTO api_idempotency (tenant_id, key, request_hash, status_code, response)
 VALUES (%s, %s, %s, 0, '{}') ON CONFLICT (tenant_id, key) DO NOTHING RETURNING key
 """
 STORED = "SELECT request_hash, status_code, response FROM api_idempotency WHERE tenant_id = %s AND key = %s"
 ANSWER = "UPDATE api_idempotency SET status_code = %s, response = %s WHERE tenant_id = %s AND key = %s"
-COMMAND = """
+TRANSFER_COMMAND = """
 INSERT INTO transfer_commands (transfer_id, account_id, tenant_id, environment, user_id, amount_units,
     currency, exponent, rail, correlation_id, idempotency_key)
 VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
 """
+FX_COMMAND = """
+INSERT INTO fx_order_commands (order_id, account_id, tenant_id, environment, user_id, sell_units,
+    sell_currency, sell_exponent, buy_currency, buy_exponent, order_type, correlation_id, idempotency_key)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+"""
 Text = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[\w.:@/-]+$")]
+Currency = Annotated[str, Field(pattern=r"^[A-Z0-9]{3,10}$", description="ISO 4217 code or asset symbol")]
 
 
 class Money(BaseModel):
@@ -53,7 +62,7 @@ class Money(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     units: StrictInt = Field(gt=0, lt=10**78, description="minor units (cents), or base units for crypto")
-    currency: str = Field(pattern=r"^[A-Z0-9]{3,10}$", description="ISO 4217 code or asset symbol")
+    currency: Currency
     exponent: StrictInt = Field(ge=0, le=18)
 
 
@@ -68,77 +77,229 @@ class TransferRequest(BaseModel):
     reference: str | None = Field(None, max_length=140)
 
 
-class TransferAccepted(BaseModel):
-    transfer_id: str
+class FxOrderRequest(BaseModel):
+    """Sell an exact amount of one currency for another; OTC orders wait for an approval."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    account_id: Text
+    sell: Money
+    buy_currency: Currency
+    buy_exponent: StrictInt = Field(ge=0, le=18)
+    order_type: Literal["MARKET", "OTC"] = "MARKET"
+
+
+class Accepted(BaseModel):
     status: Literal["accepted"]
     correlation_id: str
     event_id: str
+
+
+class TransferAccepted(Accepted):
+    transfer_id: str
+
+
+class FxOrderAccepted(Accepted):
+    order_id: str
 
 
 class Problem(BaseModel):
     detail: str
 
 
-def request_hash(body: TransferRequest) -> str:
-    return hashlib.sha256(body.model_dump_json().encode()).hexdigest()
+class Invalid(BaseModel):
+    """A refused command: a sentence, or the fields that failed validation."""
+
+    detail: str | list[dict[str, Any]]
 
 
-def create_app(settings: Settings, codec: AvroCodec, catalog: Catalog) -> FastAPI:
+def request_hash(body: BaseModel) -> str:
+    return hashlib.sha256(f"{type(body).__name__}:{body.model_dump_json()}".encode()).hexdigest()
+
+
+Write = Callable[[psycopg.Connection[Any], str], dict[str, Any]]
+"""Given the transaction and the correlation id: enqueue the event, write the command row,
+return the response body."""
+
+
+def create_app(settings: Settings, codec: AvroCodec, catalog: Catalog, *, pool_size: int = 8) -> FastAPI:
     """The command API bound to one environment's database and schemas."""
-    app = FastAPI(title="ledgerstream command API", version="1")
-    url = settings.database_url.get_secret_value()
+    state: dict[str, ConnectionPool] = {}
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> Any:
+        pool = ConnectionPool(
+            settings.database_url.get_secret_value(), min_size=1, max_size=pool_size, open=False
+        )
+        pool.open(wait=True, timeout=30)
+        state["pool"] = pool
+        try:
+            yield
+        finally:
+            pool.close()
+
+    app = FastAPI(title="ledgerstream command API", version="1", lifespan=lifespan)
+    errors: dict[int | str, dict[str, Any]] = {400: {"model": Problem}, 422: {"model": Invalid}}
+
+    def accept(tenant: str, key: str, environment: str, correlation: str | None, body: BaseModel,
+               response: Response, write: Write) -> Any:  # fmt: skip
+        if environment != settings.environment:
+            raise HTTPException(400, f"this API serves {settings.environment}, not {environment}")
+        digest = request_hash(body)
+        correlation = correlation or str(uuid.uuid4())
+        with state["pool"].connection() as conn, conn.transaction():
+            if conn.execute(CLAIM_KEY, (tenant, key, digest)).fetchone() is None:
+                stored_hash, status, stored = conn.execute(STORED, (tenant, key)).fetchone()  # type: ignore[misc]
+                if stored_hash != digest:
+                    raise HTTPException(422, "Idempotency-Key was used with a different request body")
+                return JSONResponse(stored, status_code=200 if status == 201 else status,
+                                    headers={"Idempotent-Replayed": "true"})  # fmt: skip
+            try:
+                answer = write(conn, correlation)
+            except EncodeError as e:
+                raise HTTPException(422, f"the command does not fit its event schema: {e}") from e
+            conn.execute(ANSWER, (201, Jsonb(answer), tenant, key))
+        response.headers["x-correlation-id"] = correlation
+        return answer
+
+    def metadata(
+        event_type: str, tenant: str, correlation: str, key: str, user: str | None
+    ) -> dict[str, Any]:
+        return new_metadata(event_type, tenant_id=tenant, environment=settings.environment,
+                            source="connectors.api", correlation_id=correlation, idempotency_key=key,
+                            user_id=user)  # fmt: skip
 
     @app.post(
         "/v1/transfers",
         status_code=201,
         response_model=TransferAccepted,
-        responses={200: {"model": TransferAccepted}, 400: {"model": Problem}, 422: {"model": Problem}},
+        responses={200: {"model": TransferAccepted}, **errors},
     )
     def request_transfer(
         body: TransferRequest,
         response: Response,
         x_tenant_id: Annotated[Text, Header()],
         x_environment: Annotated[Literal["live", "sandbox"], Header()],
-        idempotency_key: Annotated[str, Header(alias="Idempotency-Key", min_length=8, max_length=128)],
+        idempotency_key: Annotated[
+            str, Header(alias="Idempotency-Key", min_length=8, max_length=128, pattern=r"^[!-~]+$")
+        ],
         x_user_id: Annotated[Text | None, Header()] = None,
         x_correlation_id: Annotated[Text | None, Header()] = None,
     ) -> Any:
-        if x_environment != settings.environment:
-            raise HTTPException(400, f"this API serves {settings.environment}, not {x_environment}")
-        digest = request_hash(body)
-        correlation = x_correlation_id or str(uuid.uuid4())
         transfer_id = str(uuid.uuid5(LEDGERSTREAM_NAMESPACE, f"transfer:{x_tenant_id}:{idempotency_key}"))
-        with psycopg.connect(url) as conn, conn.transaction():
-            if conn.execute(CLAIM_KEY, (x_tenant_id, idempotency_key, digest)).fetchone() is None:
-                stored_hash, status, stored = conn.execute(STORED, (x_tenant_id, idempotency_key)).fetchone()  # type: ignore[misc]
-                if stored_hash != digest:
-                    raise HTTPException(422, "Idempotency-Key was used with a different request body")
-                return JSONResponse(stored, status_code=200 if status == 201 else status,
-                                    headers={"Idempotent-Replayed": "true"})  # fmt: skip
-            metadata = new_metadata(
-                "payments.transfer.requested", tenant_id=x_tenant_id, environment=settings.environment,
-                source="connectors.api", correlation_id=correlation, idempotency_key=idempotency_key,
-                user_id=x_user_id,
-            )  # fmt: skip
+
+        def write(conn: psycopg.Connection[Any], correlation: str) -> dict[str, Any]:
+            meta = metadata(
+                "payments.transfer.requested", x_tenant_id, correlation, idempotency_key, x_user_id
+            )
             amount = body.amount
             _, money = money_record(amount.units, amount.currency, amount.exponent, "ethereum")
-            record = {
-                "metadata": metadata, "account_id": body.account_id, "transfer_id": transfer_id,
-                "amount": money, "destination_account_id": body.destination_account_id,
-                "beneficiary_reference": body.beneficiary_reference, "rail": body.rail,
-                "reference": body.reference,
-            }  # fmt: skip
-            try:
-                enqueue(conn, codec, catalog, TOPIC, record)
-            except EncodeError as e:
-                raise HTTPException(422, f"the transfer does not fit its event schema: {e}") from e
-            conn.execute(COMMAND, (transfer_id, body.account_id, x_tenant_id, settings.environment, x_user_id,
-                                   amount.units, amount.currency, amount.exponent, body.rail, correlation,
-                                   idempotency_key))  # fmt: skip
-            answer = TransferAccepted(transfer_id=transfer_id, status="accepted", correlation_id=correlation,
-                                      event_id=str(metadata["event_id"]))  # fmt: skip
-            conn.execute(ANSWER, (201, Jsonb(answer.model_dump()), x_tenant_id, idempotency_key))
-        response.headers["x-correlation-id"] = correlation
-        return answer
+            enqueue(
+                conn,
+                codec,
+                catalog,
+                "payments.transfer.requested.v1",
+                {
+                    "metadata": meta,
+                    "account_id": body.account_id,
+                    "transfer_id": transfer_id,
+                    "amount": money,
+                    "destination_account_id": body.destination_account_id,
+                    "beneficiary_reference": body.beneficiary_reference,
+                    "rail": body.rail,
+                    "reference": body.reference,
+                },
+            )
+            conn.execute(
+                TRANSFER_COMMAND,
+                (
+                    transfer_id,
+                    body.account_id,
+                    x_tenant_id,
+                    settings.environment,
+                    x_user_id,
+                    amount.units,
+                    amount.currency,
+                    amount.exponent,
+                    body.rail,
+                    correlation,
+                    idempotency_key,
+                ),
+            )
+            return TransferAccepted(
+                transfer_id=transfer_id,
+                status="accepted",
+                correlation_id=correlation,
+                event_id=str(meta["event_id"]),
+            ).model_dump()
+
+        return accept(x_tenant_id, idempotency_key, x_environment, x_correlation_id, body, response, write)
+
+    @app.post(
+        "/v1/fx/orders",
+        status_code=201,
+        response_model=FxOrderAccepted,
+        responses={200: {"model": FxOrderAccepted}, **errors},
+    )
+    def request_fx_order(
+        body: FxOrderRequest,
+        response: Response,
+        x_tenant_id: Annotated[Text, Header()],
+        x_environment: Annotated[Literal["live", "sandbox"], Header()],
+        idempotency_key: Annotated[
+            str, Header(alias="Idempotency-Key", min_length=8, max_length=128, pattern=r"^[!-~]+$")
+        ],
+        x_user_id: Annotated[Text | None, Header()] = None,
+        x_correlation_id: Annotated[Text | None, Header()] = None,
+    ) -> Any:
+        if body.sell.currency == body.buy_currency:
+            raise HTTPException(422, "an FX order must buy a different currency than it sells")
+        order_id = str(uuid.uuid5(LEDGERSTREAM_NAMESPACE, f"fx-order:{x_tenant_id}:{idempotency_key}"))
+
+        def write(conn: psycopg.Connection[Any], correlation: str) -> dict[str, Any]:
+            meta = metadata("fx.order.requested", x_tenant_id, correlation, idempotency_key, x_user_id)
+            sell = body.sell
+            _, money = money_record(sell.units, sell.currency, sell.exponent, "ethereum")
+            enqueue(
+                conn,
+                codec,
+                catalog,
+                "fx.order.requested.v1",
+                {
+                    "metadata": meta,
+                    "account_id": body.account_id,
+                    "order_id": order_id,
+                    "sell": money,
+                    "buy_currency": body.buy_currency,
+                    "buy_exponent": body.buy_exponent,
+                    "order_type": body.order_type,
+                },
+            )
+            conn.execute(
+                FX_COMMAND,
+                (
+                    order_id,
+                    body.account_id,
+                    x_tenant_id,
+                    settings.environment,
+                    x_user_id,
+                    sell.units,
+                    sell.currency,
+                    sell.exponent,
+                    body.buy_currency,
+                    body.buy_exponent,
+                    body.order_type,
+                    correlation,
+                    idempotency_key,
+                ),
+            )
+            return FxOrderAccepted(
+                order_id=order_id,
+                status="accepted",
+                correlation_id=correlation,
+                event_id=str(meta["event_id"]),
+            ).model_dump()
+
+        return accept(x_tenant_id, idempotency_key, x_environment, x_correlation_id, body, response, write)
 
     return app

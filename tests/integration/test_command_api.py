@@ -117,6 +117,52 @@ def test_bad_requests_get_a_client_error_and_write_nothing(api, payload, hdrs, s
     )
 
 
+def fx_order(account: str = f"acc-api-{RUN}-fx", units: int = 250_000, **overrides) -> dict:
+    return {"account_id": account, "sell": {"units": units, "currency": "EUR", "exponent": 2},
+            "buy_currency": "USD", "buy_exponent": 2, "order_type": "MARKET", **overrides}  # fmt: skip
+
+
+def test_an_fx_order_is_accepted_with_its_outbox_event(api, codec):
+    _, conn, client = api
+    key = f"key-{RUN}-fx1"
+    first = client.post("/v1/fx/orders", json=fx_order(), headers=headers(key))
+    assert first.status_code == 201, first.text
+    again = client.post("/v1/fx/orders", json=fx_order(), headers=headers(key))
+    assert again.status_code == 200 and again.json() == first.json()
+    topic, value = conn.execute("SELECT topic, value FROM outbox WHERE event_id = %s",
+                                (first.json()["event_id"],)).fetchone()  # fmt: skip
+    record = codec.decode(bytes(value), topic=topic)
+    assert topic == "fx.order.requested.v1" and record["order_id"] == first.json()["order_id"]
+    assert record["sell"] == {"units": 250_000, "currency": "EUR", "exponent": 2}
+    assert (record["buy_currency"], record["order_type"]) == ("USD", "MARKET")
+    assert conn.execute("SELECT count(*) FROM fx_order_commands WHERE idempotency_key = %s",
+                        (key,)).fetchone()[0] == 1  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "order",
+    [
+        fx_order(buy_currency="EUR"),
+        fx_order(units=1.5),
+        fx_order(order_type="LIMIT"),
+        fx_order(buy_exponent=19),
+    ],
+)
+def test_bad_fx_orders_are_refused_and_write_nothing(api, order):
+    _, conn, client = api
+    before = conn.execute("SELECT count(*) FROM outbox").fetchone()[0]
+    response = client.post("/v1/fx/orders", json=order, headers=headers(f"key-{uuid.uuid4().hex}"))
+    assert response.status_code == 422, response.text
+    assert conn.execute("SELECT count(*) FROM outbox").fetchone()[0] == before
+
+
+def test_a_key_used_for_a_transfer_cannot_be_reused_for_an_fx_order(api):
+    _, _, client = api
+    key = f"key-{RUN}-cross"
+    assert client.post("/v1/transfers", json=body(), headers=headers(key)).status_code == 201
+    assert client.post("/v1/fx/orders", json=fx_order(), headers=headers(key)).status_code == 422
+
+
 def test_concurrent_requests_with_one_key_have_one_effect(api):
     _, conn, client = api
     key = f"key-{RUN}-concurrent"

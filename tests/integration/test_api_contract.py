@@ -1,0 +1,59 @@
+"""Schemathesis against the command API's own OpenAPI document, on a real server and database:
+generated requests, valid and invalid, must never get a 500 or a response outside the schema."""
+
+from __future__ import annotations
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+from schemathesis.checks import not_a_server_error
+from schemathesis.generation.modes import GenerationMode
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from connectors.api import create_app
+from tests.fixtures.database import private_database
+from tests.fixtures.http import serving
+from topics.codec import AvroCodec
+from topics.schemas import load_store
+from topics.settings import REPO_ROOT
+
+CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
+
+
+@pytest.fixture(scope="module")
+def served(services, catalog):
+    with private_database(services) as db:
+        app = create_app(db, AvroCodec(load_store(REPO_ROOT / "avro")), catalog)
+        with serving(app) as url:
+            yield db, url
+
+
+@pytest.fixture(scope="module")
+def api_schema(served):
+    _, url = served
+    return schemathesis.openapi.from_url(f"{url}/openapi.json")
+
+
+@pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
+@pytest.mark.parametrize("path", ["/v1/transfers", "/v1/fx/orders"])
+def test_the_api_answers_within_its_schema(api_schema, path, mode):
+    operation = api_schema[path]["POST"]
+    statuses: list[int] = []
+
+    @given(case=operation.as_strategy(mode))
+    @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+    def check(case):
+        response = case.call()
+        case.validate_response(response, checks=CHECKS)
+        statuses.append(response.status_code)
+
+    check()
+    assert statuses and max(statuses) < 500
+    if mode == GenerationMode.POSITIVE:
+        assert 201 in statuses  # valid commands are accepted, not only refused
+    else:
+        assert 201 not in statuses and 422 in statuses  # data outside the schema is never accepted
