@@ -520,6 +520,18 @@ def audit_trace(args: argparse.Namespace) -> int:
 def bench(args: argparse.Namespace) -> int:
     from ops.bench import bench_ledger, bench_sink
 
+    if args.target == "webhooks":
+        from ops.bench_webhooks import MAX_SECONDS, bench_webhooks
+
+        if args.seconds > MAX_SECONDS:
+            err.print(
+                f"bench webhooks: --seconds must be at most {MAX_SECONDS} (signatures expire)", markup=False
+            )
+            return 2
+        hooks = bench_webhooks(_settings(), int(args.seconds), args.connections)
+        for line in hooks.lines():
+            out.print(line, markup=False)
+        return 0
     run = bench_sink if args.target == "sink" else bench_ledger
     result = run(_settings(), args.events, args.batch_size, args.workers)
     for line in result.lines():
@@ -570,6 +582,10 @@ def _pipeline(settings: Settings, catalog: Catalog) -> None:
     with err.status("running the status, fees, FX, billing, AML and ledger agents and their sinks"):
         report = run_pipeline(settings, codec, catalog)
     codec.close()
+    inputs = Table("connector", "sent", "answer", "result")
+    for row in report.connectors:
+        inputs.add_row(*row)
+    out.print(inputs)
     out.print(f"\npipeline: {len(report.transactions)} transfers settled in {report.seconds:.1f}s")
     table = Table("transaction", "status", "version", "amount (minor units)", "lifecycle")
     for tid, status, version, units in report.transactions:
@@ -815,10 +831,19 @@ def build_parser() -> Parser:
     tr.add_argument("correlation_id", help="the correlation id the request got at the edge")
 
     bn = command(
-        sub, "bench", bench, "measure a sink on the local stack against raw COPY (scratch topic and database)"
+        sub,
+        "bench",
+        bench,
+        "measure a sink against raw COPY, or the webhook endpoint under load (scratch database)",
     )
     bn.add_argument(
-        "target", choices=["sink", "ledger"], help="sink: one row per event; ledger: balanced transfers"
+        "target",
+        choices=["sink", "ledger", "webhooks"],
+        help="sink: one row per event; ledger: balanced transfers; webhooks: signed deliveries under wrk",
+    )
+    bn.add_argument("--seconds", type=_positive, default=10, help="webhooks: seconds per phase (default 10)")
+    bn.add_argument(
+        "--connections", type=_positive, default=32, help="webhooks: open connections (default 32)"
     )
     bn.add_argument("--events", type=_positive, default=200_000, help="events to produce (default 200000)")
     bn.add_argument(

@@ -1,8 +1,15 @@
-"""The pipeline end to end on the local stack: a market rate, an FX order, transfer
-requests and provider status reports go in; every agent (status, fees, FX, billing,
-ledger) and sink (ledger, fees, FX, billing) runs, each its own consumer group as in
-production, until the transactions have settled and been charged; the demo prints
-their lifecycle, fees, the conversion, the invoice, journal entries and balances."""
+"""The pipeline end to end on the local stack, fed through the connectors.
+
+Transfers and an FX order are POSTed to the command API; a card load, a bank
+credit and a KYC review arrive as signed Stripe, TrueLayer and Sumsub webhooks;
+an ERC-20 transfer is made on an in-process EVM (eth-tester, py-evm) and the
+chain listener detects and confirms it. All of them reach Kafka through the
+outbox relay. The market rate comes from a rate feed and the transfers' status
+reports from the payment service, both producing to their topics. Every agent
+(status, fees, FX, billing, AML, ledger) and sink runs, each its own consumer
+group as in production, until the transactions have settled and been charged;
+the demo prints what each connector answered, the lifecycle, fees, the
+conversion, the invoice, journal entries and balances."""
 
 from __future__ import annotations
 
@@ -16,10 +23,18 @@ from decimal import Decimal
 from functools import partial
 from typing import Any
 
+import httpx
 import psycopg
 import redis
 
+from connectors.api import create_app as create_api
+from connectors.chain import ChainListener, ChainSpec
+from connectors.evm_sandbox import start_sandbox
+from connectors.outbox import OutboxRelay
+from connectors.webhooks.app import create_app as create_webhooks
+from ops import webhook_senders as send
 from ops.audit_trace import Step, trace
+from ops.serving import serving
 from sinks.aml import AmlSink
 from sinks.audit import AuditSink
 from sinks.base import Sink, SinkRunner
@@ -64,6 +79,8 @@ class DemoReport:
     blocked: list[str] = field(default_factory=list)
     trace_id: str = ""
     trace: list[Step] = field(default_factory=list)
+    connectors: list[tuple[str, str, str, str]] = field(default_factory=list)
+    """(connector, what was sent, HTTP or chain answer, where it went)."""
     seconds: float = 0.0
 
 
@@ -80,20 +97,52 @@ def run_pipeline(settings: Settings, codec: AvroCodec, catalog: Catalog, *, tran
     report = DemoReport(run)
     started = time.monotonic()
     accounts = [f"acc-demo-{run}-{i}" for i in range(transfers)]
-    tids = [f"tx-demo-{run}-{i}" for i in range(transfers)]
+    card_account, bank_account, wallet_account = (f"acc-demo-{run}-{k}" for k in ("card", "bank", "wallet"))
+    customer, merchant, kyc_user = f"cus_demo_{run}", f"ma-demo-{run}", f"usr-demo-{run}"
+    keys = send.ProviderKeys()
+    sandbox = start_sandbox(symbol="TUSD", decimals=6)
+    spec = ChainSpec("ethereum-sandbox", confirmations=3, native_asset="ETH")
+    wallet = sandbox.accounts[1]
+    url = settings.database_url.get_secret_value()
+    with psycopg.connect(url, autocommit=True) as conn:
+        for table in ("chain_checkpoints", "chain_blocks", "chain_wallets", "chain_tokens"):
+            conn.execute(f"DELETE FROM {table} WHERE chain = %s", (spec.name,))  # a new in-process chain
+        conn.execute(
+            "INSERT INTO chain_wallets VALUES (%s, %s, 'tenant-demo', %s)",
+            (spec.name, wallet.lower(), wallet_account),
+        )
+        conn.execute(
+            "INSERT INTO chain_tokens VALUES (%s, %s, 'TUSD', 6)", (spec.name, sandbox.token.address.lower())
+        )
+        for provider, ref, account in (
+            ("stripe", customer, card_account),
+            ("truelayer", merchant, bank_account),
+            ("sumsub", kyc_user, card_account),
+        ):
+            conn.execute(
+                "INSERT INTO provider_links VALUES (%s, %s, 'tenant-demo', %s)", (provider, ref, account)
+            )
 
     def meta(kind: str, i: int) -> dict[str, Any]:
-        return new_metadata(kind, tenant_id="tenant-demo", environment=settings.environment,
-                            source="ops.demo", correlation_id=f"demo-{run}-{i}")  # fmt: skip
+        return new_metadata(
+            kind,
+            tenant_id="tenant-demo",
+            environment=settings.environment,
+            source="ops.demo",
+            correlation_id=f"demo-{run}-{i}",
+        )
 
     stop = threading.Event()
     errors: list[BaseException] = []
     pricing = load_pricing(settings.pricing_file)
     handlers = [
-        StatusHandler(settings, codec), LedgerHandler(), FeesHandler(pricing.fees),
-        FxHandler(settings, pricing.fx), BillingHandler(settings, pricing.billing),
+        StatusHandler(settings, codec),
+        LedgerHandler(),
+        FeesHandler(pricing.fees),
+        FxHandler(settings, pricing.fx),
+        BillingHandler(settings, pricing.billing),
         AmlHandler(settings, load_rules(settings.aml_rules_file)),
-    ]  # fmt: skip
+    ]
     workers: list[Callable[[], Any]] = [
         partial(run_agent, AgentRuntime(settings, h, codec, catalog, linger=0.05), stop=stop)
         for h in handlers
@@ -107,6 +156,7 @@ def run_pipeline(settings: Settings, codec: AvroCodec, catalog: Catalog, *, tran
         AuditSink(catalog),
     ]
     workers += [partial(SinkRunner(settings, s, codec, linger=0.05).run, stop=stop) for s in sinks]
+    workers.append(partial(OutboxRelay(settings, codec, catalog).run, stop=stop, poll=0.05))
 
     def guarded(work: Callable[[], Any]) -> None:
         try:
@@ -119,97 +169,217 @@ def run_pipeline(settings: Settings, codec: AvroCodec, catalog: Catalog, *, tran
     for t in threads:
         t.start()
     producer = EventProducer(settings, codec, catalog)
-    url = settings.database_url.get_secret_value()
+    listener = ChainListener(
+        settings, codec, catalog, sandbox.w3, spec, start_block=sandbox.w3.eth.block_number + 1
+    )
     try:
-        with psycopg.connect(url, autocommit=True) as conn:
+        with (
+            psycopg.connect(url, autocommit=True) as conn,
+            serving(create_api(settings, codec, catalog)) as api_url,
+            serving(create_webhooks(settings, keys.settings(), codec, catalog)) as hooks_url,
+            httpx.Client(timeout=30) as http,
+        ):
 
             def count(sql: str, *args: Any) -> int:
                 if errors:
                     raise errors[0]
                 return int(conn.execute(sql, args).fetchone()[0])  # type: ignore[index]
 
+            def command(path: str, body: dict[str, Any], key: str, correlation: str) -> dict[str, Any]:
+                headers = {
+                    "x-tenant-id": "tenant-demo",
+                    "x-environment": settings.environment,
+                    "x-user-id": "demo-operator",
+                    "Idempotency-Key": key,
+                    "x-correlation-id": correlation,
+                }
+                response = http.post(api_url + path, json=body, headers=headers)
+                if response.status_code not in (200, 201):
+                    raise RuntimeError(f"demo: POST {path} answered {response.status_code}: {response.text}")
+                replay = " (replayed)" if response.headers.get("Idempotent-Replayed") else ""
+                report.connectors.append(
+                    (
+                        "command API",
+                        f"POST {path}",
+                        f"{response.status_code}{replay}",
+                        response.json().get("transfer_id") or response.json().get("order_id"),
+                    )
+                )
+                return dict(response.json())
+
+            def webhook(
+                provider: str, document: dict[str, Any], headers: dict[str, str] | None = None
+            ) -> Any:
+                body = send.encode(document)
+                path = f"/v1/webhooks/{provider}"
+                signed = headers if headers is not None else keys.sign(provider, body, path)
+                response = http.post(
+                    hooks_url + path, content=body, headers={"content-type": "application/json", **signed}
+                )
+                answer = response.json()
+                what = document.get("type") or document.get("notificationType") or "delivery"
+                report.connectors.append(
+                    (
+                        f"{provider} webhook",
+                        str(what),
+                        f"{response.status_code} {answer.get('status', answer.get('detail', ''))}",
+                        f"{len(answer.get('events', []))} event(s)",
+                    )
+                )
+                return answer
+
             quoted = datetime.now(UTC)
-            producer.produce("fx.rate.updated.v1", {
-                "metadata": meta("fx.rate.updated", 7), "pair": "EUR/USD", "base": "EUR", "quote": "USD",
-                "bid": Decimal("1.0841"), "ask": Decimal("1.0843"), "rate_source": "demo-feed",
-                "quoted_at": quoted,
-            })  # fmt: skip
+            producer.produce(
+                "fx.rate.updated.v1",
+                {
+                    "metadata": meta("fx.rate.updated", 7),
+                    "pair": "EUR/USD",
+                    "base": "EUR",
+                    "quote": "USD",
+                    "bid": Decimal("1.0841"),
+                    "ask": Decimal("1.0843"),
+                    "rate_source": "demo-feed",
+                    "quoted_at": quoted,
+                },
+            )
             producer.flush()
             cached = f"ledgerstream:{settings.environment}:fx:rate:EUR/USD"
             rates = redis.Redis.from_url(settings.redis_url)
             _wait(lambda: rates.hget(cached, "source") == b"demo-feed", 60, "the rate to be cached")
             rates.close()
-            order_id = f"fx-demo-{run}"
-            producer.produce("fx.order.requested.v1", {
-                "metadata": meta("fx.order.requested", 8), "account_id": accounts[0], "order_id": order_id,
-                "sell": {"units": 250_000, "currency": "EUR", "exponent": 2}, "buy_currency": "USD",
-                "buy_exponent": 2, "order_type": "MARKET",
-            })  # fmt: skip
-            for i, (account, tid) in enumerate(zip(accounts, tids, strict=True)):
-                producer.produce(REQUESTED, {
-                    "metadata": meta("payments.transfer.requested", i),
-                    "account_id": account, "transfer_id": tid,
+            order = {
+                "account_id": accounts[0],
+                "sell": {"units": 250_000, "currency": "EUR", "exponent": 2},
+                "buy_currency": "USD",
+                "buy_exponent": 2,
+                "order_type": "MARKET",
+            }
+            order_id = command("/v1/fx/orders", order, f"demo-{run}-fx", f"demo-{run}-8")["order_id"]
+            tids = []
+            for i, account in enumerate(accounts):
+                transfer = {
+                    "account_id": account,
                     "amount": {"units": 12_550 * (i + 1), "currency": "EUR", "exponent": 2},
-                    "destination_account_id": None, "beneficiary_reference": "GB33BUKB20201555555555",
-                    "rail": "SEPA", "reference": f"demo invoice {i}",
-                })  # fmt: skip
-            blocked_id = f"blocked-demo-{run}"
-            producer.produce(REQUESTED, {
-                "metadata": meta("payments.transfer.requested", 9), "account_id": f"acc-demo-{run}-crypto",
-                "transfer_id": blocked_id,
-                "amount": {"units": Decimal(2 * 10**18), "asset": "ETH", "decimals": 18, "chain": "ethereum"},
-                "destination_account_id": None, "beneficiary_reference": SANCTIONED, "rail": "CRYPTO",
+                    "rail": "SEPA",
+                    "beneficiary_reference": "GB33BUKB20201555555555",
+                    "reference": f"demo invoice {i}",
+                }
+                tids.append(
+                    command("/v1/transfers", transfer, f"demo-{run}-t{i}", f"demo-{run}-{i}")["transfer_id"]
+                )
+                if i == 0:  # a client retry: the stored answer, nothing new
+                    command("/v1/transfers", transfer, f"demo-{run}-t{i}", f"demo-{run}-{i}")
+            crypto = {
+                "account_id": f"acc-demo-{run}-crypto",
+                "rail": "CRYPTO",
+                "beneficiary_reference": SANCTIONED,
+                "amount": {"units": 2 * 10**18, "currency": "ETH", "exponent": 18},
                 "reference": "demo: to a sanctioned address",
-            })  # fmt: skip
-            producer.flush()
-            like = f"tx-demo-{run}-%"
-            created = "SELECT count(*) FROM transactions WHERE transaction_id LIKE %s"
-            _wait(lambda: count(created, like) == transfers, 60, "transaction creation")
+            }
+            blocked_id = command("/v1/transfers", crypto, f"demo-{run}-sanctioned", f"demo-{run}-9")[
+                "transfer_id"
+            ]
+
+            charge = send.stripe_charge(customer, 5_000)
+            webhook("stripe", charge)
+            webhook("stripe", charge)  # the provider's retry: answered, nothing new
+            webhook("stripe", send.stripe_charge(customer, 5_000), {"Stripe-Signature": "t=1,v1=forged"})
+            webhook("truelayer", send.truelayer_payment(merchant, 10_000))
+            webhook("sumsub", send.sumsub_review(kyc_user))
+            webhook("plaid", send.plaid_sync(f"item-demo-{run}"))
+            card_txn = charge["data"]["object"]["id"]
+
+            tx = sandbox.send_token(sandbox.accounts[0], wallet, 2_500_000)
+            listener.catch_up(conn)
+            report.connectors.append(
+                (
+                    "chain listener",
+                    f"2.5 TUSD to {wallet[:10]}...",
+                    f"detected in block {sandbox.w3.eth.block_number}",
+                    tx[:18] + "...",
+                )
+            )
+            sandbox.tester.mine_blocks(spec.confirmations - 1)
+            listener.catch_up(conn)
+            status = conn.execute(
+                "SELECT status FROM chain_transfers WHERE chain = %s AND tx_hash = %s", (spec.name, tx)
+            ).fetchone()
+            report.connectors.append(
+                (
+                    "chain listener",
+                    f"{spec.confirmations} blocks later",
+                    status[0] if status else "?",
+                    "crypto.wallet.transfer.confirmed.v1",
+                )
+            )
+            chain_txn = f"{spec.name}:{tx}:0"
+            _wait(
+                lambda: count("SELECT count(*) FROM outbox WHERE status = 'pending'") == 0,
+                60,
+                "the outbox relay",
+            )
+
+            created = "SELECT count(*) FROM transactions WHERE transaction_id = ANY(%s)"
+            _wait(lambda: count(created, tids) == transfers, 60, "transaction creation")
             for i, (account, tid) in enumerate(zip(accounts, tids, strict=True)):
                 path = list(HAPPY_PATH[1:]) if i % 4 != 3 else ["VALIDATING", "FAILED"]
                 if i == 1:
                     path.insert(0, "PROVIDER_CONFIRMING")  # illegal from INITIATED: dead-lettered
-                for status in path:
-                    producer.produce(REPORTED, {
-                        "metadata": meta("payments.transaction.status_reported", i), "account_id": account,
-                        "transaction_id": tid, "status": status, "reason": f"demo: {status.lower()}",
-                        "provider": "truelayer", "provider_update_id": None, "expected_version": None,
-                    })  # fmt: skip
+                for state in path:
+                    producer.produce(
+                        REPORTED,
+                        {
+                            "metadata": meta("payments.transaction.status_reported", i),
+                            "account_id": account,
+                            "transaction_id": tid,
+                            "status": state,
+                            "reason": f"demo: {state.lower()}",
+                            "provider": "truelayer",
+                            "provider_update_id": None,
+                            "expected_version": None,
+                        },
+                    )
             producer.flush()
             settled = sum(1 for i in range(transfers) if i % 4 != 3)
             final = created + " AND status IN ('COMPLETED', 'FAILED')"
-            _wait(lambda: count(final, like) == transfers, 60, "settlement")
-            posted = "SELECT count(*) FROM journal_entries WHERE reference_id LIKE %s"
-            _wait(lambda: count(posted, "txn:" + like) == settled, 60, "ledger posting")
-            charged = "SELECT count(*) FROM fees WHERE transaction_id LIKE %s OR transaction_id = %s"
+            _wait(lambda: count(final, tids) == transfers, 60, "settlement")
+            posted = "SELECT count(*) FROM journal_entries WHERE reference_id = ANY(%s)"
+            _wait(lambda: count(posted, [f"txn:{t}" for t in tids]) == settled, 60, "ledger posting")
             conversion_id = derived_event_id(order_id, "fx_agent")
-            _wait(lambda: count(charged, like, conversion_id) == settled + 1, 60, "fees")
-            of_demo = "(f.transaction_id LIKE %s OR f.transaction_id = %s)"
+            charged_ids = [*tids, conversion_id, card_txn, chain_txn]
+            mine = f"acc-demo-{run}-%"  # the in-process chain repeats its tx hashes from run to run
+            charged = "SELECT count(*) FROM fees WHERE transaction_id = ANY(%s) AND account_id LIKE %s"
+            _wait(lambda: count(charged, charged_ids, mine) == settled + 3, 60, "fees")
+            of_demo = "f.transaction_id = ANY(%s) AND f.account_id LIKE %s"
             billed = (
                 "SELECT count(*) FROM invoice_line_items l JOIN fees f ON f.fee_id = l.source_fee_id WHERE "
             )
             lines = "SELECT count(*) FROM fee_lines JOIN fees f USING (fee_id) WHERE "
             _wait(
                 lambda: (
-                    count(billed + of_demo, like, conversion_id)
-                    == count(lines + of_demo, like, conversion_id)
+                    count(billed + of_demo, charged_ids, mine) == count(lines + of_demo, charged_ids, mine)
                 ),
                 60,
                 "invoicing",
             )
-            _wait(lambda: count(posted, f"fx:{conversion_id}") == 1, 60, "the conversion's posting")
+            _wait(lambda: count(posted, [f"fx:{conversion_id}"]) == 1, 60, "the conversion's posting")
             report.fees = [
                 (r[0], r[1], r[2], int(r[3]), r[4], r[5])
                 for r in conn.execute(
                     "SELECT f.transaction_id, l.tier, l.category, l.amount, l.currency, f.fee_config_version "
-                    "FROM fees f JOIN fee_lines l USING (fee_id) WHERE f.transaction_id LIKE %s "
-                    "OR f.transaction_id = %s ORDER BY f.transaction_id, l.line_no", (like, conversion_id),
+                    "FROM fees f JOIN fee_lines l USING (fee_id) WHERE f.transaction_id = ANY(%s) "
+                    "AND f.account_id LIKE %s ORDER BY f.transaction_id, l.line_no",
+                    (charged_ids, mine),
                 ).fetchall()
-            ]  # fmt: skip
-            report.conversion = conn.execute(
-                "SELECT pair, sold_units, sold_currency, bought_units, bought_currency, market_rate, rate, "
-                "markup_bps FROM fx_conversions WHERE conversion_id = %s", (conversion_id,),
-            ).fetchone() or ()  # fmt: skip
+            ]
+            report.conversion = (
+                conn.execute(
+                    "SELECT pair, sold_units, sold_currency, bought_units, bought_currency, market_rate, "
+                    "rate, markup_bps FROM fx_conversions WHERE conversion_id = %s",
+                    (conversion_id,),
+                ).fetchone()
+                or ()
+            )
             report.invoice = [
                 (r[0], r[1], r[2], int(r[3]))
                 for r in conn.execute(
@@ -218,25 +388,27 @@ def run_pipeline(settings: Settings, codec: AvroCodec, catalog: Catalog, *, tran
                     "AND environment = %s AND period = %s ORDER BY currency",
                     (settings.environment, period_of(datetime.now(UTC))),
                 ).fetchall()
-            ]  # fmt: skip
-            status = "SELECT count(*) FROM transactions WHERE transaction_id = %s AND status = 'FAILED'"
-            _wait(lambda: count(status, blocked_id) == 1, 60, "the sanctions block")
+            ]
+            failed = "SELECT count(*) FROM transactions WHERE transaction_id = %s AND status = 'FAILED'"
+            _wait(lambda: count(failed, blocked_id) == 1, 60, "the sanctions block")
             report.blocked = [
                 f"{r[0]}: {r[1]}"
                 for r in conn.execute(
                     "SELECT to_status, reason FROM transaction_status_history WHERE transaction_id = %s "
-                    "ORDER BY version", (blocked_id,),
+                    "ORDER BY version",
+                    (blocked_id,),
                 ).fetchall()
-            ]  # fmt: skip
+            ]
             flagged = "SELECT count(*) FROM aml_flags WHERE account_id LIKE %s"
             _wait(lambda: count(flagged, f"acc-demo-{run}-%") >= 1, 60, "the AML flag")
             report.flags = [
                 (r[0], r[1], int(r[2]), r[3])
                 for r in conn.execute(
                     "SELECT account_id, rule_id, risk_score, evidence::text FROM aml_flags "
-                    "WHERE account_id LIKE %s ORDER BY occurred_at", (f"acc-demo-{run}-%",),
+                    "WHERE account_id LIKE %s ORDER BY occurred_at",
+                    (f"acc-demo-{run}-%",),
                 ).fetchall()
-            ]  # fmt: skip
+            ]
             report.trace_id = f"demo-{run}-0"
             audited = "SELECT count(*) FROM audit_log WHERE correlation_id = %s AND topic = %s"
             _wait(
@@ -249,9 +421,10 @@ def run_pipeline(settings: Settings, codec: AvroCodec, catalog: Catalog, *, tran
                 (r[0], r[1], r[2], int(r[3]))
                 for r in conn.execute(
                     "SELECT transaction_id, status, version, amount_units FROM transactions "
-                    "WHERE transaction_id LIKE %s ORDER BY transaction_id", (f"tx-demo-{run}-%",),
+                    "WHERE transaction_id = ANY(%s) ORDER BY amount_units",
+                    (tids,),
                 ).fetchall()
-            ]  # fmt: skip
+            ]
             for tid in tids:
                 rows = conn.execute(
                     "SELECT to_status FROM transaction_status_history "
@@ -265,10 +438,11 @@ def run_pipeline(settings: Settings, codec: AvroCodec, catalog: Catalog, *, tran
                     "SELECT j.reference_id, e.ledger_account, e.side, e.amount, e.currency "
                     "FROM journal_entries j "
                     "JOIN entries e USING (journal_entry_id) "
-                    "WHERE j.reference_id LIKE %s OR j.reference_id = %s "
-                    "ORDER BY j.reference_id, e.line_no", (f"txn:tx-demo-{run}-%", f"fx:{conversion_id}"),
+                    "WHERE j.reference_id = ANY(%s) OR j.reference_id = %s "
+                    "ORDER BY j.reference_id, e.line_no",
+                    ([f"txn:{t}" for t in tids], f"fx:{conversion_id}"),
                 ).fetchall()
-            ]  # fmt: skip
+            ]
             report.balances = [
                 (r[0], int(r[1]), int(r[2]))
                 for r in conn.execute(
@@ -278,7 +452,7 @@ def run_pipeline(settings: Settings, codec: AvroCodec, catalog: Catalog, *, tran
                     "ORDER BY ledger_account",
                     (f"customer:acc-demo-{run}-%",),
                 ).fetchall()
-            ]  # fmt: skip
+            ]
             report.trial_balance = {
                 r[0]: int(r[1])
                 for r in conn.execute(

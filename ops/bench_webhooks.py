@@ -1,0 +1,172 @@
+"""Load on the webhook endpoint: wrk (Debian) against a `connect webhooks` process on loopback.
+
+The service runs as its own process on a scratch database, with its own provider
+keys. Signed Stripe deliveries, each with a new event id, are prepared before the
+run (their timestamps stay inside Stripe's 300 s tolerance, which bounds the run)
+and cycled through by a wrk Lua script, one share per wrk thread. A second phase
+sends redeliveries of events already kept, the path Redis answers. Figures:
+requests/s, latency percentiles, non-2xx answers, and the inbox and outbox rows
+written, which must equal the unique deliveries answered.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import psycopg
+
+from ops import webhook_senders as send
+from ops.serving import free_port
+from ops.stack.services import apt_install
+from sinks.migrate import scratch_database
+from topics.settings import REPO_ROOT, Settings
+
+MAX_SECONDS = 240
+LUA = r"""
+local requests, n, index, step = {}, 0, 0, 1
+local counter = 0
+function setup(thread)
+  counter = counter + 1
+  thread:set("id", counter)
+end
+function init(args)
+  local id = tonumber(wrk.thread:get("id")) or 1
+  step = tonumber(args[2]) or 1
+  local limit = tonumber(args[3]) or math.huge
+  for line in io.lines(args[1]) do
+    if n >= limit then break end
+    local signature, body = line:match("^([^\t]*)\t(.*)$")
+    n = n + 1
+    requests[n] = wrk.format("POST", "/v1/webhooks/stripe",
+      {["Content-Type"] = "application/json", ["Stripe-Signature"] = signature}, body)
+  end
+  index = id - step
+end
+function request()
+  index = index + step
+  if index > n then index = ((index - 1) % n) + 1 end
+  return requests[index]
+end
+"""
+
+
+@dataclass
+class Phase:
+    name: str
+    requests: int = 0
+    per_second: float = 0.0
+    non_2xx: int = 0
+    errors: str = ""
+    latency: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class WebhookBench:
+    seconds: int
+    connections: int
+    phases: list[Phase] = field(default_factory=list)
+    inbox_rows: int = 0
+    outbox_rows: int = 0
+
+    def lines(self) -> list[str]:
+        out = [f"webhook bench: wrk, {self.connections} connections, {self.seconds}s per phase, "
+               f"one `connect webhooks` process on loopback (2-core machine shared with wrk)"]  # fmt: skip
+        for p in self.phases:
+            lat = ", ".join(f"p{k} {v}" for k, v in p.latency.items())
+            out.append(f"  {p.name}: {p.requests} requests, {p.per_second:,.0f} req/s, {lat}; "
+                       f"non-2xx {p.non_2xx}{'; ' + p.errors if p.errors else ''}")  # fmt: skip
+        out.append(f"  kept: {self.inbox_rows} inbox rows and {self.outbox_rows} outbox rows, one each per "
+                   f"unique delivery (wrk counts only answers received before it stopped)")  # fmt: skip
+        return out
+
+
+def _wrk(url: str, data: Path, script: Path, seconds: int, connections: int, threads: int,
+         limit: int | None = None) -> Phase:  # fmt: skip
+    done = subprocess.run(
+        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", "--timeout", "10s",
+         "-s", str(script), url, "--", str(data), str(threads), str(limit or "")],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    text = done.stdout
+    phase = Phase("")
+    if m := re.search(r"(\d+) requests in", text):
+        phase.requests = int(m.group(1))
+    if m := re.search(r"Requests/sec:\s+([\d.]+)", text):
+        phase.per_second = float(m.group(1))
+    if m := re.search(r"Non-2xx or 3xx responses: (\d+)", text):
+        phase.non_2xx = int(m.group(1))
+    if m := re.search(r"Socket errors: (.*)", text):
+        phase.errors = "socket errors: " + m.group(1)
+    for pct in ("50", "90", "99"):
+        if m := re.search(rf"^\s+{pct}(?:\.000)?%\s+(\S+)", text, re.MULTILINE):
+            phase.latency[pct] = m.group(1)
+    return phase
+
+
+def bench_webhooks(
+    settings: Settings, seconds: int = 10, connections: int = 32, threads: int = 2
+) -> WebhookBench:
+    if seconds > MAX_SECONDS:
+        raise ValueError(f"--seconds must be at most {MAX_SECONDS}: signed deliveries expire after 300 s")
+    if shutil.which("wrk") is None:
+        apt_install("wrk")
+    result = WebhookBench(seconds, connections)
+    keys = send.ProviderKeys()
+    with scratch_database(settings.database_url.get_secret_value(), prefix="ledgerstream_bench") as db_url:
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            conn.execute(
+                "INSERT INTO provider_links VALUES ('stripe', 'cus_bench', 'tenant-bench', 'acc-bench')"
+            )
+        port = free_port()
+        unlimited = {"WEBHOOK_RATE_PER_SECOND": "1000000", "WEBHOOK_BURST": "1000000"}
+        env = {**os.environ, **keys.environment(), **unlimited, "DATABASE_URL": db_url,
+               "REDIS_URL": settings.redis_url, "SCHEMA_REGISTRY_URL": ""}  # fmt: skip
+        server = subprocess.Popen(
+            [sys.executable, "-m", "ops.cli", "connect", "webhooks", "--port", str(port)],
+            env=env, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    httpx.get(url + "/docs", timeout=1)
+                    break
+                except httpx.HTTPError:
+                    if server.poll() is not None or time.monotonic() > deadline:
+                        raise RuntimeError("the webhook service did not start") from None
+                    time.sleep(0.2)
+            with tempfile.TemporaryDirectory() as tmp:
+                script, data = Path(tmp) / "stripe.lua", Path(tmp) / "deliveries.tsv"
+                script.write_text(LUA)
+                count = min(seconds * 4000, 400_000)
+                with data.open("w") as f:
+                    for _ in range(count):
+                        body = send.encode(send.stripe_charge("cus_bench", 1_000))
+                        f.write(f"{keys.stripe(body)['Stripe-Signature']}\t{body.decode()}\n")
+                unique = _wrk(url, data, script, seconds, connections, threads)
+                unique.name = "unique deliveries"
+                if unique.requests > count:
+                    unique.name += f" ({unique.requests - count} repeats after the {count} prepared)"
+                with psycopg.connect(db_url) as conn:
+                    kept = conn.execute("SELECT count(*) FROM webhook_inbox").fetchone()[0]  # type: ignore[index]
+                replay = _wrk(url, data, script, seconds, connections, threads, limit=min(kept, count))
+                replay.name = f"redeliveries of the first {min(kept, count)} (already kept)"
+            result.phases = [unique, replay]
+            with psycopg.connect(db_url) as conn:
+                result.inbox_rows, result.outbox_rows = conn.execute(
+                    "SELECT (SELECT count(*) FROM webhook_inbox), (SELECT count(*) FROM outbox)"
+                ).fetchone()  # type: ignore[misc]
+        finally:
+            server.terminate()
+            server.wait(30)
+    return result
