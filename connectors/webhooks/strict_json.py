@@ -8,6 +8,7 @@ RecursionError. Here every one of those is refused, and decimals are Decimal.
 from __future__ import annotations
 
 import json
+import re
 from decimal import Decimal
 from typing import Any
 
@@ -48,6 +49,27 @@ def _decimal(text: str) -> Decimal:
     return value
 
 
+_TOKENS = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+
+
+def _too_deep(text: str) -> bool:
+    """Whether brackets outside strings nest deeper than MAX_DEPTH, found before parsing:
+    the C parser's recursion guard depends on the interpreter's recursion limit, which
+    libraries raise, and past the C stack the process crashes instead of raising."""
+    if text.count("[") + text.count("{") <= MAX_DEPTH:
+        return False
+    depth = 0
+    for token in _TOKENS.finditer(text):
+        char = token.group()
+        if char in "[{":
+            depth += 1
+            if depth > MAX_DEPTH:
+                return True
+        elif char in "]}":
+            depth -= 1
+    return False
+
+
 def _depth(document: Any) -> int:
     deepest, stack = 0, [(document, 1)]
     while stack:
@@ -65,6 +87,8 @@ def loads(raw: bytes) -> Any:
     """The document in `raw` (UTF-8 JSON), or MalformedJson saying why not."""
     try:
         text = raw.decode("utf-8")
+        if _too_deep(text):
+            raise MalformedJson(f"nesting deeper than {MAX_DEPTH} levels")
         document = json.loads(
             text, object_pairs_hook=_pairs, parse_constant=_constant, parse_int=_int, parse_float=_decimal
         )

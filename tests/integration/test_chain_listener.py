@@ -171,12 +171,19 @@ def test_chain_events_reach_their_topics_as_avro_keyed_by_account(services, db, 
     sandbox, conn, spec, accounts = chain
     a = sandbox.accounts
     follower = listener(db, codec, catalog, sandbox, spec)
-    tx = sandbox.send_token(a[0], a[1], 10**6)
+    confirmed = sandbox.send_token(a[0], a[1], 10**6)
     sandbox.tester.mine_blocks(3)
     follower.catch_up(conn)
+    snapshot = sandbox.tester.take_snapshot()
+    reorged = sandbox.send_native(a[0], a[1], ETH)
+    follower.catch_up(conn)
+    sandbox.tester.revert_to_snapshot(snapshot)
+    sandbox.tester.mine_blocks(2)
+    follower.catch_up(conn)
     OutboxRelay(db, codec, catalog).run(idle_exit=1)
-    for kind in ("detected", "confirmed"):
+    expected = {"detected": [confirmed, reorged], "confirmed": [confirmed], "reorged": [reorged]}
+    for kind, hashes in expected.items():
         topic = f"crypto.wallet.transfer.{kind}.v1"
         mine = [codec.decode(m.value(), topic=topic) for m in read_all(services, topic)
                 if m.key() == accounts[a[1]].encode()]  # fmt: skip
-        assert [r["transfer"]["tx_hash"] for r in mine if r["transfer"]["chain"] == spec.name] == [tx]
+        assert [r["transfer"]["tx_hash"] for r in mine if r["transfer"]["chain"] == spec.name] == hashes, kind

@@ -44,6 +44,25 @@ def test_nesting_up_to_the_limit_is_accepted():
     assert loads(b"[" * MAX_DEPTH + b"]" * MAX_DEPTH) is not None
 
 
+def test_brackets_inside_strings_do_not_count_as_nesting():
+    doc = b'{"note": "' + b"[{" * 100 + b'\\\\", "x": "a\\"[[["}'
+    assert loads(doc) == {"note": "[{" * 100 + "\\", "x": 'a"[[['}
+
+
+def test_deep_nesting_is_refused_whatever_the_recursion_limit():
+    import sys
+
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(1_000_000)  # as some libraries do; the C parser would overflow its stack
+    try:
+        with pytest.raises(MalformedJson, match="nesting"):
+            loads(b"[" * 1_000_000 + b"]" * 1_000_000)
+        with pytest.raises(MalformedJson, match="nesting"):
+            loads(b'{"a":' * 200_000 + b"1" + b"}" * 200_000)
+    finally:
+        sys.setrecursionlimit(limit)
+
+
 @pytest.mark.parametrize(
     ("amount", "currency", "units"),
     [("12.34", "USD", 1234), ("12.3", "USD", 1230), ("500", "JPY", 500), ("1.234", "KWD", 1234),
