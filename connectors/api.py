@@ -19,10 +19,11 @@ import hashlib
 import uuid
 from collections.abc import Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 import psycopg
-from fastapi import FastAPI, Header, HTTPException, Response
+from fastapi import Depends, FastAPI, Header, HTTPException, Response
 from fastapi.responses import JSONResponse
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
@@ -117,9 +118,36 @@ def request_hash(body: BaseModel) -> str:
     return hashlib.sha256(f"{type(body).__name__}:{body.model_dump_json()}".encode()).hexdigest()
 
 
-Write = Callable[[psycopg.Connection[Any], str], dict[str, Any]]
-"""Given the transaction and the correlation id: enqueue the event, write the command row,
-return the response body."""
+Write = Callable[[psycopg.Connection[Any]], dict[str, Any]]
+"""Given the transaction: enqueue the event, write the command row, return the response body."""
+
+
+@dataclass(frozen=True)
+class Command:
+    """Who sent a command, from its headers."""
+
+    tenant: str
+    environment: str
+    key: str
+    user: str | None
+    correlation: str
+
+
+def command_headers(
+    x_tenant_id: Annotated[Text, Header()],
+    x_environment: Annotated[Literal["live", "sandbox"], Header()],
+    idempotency_key: Annotated[
+        str, Header(alias="Idempotency-Key", min_length=8, max_length=128, pattern=r"^[!-~]+$")
+    ],
+    x_user_id: Annotated[Text | None, Header()] = None,
+    x_correlation_id: Annotated[Text | None, Header()] = None,
+) -> Command:
+    return Command(
+        x_tenant_id, x_environment, idempotency_key, x_user_id, x_correlation_id or str(uuid.uuid4())
+    )
+
+
+Headers = Annotated[Command, Depends(command_headers)]
 
 
 def create_app(settings: Settings, codec: AvroCodec, catalog: Catalog, *, pool_size: int = 8) -> FastAPI:
@@ -141,12 +169,11 @@ def create_app(settings: Settings, codec: AvroCodec, catalog: Catalog, *, pool_s
     app = FastAPI(title="ledgerstream command API", version="1", lifespan=lifespan)
     errors: dict[int | str, dict[str, Any]] = {400: {"model": Problem}, 422: {"model": Invalid}}
 
-    def accept(tenant: str, key: str, environment: str, correlation: str | None, body: BaseModel,
-               response: Response, write: Write) -> Any:  # fmt: skip
-        if environment != settings.environment:
-            raise HTTPException(400, f"this API serves {settings.environment}, not {environment}")
+    def accept(command: Command, body: BaseModel, response: Response, write: Write) -> Any:
+        if command.environment != settings.environment:
+            raise HTTPException(400, f"this API serves {settings.environment}, not {command.environment}")
         digest = request_hash(body)
-        correlation = correlation or str(uuid.uuid4())
+        tenant, key = command.tenant, command.key
         with state["pool"].connection() as conn, conn.transaction():
             if conn.execute(CLAIM_KEY, (tenant, key, digest)).fetchone() is None:
                 stored_hash, status, stored = conn.execute(STORED, (tenant, key)).fetchone()  # type: ignore[misc]
@@ -155,151 +182,68 @@ def create_app(settings: Settings, codec: AvroCodec, catalog: Catalog, *, pool_s
                 return JSONResponse(stored, status_code=200 if status == 201 else status,
                                     headers={"Idempotent-Replayed": "true"})  # fmt: skip
             try:
-                answer = write(conn, correlation)
+                answer = write(conn)
             except EncodeError as e:
                 raise HTTPException(422, f"the command does not fit its event schema: {e}") from e
             conn.execute(ANSWER, (201, Jsonb(answer), tenant, key))
-        response.headers["x-correlation-id"] = correlation
+        response.headers["x-correlation-id"] = command.correlation
         return answer
 
-    def metadata(
-        event_type: str, tenant: str, correlation: str, key: str, user: str | None
-    ) -> dict[str, Any]:
-        return new_metadata(event_type, tenant_id=tenant, environment=settings.environment,
-                            source="connectors.api", correlation_id=correlation, idempotency_key=key,
-                            user_id=user)  # fmt: skip
+    def metadata(event_type: str, command: Command) -> dict[str, Any]:
+        return new_metadata(event_type, tenant_id=command.tenant, environment=settings.environment,
+                            source="connectors.api", correlation_id=command.correlation,
+                            idempotency_key=command.key, user_id=command.user)  # fmt: skip
 
-    @app.post(
-        "/v1/transfers",
-        status_code=201,
-        response_model=TransferAccepted,
-        responses={200: {"model": TransferAccepted}, **errors},
-    )
-    def request_transfer(
-        body: TransferRequest,
-        response: Response,
-        x_tenant_id: Annotated[Text, Header()],
-        x_environment: Annotated[Literal["live", "sandbox"], Header()],
-        idempotency_key: Annotated[
-            str, Header(alias="Idempotency-Key", min_length=8, max_length=128, pattern=r"^[!-~]+$")
-        ],
-        x_user_id: Annotated[Text | None, Header()] = None,
-        x_correlation_id: Annotated[Text | None, Header()] = None,
-    ) -> Any:
-        transfer_id = str(uuid.uuid5(LEDGERSTREAM_NAMESPACE, f"transfer:{x_tenant_id}:{idempotency_key}"))
+    def accepted(model: type[Accepted], meta: dict[str, Any], **ids: str) -> dict[str, Any]:
+        return model(status="accepted", correlation_id=meta["correlation_id"], event_id=str(meta["event_id"]),
+                     **ids).model_dump()  # fmt: skip
 
-        def write(conn: psycopg.Connection[Any], correlation: str) -> dict[str, Any]:
-            meta = metadata(
-                "payments.transfer.requested", x_tenant_id, correlation, idempotency_key, x_user_id
-            )
+    @app.post("/v1/transfers", status_code=201, response_model=TransferAccepted,
+              responses={200: {"model": TransferAccepted}, **errors})  # fmt: skip
+    def request_transfer(body: TransferRequest, response: Response, command: Headers) -> Any:
+        transfer_id = str(uuid.uuid5(LEDGERSTREAM_NAMESPACE, f"transfer:{command.tenant}:{command.key}"))
+
+        def write(conn: psycopg.Connection[Any]) -> dict[str, Any]:
+            meta = metadata("payments.transfer.requested", command)
             amount = body.amount
             _, money = money_record(amount.units, amount.currency, amount.exponent, "ethereum")
-            enqueue(
-                conn,
-                codec,
-                catalog,
-                "payments.transfer.requested.v1",
-                {
-                    "metadata": meta,
-                    "account_id": body.account_id,
-                    "transfer_id": transfer_id,
-                    "amount": money,
-                    "destination_account_id": body.destination_account_id,
-                    "beneficiary_reference": body.beneficiary_reference,
-                    "rail": body.rail,
-                    "reference": body.reference,
-                },
-            )
-            conn.execute(
-                TRANSFER_COMMAND,
-                (
-                    transfer_id,
-                    body.account_id,
-                    x_tenant_id,
-                    settings.environment,
-                    x_user_id,
-                    amount.units,
-                    amount.currency,
-                    amount.exponent,
-                    body.rail,
-                    correlation,
-                    idempotency_key,
-                ),
-            )
-            return TransferAccepted(
-                transfer_id=transfer_id,
-                status="accepted",
-                correlation_id=correlation,
-                event_id=str(meta["event_id"]),
-            ).model_dump()
+            enqueue(conn, codec, catalog, "payments.transfer.requested.v1", {
+                "metadata": meta, "account_id": body.account_id, "transfer_id": transfer_id, "amount": money,
+                "destination_account_id": body.destination_account_id,
+                "beneficiary_reference": body.beneficiary_reference, "rail": body.rail,
+                "reference": body.reference,
+            })  # fmt: skip
+            conn.execute(TRANSFER_COMMAND, (
+                transfer_id, body.account_id, command.tenant, settings.environment, command.user,
+                amount.units, amount.currency, amount.exponent, body.rail, command.correlation, command.key,
+            ))  # fmt: skip
+            return accepted(TransferAccepted, meta, transfer_id=transfer_id)
 
-        return accept(x_tenant_id, idempotency_key, x_environment, x_correlation_id, body, response, write)
+        return accept(command, body, response, write)
 
-    @app.post(
-        "/v1/fx/orders",
-        status_code=201,
-        response_model=FxOrderAccepted,
-        responses={200: {"model": FxOrderAccepted}, **errors},
-    )
-    def request_fx_order(
-        body: FxOrderRequest,
-        response: Response,
-        x_tenant_id: Annotated[Text, Header()],
-        x_environment: Annotated[Literal["live", "sandbox"], Header()],
-        idempotency_key: Annotated[
-            str, Header(alias="Idempotency-Key", min_length=8, max_length=128, pattern=r"^[!-~]+$")
-        ],
-        x_user_id: Annotated[Text | None, Header()] = None,
-        x_correlation_id: Annotated[Text | None, Header()] = None,
-    ) -> Any:
+    @app.post("/v1/fx/orders", status_code=201, response_model=FxOrderAccepted,
+              responses={200: {"model": FxOrderAccepted}, **errors})  # fmt: skip
+    def request_fx_order(body: FxOrderRequest, response: Response, command: Headers) -> Any:
         if body.sell.currency == body.buy_currency:
             raise HTTPException(422, "an FX order must buy a different currency than it sells")
-        order_id = str(uuid.uuid5(LEDGERSTREAM_NAMESPACE, f"fx-order:{x_tenant_id}:{idempotency_key}"))
+        order_id = str(uuid.uuid5(LEDGERSTREAM_NAMESPACE, f"fx-order:{command.tenant}:{command.key}"))
 
-        def write(conn: psycopg.Connection[Any], correlation: str) -> dict[str, Any]:
-            meta = metadata("fx.order.requested", x_tenant_id, correlation, idempotency_key, x_user_id)
+        def write(conn: psycopg.Connection[Any]) -> dict[str, Any]:
+            meta = metadata("fx.order.requested", command)
             sell = body.sell
             _, money = money_record(sell.units, sell.currency, sell.exponent, "ethereum")
-            enqueue(
-                conn,
-                codec,
-                catalog,
-                "fx.order.requested.v1",
-                {
-                    "metadata": meta,
-                    "account_id": body.account_id,
-                    "order_id": order_id,
-                    "sell": money,
-                    "buy_currency": body.buy_currency,
-                    "buy_exponent": body.buy_exponent,
-                    "order_type": body.order_type,
-                },
-            )
-            conn.execute(
-                FX_COMMAND,
-                (
-                    order_id,
-                    body.account_id,
-                    x_tenant_id,
-                    settings.environment,
-                    x_user_id,
-                    sell.units,
-                    sell.currency,
-                    sell.exponent,
-                    body.buy_currency,
-                    body.buy_exponent,
-                    body.order_type,
-                    correlation,
-                    idempotency_key,
-                ),
-            )
-            return FxOrderAccepted(
-                order_id=order_id,
-                status="accepted",
-                correlation_id=correlation,
-                event_id=str(meta["event_id"]),
-            ).model_dump()
+            enqueue(conn, codec, catalog, "fx.order.requested.v1", {
+                "metadata": meta, "account_id": body.account_id, "order_id": order_id, "sell": money,
+                "buy_currency": body.buy_currency, "buy_exponent": body.buy_exponent,
+                "order_type": body.order_type,
+            })  # fmt: skip
+            conn.execute(FX_COMMAND, (
+                order_id, body.account_id, command.tenant, settings.environment, command.user, sell.units,
+                sell.currency, sell.exponent, body.buy_currency, body.buy_exponent, body.order_type,
+                command.correlation, command.key,
+            ))  # fmt: skip
+            return accepted(FxOrderAccepted, meta, order_id=order_id)
 
-        return accept(x_tenant_id, idempotency_key, x_environment, x_correlation_id, body, response, write)
+        return accept(command, body, response, write)
 
     return app

@@ -127,7 +127,7 @@ def create_app(
             log.info("webhook %s: signature refused: %s", provider, e)
             return problem(401, "the signature does not verify")
         try:
-            notice = handler.read(loads(body), settings.environment)
+            notice = handler.read(loads(body), settings.environment, delivery)
         except (MalformedJson, BadPayload) as e:
             return problem(400, str(e))
         correlation = request.headers.get("x-correlation-id") or str(uuid.uuid4())

@@ -65,7 +65,7 @@ class Circle:
         except (InvalidSignature, binascii.Error, ValueError):
             raise BadSignature("X-Circle-Signature does not verify") from None
 
-    def read(self, payload: Any, environment: str) -> Notice:
+    def read(self, payload: Any, environment: str, delivery: Delivery) -> Notice:
         body = document(payload)
         kind, event_id = text(body, "notificationType"), text(body, "notificationId")
         if kind not in STATUSES:

@@ -79,8 +79,8 @@ class Provider(Protocol):
     def verify(self, delivery: Delivery) -> None:
         """Raise MissingSignature or BadSignature unless the body is the provider's."""
 
-    def read(self, payload: Any, environment: str) -> Notice:
-        """What the verified payload is (raises BadPayload)."""
+    def read(self, payload: Any, environment: str, delivery: Delivery) -> Notice:
+        """What the verified payload is (raises BadPayload); `delivery` is the request it came in."""
 
 
 def exponent_of(currency: str) -> int:

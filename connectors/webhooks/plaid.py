@@ -5,14 +5,15 @@ The key comes from the configured key set (Plaid serves it at
 its `request_body_sha256` claim must equal the SHA-256 of the body as received.
 Plaid's transaction webhooks say that updates are available, not what they are:
 a delivery is kept in the inbox as `pending` for its item to be synced, and no
-event is emitted from the webhook itself.
+event is emitted from the webhook itself. Plaid sends no event id and the same body
+each time an item has news, so a delivery is named by its signed token: copies of
+one delivery are one row, and a later notice for the same item is a new one.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -64,15 +65,16 @@ class Plaid:
         if not isinstance(claimed, str) or not hmac.compare_digest(claimed, digest):
             raise BadSignature("the body's SHA-256 does not match the token")
 
-    def read(self, payload: Any, environment: str) -> Notice:
+    def read(self, payload: Any, environment: str, delivery: Delivery) -> Notice:
         body = document(payload)
         kind = f"{text(body, 'webhook_type')}.{text(body, 'webhook_code')}"
         env = body.get("environment")
         if env is not None and env != PLAID_ENVIRONMENTS[environment]:
             raise BadPayload(f"a Plaid {env} webhook sent to the {environment} endpoint")
         item = text(body, "item_id")
-        # Plaid gives no event id; a redelivery carries the same body.
-        event_id = hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
+        # Plaid gives no event id, and its sync notices for an item repeat the same body: the
+        # signed token (body hash and issue time) names one delivery, and its copies dedupe.
+        event_id = hashlib.sha256(delivery.headers["plaid-verification"].encode()).hexdigest()
         if kind in ("TRANSACTIONS.SYNC_UPDATES_AVAILABLE", "TRANSACTIONS.DEFAULT_UPDATE"):
             note = f"item {item} needs a transactions sync"
             return Notice(event_id, kind, item, status="pending", note=note)

@@ -65,7 +65,7 @@ class Stripe:
                 return
         raise BadSignature("no v1 signature matches")
 
-    def read(self, payload: Any, environment: str) -> Notice:
+    def read(self, payload: Any, environment: str, delivery: Delivery) -> Notice:
         event = document(payload)
         event_id, kind = text(event, "id"), text(event, "type")
         if not event_id.startswith("evt_"):

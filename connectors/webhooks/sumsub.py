@@ -46,7 +46,7 @@ class Sumsub:
         if not hmac.compare_digest(expected, given.lower()):
             raise BadSignature("X-Payload-Digest does not match the body")
 
-    def read(self, payload: Any, environment: str) -> Notice:
+    def read(self, payload: Any, environment: str, delivery: Delivery) -> Notice:
         body = document(payload)
         kind = text(body, "type")
         applicant = text(body, "applicantId")

@@ -69,7 +69,7 @@ class TrueLayer:
         if abs(delivery.now - int(sent.timestamp())) > self._tolerance:
             raise BadSignature(f"X-Tl-Webhook-Timestamp is outside +-{self._tolerance}s")
 
-    def read(self, payload: Any, environment: str) -> Notice:
+    def read(self, payload: Any, environment: str, delivery: Delivery) -> Notice:
         body = document(payload)
         kind, event_id = text(body, "type"), text(body, "event_id")
         if kind != "external_payment_received":

@@ -129,11 +129,16 @@ def test_a_valid_delivery_is_kept_once_with_its_canonical_event(hooks, keys, cod
 
 def test_plaid_sync_notices_are_kept_pending_without_an_event(hooks, keys):
     _, conn, url = hooks
-    response = deliver(url, keys, "plaid")
-    assert response.status_code == 200 and response.json()["status"] == "pending", response.text
-    assert response.json()["events"] == []
-    assert conn.execute("SELECT external_ref FROM webhook_inbox WHERE id = %s",
-                        (response.json()["inbox_id"],)).fetchone()[0] == ITEM  # fmt: skip
+    item = f"item-{uuid.uuid4().hex[:8]}"
+    body = send.encode(send.plaid_sync(item))
+    first = post(url, "plaid", body, keys.plaid(body))
+    assert first.status_code == 200 and first.json()["status"] == "pending", first.text
+    assert first.json()["events"] == []
+    # Plaid repeats the same body whenever the item has news: a later notice is a new delivery
+    later = post(url, "plaid", body, keys.plaid(body))
+    assert later.json()["status"] == "pending" and later.json()["inbox_id"] != first.json()["inbox_id"]
+    rows = conn.execute("SELECT status FROM webhook_inbox WHERE external_ref = %s", (item,)).fetchall()
+    assert rows == [("pending",), ("pending",)]
 
 
 def test_both_stripe_secrets_verify_during_a_rotation(hooks, keys):
@@ -294,7 +299,7 @@ def test_ten_concurrent_copies_of_a_delivery_give_one_event(hooks, keys, service
     assert r.get(key) == inbox.encode()
     r.delete(key)
     before = counts(conn)
-    assert post(url, provider, body, keys.sign(provider, body)).json()["status"] == "duplicate"
+    assert post(url, provider, body, signed).json()["status"] == "duplicate"
     assert counts(conn) == before
 
 
