@@ -217,7 +217,9 @@ def run_pipeline(settings: Settings, codec: AvroCodec, catalog: Catalog, *, tran
                     hooks_url + path, content=body, headers={"content-type": "application/json", **signed}
                 )
                 answer = response.json()
-                what = document.get("type") or document.get("notificationType") or "delivery"
+                what = (
+                    document.get("type") or document.get("notificationType") or document.get("webhook_code")
+                )
                 report.connectors.append(
                     (
                         f"{provider} webhook",
