@@ -25,6 +25,7 @@ from typing import Annotated, Any, Literal
 import psycopg
 from fastapi import Depends, FastAPI, Header, HTTPException, Response
 from fastapi.responses import JSONResponse
+from prometheus_client import Counter, make_asgi_app
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
@@ -37,6 +38,7 @@ from topics.events import LEDGERSTREAM_NAMESPACE, new_metadata
 from topics.money import money_record
 from topics.settings import Settings
 
+COMMANDS = Counter("ledgerstream_api_commands_total", "Commands by kind and outcome", ["command", "outcome"])
 CLAIM_KEY = """
 INSERT INTO api_idempotency (tenant_id, key, request_hash, status_code, response)
 VALUES (%s, %s, %s, 0, '{}') ON CONFLICT (tenant_id, key) DO NOTHING RETURNING key
@@ -167,10 +169,13 @@ def create_app(settings: Settings, codec: AvroCodec, catalog: Catalog, *, pool_s
             pool.close()
 
     app = FastAPI(title="ledgerstream command API", version="1", lifespan=lifespan)
+    app.mount("/metrics", make_asgi_app())
     errors: dict[int | str, dict[str, Any]] = {400: {"model": Problem}, 422: {"model": Invalid}}
 
     def accept(command: Command, body: BaseModel, response: Response, write: Write) -> Any:
+        kind = type(body).__name__
         if command.environment != settings.environment:
+            COMMANDS.labels(kind, "wrong_environment").inc()
             raise HTTPException(400, f"this API serves {settings.environment}, not {command.environment}")
         digest = request_hash(body)
         tenant, key = command.tenant, command.key
@@ -178,7 +183,9 @@ def create_app(settings: Settings, codec: AvroCodec, catalog: Catalog, *, pool_s
             if conn.execute(CLAIM_KEY, (tenant, key, digest)).fetchone() is None:
                 stored_hash, status, stored = conn.execute(STORED, (tenant, key)).fetchone()  # type: ignore[misc]
                 if stored_hash != digest:
+                    COMMANDS.labels(kind, "key_reused").inc()
                     raise HTTPException(422, "Idempotency-Key was used with a different request body")
+                COMMANDS.labels(kind, "replayed").inc()
                 return JSONResponse(stored, status_code=200 if status == 201 else status,
                                     headers={"Idempotent-Replayed": "true"})  # fmt: skip
             try:
@@ -186,6 +193,7 @@ def create_app(settings: Settings, codec: AvroCodec, catalog: Catalog, *, pool_s
             except EncodeError as e:
                 raise HTTPException(422, f"the command does not fit its event schema: {e}") from e
             conn.execute(ANSWER, (201, Jsonb(answer), tenant, key))
+        COMMANDS.labels(kind, "accepted").inc()
         response.headers["x-correlation-id"] = command.correlation
         return answer
 

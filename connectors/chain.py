@@ -29,6 +29,7 @@ from typing import Any
 
 import psycopg
 from eth_typing import HexStr
+from prometheus_client import Counter, Gauge
 from web3 import Web3
 
 from connectors.outbox import enqueue
@@ -40,6 +41,10 @@ from topics.settings import Settings
 log = logging.getLogger(__name__)
 
 TRANSFER_TOPIC = "0x" + Web3.keccak(text="Transfer(address,address,uint256)").hex().removeprefix("0x")
+EMITTED = Counter("ledgerstream_chain_events_total", "Chain transfer events emitted", ["chain", "kind"])
+CHECKPOINT = Gauge(
+    "ledgerstream_chain_checkpoint_block", "Last block the chain listener processed", ["chain"]
+)
 DETECTED, CONFIRMED, REORGED = (
     f"crypto.wallet.transfer.{k}.v1" for k in ("detected", "confirmed", "reorged")
 )
@@ -272,6 +277,7 @@ class ChainListener:
             (self.spec.name, number, block_hash),
         )
         self._confirm(conn, number, int(block["timestamp"]))
+        CHECKPOINT.labels(self.spec.name).set(number)
 
     def _sides(
         self,
@@ -408,6 +414,7 @@ class ChainListener:
             record["confirmations"] = confirmations
         enqueue(conn, self.codec, self.catalog, topic, record)
         self.emitted[kind] += 1
+        EMITTED.labels(self.spec.name, kind).inc()
 
     # -- running ----------------------------------------------------------------------------
     def catch_up(self, conn: psycopg.Connection[Any], limit: int = 10_000) -> int:

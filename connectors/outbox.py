@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
+from prometheus_client import Counter
 from psycopg.types.json import Jsonb
 
 from topics.catalog import Catalog
@@ -29,6 +30,7 @@ from topics.producer import DeliveryError, EventProducer
 from topics.settings import Settings
 
 log = logging.getLogger(__name__)
+RELAYED = Counter("ledgerstream_outbox_rows_total", "Outbox rows relayed to Kafka", ["outcome"])
 
 INSERT = """
 INSERT INTO outbox (aggregate_id, topic, event_id, event_type, key, value, headers)
@@ -107,10 +109,12 @@ class OutboxRelay:
             except DeliveryError as e:
                 conn.execute(FAILED, (str(e)[:500], ids))
                 self.stats.failures += 1
+                RELAYED.labels("not_acknowledged").inc(len(ids))
                 log.warning("outbox: %d rows not acknowledged (%s); they stay pending", len(ids), e)
                 return 0
             conn.execute(MARK, (ids,))
         self.stats.published += len(ids)
+        RELAYED.labels("published").inc(len(ids))
         self.stats.batches += 1
         return len(ids)
 

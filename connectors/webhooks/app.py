@@ -30,6 +30,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from prometheus_client import Counter, Histogram, make_asgi_app
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
@@ -55,6 +56,12 @@ from topics.settings import Settings
 
 log = logging.getLogger(__name__)
 
+DELIVERIES = Counter(
+    "ledgerstream_webhook_deliveries_total",
+    "Webhook requests by provider and outcome (inbox status, duplicate, or the HTTP status refused with)",
+    ["provider", "outcome"],
+)
+SECONDS = Histogram("ledgerstream_webhook_seconds", "Time to answer a webhook request", ["provider"])
 LINK = "SELECT tenant_id, account_id FROM provider_links WHERE provider = %s AND external_ref = %s"
 INBOX = """
 INSERT INTO webhook_inbox (id, provider, event_id, event_type, status, external_ref, tenant_id, account_id,
@@ -101,44 +108,54 @@ def create_app(
 
     @app.post("/v1/webhooks/{provider}", responses={200: {"description": "kept, or already kept"}})
     async def receive(provider: str, request: Request) -> JSONResponse:
+        started = time.perf_counter()
+        outcome, response = await handle(provider, request)
+        label = provider if provider in served else "unknown"
+        DELIVERIES.labels(label, outcome).inc()
+        SECONDS.labels(label).observe(time.perf_counter() - started)
+        return response
+
+    app.mount("/metrics", make_asgi_app())
+
+    async def handle(provider: str, request: Request) -> tuple[str, JSONResponse]:
         handler = served.get(provider)
         if handler is None:
-            return problem(404, f"no webhook endpoint for provider {provider!r}")
+            return "404", problem(404, f"no webhook endpoint for provider {provider!r}")
         if not buckets[provider].take(time.monotonic()):
-            return problem(429, f"over the {provider} rate limit", **{"Retry-After": "1"})
+            return "429", problem(429, f"over the {provider} rate limit", **{"Retry-After": "1"})
         media = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if media != "application/json":
-            return problem(415, "the body must be application/json")
+            return "415", problem(415, "the body must be application/json")
         length = request.headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > hooks.max_body_bytes):
-            return problem(413, f"the body is over {hooks.max_body_bytes} bytes")
+            return "413", problem(413, f"the body is over {hooks.max_body_bytes} bytes")
         try:
             body = await read_bounded(request.stream(), hooks.max_body_bytes, hooks.read_timeout_seconds)
         except BodyTooLarge as e:
-            return problem(413, str(e))
+            return "413", problem(413, str(e))
         except BodyTooSlow as e:
-            return problem(408, str(e), Connection="close")
+            return "408", problem(408, str(e), Connection="close")
         delivery = Delivery(request.url.path, dict(request.headers), body, int(time.time()))
         try:
             handler.verify(delivery)
         except MissingSignature as e:
-            return problem(400, str(e))
+            return "400", problem(400, str(e))
         except BadSignature as e:
             log.info("webhook %s: signature refused: %s", provider, e)
-            return problem(401, "the signature does not verify")
+            return "401", problem(401, "the signature does not verify")
         try:
             notice = handler.read(loads(body), settings.environment, delivery)
         except (MalformedJson, BadPayload) as e:
-            return problem(400, str(e))
+            return "400", problem(400, str(e))
         correlation = request.headers.get("x-correlation-id") or str(uuid.uuid4())
         return await keep(provider, notice, body.decode("utf-8"), correlation)
 
-    async def keep(provider: str, notice: Notice, raw: str, correlation: str) -> JSONResponse:
+    async def keep(provider: str, notice: Notice, raw: str, correlation: str) -> tuple[str, JSONResponse]:
         ident = inbox_id(provider, notice.event_id)
         dedupe_key = f"webhook:{settings.environment}:{provider}:{notice.event_id}"
         try:
             if await state["redis"].exists(dedupe_key):
-                return JSONResponse({"status": "duplicate", "inbox_id": ident})
+                return "duplicate", JSONResponse({"status": "duplicate", "inbox_id": ident})
         except aioredis.RedisError as e:
             log.warning("webhook dedupe cache unavailable (%s); the inbox decides", e)
         pool: AsyncConnectionPool = state["pool"]
@@ -177,7 +194,7 @@ def create_app(
             await state["redis"].set(dedupe_key, ident, nx=True, ex=hooks.dedupe_ttl_seconds)
         except aioredis.RedisError as e:
             log.warning("webhook dedupe cache unavailable (%s)", e)
-        return JSONResponse(answer, headers={"x-correlation-id": correlation})
+        return answer["status"], JSONResponse(answer, headers={"x-correlation-id": correlation})
 
     def outbox_rows(notice: Notice, provider: str, ident: str, tenant: str, account: str,
                     correlation: str) -> list[tuple[Any, ...]]:  # fmt: skip

@@ -250,6 +250,9 @@ def test_transport_errors_write_nothing(hooks, keys):
     assert httpx.get(f"{url}/v1/webhooks/stripe", timeout=10).status_code == 405
     assert post(url, "paypal", body, signed).status_code == 404
     assert counts(conn) == before
+    metrics = httpx.get(f"{url}/metrics/", timeout=10).text
+    assert 'ledgerstream_webhook_deliveries_total{outcome="415",provider="stripe"}' in metrics
+    assert 'ledgerstream_webhook_deliveries_total{outcome="404",provider="unknown"}' in metrics
 
 
 def test_a_slow_client_is_cut_off(hooks, keys):
