@@ -396,7 +396,8 @@ def connect_webhooks(args: argparse.Namespace) -> int:
         f"webhooks on http://{args.host}:{args.port}/v1/webhooks/{{{','.join(sorted(providers))}}}",
         markup=False,
     )
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", timeout_keep_alive=5,
+    # h11, whatever else is installed: it bounds a request's head (16 KiB here)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", timeout_keep_alive=5, http="h11",
                 h11_max_incomplete_event_size=16 * 1024)  # fmt: skip
     return 0
 

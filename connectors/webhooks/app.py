@@ -25,6 +25,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import lru_cache
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -34,7 +35,6 @@ from prometheus_client import Counter, Histogram, make_asgi_app
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
-from connectors.outbox import INSERT as OUTBOX_INSERT
 from connectors.outbox import outbox_row
 from connectors.webhooks.common import (
     BadPayload,
@@ -71,6 +71,24 @@ ON CONFLICT (provider, event_id) DO NOTHING RETURNING id
 """
 
 
+@lru_cache(maxsize=8)
+def keep_statement(events: int) -> str:
+    """The inbox row and, only if it is new, its events' outbox rows, as one statement."""
+    if events == 0:
+        return INBOX
+    values = ", ".join(["(%s, %s, %s::uuid, %s, %s::bytea, %s::bytea, %s::jsonb)"] * events)
+    return f"""
+WITH kept AS ({INBOX}),
+queued AS (
+    INSERT INTO outbox (aggregate_id, topic, event_id, event_type, key, value, headers)
+    SELECT v.* FROM (VALUES {values}) AS v (aggregate_id, topic, event_id, event_type, key, value, headers)
+    WHERE EXISTS (SELECT 1 FROM kept)
+    ON CONFLICT (event_id) DO NOTHING
+)
+SELECT id FROM kept
+"""
+
+
 def problem(status: int, detail: str, **headers: str) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=status, headers=headers or None)
 
@@ -93,8 +111,9 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        pool = AsyncConnectionPool(settings.database_url.get_secret_value(), min_size=1,
-                                   max_size=hooks.pool_size, open=False)  # fmt: skip
+        url = settings.database_url.get_secret_value()
+        pool = AsyncConnectionPool(url, min_size=1, max_size=hooks.pool_size, open=False,
+                                   kwargs={"autocommit": True})  # fmt: skip
         await pool.open(wait=True, timeout=30)
         state["pool"] = pool
         state["redis"] = aioredis.Redis.from_url(settings.redis_url, socket_timeout=2)
@@ -159,7 +178,7 @@ def create_app(
         except aioredis.RedisError as e:
             log.warning("webhook dedupe cache unavailable (%s); the inbox decides", e)
         pool: AsyncConnectionPool = state["pool"]
-        async with pool.connection() as conn, conn.transaction():
+        async with pool.connection() as conn:
             link = None
             if notice.external_ref is not None:
                 link = await (await conn.execute(LINK, (provider, notice.external_ref))).fetchone()
@@ -173,23 +192,17 @@ def create_app(
                     status, error = "processed", None
                 except (Unprocessable, EncodeError) as e:
                     status, error, rows = "failed", str(e), []
-            answer: dict[str, Any]
-            inserted = await (await conn.execute(INBOX, (
-                ident, provider, notice.event_id, notice.event_type, status, notice.external_ref, tenant,
-                account, raw, Jsonb([str(r[2]) for r in rows]), error, correlation, status != "pending",
-            ))).fetchone()  # fmt: skip
-            if inserted is None:
-                answer = {"status": "duplicate", "inbox_id": ident}
-            else:
-                for row in rows:
-                    await conn.execute(OUTBOX_INSERT, row)
-                answer = {
-                    "status": status,
-                    "inbox_id": ident,
-                    "events": [str(r[2]) for r in rows],
-                }
-                if error:
-                    answer["detail"] = error
+            events = [str(r[2]) for r in rows]
+            inbox = (ident, provider, notice.event_id, notice.event_type, status, notice.external_ref, tenant,
+                     account, raw, Jsonb(events), error, correlation, status != "pending")  # fmt: skip
+            # one statement, so atomic without BEGIN/COMMIT: the outbox rows go in only with a new inbox row
+            params = [*inbox, *(value for row in rows for value in row)]
+            inserted = await (await conn.execute(keep_statement(len(rows)), params)).fetchone()
+        answer: dict[str, Any] = {"status": "duplicate", "inbox_id": ident}
+        if inserted is not None:
+            answer = {"status": status, "inbox_id": ident, "events": events}
+            if error:
+                answer["detail"] = error
         try:
             await state["redis"].set(dedupe_key, ident, nx=True, ex=hooks.dedupe_ttl_seconds)
         except aioredis.RedisError as e:
