@@ -4,9 +4,11 @@
 before anything commits) and adds its row inside the caller's transaction.
 `OutboxRelay` publishes pending rows in id order and marks them published only
 after Kafka acknowledged them (acks=all, idempotent producer). Several relays may
-run: each batch takes a transaction-scoped advisory lock per account, so one
-account's rows are published by one relay at a time and stay in order; rows of
-accounts another relay holds are skipped. A relay killed after producing but
+run: each batch claims its rows with FOR UPDATE SKIP LOCKED and takes a
+transaction-scoped advisory lock per account, so one account's rows are published
+by one relay at a time and stay in order (skipping locked rows alone would let a
+second relay publish an account's later row first); rows another relay holds are
+skipped. A relay killed after producing but
 before marking publishes those rows again: consumers drop the repeats by event id.
 """
 
@@ -39,7 +41,7 @@ VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (event_id) DO NOTHING
 CLAIM = """
 SELECT id, topic, key, value, headers FROM outbox
  WHERE status = 'pending' AND pg_try_advisory_xact_lock(hashtext(aggregate_id))
- ORDER BY id LIMIT %s
+ ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED
 """
 MARK = (
     "UPDATE outbox SET status = 'published', published_at = now(), attempts = attempts + 1 WHERE id = ANY(%s)"

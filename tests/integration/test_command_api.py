@@ -189,6 +189,27 @@ def test_the_relay_publishes_decodable_events_keyed_by_account(services, codec, 
     assert {r["metadata"]["idempotency_key"] for r in records} == {f"key-{RUN}-r{n}" for n in range(5)}
 
 
+def test_two_relays_at_once_keep_each_account_in_order_and_publish_once(services, codec, catalog, api):
+    db, conn, client = api
+    accounts = [f"acc-api-{RUN}-two{i}" for i in range(4)]
+    sent: dict[str, list[str]] = {a: [] for a in accounts}
+    for n in range(120):
+        account = accounts[n % 4]
+        answer = client.post(
+            "/v1/transfers", json=body(account, units=n + 1), headers=headers(f"key-{RUN}-two{n}")
+        )
+        sent[account].append(answer.json()["transfer_id"])
+    relays = [OutboxRelay(db, codec, catalog, batch_size=7) for _ in range(2)]
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(lambda relay: relay.run(idle_exit=1, poll=0.01), relays))
+    assert conn.execute("SELECT count(*) FROM outbox WHERE status = 'pending'").fetchone()[0] == 0
+    on_topic = [m for m in read_all(services, TOPIC) if (m.key() or b"").decode() in sent]
+    got: dict[str, list[str]] = {a: [] for a in accounts}
+    for m in on_topic:
+        got[m.key().decode()].append(codec.decode(m.value(), topic=TOPIC)["transfer_id"])
+    assert got == sent  # each account in order, each event once
+
+
 def test_killing_the_relay_mid_batch_loses_and_duplicates_nothing_downstream(services, codec, catalog, api):
     db, conn, client = api
     accounts = [f"acc-api-{RUN}-k{i}" for i in range(8)]
@@ -201,8 +222,9 @@ def test_killing_the_relay_mid_batch_loses_and_duplicates_nothing_downstream(ser
     env = {**os.environ, "DATABASE_URL": db.database_url.get_secret_value(), "SCHEMA_REGISTRY_URL": ""}
     relay = [sys.executable, "-m", "ops.cli", "connect", "outbox-relay", "--batch-size", "50"]
     with psycopg.connect(db.database_url.get_secret_value()) as blocker:
-        # hold one row of the first batch: the relay publishes the batch, then waits to mark it published
-        blocker.execute("SELECT id FROM outbox WHERE status = 'pending' ORDER BY id LIMIT 1 FOR UPDATE")
+        # SHARE mode lets the relay claim rows (FOR UPDATE takes ROW SHARE) but not update them
+        # (ROW EXCLUSIVE): it publishes its first batch, then waits to mark it published
+        blocker.execute("LOCK TABLE outbox IN SHARE MODE")
         proc = subprocess.Popen(
             relay, env=env, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
