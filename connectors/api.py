@@ -1,4 +1,5 @@
-"""The command API: POST /v1/transfers and POST /v1/fx/orders, idempotent, each written
+"""The command API: POST /v1/transfers, POST /v1/fx/orders and POST
+/v1/fx/orders/{order_id}/approval (an OTC order's decision), idempotent, each written
 with its outbox row in one transaction.
 
 Headers: `x-tenant-id` (required), `x-environment` (required, must be this
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 import psycopg
-from fastapi import Depends, FastAPI, Header, HTTPException, Response
+from fastapi import Depends, FastAPI, Header, HTTPException, Path, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import Counter, make_asgi_app
 from psycopg.types.json import Jsonb
@@ -55,7 +56,8 @@ INSERT INTO fx_order_commands (order_id, account_id, tenant_id, environment, use
     sell_currency, sell_exponent, buy_currency, buy_exponent, order_type, correlation_id, idempotency_key)
 VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
 """
-Text = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[\w.:@/-]+$")]
+Text = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:@/-]+$")]
+"""An identifier, ASCII only: the schema's pattern then means the same to every client."""
 Currency = Annotated[str, Field(pattern=r"^[A-Z0-9]{3,10}$", description="ISO 4217 code or asset symbol")]
 
 
@@ -92,6 +94,16 @@ class FxOrderRequest(BaseModel):
     order_type: Literal["MARKET", "OTC"] = "MARKET"
 
 
+class FxApprovalRequest(BaseModel):
+    """An approver's decision on an OTC order; the approver is the request's x-user-id."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    account_id: Text
+    decision: Literal["APPROVED", "REJECTED"]
+    reason: str | None = Field(None, max_length=280)
+
+
 class Accepted(BaseModel):
     status: Literal["accepted"]
     correlation_id: str
@@ -106,6 +118,10 @@ class FxOrderAccepted(Accepted):
     order_id: str
 
 
+class FxApprovalAccepted(Accepted):
+    order_id: str
+
+
 class Problem(BaseModel):
     detail: str
 
@@ -116,8 +132,9 @@ class Invalid(BaseModel):
     detail: str | list[dict[str, Any]]
 
 
-def request_hash(body: BaseModel) -> str:
-    return hashlib.sha256(f"{type(body).__name__}:{body.model_dump_json()}".encode()).hexdigest()
+def request_hash(body: BaseModel, scope: str = "") -> str:
+    """What an idempotency key stands for: the command, its target (`scope`) and its body."""
+    return hashlib.sha256(f"{type(body).__name__}:{scope}:{body.model_dump_json()}".encode()).hexdigest()
 
 
 Write = Callable[[psycopg.Connection[Any]], dict[str, Any]]
@@ -172,12 +189,12 @@ def create_app(settings: Settings, codec: AvroCodec, catalog: Catalog, *, pool_s
     app.mount("/metrics", make_asgi_app())
     errors: dict[int | str, dict[str, Any]] = {400: {"model": Problem}, 422: {"model": Invalid}}
 
-    def accept(command: Command, body: BaseModel, response: Response, write: Write) -> Any:
+    def accept(command: Command, body: BaseModel, response: Response, write: Write, scope: str = "") -> Any:
         kind = type(body).__name__
         if command.environment != settings.environment:
             COMMANDS.labels(kind, "wrong_environment").inc()
             raise HTTPException(400, f"this API serves {settings.environment}, not {command.environment}")
-        digest = request_hash(body)
+        digest = request_hash(body, scope)
         tenant, key = command.tenant, command.key
         with state["pool"].connection() as conn, conn.transaction():
             if conn.execute(CLAIM_KEY, (tenant, key, digest)).fetchone() is None:
@@ -253,5 +270,26 @@ def create_app(settings: Settings, codec: AvroCodec, catalog: Catalog, *, pool_s
             return accepted(FxOrderAccepted, meta, order_id=order_id)
 
         return accept(command, body, response, write)
+
+    @app.post("/v1/fx/orders/{order_id}/approval", status_code=201, response_model=FxApprovalAccepted,
+              responses={200: {"model": FxApprovalAccepted}, **errors})  # fmt: skip
+    def decide_fx_order(
+        order_id: Annotated[str, Path(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")],
+        body: FxApprovalRequest,
+        response: Response,
+        command: Headers,
+    ) -> Any:
+        if command.user is None:
+            raise HTTPException(422, "an approval needs the approver's x-user-id")
+
+        def write(conn: psycopg.Connection[Any]) -> dict[str, Any]:
+            meta = metadata("fx.order.approved", command)
+            enqueue(conn, codec, catalog, "fx.order.approved.v1", {
+                "metadata": meta, "account_id": body.account_id, "order_id": order_id,
+                "approved_by": command.user, "decision": body.decision, "reason": body.reason,
+            })  # fmt: skip
+            return accepted(FxApprovalAccepted, meta, order_id=order_id)
+
+        return accept(command, body, response, write, scope=order_id)
 
     return app

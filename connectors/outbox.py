@@ -4,11 +4,11 @@
 before anything commits) and adds its row inside the caller's transaction.
 `OutboxRelay` publishes pending rows in id order and marks them published only
 after Kafka acknowledged them (acks=all, idempotent producer). Several relays may
-run: each batch claims its rows with FOR UPDATE SKIP LOCKED and takes a
-transaction-scoped advisory lock per account, so one account's rows are published
-by one relay at a time and stay in order (skipping locked rows alone would let a
-second relay publish an account's later row first); rows another relay holds are
-skipped. A relay killed after producing but
+run: a batch first takes a transaction-scoped advisory lock on each account among
+the oldest pending rows (skipping accounts another relay holds), then claims
+those accounts' rows in id order with FOR UPDATE SKIP LOCKED. One account's rows
+are published by one relay at a time and stay in order; skipping locked rows
+alone would let a second relay publish an account's later row first. A relay killed after producing but
 before marking publishes those rows again: consumers drop the repeats by event id.
 """
 
@@ -38,9 +38,17 @@ INSERT = """
 INSERT INTO outbox (aggregate_id, topic, event_id, event_type, key, value, headers)
 VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (event_id) DO NOTHING
 """
+ACCOUNTS = """
+WITH pending AS MATERIALIZED (
+    SELECT DISTINCT aggregate_id FROM (
+        SELECT aggregate_id FROM outbox WHERE status = 'pending' ORDER BY id LIMIT %s
+    ) oldest
+)
+SELECT aggregate_id FROM pending WHERE pg_try_advisory_xact_lock(hashtext(aggregate_id))
+"""
 CLAIM = """
 SELECT id, topic, key, value, headers FROM outbox
- WHERE status = 'pending' AND pg_try_advisory_xact_lock(hashtext(aggregate_id))
+ WHERE status = 'pending' AND aggregate_id = ANY(%s)
  ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED
 """
 MARK = (
@@ -100,7 +108,13 @@ class OutboxRelay:
     def publish_batch(self, conn: psycopg.Connection[Any]) -> int:
         """Publish one batch; returns how many rows it published."""
         with conn.transaction():
-            rows = conn.execute(CLAIM, (self.batch_size,)).fetchall()
+            # first the accounts, each locked or left to another relay as a whole; then, in a
+            # fresh snapshot, their rows: a lock tried row by row could fail on an account's
+            # earlier row and succeed on a later one once the other relay committed
+            accounts = [a for (a,) in conn.execute(ACCOUNTS, (self.batch_size,)).fetchall()]
+            if not accounts:
+                return 0
+            rows = conn.execute(CLAIM, (accounts, self.batch_size)).fetchall()
             if not rows:
                 return 0
             ids = [r[0] for r in rows]

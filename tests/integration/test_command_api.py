@@ -156,6 +156,34 @@ def test_bad_fx_orders_are_refused_and_write_nothing(api, order):
     assert conn.execute("SELECT count(*) FROM outbox").fetchone()[0] == before
 
 
+def test_an_otc_decision_is_accepted_with_the_approver_and_scoped_to_its_order(api, codec):
+    _, conn, client = api
+    order = client.post("/v1/fx/orders", json=fx_order(order_type="OTC", units=5_000_000),
+                        headers=headers(f"key-{RUN}-otc")).json()["order_id"]  # fmt: skip
+    decision = {"account_id": f"acc-api-{RUN}-fx", "decision": "APPROVED", "reason": "desk limit checked"}
+    key = f"key-{RUN}-otc-approval"
+    approver = headers(key, **{"x-user-id": "treasury-approver"})
+    answer = client.post(f"/v1/fx/orders/{order}/approval", json=decision, headers=approver)
+    assert answer.status_code == 201, answer.text
+    topic, value = conn.execute("SELECT topic, value FROM outbox WHERE event_id = %s",
+                                (answer.json()["event_id"],)).fetchone()  # fmt: skip
+    record = codec.decode(bytes(value), topic=topic)
+    assert topic == "fx.order.approved.v1"
+    assert (record["order_id"], record["approved_by"], record["decision"]) == (
+        order,
+        "treasury-approver",
+        "APPROVED",
+    )
+    # the same key for another order is not a replay
+    other = client.post("/v1/fx/orders/another-order/approval", json=decision, headers=approver)
+    assert other.status_code == 422
+    # an approval names its approver
+    anonymous = client.post(
+        f"/v1/fx/orders/{order}/approval", json=decision, headers=headers(f"key-{RUN}-anon")
+    )
+    assert anonymous.status_code == 422 and "x-user-id" in anonymous.json()["detail"]
+
+
 def test_a_key_used_for_a_transfer_cannot_be_reused_for_an_fx_order(api):
     _, _, client = api
     key = f"key-{RUN}-cross"
