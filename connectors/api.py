@@ -35,7 +35,7 @@ from connectors.outbox import enqueue
 from topics.catalog import Catalog
 from topics.codec import AvroCodec
 from topics.errors import EncodeError
-from topics.events import LEDGERSTREAM_NAMESPACE, new_metadata
+from topics.events import new_metadata
 from topics.money import money_record
 from topics.settings import Settings
 
@@ -226,7 +226,7 @@ def create_app(settings: Settings, codec: AvroCodec, catalog: Catalog, *, pool_s
     @app.post("/v1/transfers", status_code=201, response_model=TransferAccepted,
               responses={200: {"model": TransferAccepted}, **errors})  # fmt: skip
     def request_transfer(body: TransferRequest, response: Response, command: Headers) -> Any:
-        transfer_id = str(uuid.uuid5(LEDGERSTREAM_NAMESPACE, f"transfer:{command.tenant}:{command.key}"))
+        transfer_id = str(uuid.uuid4())  # a key reused after it expired is a new transfer
 
         def write(conn: psycopg.Connection[Any]) -> dict[str, Any]:
             meta = metadata("payments.transfer.requested", command)
@@ -251,7 +251,7 @@ def create_app(settings: Settings, codec: AvroCodec, catalog: Catalog, *, pool_s
     def request_fx_order(body: FxOrderRequest, response: Response, command: Headers) -> Any:
         if body.sell.currency == body.buy_currency:
             raise HTTPException(422, "an FX order must buy a different currency than it sells")
-        order_id = str(uuid.uuid5(LEDGERSTREAM_NAMESPACE, f"fx-order:{command.tenant}:{command.key}"))
+        order_id = str(uuid.uuid4())
 
         def write(conn: psycopg.Connection[Any]) -> dict[str, Any]:
             meta = metadata("fx.order.requested", command)

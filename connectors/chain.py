@@ -56,14 +56,20 @@ class ChainSpec:
     confirmations: int
     native_asset: str
     native_decimals: int = 18
+    chain_id: int | None = None
+    """The node must report this chain id (a testnet node must not feed mainnet deposits)."""
 
 
 CHAINS = {
-    "ethereum": ChainSpec("ethereum", 12, "ETH"),
-    "polygon": ChainSpec("polygon", 128, "POL"),
-    "arbitrum": ChainSpec("arbitrum", 20, "ETH"),
-    "optimism": ChainSpec("optimism", 20, "ETH"),
+    "ethereum": ChainSpec("ethereum", 12, "ETH", chain_id=1),
+    "polygon": ChainSpec("polygon", 128, "POL", chain_id=137),
+    "arbitrum": ChainSpec("arbitrum", 20, "ETH", chain_id=42161),
+    "optimism": ChainSpec("optimism", 20, "ETH", chain_id=10),
 }
+
+
+class WrongChain(ValueError):
+    """The node serves another chain than the one named."""
 
 
 class DeepReorg(RuntimeError):
@@ -128,6 +134,8 @@ class ChainListener:
         self.start_block = start_block
         self.keep_blocks = keep_blocks or spec.confirmations + 64
         self.chain_id = int(w3.eth.chain_id)
+        if spec.chain_id is not None and self.chain_id != spec.chain_id:
+            raise WrongChain(f"the node serves chain id {self.chain_id}, not {spec.name} ({spec.chain_id})")
         self.emitted = {"detected": 0, "confirmed": 0, "reorged": 0}
 
     # -- one step ---------------------------------------------------------------------------

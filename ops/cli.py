@@ -407,7 +407,7 @@ def connect_chain(args: argparse.Namespace) -> int:
 
     from web3 import Web3
 
-    from connectors.chain import CHAINS, ChainListener, DeepReorg
+    from connectors.chain import CHAINS, ChainListener, DeepReorg, WrongChain
     from topics.catalog import load_catalog
     from topics.codec import codec_from_settings
 
@@ -420,8 +420,12 @@ def connect_chain(args: argparse.Namespace) -> int:
         err.print(f"connect chain: no JSON-RPC node answers at {args.rpc_url}", markup=False)
         return 1
     stop = _stop_on_signals()
-    listener = ChainListener(settings, codec_from_settings(settings), load_catalog(), w3, spec,
-                             start_block=args.from_block)  # fmt: skip
+    try:
+        listener = ChainListener(settings, codec_from_settings(settings), load_catalog(), w3, spec,
+                                 start_block=args.from_block)  # fmt: skip
+    except WrongChain as e:
+        err.print(f"connect chain: {e}", markup=False)
+        return 2
     err.print(
         f"chain listener: {spec.name} (chain id {listener.chain_id}) at {args.rpc_url}, "
         f"{spec.confirmations} confirmations; events go to the outbox",
@@ -466,6 +470,22 @@ def connect_watch(args: argparse.Namespace) -> int:
             (args.chain, address, args.tenant, args.account),
         )
     out.print(f"watching wallet {address} on {args.chain} for {args.tenant}/{args.account}", markup=False)
+    return 0
+
+
+def connect_purge(args: argparse.Namespace) -> int:
+    from connectors.retention import purge
+    from sinks.migrate import connect
+
+    with connect(_settings().database_url.get_secret_value()) as conn:
+        done = purge(conn, outbox_days=args.outbox_days, inbox_days=args.inbox_days, dry_run=args.dry_run)
+    verb = "would delete" if args.dry_run else "deleted"
+    out.print(
+        f"purge: {verb} {done.idempotency_keys} expired idempotency keys, {done.outbox_rows} published "
+        f"outbox rows older than {args.outbox_days} days, {done.inbox_rows} settled inbox rows older than "
+        f"{args.inbox_days} days",
+        markup=False,
+    )
     return 0
 
 
@@ -801,6 +821,12 @@ def build_parser() -> Parser:
     group.add_argument("--token", help="the token's symbol: watch its Transfer logs (with --decimals)")
     wa.add_argument("--tenant", help="the tenant that owns the account")
     wa.add_argument("--decimals", type=int, help="the token's decimals")
+    pg = command(
+        conn_sub, "purge", connect_purge, "delete expired idempotency keys, old outbox and inbox rows"
+    )
+    pg.add_argument("--outbox-days", type=_positive, default=7, help="keep published outbox rows (default 7)")
+    pg.add_argument("--inbox-days", type=_positive, default=30, help="keep settled inbox rows (default 30)")
+    pg.add_argument("--dry-run", action="store_true", help="count what would be deleted, delete nothing")
     ln = command(conn_sub, "link", connect_link, "link a provider's id (a card, a wallet...) to an account")
     ln.add_argument("--provider", choices=PROVIDERS, required=True, help="the provider")
     ln.add_argument("--ref", required=True, help="the provider's id (card, customer, wallet, applicant)")

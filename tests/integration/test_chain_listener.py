@@ -8,7 +8,7 @@ from decimal import Decimal
 import psycopg
 import pytest
 
-from connectors.chain import ChainListener, ChainSpec
+from connectors.chain import CHAINS, ChainListener, ChainSpec, WrongChain
 from connectors.evm_sandbox import start_sandbox
 from connectors.outbox import OutboxRelay
 from tests.fixtures.database import private_database
@@ -112,6 +112,12 @@ def test_transfers_are_detected_then_confirmed_after_n_blocks(db, codec, catalog
     assert {e["metadata"]["correlation_id"] for e in detected} == {
         e["metadata"]["correlation_id"] for e in events(conn, codec, spec, "confirmed")
     }
+
+
+def test_a_node_of_another_chain_is_refused(db, codec, catalog, chain):
+    sandbox, _, _, _ = chain
+    with pytest.raises(WrongChain, match="not ethereum"):
+        ChainListener(db, codec, catalog, sandbox.w3, CHAINS["ethereum"])  # eth-tester is not chain id 1
 
 
 def test_a_restart_resumes_from_the_checkpoint_and_repeats_nothing(db, codec, catalog, chain):

@@ -278,3 +278,30 @@ def test_killing_the_relay_mid_batch_loses_and_duplicates_nothing_downstream(ser
     ).fetchall()
     assert {t for t, _ in stored} == expected  # nothing lost
     assert all(n == 1 for _, n in stored)  # the repeats absorbed by event id
+
+
+def test_retention_deletes_only_what_has_served_its_purpose(api):
+    from connectors.retention import purge
+
+    _, conn, client = api
+    keys = [f"key-{RUN}-old", f"key-{RUN}-fresh"]
+    for n, key in enumerate(keys):
+        assert (
+            client.post("/v1/transfers", json=body(f"acc-api-{RUN}-ret{n}"), headers=headers(key)).status_code
+            == 201
+        )
+    conn.execute(
+        "UPDATE api_idempotency SET expires_at = now() - interval '1 second' WHERE key = %s", (keys[0],)
+    )
+    conn.execute("UPDATE outbox SET status = 'published', published_at = now() - interval '8 days'"
+                 " WHERE aggregate_id = %s", (f"acc-api-{RUN}-ret0",))  # fmt: skip
+    counted = purge(conn, dry_run=True)
+    assert counted.idempotency_keys >= 1 and counted.outbox_rows >= 1
+    assert purge(conn) == counted  # the dry run counted exactly what the purge deletes
+    assert count(conn, "api_idempotency", keys[0]) == 0 and count(conn, "api_idempotency", keys[1]) == 1
+    assert outbox_rows(conn, f"acc-api-{RUN}-ret0") == 0 and outbox_rows(conn, f"acc-api-{RUN}-ret1") == 1
+    # an expired key is a new command
+    assert (
+        client.post("/v1/transfers", json=body(f"acc-api-{RUN}-ret0"), headers=headers(keys[0])).status_code
+        == 201
+    )
