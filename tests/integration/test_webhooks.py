@@ -324,3 +324,43 @@ def test_a_delivery_arrives_on_its_topic_as_avro_keyed_by_account(services, hook
     mine = [m for m in read_all(services, topic) if m.key() == ACCOUNT.encode()]
     records = [codec.decode(m.value(), topic=topic) for m in mine]
     assert answer["events"][0] in {str(r["metadata"]["event_id"]) for r in records}
+
+
+def test_the_service_process_takes_its_keys_from_the_environment(services, keys):
+    """`ledgerstream connect webhooks` as operators run it: keys only in environment variables."""
+    import os
+    import subprocess
+    import sys
+
+    from ops.serving import free_port
+    from tests.fixtures.waiting import wait_for
+    from topics.settings import REPO_ROOT
+
+    with private_database(services) as db:
+        with psycopg.connect(db.database_url.get_secret_value(), autocommit=True) as conn:
+            conn.execute("INSERT INTO provider_links VALUES ('sumsub', %s, 'tenant-1', %s)", (USER, ACCOUNT))
+        port = free_port()
+        env = {**os.environ, **keys.environment(), "DATABASE_URL": db.database_url.get_secret_value(),
+               "SCHEMA_REGISTRY_URL": ""}  # fmt: skip
+        proc = subprocess.Popen([sys.executable, "-m", "ops.cli", "connect", "webhooks", "--port", str(port)],
+                                env=env, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+        try:
+            url = f"http://127.0.0.1:{port}"
+
+            def up() -> bool:
+                try:
+                    return httpx.get(f"{url}/metrics/", timeout=1).status_code == 200
+                except httpx.HTTPError:
+                    assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+                    return False
+
+            wait_for(up, 60, what="connect webhooks to serve")
+            for provider in ("stripe", "plaid", "truelayer", "circle", "sumsub"):
+                body = send.encode(payload(provider))
+                answer = post(url, provider, body, keys.sign(provider, body))
+                assert answer.status_code == 200, f"{provider}: {answer.text}"
+        finally:
+            proc.terminate()
+            _, stderr = proc.communicate(timeout=30)
+    for secret in (keys.sumsub_secret, *keys.stripe_secrets):
+        assert secret.encode() not in stderr  # secrets are never logged
