@@ -798,6 +798,13 @@ def build_parser() -> Parser:
         conn_sub, "webhooks", connect_webhooks,
         "serve provider webhooks (Stripe, Plaid, TrueLayer, Circle, Sumsub) at /v1/webhooks/<provider>",
     )  # fmt: skip
+    wh.epilog = (
+        "Keys come from the environment; a provider without them is not served: STRIPE_WEBHOOK_SECRETS "
+        "(comma-separated), SUMSUB_WEBHOOK_SECRET, PLAID_WEBHOOK_JWKS and TRUELAYER_WEBHOOK_JWKS "
+        "(JSON Web Key Sets), CIRCLE_WEBHOOK_KEYS (JSON {key id: base64 DER}). "
+        "Limits: WEBHOOK_MAX_BODY_BYTES, WEBHOOK_READ_TIMEOUT_SECONDS, WEBHOOK_RATE_PER_SECOND, "
+        "WEBHOOK_BURST, WEBHOOK_DEDUPE_TTL_SECONDS."
+    )
     wh.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     wh.add_argument("--port", type=_positive, default=18090, help="port (default 18090)")
     ch = command(
