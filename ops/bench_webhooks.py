@@ -73,13 +73,16 @@ class Phase:
 class WebhookBench:
     seconds: int
     connections: int
+    workers: int
     phases: list[Phase] = field(default_factory=list)
     inbox_rows: int = 0
     outbox_rows: int = 0
 
     def lines(self) -> list[str]:
-        out = [f"webhook bench: wrk, {self.connections} connections, {self.seconds}s per phase, "
-               f"one `connect webhooks` process on loopback (2-core machine shared with wrk)"]  # fmt: skip
+        out = [
+            f"webhook bench: wrk, {self.connections} connections, {self.seconds}s per phase, "
+            f"`connect webhooks --workers {self.workers}` on loopback (2 cores, shared with wrk)"
+        ]
         for p in self.phases:
             lat = ", ".join(f"p{k} {v}" for k, v in p.latency.items())
             out.append(f"  {p.name}: {p.requests} requests, {p.per_second:,.0f} req/s, {lat}; "
@@ -113,13 +116,13 @@ def _wrk(url: str, data: Path, script: Path, seconds: int, connections: int, thr
 
 
 def bench_webhooks(
-    settings: Settings, seconds: int = 10, connections: int = 32, threads: int = 2
+    settings: Settings, seconds: int = 10, connections: int = 32, threads: int = 2, workers: int = 1
 ) -> WebhookBench:
     if seconds > MAX_SECONDS:
         raise ValueError(f"--seconds must be at most {MAX_SECONDS}: signed deliveries expire after 300 s")
     if shutil.which("wrk") is None:
         apt_install("wrk")
-    result = WebhookBench(seconds, connections)
+    result = WebhookBench(seconds, connections, workers)
     keys = send.ProviderKeys()
     with scratch_database(settings.database_url.get_secret_value(), prefix="ledgerstream_bench") as db_url:
         with psycopg.connect(db_url, autocommit=True) as conn:
@@ -131,7 +134,8 @@ def bench_webhooks(
         env = {**os.environ, **keys.environment(), **unlimited, "DATABASE_URL": db_url,
                "REDIS_URL": settings.redis_url, "SCHEMA_REGISTRY_URL": ""}  # fmt: skip
         server = subprocess.Popen(
-            [sys.executable, "-m", "ops.cli", "connect", "webhooks", "--port", str(port)],
+            [sys.executable, "-m", "ops.cli", "connect", "webhooks", "--port", str(port),
+             "--workers", str(workers)],
             env=env, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )  # fmt: skip
         url = f"http://127.0.0.1:{port}"

@@ -391,14 +391,20 @@ def connect_webhooks(args: argparse.Namespace) -> int:
             markup=False,
         )
         return 2
-    app = create_app(settings, hooks, codec_from_settings(settings), load_catalog(), providers)
     err.print(
-        f"webhooks on http://{args.host}:{args.port}/v1/webhooks/{{{','.join(sorted(providers))}}}",
+        f"webhooks on http://{args.host}:{args.port}/v1/webhooks/{{{','.join(sorted(providers))}}}"
+        f" ({args.workers} worker{'s' if args.workers > 1 else ''})",
         markup=False,
     )
     # h11, whatever else is installed: it bounds a request's head (16 KiB here)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", timeout_keep_alive=5, http="h11",
-                h11_max_incomplete_event_size=16 * 1024)  # fmt: skip
+    options = {"host": args.host, "port": args.port, "log_level": "warning", "timeout_keep_alive": 5,
+               "http": "h11", "h11_max_incomplete_event_size": 16 * 1024}  # fmt: skip
+    if args.workers > 1:
+        uvicorn.run("connectors.webhooks.app:from_environment", factory=True, workers=args.workers, **options)
+    else:
+        uvicorn.run(
+            create_app(settings, hooks, codec_from_settings(settings), load_catalog(), providers), **options
+        )
     return 0
 
 
@@ -549,7 +555,7 @@ def bench(args: argparse.Namespace) -> int:
                 f"bench webhooks: --seconds must be at most {MAX_SECONDS} (signatures expire)", markup=False
             )
             return 2
-        hooks = bench_webhooks(_settings(), int(args.seconds), args.connections)
+        hooks = bench_webhooks(_settings(), int(args.seconds), args.connections, workers=args.workers)
         for line in hooks.lines():
             out.print(line, markup=False)
         return 0
@@ -807,6 +813,9 @@ def build_parser() -> Parser:
     )
     wh.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     wh.add_argument("--port", type=_positive, default=18090, help="port (default 18090)")
+    wh.add_argument(
+        "--workers", type=_positive, default=1, help="processes (default 1; rate limits are per process)"
+    )
     ch = command(
         conn_sub, "chain", connect_chain, "follow an EVM chain for transfers touching watched wallets"
     )
@@ -881,7 +890,10 @@ def build_parser() -> Parser:
     )
     bn.add_argument("--events", type=_positive, default=200_000, help="events to produce (default 200000)")
     bn.add_argument(
-        "--workers", type=_positive, default=1, help="sink processes in one consumer group (default 1)"
+        "--workers",
+        type=_positive,
+        default=1,
+        help="sink processes in one consumer group, or webhook service processes (default 1)",
     )
     bn.add_argument("--batch-size", type=_positive, default=2000, help="sink batch size (default 2000)")
 

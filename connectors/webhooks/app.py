@@ -225,3 +225,12 @@ def create_app(
         return rows
 
     return app
+
+
+def from_environment() -> FastAPI:
+    """The service as configured by the environment (uvicorn's factory for several workers)."""
+    from topics.catalog import load_catalog
+    from topics.codec import codec_from_settings
+
+    settings = Settings()
+    return create_app(settings, WebhookSettings(), codec_from_settings(settings), load_catalog())
