@@ -326,7 +326,8 @@ def test_a_delivery_arrives_on_its_topic_as_avro_keyed_by_account(services, hook
     assert answer["events"][0] in {str(r["metadata"]["event_id"]) for r in records}
 
 
-def test_the_service_process_takes_its_keys_from_the_environment(services, keys):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_the_service_process_takes_its_keys_from_the_environment(services, keys, workers):
     """`ledgerstream connect webhooks` as operators run it: keys only in environment variables."""
     import os
     import subprocess
@@ -342,7 +343,8 @@ def test_the_service_process_takes_its_keys_from_the_environment(services, keys)
         port = free_port()
         env = {**os.environ, **keys.environment(), "DATABASE_URL": db.database_url.get_secret_value(),
                "SCHEMA_REGISTRY_URL": ""}  # fmt: skip
-        proc = subprocess.Popen([sys.executable, "-m", "ops.cli", "connect", "webhooks", "--port", str(port)],
+        proc = subprocess.Popen([sys.executable, "-m", "ops.cli", "connect", "webhooks", "--port", str(port),
+                                 "--workers", str(workers)],
                                 env=env, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
         try:
             url = f"http://127.0.0.1:{port}"
