@@ -24,15 +24,14 @@ from connectors.webhooks.common import (
     MissingSignature,
     Notice,
     Unprocessable,
-    day,
     document,
     exponent_of,
     iso_instant,
-    micros,
     minor_units,
     section,
     text,
 )
+from topics.events import to_micros
 
 TOPIC = "banking.transaction.received.v1"
 STATUSES = {
@@ -90,9 +89,9 @@ class Circle:
                            "exponent": exponent_of(currency)},
                 "direction": "CREDIT" if credit else "DEBIT", "status": status,
                 "counterparty_reference": item.get("description") if isinstance(item.get("description"), str)
-                else None, "booking_date": day(at), "value_date": None, "provider": "circle",
+                else None, "booking_date": at.date(), "value_date": None, "provider": "circle",
                 "provider_reference": text(item, "id"),
             }  # fmt: skip
-            return [Canonical(TOPIC, record, micros(at))]
+            return [Canonical(TOPIC, record, to_micros(at))]
 
         return Notice(event_id, f"{kind}.{item.get('status')}", wallet, build)

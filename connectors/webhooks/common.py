@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Literal, Protocol
 
 import iso4217
-
-from topics.events import to_micros
 
 InboxStatus = Literal["pending", "processed", "failed", "ignored"]
 
@@ -59,7 +57,6 @@ class Notice:
     build: Build | None = None
     status: InboxStatus = "processed"
     note: str | None = None
-    extra: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -116,10 +113,8 @@ def integer(obj: Mapping[str, Any], key: str) -> int:
     return value
 
 
-def text(obj: Mapping[str, Any], key: str, *, required: bool = True) -> Any:
+def text(obj: Mapping[str, Any], key: str) -> str:
     value = obj.get(key)
-    if value is None and not required:
-        return None
     if not isinstance(value, str) or not value or len(value) > 256:
         raise BadPayload(f"{key} must be a non-empty string")
     return value
@@ -149,11 +144,3 @@ def iso_instant(value: Any) -> datetime:
     if at.tzinfo is None:
         raise Unprocessable(f"{value!r} has no UTC offset")
     return at.astimezone(UTC)
-
-
-def micros(at: datetime) -> int:
-    return to_micros(at)
-
-
-def day(at: datetime) -> date:
-    return at.date()

@@ -2,7 +2,8 @@
 
 The standard library accepts NaN and Infinity, keeps the last of duplicate keys,
 turns 1e400 into inf, reads decimals as binary floats and recurses until
-RecursionError. Here every one of those is refused, and decimals are Decimal.
+RecursionError (or, with a raised recursion limit, crashes). Here every one of those
+is refused, nesting is measured before parsing, and decimals are Decimal.
 """
 
 from __future__ import annotations
@@ -70,19 +71,6 @@ def _too_deep(text: str) -> bool:
     return False
 
 
-def _depth(document: Any) -> int:
-    deepest, stack = 0, [(document, 1)]
-    while stack:
-        node, depth = stack.pop()
-        if isinstance(node, dict | list):
-            deepest = max(deepest, depth)
-            if deepest > MAX_DEPTH:
-                break
-            children = node.values() if isinstance(node, dict) else node
-            stack.extend((child, depth + 1) for child in children)
-    return deepest
-
-
 def loads(raw: bytes) -> Any:
     """The document in `raw` (UTF-8 JSON), or MalformedJson saying why not."""
     try:
@@ -94,10 +82,6 @@ def loads(raw: bytes) -> Any:
         )
     except MalformedJson:
         raise
-    except RecursionError:
-        raise MalformedJson(f"nesting deeper than {MAX_DEPTH} levels") from None
     except (UnicodeDecodeError, ValueError) as e:
         raise MalformedJson(f"not valid JSON: {e}") from None
-    if _depth(document) > MAX_DEPTH:
-        raise MalformedJson(f"nesting deeper than {MAX_DEPTH} levels")
     return document

@@ -23,14 +23,13 @@ from connectors.webhooks.common import (
     MissingSignature,
     Notice,
     Unprocessable,
-    day,
     document,
     exponent_of,
     integer,
     iso_instant,
-    micros,
     text,
 )
+from topics.events import to_micros
 
 TOPIC = "banking.transaction.received.v1"
 TIMESTAMP_HEADER = "x-tl-webhook-timestamp"
@@ -91,9 +90,9 @@ class TrueLayer:
                 "amount": {"units": units, "currency": currency, "exponent": exponent_of(currency)},
                 "direction": "CREDIT", "status": "POSTED",
                 "counterparty_reference": remitter.get("reference") or body.get("reference"),
-                "booking_date": day(settled), "value_date": day(settled), "provider": "truelayer",
+                "booking_date": settled.date(), "value_date": settled.date(), "provider": "truelayer",
                 "provider_reference": text(body, "transaction_id"),
             }  # fmt: skip
-            return [Canonical(TOPIC, record, micros(settled))]
+            return [Canonical(TOPIC, record, to_micros(settled))]
 
         return Notice(event_id, kind, merchant_account, build)
