@@ -30,6 +30,7 @@ from typing import Any
 import psycopg
 from eth_typing import HexStr
 from prometheus_client import Counter, Gauge
+from psycopg.rows import dict_row
 from web3 import Web3
 
 from connectors.outbox import enqueue
@@ -84,30 +85,26 @@ def _wei(value: Any) -> Decimal | None:
     return None if value is None else Decimal(int(value))
 
 
+def _chain_order(transfer: dict[str, Any]) -> tuple[int, str, int]:
+    return int(transfer["block_number"]), transfer["tx_hash"], int(transfer["log_index"])
+
+
 def _address(topic: Any) -> str:
     return "0x" + _hex(topic)[-40:]
 
 
-@dataclass
-class Hit:
-    tx_hash: str
-    log_index: int
-    account_id: str
-    tenant_id: str
-    direction: str
-    from_address: str
-    to_address: str
-    units: int
-    asset: str
-    decimals: int
-    token: str | None
-
-
-COLUMNS = (
-    "chain, tx_hash, log_index, account_id, block_hash, block_number, tenant_id, chain_id, direction, "
-    "from_address, to_address, amount_units, asset, decimals, token_contract, gas_used, base_fee_per_gas, "
-    "priority_fee_per_gas"
+FIELDS = (
+    "chain", "tx_hash", "log_index", "account_id", "block_hash", "block_number", "tenant_id", "chain_id",
+    "direction", "from_address", "to_address", "amount_units", "asset", "decimals", "token_contract",
+    "gas_used", "base_fee_per_gas", "priority_fee_per_gas",
+)  # fmt: skip
+COLUMNS = ", ".join(FIELDS)
+INSERT_TRANSFER = (
+    f"INSERT INTO chain_transfers ({COLUMNS}, status)"
+    f" VALUES ({', '.join(f'%({f})s' for f in FIELDS)}, 'detected') ON CONFLICT DO NOTHING RETURNING tx_hash"
 )
+Watched = tuple[dict[str, tuple[str, str]], dict[str, tuple[str, int]]]
+"""Wallets (address: tenant, account) and tokens (contract: symbol, decimals)."""
 
 
 class ChainListener:
@@ -137,6 +134,7 @@ class ChainListener:
         if spec.chain_id is not None and self.chain_id != spec.chain_id:
             raise WrongChain(f"the node serves chain id {self.chain_id}, not {spec.name} ({spec.chain_id})")
         self.emitted = {"detected": 0, "confirmed": 0, "reorged": 0}
+        self._watched: Watched | None = None
 
     # -- one step ---------------------------------------------------------------------------
     def step(self, conn: psycopg.Connection[Any]) -> bool:
@@ -168,19 +166,8 @@ class ChainListener:
 
     def _scan(self, conn: psycopg.Connection[Any], block: Any) -> None:
         number, block_hash = int(block["number"]), _hex(block["hash"])
-        wallets = {
-            a: (t, acc)
-            for a, t, acc in conn.execute(
-                "SELECT address, tenant_id, account_id FROM chain_wallets WHERE chain = %s", (self.spec.name,)
-            )
-        }
-        tokens = {
-            c: (s, d)
-            for c, s, d in conn.execute(
-                "SELECT contract, symbol, decimals FROM chain_tokens WHERE chain = %s", (self.spec.name,)
-            )
-        }
-        hits: list[Hit] = []
+        wallets, tokens = self._watched or self.watched(conn)
+        hits: list[dict[str, Any]] = []
         for tx in block["transactions"]:
             sender, receiver = str(tx["from"]).lower(), str(tx.get("to") or "").lower()
             if int(tx["value"]) > 0 and receiver and (sender in wallets or receiver in wallets):
@@ -228,47 +215,20 @@ class ChainListener:
         base_fee = block.get("baseFeePerGas")
         receipts: dict[str, Any] = {}
         for hit in hits:
-            receipt = receipts.get(hit.tx_hash) or self.w3.eth.get_transaction_receipt(HexStr(hit.tx_hash))
-            receipts[hit.tx_hash] = receipt
+            tx_hash = hit["tx_hash"]
+            receipt = receipts.get(tx_hash) or self.w3.eth.get_transaction_receipt(HexStr(tx_hash))
+            receipts[tx_hash] = receipt
             if int(receipt["status"]) != 1:
                 continue  # a failed transaction moved nothing
             priority = None
             if base_fee is not None and receipt.get("effectiveGasPrice") is not None:
                 priority = int(receipt["effectiveGasPrice"]) - int(base_fee)
-            row = (
-                self.spec.name,
-                hit.tx_hash,
-                hit.log_index,
-                hit.account_id,
-                block_hash,
-                number,
-                hit.tenant_id,
-                self.chain_id,
-                hit.direction,
-                hit.from_address,
-                hit.to_address,
-                hit.units,
-                hit.asset,
-                hit.decimals,
-                hit.token,
-                int(receipt["gasUsed"]),
-                int(base_fee) if base_fee is not None else None,
-                priority,
-            )
-            inserted = conn.execute(
-                f"INSERT INTO chain_transfers ({COLUMNS}, status)"
-                f" VALUES ({', '.join(['%s'] * 18)}, 'detected')"
-                " ON CONFLICT DO NOTHING RETURNING tx_hash",
-                row,
-            ).fetchone()
-            if inserted:
-                self._emit(
-                    conn,
-                    "detected",
-                    dict(zip(COLUMNS.split(", "), row, strict=True)),
-                    1,
-                    int(block["timestamp"]),
-                )
+            transfer = {**hit, "chain": self.spec.name, "block_hash": block_hash, "block_number": number,
+                        "chain_id": self.chain_id, "gas_used": int(receipt["gasUsed"]),
+                        "base_fee_per_gas": int(base_fee) if base_fee is not None else None,
+                        "priority_fee_per_gas": priority}  # fmt: skip
+            if conn.execute(INSERT_TRANSFER, transfer).fetchone():
+                self._emit(conn, "detected", transfer, 1, int(block["timestamp"]))
         conn.execute(
             "INSERT INTO chain_blocks VALUES (%s, %s, %s, %s) ON CONFLICT (chain, number) DO UPDATE"
             " SET hash = excluded.hash, parent_hash = excluded.parent_hash",
@@ -298,27 +258,29 @@ class ChainListener:
         decimals: int,
         token: str | None,
         wallets: dict[str, tuple[str, str]],
-    ) -> list[Hit]:
-        out = []
-        for address, direction in ((sender, "OUTBOUND"), (receiver, "INBOUND")):
-            if address in wallets:
-                tenant, account = wallets[address]
-                out.append(
-                    Hit(
-                        tx, index, account, tenant, direction, sender, receiver, units, asset, decimals, token
-                    )
-                )
-        return out
+    ) -> list[dict[str, Any]]:
+        """The transfer as seen from each watched side (without its block and receipt fields)."""
+        return [
+            {"tx_hash": tx, "log_index": index, "tenant_id": wallets[address][0],
+             "account_id": wallets[address][1], "direction": direction, "from_address": sender,
+             "to_address": receiver, "amount_units": units, "asset": asset, "decimals": decimals,
+             "token_contract": token}
+            for address, direction in ((sender, "OUTBOUND"), (receiver, "INBOUND"))
+            if address in wallets
+        ]  # fmt: skip
 
     def _confirm(self, conn: psycopg.Connection[Any], number: int, timestamp: int) -> None:
         depth = number - self.spec.confirmations + 1
-        rows = conn.execute(
-            f"UPDATE chain_transfers SET status = 'confirmed', settled_at = now() WHERE chain = %s"
-            f" AND status = 'detected' AND block_number <= %s RETURNING {COLUMNS}",
-            (self.spec.name, depth),
-        ).fetchall()
-        for row in sorted(rows, key=lambda r: (r[5], r[1], r[2])):
-            transfer = dict(zip(COLUMNS.split(", "), row, strict=True))
+        rows = (
+            conn.cursor(row_factory=dict_row)
+            .execute(
+                f"UPDATE chain_transfers SET status = 'confirmed', settled_at = now() WHERE chain = %s"
+                f" AND status = 'detected' AND block_number <= %s RETURNING {COLUMNS}",
+                (self.spec.name, depth),
+            )
+            .fetchall()
+        )
+        for transfer in sorted(rows, key=_chain_order):
             self._emit(conn, "confirmed", transfer, number - int(transfer["block_number"]) + 1, timestamp)
 
     def _rewind(self, conn: psycopg.Connection[Any], number: int) -> None:
@@ -333,11 +295,15 @@ class ChainListener:
                 break
         if ancestor is None:
             raise DeepReorg(f"{self.spec.name}: no kept block hash below {number} is on the chain any more")
-        lost = conn.execute(
-            f"UPDATE chain_transfers SET status = 'reorged', settled_at = now() WHERE chain = %s"
-            f" AND status = 'detected' AND block_number > %s RETURNING {COLUMNS}",
-            (self.spec.name, ancestor),
-        ).fetchall()
+        lost = (
+            conn.cursor(row_factory=dict_row)
+            .execute(
+                f"UPDATE chain_transfers SET status = 'reorged', settled_at = now() WHERE chain = %s"
+                f" AND status = 'detected' AND block_number > %s RETURNING {COLUMNS}",
+                (self.spec.name, ancestor),
+            )
+            .fetchall()
+        )
         confirmed = conn.execute(
             "SELECT count(*) FROM chain_transfers"
             " WHERE chain = %s AND status = 'confirmed' AND block_number > %s",
@@ -351,8 +317,7 @@ class ChainListener:
                 confirmed[0],
             )
         replaced: dict[int, str | None] = {}
-        for row in sorted(lost, key=lambda r: (r[5], r[1], r[2])):
-            transfer = dict(zip(COLUMNS.split(", "), row, strict=True))
+        for transfer in sorted(lost, key=_chain_order):
             height = int(transfer["block_number"])
             if height not in replaced:
                 try:
@@ -424,9 +389,28 @@ class ChainListener:
         self.emitted[kind] += 1
         EMITTED.labels(self.spec.name, kind).inc()
 
+    def watched(self, conn: psycopg.Connection[Any]) -> Watched:
+        """The chain's watched wallets and tokens, as they are now."""
+        name = (self.spec.name,)
+        wallets = {
+            a: (t, acc)
+            for a, t, acc in conn.execute(
+                "SELECT address, tenant_id, account_id FROM chain_wallets WHERE chain = %s", name
+            )
+        }
+        tokens = {
+            c: (s, d)
+            for c, s, d in conn.execute(
+                "SELECT contract, symbol, decimals FROM chain_tokens WHERE chain = %s", name
+            )
+        }
+        return wallets, tokens  # fmt: skip
+
     # -- running ----------------------------------------------------------------------------
     def catch_up(self, conn: psycopg.Connection[Any], limit: int = 10_000) -> int:
-        """Steps until there is nothing new (or `limit` steps); returns how many were taken."""
+        """Steps until there is nothing new (or `limit` steps); returns how many were taken.
+        The watch list is read once per catch-up, not per block."""
+        self._watched = self.watched(conn)
         steps = 0
         while steps < limit and self.step(conn):
             steps += 1
