@@ -35,6 +35,7 @@ from connectors.webhooks.app import create_app as create_webhooks
 from ops import webhook_senders as send
 from ops.audit_trace import Step, trace
 from ops.serving import serving
+from ops.stack.process import wait_until
 from sinks.aml import AmlSink
 from sinks.audit import AuditSink
 from sinks.base import Sink, SinkRunner
@@ -85,11 +86,8 @@ class DemoReport:
 
 
 def _wait(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"demo: {what} did not happen within {timeout:.0f}s")
-        time.sleep(0.2)
+    if not wait_until(condition, timeout, 0.2):
+        raise TimeoutError(f"demo: {what} did not happen within {timeout:.0f}s")
 
 
 def run_pipeline(settings: Settings, codec: AvroCodec, catalog: Catalog, *, transfers: int = 4) -> DemoReport:

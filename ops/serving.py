@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import socket
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import uvicorn
+
+from ops.stack.process import wait_until
 
 
 def free_port() -> int:
@@ -27,11 +28,11 @@ def serving(app: Any, timeout: float = 30.0, **config: Any) -> Iterator[str]:
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:
-        deadline = time.monotonic() + timeout
-        while not server.started:
-            if not thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError(f"the server on port {port} did not start")
-            time.sleep(0.05)
+        if (
+            not wait_until(lambda: server.started or not thread.is_alive(), timeout, 0.05)
+            or not server.started
+        ):
+            raise RuntimeError(f"the server on port {port} did not start")
         yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True

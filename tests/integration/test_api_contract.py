@@ -15,8 +15,8 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from connectors.api import create_app
+from ops.serving import serving
 from tests.fixtures.database import private_database
-from tests.fixtures.http import serving
 from topics.codec import AvroCodec
 from topics.schemas import load_store
 from topics.settings import REPO_ROOT

@@ -20,8 +20,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from connectors.outbox import OutboxRelay
 from connectors.webhooks.app import create_app
 from ops import webhook_senders as send
+from ops.serving import serving
 from tests.fixtures.database import private_database
-from tests.fixtures.http import serving
 from tests.fixtures.kafka import read_all
 from topics.codec import AvroCodec
 from topics.schemas import load_store
