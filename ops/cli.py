@@ -7,41 +7,16 @@ Every subcommand reads the same settings (environment variables, see
 from __future__ import annotations
 
 import argparse
-import re
-import signal
 import sys
-import threading
 from collections.abc import Callable, Sequence
-from typing import NoReturn
 
-from rich.console import Console
 from rich.table import Table
 
+from ops.cli_connect import add_connect_commands
+from ops.console import Parser, err, out, positive_int, seconds_arg, settings_or_error, stop_on_signals
 from topics.catalog import Catalog
 from topics.errors import LedgerstreamError
 from topics.settings import Settings
-
-out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
-
-
-class Parser(argparse.ArgumentParser):
-    """argparse with a one-line error message instead of the usage block."""
-
-    def error(self, message: str) -> NoReturn:
-        err.print(f"{self.prog}: error: {message} (see `{self.prog} --help`)", markup=False)
-        raise SystemExit(2)
-
-
-def _settings() -> Settings:
-    from pydantic import ValidationError
-
-    try:
-        return Settings()
-    except ValidationError as e:
-        first = e.errors()[0]
-        raise LedgerstreamError(f"bad setting {first['loc'][0]}: {first['msg']}") from None
-
 
 # stack ----------------------------------------------------------------------
 
@@ -49,7 +24,7 @@ def _settings() -> Settings:
 def stack_up(args: argparse.Namespace) -> int:
     from ops.stack import Stack
 
-    stack = Stack(_settings(), registry=not args.no_registry)
+    stack = Stack(settings_or_error(), registry=not args.no_registry)
     with err.status("starting the local stack (first run fetches Kafka and the registry from Maven Central)"):
         seconds = stack.up(say=lambda line: err.print(line, markup=False))
     err.print(f'stack up in {seconds:.1f}s; `eval "$(ledgerstream stack env)"` points clients at it')
@@ -59,7 +34,7 @@ def stack_up(args: argparse.Namespace) -> int:
 def stack_down(args: argparse.Namespace) -> int:
     from ops.stack import Stack
 
-    Stack(_settings()).down(say=lambda line: err.print(line, markup=False))
+    Stack(settings_or_error()).down(say=lambda line: err.print(line, markup=False))
     return 0
 
 
@@ -67,7 +42,7 @@ def stack_status(args: argparse.Namespace) -> int:
     from ops.stack import Stack
 
     table = Table("service", "port", "pid", "health")
-    statuses = Stack(_settings()).status()
+    statuses = Stack(settings_or_error()).status()
     for s in statuses:
         table.add_row(s.name, str(s.port), str(s.pid or "-"), s.state)
     out.print(table)
@@ -79,7 +54,7 @@ def stack_env(args: argparse.Namespace) -> int:
 
     from ops.stack import Stack
 
-    for name, value in Stack(_settings()).exports().items():
+    for name, value in Stack(settings_or_error()).exports().items():
         print(f"export {name}={shlex.quote(value)}")
     return 0
 
@@ -91,7 +66,7 @@ def topics_apply(args: argparse.Namespace) -> int:
     from ops.topic_admin import apply
     from topics.catalog import load_catalog
 
-    settings = _settings()
+    settings = settings_or_error()
     catalog = load_catalog()
     profile = catalog.profile(args.profile or settings.topic_profile)
     created, drifting = apply(settings, catalog, profile, fix_config=args.fix_config)
@@ -116,7 +91,7 @@ def topics_list(args: argparse.Namespace) -> int:
     from ops.topic_admin import inspect
     from topics.catalog import load_catalog
 
-    settings = _settings()
+    settings = settings_or_error()
     catalog = load_catalog()
     profile = catalog.profile(args.profile or settings.topic_profile)
     table = Table("topic", "kind", "partitions (catalog/broker)", "key", "value", "status")
@@ -141,7 +116,7 @@ def schemas_check(args: argparse.Namespace) -> int:
     from ops.schema_gate import check
     from topics.schemas import SchemaStore, read_lock
 
-    store = SchemaStore(_settings().avro_dir)
+    store = SchemaStore(settings_or_error().avro_dir)
     findings = check(store, read_lock())
     if findings:
         for f in findings:
@@ -158,7 +133,7 @@ def schemas_lock(args: argparse.Namespace) -> int:
     from ops.schema_gate import lock
     from topics.schemas import SchemaStore
 
-    locked, refused = lock(SchemaStore(_settings().avro_dir))
+    locked, refused = lock(SchemaStore(settings_or_error().avro_dir))
     for topic in locked:
         out.print(f"locked {topic}", markup=False)
     for f in refused:
@@ -172,7 +147,7 @@ def schemas_register(args: argparse.Namespace) -> int:
     from ops.schema_gate import register
     from topics.schemas import SchemaStore
 
-    settings = _settings()
+    settings = settings_or_error()
     if not settings.schema_registry_url:
         out.print(
             "schemas register: no SCHEMA_REGISTRY_URL; the codec uses single-object encoding, nothing to do"
@@ -197,7 +172,7 @@ def schemas_register(args: argparse.Namespace) -> int:
 def db_migrate(args: argparse.Namespace) -> int:
     from sinks.migrate import connect, migrate
 
-    with connect(_settings().database_url.get_secret_value()) as conn:
+    with connect(settings_or_error().database_url.get_secret_value()) as conn:
         applied = migrate(conn)
     for m in applied:
         out.print(f"applied {m.path.name}", markup=False)
@@ -209,7 +184,7 @@ def db_status(args: argparse.Namespace) -> int:
     from sinks.migrate import connect, status
 
     table = Table("version", "migration", "status", "applied at")
-    with connect(_settings().database_url.get_secret_value()) as conn:
+    with connect(settings_or_error().database_url.get_secret_value()) as conn:
         states = status(conn)
     for s in states:
         table.add_row(f"{s.migration.version:04d}", s.migration.name, s.status, str(s.applied_at or "-"))
@@ -222,8 +197,8 @@ def sink(args: argparse.Namespace) -> int:
     from sinks.registry import SINKS
     from topics.codec import codec_from_settings
 
-    settings = _settings()
-    stop = _stop_on_signals()
+    settings = settings_or_error()
+    stop = stop_on_signals()
     runner = SinkRunner(
         settings,
         SINKS[args.name](),
@@ -265,8 +240,8 @@ def agent(args: argparse.Namespace) -> int:
     from topics.catalog import load_catalog
     from topics.codec import codec_from_settings
 
-    settings = _settings()
-    stop = _stop_on_signals()
+    settings = settings_or_error()
+    stop = stop_on_signals()
     codec = codec_from_settings(settings)
     runtime = AgentRuntime(
         settings,
@@ -291,7 +266,7 @@ def billing_close(args: argparse.Namespace) -> int:
     from sinks.migrate import connect
     from streams.billing.agent import close_period
 
-    settings = _settings()
+    settings = settings_or_error()
     with connect(settings.database_url.get_secret_value()) as conn:
         closed = close_period(conn, args.period, settings.environment, args.tenant)
     if not closed:
@@ -307,7 +282,7 @@ def billing_close(args: argparse.Namespace) -> int:
 def billing_invoices(args: argparse.Namespace) -> int:
     from sinks.migrate import connect
 
-    settings = _settings()
+    settings = settings_or_error()
     table = Table("tenant", "period", "status", "currency", "line items", "total (minor units)")
     with connect(settings.database_url.get_secret_value()) as conn:
         rows = conn.execute(
@@ -325,7 +300,7 @@ def billing_invoices(args: argparse.Namespace) -> int:
 def aml_flags(args: argparse.Namespace) -> int:
     from sinks.migrate import connect
 
-    settings = _settings()
+    settings = settings_or_error()
     table = Table("flag", "account", "rule", "version", "risk", "status", "raised at (UTC)")
     with connect(settings.database_url.get_secret_value()) as conn:
         rows = conn.execute(
@@ -343,7 +318,7 @@ def aml_flags(args: argparse.Namespace) -> int:
 def aml_case(args: argparse.Namespace) -> int:
     from sinks.migrate import connect
 
-    settings = _settings()
+    settings = settings_or_error()
     with connect(settings.database_url.get_secret_value()) as conn:
         row = conn.execute(
             "UPDATE aml_flags SET case_status = %s WHERE flag_id::text = %s AND environment = %s "
@@ -357,180 +332,11 @@ def aml_case(args: argparse.Namespace) -> int:
     return 0
 
 
-PROVIDERS = ("stripe", "plaid", "truelayer", "circle", "sumsub")
-
-
-def connect_api(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from connectors.api import create_app
-    from topics.catalog import load_catalog
-    from topics.codec import codec_from_settings
-
-    settings = _settings()
-    app = create_app(settings, codec_from_settings(settings), load_catalog())
-    err.print(f"command API on http://{args.host}:{args.port} (OpenAPI at /docs)", markup=False)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", timeout_keep_alive=5)
-    return 0
-
-
-def connect_webhooks(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from connectors.webhooks.app import create_app
-    from connectors.webhooks.settings import WebhookSettings
-    from topics.catalog import load_catalog
-    from topics.codec import codec_from_settings
-
-    settings, hooks = _settings(), WebhookSettings()
-    providers = hooks.providers()
-    if not providers:
-        err.print(
-            "connect webhooks: no provider is configured; set STRIPE_WEBHOOK_SECRETS, SUMSUB_WEBHOOK_SECRET, "
-            "PLAID_WEBHOOK_JWKS, TRUELAYER_WEBHOOK_JWKS or CIRCLE_WEBHOOK_KEYS",
-            markup=False,
-        )
-        return 2
-    err.print(
-        f"webhooks on http://{args.host}:{args.port}/v1/webhooks/{{{','.join(sorted(providers))}}}"
-        f" ({args.workers} worker{'s' if args.workers > 1 else ''})",
-        markup=False,
-    )
-    # h11, whatever else is installed: it bounds a request's head (16 KiB here)
-    options = {"host": args.host, "port": args.port, "log_level": "warning", "timeout_keep_alive": 5,
-               "http": "h11", "h11_max_incomplete_event_size": 16 * 1024}  # fmt: skip
-    if args.workers > 1:
-        uvicorn.run("connectors.webhooks.app:from_environment", factory=True, workers=args.workers, **options)
-    else:
-        uvicorn.run(
-            create_app(settings, hooks, codec_from_settings(settings), load_catalog(), providers), **options
-        )
-    return 0
-
-
-def connect_chain(args: argparse.Namespace) -> int:
-    import dataclasses
-
-    from web3 import Web3
-
-    from connectors.chain import CHAINS, ChainListener, DeepReorg, WrongChain
-    from topics.catalog import load_catalog
-    from topics.codec import codec_from_settings
-
-    settings = _settings()
-    spec = CHAINS[args.chain]
-    if args.confirmations is not None:
-        spec = dataclasses.replace(spec, confirmations=args.confirmations)
-    w3 = Web3(Web3.HTTPProvider(args.rpc_url, request_kwargs={"timeout": 15}))
-    if not w3.is_connected():
-        err.print(f"connect chain: no JSON-RPC node answers at {args.rpc_url}", markup=False)
-        return 1
-    stop = _stop_on_signals()
-    try:
-        listener = ChainListener(settings, codec_from_settings(settings), load_catalog(), w3, spec,
-                                 start_block=args.from_block)  # fmt: skip
-    except WrongChain as e:
-        err.print(f"connect chain: {e}", markup=False)
-        return 2
-    err.print(
-        f"chain listener: {spec.name} (chain id {listener.chain_id}) at {args.rpc_url}, "
-        f"{spec.confirmations} confirmations; events go to the outbox",
-        markup=False,
-    )
-    try:
-        emitted = listener.run(stop=stop, poll=args.poll)
-    except DeepReorg as e:
-        err.print(f"connect chain: {e}", markup=False)
-        return 1
-    err.print(f"chain listener: {emitted}", markup=False)
-    return 0
-
-
-def connect_watch(args: argparse.Namespace) -> int:
-    from sinks.migrate import connect
-
-    address = args.address.lower()
-    if not re.fullmatch(r"0x[0-9a-f]{40}", address):
-        err.print(f"connect watch: {args.address!r} is not a 20-byte hex address", markup=False)
-        return 2
-    if args.token and (args.decimals is None or not 0 <= args.decimals <= 36):
-        err.print("connect watch: --token needs --decimals between 0 and 36", markup=False)
-        return 2
-    if args.account and not args.tenant:
-        err.print("connect watch: --account needs --tenant", markup=False)
-        return 2
-    with connect(_settings().database_url.get_secret_value()) as conn:
-        if args.token:
-            conn.execute(
-                "INSERT INTO chain_tokens VALUES (%s, %s, %s, %s) ON CONFLICT (chain, contract)"
-                " DO UPDATE SET symbol = excluded.symbol, decimals = excluded.decimals",
-                (args.chain, address, args.token, args.decimals),
-            )
-            out.print(
-                f"watching {args.token} ({args.decimals} decimals) at {address} on {args.chain}", markup=False
-            )
-            return 0
-        conn.execute(
-            "INSERT INTO chain_wallets VALUES (%s, %s, %s, %s) ON CONFLICT (chain, address)"
-            " DO UPDATE SET tenant_id = excluded.tenant_id, account_id = excluded.account_id",
-            (args.chain, address, args.tenant, args.account),
-        )
-    out.print(f"watching wallet {address} on {args.chain} for {args.tenant}/{args.account}", markup=False)
-    return 0
-
-
-def connect_purge(args: argparse.Namespace) -> int:
-    from connectors.retention import purge
-    from sinks.migrate import connect
-
-    with connect(_settings().database_url.get_secret_value()) as conn:
-        done = purge(conn, outbox_days=args.outbox_days, inbox_days=args.inbox_days, dry_run=args.dry_run)
-    verb = "would delete" if args.dry_run else "deleted"
-    out.print(
-        f"purge: {verb} {done.idempotency_keys} expired idempotency keys, {done.outbox_rows} published "
-        f"outbox rows older than {args.outbox_days} days, {done.inbox_rows} settled inbox rows older than "
-        f"{args.inbox_days} days",
-        markup=False,
-    )
-    return 0
-
-
-def connect_link(args: argparse.Namespace) -> int:
-    from sinks.migrate import connect
-
-    with connect(_settings().database_url.get_secret_value()) as conn:
-        conn.execute(
-            "INSERT INTO provider_links (provider, external_ref, tenant_id, account_id)"
-            " VALUES (%s, %s, %s, %s) ON CONFLICT (provider, external_ref) DO UPDATE"
-            " SET tenant_id = excluded.tenant_id, account_id = excluded.account_id, linked_at = now()",
-            (args.provider, args.ref, args.tenant, args.account),
-        )
-    out.print(f"linked {args.provider} {args.ref} to {args.tenant}/{args.account}", markup=False)
-    return 0
-
-
-def connect_outbox_relay(args: argparse.Namespace) -> int:
-    from connectors.outbox import OutboxRelay
-    from topics.catalog import load_catalog
-    from topics.codec import codec_from_settings
-
-    settings = _settings()
-    stop = _stop_on_signals()
-    relay = OutboxRelay(settings, codec_from_settings(settings), load_catalog(), batch_size=args.batch_size)
-    err.print("outbox relay: publishing pending rows in order per account", markup=False)
-    stats = relay.run(stop=stop, idle_exit=args.idle_exit)
-    err.print(
-        f"outbox relay: {stats.published} published in {stats.batches} batches, {stats.failures} failures",
-        markup=False,
-    )
-    return 0
-
-
 def audit_trace(args: argparse.Namespace) -> int:
     from ops.audit_trace import trace
     from sinks.migrate import connect
 
-    settings = _settings()
+    settings = settings_or_error()
     with connect(settings.database_url.get_secret_value()) as conn:
         steps = trace(conn, args.correlation_id, settings.environment)
     if not steps:
@@ -551,7 +357,9 @@ def bench(args: argparse.Namespace) -> int:
         from ops.bench_webhooks import BenchLimit, bench_webhooks
 
         try:
-            hooks = bench_webhooks(_settings(), int(args.seconds), args.connections, workers=args.workers)
+            hooks = bench_webhooks(
+                settings_or_error(), int(args.seconds), args.connections, workers=args.workers
+            )
         except BenchLimit as e:
             err.print(f"bench webhooks: {e}", markup=False)
             return 2
@@ -559,7 +367,7 @@ def bench(args: argparse.Namespace) -> int:
             out.print(line, markup=False)
         return 0
     run = bench_sink if args.target == "sink" else bench_ledger
-    result = run(_settings(), args.events, args.batch_size, args.workers)
+    result = run(settings_or_error(), args.events, args.batch_size, args.workers)
     for line in result.lines():
         out.print(line, markup=False)
     return 0
@@ -574,7 +382,7 @@ def demo(args: argparse.Namespace) -> int:
     from topics.codec import AvroCodec, codec_from_settings
     from topics.schemas import load_store
 
-    settings = _settings()
+    settings = settings_or_error()
     catalog = load_catalog()
     codecs = [AvroCodec(load_store(settings.avro_dir))]
     if settings.schema_registry_url:
@@ -752,12 +560,12 @@ def build_parser() -> Parser:
     sk = command(sub, "sink", sink, "run one sink (its own consumer group) until interrupted")
     sk.add_argument("name", choices=sorted(SINKS), help="which sink")
     sk.add_argument(
-        "--batch-size", type=_positive, default=2000, help="most events per transaction (default 2000)"
+        "--batch-size", type=positive_int, default=2000, help="most events per transaction (default 2000)"
     )
     sk.add_argument(
-        "--linger", type=_seconds, default=0.2, help="seconds to wait for a batch to fill (default 0.2)"
+        "--linger", type=seconds_arg, default=0.2, help="seconds to wait for a batch to fill (default 0.2)"
     )
-    sk.add_argument("--idle-exit", type=_seconds, default=None, help="stop after this many idle seconds")
+    sk.add_argument("--idle-exit", type=seconds_arg, default=None, help="stop after this many idle seconds")
     sk.add_argument(
         "--group", help="consumer group (default ledgerstream.<sink>; a new group replays from the start)"
     )
@@ -770,9 +578,13 @@ def build_parser() -> Parser:
 
     ag = command(sub, "agent", agent, "run one agent (a Faust agent fed batches; its own consumer group)")
     ag.add_argument("name", choices=sorted(AGENTS), help="which agent")
-    ag.add_argument("--batch-size", type=_positive, default=2000, help="most events per batch (default 2000)")
-    ag.add_argument("--linger", type=_seconds, default=0.1, help="seconds to wait for a batch (default 0.1)")
-    ag.add_argument("--idle-exit", type=_seconds, default=None, help="stop after this many idle seconds")
+    ag.add_argument(
+        "--batch-size", type=positive_int, default=2000, help="most events per batch (default 2000)"
+    )
+    ag.add_argument(
+        "--linger", type=seconds_arg, default=0.1, help="seconds to wait for a batch (default 0.1)"
+    )
+    ag.add_argument("--idle-exit", type=seconds_arg, default=None, help="stop after this many idle seconds")
     ag.add_argument("--group", help="consumer group (default ledgerstream.<agent>; a new group replays)")
     ag.add_argument(
         "--topic", action="append", help="consume this topic instead of the agent's own (repeatable)"
@@ -792,75 +604,14 @@ def build_parser() -> Parser:
     inv.add_argument("--tenant", help="only this tenant")
     inv.add_argument("--period", type=_period, help="only this period, YYYY-MM")
 
-    conn_p = sub.add_parser("connect", help="connectors: the only code that talks to the outside world")
-    conn_sub = conn_p.add_subparsers(dest="action", required=True, parser_class=Parser, metavar="ACTION")
-    api = command(
-        conn_sub, "api", connect_api, "serve the command API (POST /v1/transfers, OpenAPI at /docs)"
-    )
-    api.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    api.add_argument("--port", type=_positive, default=18080, help="port (default 18080)")
-    wh = command(
-        conn_sub, "webhooks", connect_webhooks,
-        "serve provider webhooks (Stripe, Plaid, TrueLayer, Circle, Sumsub) at /v1/webhooks/<provider>",
-    )  # fmt: skip
-    wh.epilog = (
-        "Keys come from the environment; a provider without them is not served: STRIPE_WEBHOOK_SECRETS "
-        "(comma-separated), SUMSUB_WEBHOOK_SECRET, PLAID_WEBHOOK_JWKS and TRUELAYER_WEBHOOK_JWKS "
-        "(JSON Web Key Sets), CIRCLE_WEBHOOK_KEYS (JSON {key id: base64 DER}). "
-        "Limits: WEBHOOK_MAX_BODY_BYTES, WEBHOOK_READ_TIMEOUT_SECONDS, WEBHOOK_RATE_PER_SECOND, "
-        "WEBHOOK_BURST, WEBHOOK_DEDUPE_TTL_SECONDS."
-    )
-    wh.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    wh.add_argument("--port", type=_positive, default=18090, help="port (default 18090)")
-    wh.add_argument(
-        "--workers", type=_positive, default=1, help="processes (default 1; rate limits are per process)"
-    )
-    ch = command(
-        conn_sub, "chain", connect_chain, "follow an EVM chain for transfers touching watched wallets"
-    )
-    ch.add_argument("--chain", choices=("ethereum", "polygon", "arbitrum", "optimism"), required=True)
-    ch.add_argument("--rpc-url", required=True, help="the node's JSON-RPC endpoint (http:// or https://)")
-    ch.add_argument("--confirmations", type=_positive, help="blocks before a transfer is confirmed "
-                    "(default: ethereum 12, polygon 128, arbitrum and optimism 20)")  # fmt: skip
-    ch.add_argument(
-        "--from-block", type=_positive, help="first block when there is no checkpoint (default: head)"
-    )
-    ch.add_argument(
-        "--poll", type=_seconds, default=2.0, help="seconds between polls for new blocks (default 2)"
-    )
-    wa = command(conn_sub, "watch", connect_watch, "watch a wallet (for an account) or an ERC-20 token")
-    wa.add_argument("--chain", choices=("ethereum", "polygon", "arbitrum", "optimism"), required=True)
-    wa.add_argument("--address", required=True, help="the wallet's or the token contract's address")
-    group = wa.add_mutually_exclusive_group(required=True)
-    group.add_argument("--account", help="our account the wallet belongs to (with --tenant)")
-    group.add_argument("--token", help="the token's symbol: watch its Transfer logs (with --decimals)")
-    wa.add_argument("--tenant", help="the tenant that owns the account")
-    wa.add_argument("--decimals", type=int, help="the token's decimals")
-    pg = command(
-        conn_sub, "purge", connect_purge, "delete expired idempotency keys, old outbox and inbox rows"
-    )
-    pg.add_argument("--outbox-days", type=_positive, default=7, help="keep published outbox rows (default 7)")
-    pg.add_argument("--inbox-days", type=_positive, default=30, help="keep settled inbox rows (default 30)")
-    pg.add_argument("--dry-run", action="store_true", help="count what would be deleted, delete nothing")
-    ln = command(conn_sub, "link", connect_link, "link a provider's id (a card, a wallet...) to an account")
-    ln.add_argument("--provider", choices=PROVIDERS, required=True, help="the provider")
-    ln.add_argument("--ref", required=True, help="the provider's id (card, customer, wallet, applicant)")
-    ln.add_argument("--tenant", required=True, help="the tenant that owns the account")
-    ln.add_argument("--account", required=True, help="our account id")
-    rl = command(
-        conn_sub, "outbox-relay", connect_outbox_relay, "publish outbox rows to Kafka, in order per account"
-    )
-    rl.add_argument(
-        "--batch-size", type=_positive, default=500, help="most rows per transaction (default 500)"
-    )
-    rl.add_argument("--idle-exit", type=_seconds, default=None, help="stop after this many idle seconds")
+    add_connect_commands(sub, command)
 
     aml = sub.add_parser("aml", help="AML flags and their cases")
     aml_sub = aml.add_subparsers(dest="action", required=True, parser_class=Parser, metavar="ACTION")
     fl = command(aml_sub, "flags", aml_flags, "flags raised, newest first, by account and case status")
     fl.add_argument("--account", help="only this account")
     fl.add_argument("--status", choices=CASE_STATUSES, help="only this case status")
-    fl.add_argument("--limit", type=_positive, default=50, help="most rows (default 50)")
+    fl.add_argument("--limit", type=positive_int, default=50, help="most rows (default 50)")
     cs = command(aml_sub, "case", aml_case, "move a flag's case to reviewed, dismissed or escalated")
     cs.add_argument("flag_id", help="the flag's id")
     cs.add_argument("--status", choices=CASE_STATUSES, required=True, help="the case's new status")
@@ -883,46 +634,30 @@ def build_parser() -> Parser:
         choices=["sink", "ledger", "webhooks"],
         help="sink: one row per event; ledger: balanced transfers; webhooks: signed deliveries under wrk",
     )
-    bn.add_argument("--seconds", type=_positive, default=10, help="webhooks: seconds per phase (default 10)")
     bn.add_argument(
-        "--connections", type=_positive, default=32, help="webhooks: open connections (default 32)"
+        "--seconds", type=positive_int, default=10, help="webhooks: seconds per phase (default 10)"
     )
-    bn.add_argument("--events", type=_positive, default=200_000, help="events to produce (default 200000)")
+    bn.add_argument(
+        "--connections", type=positive_int, default=32, help="webhooks: open connections (default 32)"
+    )
+    bn.add_argument("--events", type=positive_int, default=200_000, help="events to produce (default 200000)")
     bn.add_argument(
         "--workers",
-        type=_positive,
+        type=positive_int,
         default=1,
         help="sink processes in one consumer group, or webhook service processes (default 1)",
     )
-    bn.add_argument("--batch-size", type=_positive, default=2000, help="sink batch size (default 2000)")
+    bn.add_argument("--batch-size", type=positive_int, default=2000, help="sink batch size (default 2000)")
 
     dm = command(sub, "demo", demo, "run the pipeline's round trip on the local stack and print what it did")
     dm.add_argument(
-        "--accounts", type=_positive, default=8, help="accounts to spread events over (default 8)"
+        "--accounts", type=positive_int, default=8, help="accounts to spread events over (default 8)"
     )
-    dm.add_argument("--events", type=_positive, default=25, help="events per account (default 25)")
+    dm.add_argument("--events", type=positive_int, default=25, help="events per account (default 25)")
     return parser
 
 
 CASE_STATUSES = ["open", "reviewed", "dismissed", "escalated"]
-
-
-def _stop_on_signals() -> threading.Event:
-    """An event SIGINT or SIGTERM sets, so a long-running command finishes its batch and stops."""
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    return stop
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{value} must be positive")
-    return value
 
 
 def _period(text: str) -> str:
@@ -933,16 +668,6 @@ def _period(text: str) -> str:
     except BillingError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a period like 2026-11") from None
     return text
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} must not be negative")
-    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:

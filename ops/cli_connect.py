@@ -1,0 +1,248 @@
+"""`ledgerstream connect ...`: the connectors' processes and their operator commands."""
+
+from __future__ import annotations
+
+import argparse
+import re
+from collections.abc import Callable
+from typing import Any
+
+from ops.console import Parser, err, out, positive_int, seconds_arg, settings_or_error, stop_on_signals
+
+PROVIDERS = ("stripe", "plaid", "truelayer", "circle", "sumsub")
+
+
+def connect_api(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from connectors.api import create_app
+    from topics.catalog import load_catalog
+    from topics.codec import codec_from_settings
+
+    settings = settings_or_error()
+    app = create_app(settings, codec_from_settings(settings), load_catalog())
+    err.print(f"command API on http://{args.host}:{args.port} (OpenAPI at /docs)", markup=False)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", timeout_keep_alive=5)
+    return 0
+
+
+def connect_webhooks(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from connectors.webhooks.app import create_app
+    from connectors.webhooks.settings import WebhookSettings
+    from topics.catalog import load_catalog
+    from topics.codec import codec_from_settings
+
+    settings, hooks = settings_or_error(), WebhookSettings()
+    providers = hooks.providers()
+    if not providers:
+        err.print(
+            "connect webhooks: no provider is configured; set STRIPE_WEBHOOK_SECRETS, SUMSUB_WEBHOOK_SECRET, "
+            "PLAID_WEBHOOK_JWKS, TRUELAYER_WEBHOOK_JWKS or CIRCLE_WEBHOOK_KEYS",
+            markup=False,
+        )
+        return 2
+    err.print(
+        f"webhooks on http://{args.host}:{args.port}/v1/webhooks/{{{','.join(sorted(providers))}}}"
+        f" ({args.workers} worker{'s' if args.workers > 1 else ''})",
+        markup=False,
+    )
+    # h11, whatever else is installed: it bounds a request's head (16 KiB here)
+    options = {"host": args.host, "port": args.port, "log_level": "warning", "timeout_keep_alive": 5,
+               "http": "h11", "h11_max_incomplete_event_size": 16 * 1024}  # fmt: skip
+    if args.workers > 1:
+        uvicorn.run("connectors.webhooks.app:from_environment", factory=True, workers=args.workers, **options)
+    else:
+        uvicorn.run(
+            create_app(settings, hooks, codec_from_settings(settings), load_catalog(), providers), **options
+        )
+    return 0
+
+
+def connect_chain(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from web3 import Web3
+
+    from connectors.chain import CHAINS, ChainListener, DeepReorg, WrongChain
+    from topics.catalog import load_catalog
+    from topics.codec import codec_from_settings
+
+    settings = settings_or_error()
+    spec = CHAINS[args.chain]
+    if args.confirmations is not None:
+        spec = dataclasses.replace(spec, confirmations=args.confirmations)
+    w3 = Web3(Web3.HTTPProvider(args.rpc_url, request_kwargs={"timeout": 15}))
+    if not w3.is_connected():
+        err.print(f"connect chain: no JSON-RPC node answers at {args.rpc_url}", markup=False)
+        return 1
+    stop = stop_on_signals()
+    try:
+        listener = ChainListener(settings, codec_from_settings(settings), load_catalog(), w3, spec,
+                                 start_block=args.from_block)  # fmt: skip
+    except WrongChain as e:
+        err.print(f"connect chain: {e}", markup=False)
+        return 2
+    err.print(
+        f"chain listener: {spec.name} (chain id {listener.chain_id}) at {args.rpc_url}, "
+        f"{spec.confirmations} confirmations; events go to the outbox",
+        markup=False,
+    )
+    try:
+        emitted = listener.run(stop=stop, poll=args.poll)
+    except DeepReorg as e:
+        err.print(f"connect chain: {e}", markup=False)
+        return 1
+    err.print(f"chain listener: {emitted}", markup=False)
+    return 0
+
+
+def connect_watch(args: argparse.Namespace) -> int:
+    from sinks.migrate import connect
+
+    address = args.address.lower()
+    if not re.fullmatch(r"0x[0-9a-f]{40}", address):
+        err.print(f"connect watch: {args.address!r} is not a 20-byte hex address", markup=False)
+        return 2
+    if args.token and (args.decimals is None or not 0 <= args.decimals <= 36):
+        err.print("connect watch: --token needs --decimals between 0 and 36", markup=False)
+        return 2
+    if args.account and not args.tenant:
+        err.print("connect watch: --account needs --tenant", markup=False)
+        return 2
+    with connect(settings_or_error().database_url.get_secret_value()) as conn:
+        if args.token:
+            conn.execute(
+                "INSERT INTO chain_tokens VALUES (%s, %s, %s, %s) ON CONFLICT (chain, contract)"
+                " DO UPDATE SET symbol = excluded.symbol, decimals = excluded.decimals",
+                (args.chain, address, args.token, args.decimals),
+            )
+            out.print(
+                f"watching {args.token} ({args.decimals} decimals) at {address} on {args.chain}", markup=False
+            )
+            return 0
+        conn.execute(
+            "INSERT INTO chain_wallets VALUES (%s, %s, %s, %s) ON CONFLICT (chain, address)"
+            " DO UPDATE SET tenant_id = excluded.tenant_id, account_id = excluded.account_id",
+            (args.chain, address, args.tenant, args.account),
+        )
+    out.print(f"watching wallet {address} on {args.chain} for {args.tenant}/{args.account}", markup=False)
+    return 0
+
+
+def connect_purge(args: argparse.Namespace) -> int:
+    from connectors.retention import purge
+    from sinks.migrate import connect
+
+    with connect(settings_or_error().database_url.get_secret_value()) as conn:
+        done = purge(conn, outbox_days=args.outbox_days, inbox_days=args.inbox_days, dry_run=args.dry_run)
+    verb = "would delete" if args.dry_run else "deleted"
+    out.print(
+        f"purge: {verb} {done.idempotency_keys} expired idempotency keys, {done.outbox_rows} published "
+        f"outbox rows older than {args.outbox_days} days, {done.inbox_rows} settled inbox rows older than "
+        f"{args.inbox_days} days",
+        markup=False,
+    )
+    return 0
+
+
+def connect_link(args: argparse.Namespace) -> int:
+    from sinks.migrate import connect
+
+    with connect(settings_or_error().database_url.get_secret_value()) as conn:
+        conn.execute(
+            "INSERT INTO provider_links (provider, external_ref, tenant_id, account_id)"
+            " VALUES (%s, %s, %s, %s) ON CONFLICT (provider, external_ref) DO UPDATE"
+            " SET tenant_id = excluded.tenant_id, account_id = excluded.account_id, linked_at = now()",
+            (args.provider, args.ref, args.tenant, args.account),
+        )
+    out.print(f"linked {args.provider} {args.ref} to {args.tenant}/{args.account}", markup=False)
+    return 0
+
+
+def connect_outbox_relay(args: argparse.Namespace) -> int:
+    from connectors.outbox import OutboxRelay
+    from topics.catalog import load_catalog
+    from topics.codec import codec_from_settings
+
+    settings = settings_or_error()
+    stop = stop_on_signals()
+    relay = OutboxRelay(settings, codec_from_settings(settings), load_catalog(), batch_size=args.batch_size)
+    err.print("outbox relay: publishing pending rows in order per account", markup=False)
+    stats = relay.run(stop=stop, idle_exit=args.idle_exit)
+    err.print(
+        f"outbox relay: {stats.published} published in {stats.batches} batches, {stats.failures} failures",
+        markup=False,
+    )
+    return 0
+
+
+def add_connect_commands(sub: Any, command: Callable[..., Any]) -> None:
+    """Register `connect` and its actions on the top-level subparsers."""
+    conn_p = sub.add_parser("connect", help="connectors: the only code that talks to the outside world")
+    conn_sub = conn_p.add_subparsers(dest="action", required=True, parser_class=Parser, metavar="ACTION")
+    api = command(
+        conn_sub, "api", connect_api, "serve the command API (POST /v1/transfers, OpenAPI at /docs)"
+    )
+    api.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    api.add_argument("--port", type=positive_int, default=18080, help="port (default 18080)")
+    wh = command(
+        conn_sub, "webhooks", connect_webhooks,
+        "serve provider webhooks (Stripe, Plaid, TrueLayer, Circle, Sumsub) at /v1/webhooks/<provider>",
+    )  # fmt: skip
+    wh.epilog = (
+        "Keys come from the environment; a provider without them is not served: STRIPE_WEBHOOK_SECRETS "
+        "(comma-separated), SUMSUB_WEBHOOK_SECRET, PLAID_WEBHOOK_JWKS and TRUELAYER_WEBHOOK_JWKS "
+        "(JSON Web Key Sets), CIRCLE_WEBHOOK_KEYS (JSON {key id: base64 DER}). "
+        "Limits: WEBHOOK_MAX_BODY_BYTES, WEBHOOK_READ_TIMEOUT_SECONDS, WEBHOOK_RATE_PER_SECOND, "
+        "WEBHOOK_BURST, WEBHOOK_DEDUPE_TTL_SECONDS."
+    )
+    wh.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    wh.add_argument("--port", type=positive_int, default=18090, help="port (default 18090)")
+    wh.add_argument(
+        "--workers", type=positive_int, default=1, help="processes (default 1; rate limits are per process)"
+    )
+    ch = command(
+        conn_sub, "chain", connect_chain, "follow an EVM chain for transfers touching watched wallets"
+    )
+    ch.add_argument("--chain", choices=("ethereum", "polygon", "arbitrum", "optimism"), required=True)
+    ch.add_argument("--rpc-url", required=True, help="the node's JSON-RPC endpoint (http:// or https://)")
+    ch.add_argument("--confirmations", type=positive_int, help="blocks before a transfer is confirmed "
+                    "(default: ethereum 12, polygon 128, arbitrum and optimism 20)")  # fmt: skip
+    ch.add_argument(
+        "--from-block", type=positive_int, help="first block when there is no checkpoint (default: head)"
+    )
+    ch.add_argument(
+        "--poll", type=seconds_arg, default=2.0, help="seconds between polls for new blocks (default 2)"
+    )
+    wa = command(conn_sub, "watch", connect_watch, "watch a wallet (for an account) or an ERC-20 token")
+    wa.add_argument("--chain", choices=("ethereum", "polygon", "arbitrum", "optimism"), required=True)
+    wa.add_argument("--address", required=True, help="the wallet's or the token contract's address")
+    group = wa.add_mutually_exclusive_group(required=True)
+    group.add_argument("--account", help="our account the wallet belongs to (with --tenant)")
+    group.add_argument("--token", help="the token's symbol: watch its Transfer logs (with --decimals)")
+    wa.add_argument("--tenant", help="the tenant that owns the account")
+    wa.add_argument("--decimals", type=int, help="the token's decimals")
+    pg = command(
+        conn_sub, "purge", connect_purge, "delete expired idempotency keys, old outbox and inbox rows"
+    )
+    pg.add_argument(
+        "--outbox-days", type=positive_int, default=7, help="keep published outbox rows (default 7)"
+    )
+    pg.add_argument(
+        "--inbox-days", type=positive_int, default=30, help="keep settled inbox rows (default 30)"
+    )
+    pg.add_argument("--dry-run", action="store_true", help="count what would be deleted, delete nothing")
+    ln = command(conn_sub, "link", connect_link, "link a provider's id (a card, a wallet...) to an account")
+    ln.add_argument("--provider", choices=PROVIDERS, required=True, help="the provider")
+    ln.add_argument("--ref", required=True, help="the provider's id (card, customer, wallet, applicant)")
+    ln.add_argument("--tenant", required=True, help="the tenant that owns the account")
+    ln.add_argument("--account", required=True, help="our account id")
+    rl = command(
+        conn_sub, "outbox-relay", connect_outbox_relay, "publish outbox rows to Kafka, in order per account"
+    )
+    rl.add_argument(
+        "--batch-size", type=positive_int, default=500, help="most rows per transaction (default 500)"
+    )
+    rl.add_argument("--idle-exit", type=seconds_arg, default=None, help="stop after this many idle seconds")

@@ -1,0 +1,64 @@
+"""What every `ledgerstream` subcommand shares: the consoles, one-line argument errors,
+settings read once, signal handling and argument types."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from typing import NoReturn
+
+from rich.console import Console
+
+from topics.errors import LedgerstreamError
+from topics.settings import Settings
+
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with a one-line error message instead of the usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        err.print(f"{self.prog}: error: {message} (see `{self.prog} --help`)", markup=False)
+        raise SystemExit(2)
+
+
+def settings_or_error() -> Settings:
+    from pydantic import ValidationError
+
+    try:
+        return Settings()
+    except ValidationError as e:
+        first = e.errors()[0]
+        raise LedgerstreamError(f"bad setting {first['loc'][0]}: {first['msg']}") from None
+
+
+def stop_on_signals() -> threading.Event:
+    """An event SIGINT or SIGTERM sets, so a long-running command finishes its batch and stops."""
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    return stop
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{value} must be positive")
+    return value
+
+
+def seconds_arg(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} must not be negative")
+    return value
