@@ -269,18 +269,20 @@ class ChainListener:
             if address in wallets
         ]  # fmt: skip
 
+    def _settle(
+        self, conn: psycopg.Connection[Any], status: str, compare: str, height: int
+    ) -> list[dict[str, Any]]:
+        """Move detected transfers at heights `compare height` to `status`; returns them in chain order."""
+        rows = conn.cursor(row_factory=dict_row).execute(
+            f"UPDATE chain_transfers SET status = %s, settled_at = now() WHERE chain = %s"
+            f" AND status = 'detected' AND block_number {compare} %s RETURNING {COLUMNS}",
+            (status, self.spec.name, height),
+        ).fetchall()  # fmt: skip
+        return sorted(rows, key=_chain_order)
+
     def _confirm(self, conn: psycopg.Connection[Any], number: int, timestamp: int) -> None:
         depth = number - self.spec.confirmations + 1
-        rows = (
-            conn.cursor(row_factory=dict_row)
-            .execute(
-                f"UPDATE chain_transfers SET status = 'confirmed', settled_at = now() WHERE chain = %s"
-                f" AND status = 'detected' AND block_number <= %s RETURNING {COLUMNS}",
-                (self.spec.name, depth),
-            )
-            .fetchall()
-        )
-        for transfer in sorted(rows, key=_chain_order):
+        for transfer in self._settle(conn, "confirmed", "<=", depth):
             self._emit(conn, "confirmed", transfer, number - int(transfer["block_number"]) + 1, timestamp)
 
     def _rewind(self, conn: psycopg.Connection[Any], number: int) -> None:
@@ -295,15 +297,7 @@ class ChainListener:
                 break
         if ancestor is None:
             raise DeepReorg(f"{self.spec.name}: no kept block hash below {number} is on the chain any more")
-        lost = (
-            conn.cursor(row_factory=dict_row)
-            .execute(
-                f"UPDATE chain_transfers SET status = 'reorged', settled_at = now() WHERE chain = %s"
-                f" AND status = 'detected' AND block_number > %s RETURNING {COLUMNS}",
-                (self.spec.name, ancestor),
-            )
-            .fetchall()
-        )
+        lost = self._settle(conn, "reorged", ">", ancestor)
         confirmed = conn.execute(
             "SELECT count(*) FROM chain_transfers"
             " WHERE chain = %s AND status = 'confirmed' AND block_number > %s",
@@ -317,7 +311,7 @@ class ChainListener:
                 confirmed[0],
             )
         replaced: dict[int, str | None] = {}
-        for transfer in sorted(lost, key=_chain_order):
+        for transfer in lost:
             height = int(transfer["block_number"])
             if height not in replaced:
                 try:
