@@ -277,15 +277,20 @@ def bench_sink(settings: Settings, events: int, batch_size: int, workers: int = 
     return _bench(settings, "sink", "transfers", events, batch_size, make, raw_rows, workers)
 
 
+BENCH_TENANT = "tenant-bench"
+
+
 def transfer_with_fee(i: int) -> tuple[str, Journal]:
     """A customer payout with its platform fee in one journal: four lines, the fee
     credited to the one hot revenue account every journal touches."""
     account = f"acc-{i % 5000}"
     payout = transaction_completed(
-        transaction_id=f"b{i}", account_id=account, direction="DEBIT", units=10_000 + i, currency="EUR",
-        exponent=2, rail="sepa",
+        tenant=BENCH_TENANT, transaction_id=f"b{i}", account_id=account, direction="DEBIT", units=10_000 + i,
+        currency="EUR", exponent=2, rail="sepa",
     )  # fmt: skip
-    fee = fee_assessed(fee_id=f"b{i}", account_id=account, units=25 + i % 50, currency="EUR", exponent=2)
+    fee = fee_assessed(
+        tenant=BENCH_TENANT, fee_id=f"b{i}", account_id=account, units=25 + i % 50, currency="EUR", exponent=2
+    )
     journal = Journal(f"txn+fee:b{i}", f"payout b{i} with fee", payout.lines + fee.lines)
     check_balanced(journal)
     return account, journal
@@ -318,17 +323,18 @@ def bench_ledger(settings: Settings, events: int, batch_size: int, workers: int 
                                  settings.environment, "bench", jid, datetime.now(UTC)))  # fmt: skip
             for n, line in enumerate(journal.lines, start=1):
                 account_type, normal, _ = account_kind(line.account)
-                accounts[line.account] = (line.account, account_type, normal, line.currency, line.exponent)
-                entry_rows.append((jid, n, line.account, line.side, line.units, line.currency))
+                accounts[line.account] = (line.account, account_type, normal, line.currency, line.exponent,
+                                          BENCH_TENANT)  # fmt: skip
+                entry_rows.append((jid, n, line.account, line.side, line.units, line.currency, line.exponent))
         return RawLoad(
-            setup=[("ledger_accounts", ("code", "account_type", "normal_side", "currency", "exponent"),
-                    list(accounts.values()))],
+            setup=[("ledger_accounts", ("code", "account_type", "normal_side", "currency", "exponent",
+                                        "tenant_id"), list(accounts.values()))],
             timed=[
                 ("journal_entries", ("journal_entry_id", "reference_id", "description", "tenant_id",
                                      "environment", "correlation_id", "source_event_id", "posted_at"),
                  journal_rows),
-                ("entries", ("journal_entry_id", "line_no", "ledger_account", "side", "amount", "currency"),
-                 entry_rows),
+                ("entries", ("journal_entry_id", "line_no", "ledger_account", "side", "amount", "currency",
+                             "exponent"), entry_rows),
             ],
         )  # fmt: skip
 

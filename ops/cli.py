@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from rich.table import Table
 
 from ops.cli_connect import add_connect_commands
+from ops.cli_ledger import add_ledger_commands
 from ops.console import Parser, err, out, positive_int, seconds_arg, settings_or_error, stop_on_signals
 from topics.catalog import Catalog
 from topics.errors import LedgerstreamError
@@ -452,6 +453,11 @@ def _pipeline(settings: Settings, catalog: Catalog) -> None:
     for ref, account, side, amount, currency in report.journals:
         journal.add_row(ref, account, side, f"{amount:,}", currency)
     out.print(journal)
+    out.print("card purchase: " + "; ".join(report.card), markup=False)
+    accounts = Table("account", "currency", "posted", "held", "available", title="customer balances")
+    for account, currency, exponent, posted, held, available in report.accounts:
+        accounts.add_row(account, currency, *(_major(v, exponent) for v in (posted, held, available)))
+    out.print(accounts)
     balances = Table("ledger account", "debits", "credits", "balance (debits - credits)")
     for account, debits, credits in report.balances:
         balances.add_row(account, f"{debits:,}", f"{credits:,}", f"{debits - credits:,}")
@@ -462,9 +468,16 @@ def _pipeline(settings: Settings, catalog: Catalog) -> None:
         f"trial balance over every account, per currency: {trial} ({'balanced' if ok else 'NOT BALANCED'})"
     )
     out.print(
-        "one illegal report (PROVIDER_CONFIRMING from INITIATED) went to dlq.status_agent.dead_lettered.v1; "
-        "the others kept flowing"
+        "one illegal report (PROVIDER_CONFIRMING before SENT_TO_PROVIDER) went to "
+        "dlq.status_agent.dead_lettered.v1; the others kept flowing"
     )
+
+
+def _major(units: int, exponent: int) -> str:
+    """Minor units as an exact major-unit amount."""
+    from ops.cli_ledger import _units
+
+    return _units(units, exponent)
 
 
 # wiring -------------------------------------------------------------------------
@@ -605,6 +618,7 @@ def build_parser() -> Parser:
     inv.add_argument("--period", type=_period, help="only this period, YYYY-MM")
 
     add_connect_commands(sub, command)
+    add_ledger_commands(sub, command)
 
     aml = sub.add_parser("aml", help="AML flags and their cases")
     aml_sub = aml.add_subparsers(dest="action", required=True, parser_class=Parser, metavar="ACTION")

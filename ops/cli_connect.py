@@ -113,11 +113,28 @@ def connect_watch(args: argparse.Namespace) -> int:
         return 2
     with connect(settings_or_error().database_url.get_secret_value()) as conn:
         if args.token:
-            conn.execute(
-                "INSERT INTO chain_tokens VALUES (%s, %s, %s, %s) ON CONFLICT (chain, contract)"
-                " DO UPDATE SET symbol = excluded.symbol, decimals = excluded.decimals",
-                (args.chain, address, args.token, args.decimals),
-            )
+            registered = conn.execute(
+                "SELECT symbol, decimals, contract FROM crypto_assets WHERE chain = %s AND (symbol = %s OR "
+                "contract = %s)",
+                (args.chain, args.token, address),
+            ).fetchall()
+            if any(row != (args.token, args.decimals, address) for row in registered):
+                err.print(
+                    f"connect watch: the currency registry has {registered} on {args.chain}; an asset's "
+                    "symbol, decimals and contract never change once registered",
+                    markup=False,
+                )
+                return 2
+            with conn.transaction():
+                conn.execute(
+                    "INSERT INTO crypto_assets (chain, symbol, decimals, contract) VALUES (%s, %s, %s, %s) "
+                    "ON CONFLICT DO NOTHING",
+                    (args.chain, args.token, args.decimals, address),
+                )
+                conn.execute(
+                    "INSERT INTO chain_tokens VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                    (args.chain, address, args.token, args.decimals),
+                )
             out.print(
                 f"watching {args.token} ({args.decimals} decimals) at {address} on {args.chain}", markup=False
             )

@@ -1,15 +1,17 @@
 """The pipeline end to end on the local stack, fed through the connectors.
 
-Transfers and an FX order are POSTed to the command API; a card load, a bank
-credit and a KYC review arrive as signed Stripe, TrueLayer and Sumsub webhooks;
-an ERC-20 transfer is made on an in-process EVM (eth-tester, py-evm) and the
-chain listener detects and confirms it. All of them reach Kafka through the
-outbox relay. The market rate comes from a rate feed and the transfers' status
-reports from the payment service, both producing to their topics. Every agent
-(status, fees, FX, billing, AML, ledger) and sink runs, each its own consumer
-group as in production, until the transactions have settled and been charged;
-the demo prints what each connector answered, the lifecycle, fees, the
-conversion, the invoice, journal entries and balances."""
+The accounts are opened in the registry first. Money then comes in: bank credits
+(signed TrueLayer webhooks), a card load (Stripe) and an ERC-20 deposit made on an
+in-process EVM (eth-tester, py-evm) that the chain listener detects and confirms;
+each is posted to the ledger. Only then is it spent: transfers and an FX order are
+POSTed to the command API, the status agent reserves each transfer's amount plus
+fees against the posted balance (one overspend is refused INSUFFICIENT_FUNDS), a
+card is authorized (a hold), captured (the hold becomes a posting) and partly
+refunded. Everything reaches Kafka through the outbox relay. The market rate comes
+from a rate feed and the transfers' provider reports from the payment service.
+Every agent and sink runs as its own consumer group, as in production; the demo
+prints what each connector answered, the lifecycle, fees, the conversion, the
+invoice, journal entries and each account's posted, held and available balance."""
 
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ import httpx
 import psycopg
 import redis
 
+from connectors.accounts import open_account
 from connectors.api import create_app as create_api
 from connectors.chain import ChainListener, ChainSpec
 from connectors.evm_sandbox import start_sandbox
@@ -53,7 +56,6 @@ from streams.ledger.agent import LedgerHandler
 from streams.pricing import load_pricing
 from streams.runtime import AgentRuntime, run_agent
 from streams.status.agent import StatusHandler
-from streams.status.machine import HAPPY_PATH
 from topics.catalog import Catalog
 from topics.codec import AvroCodec
 from topics.events import derived_event_id, new_metadata
@@ -72,6 +74,9 @@ class DemoReport:
     history: dict[str, list[str]] = field(default_factory=dict)
     journals: list[tuple[str, str, str, int, str]] = field(default_factory=list)
     balances: list[tuple[str, int, int]] = field(default_factory=list)
+    accounts: list[tuple[str, str, int, int, int, int]] = field(default_factory=list)
+    """(account, currency, exponent, posted, held, available) per customer account of the run."""
+    card: list[str] = field(default_factory=list)
     trial_balance: dict[str, int] = field(default_factory=dict)
     fees: list[tuple[str, str, str, int, str, str]] = field(default_factory=list)
     conversion: tuple[Any, ...] = ()
@@ -95,30 +100,36 @@ def run_pipeline(settings: Settings, codec: AvroCodec, catalog: Catalog, *, tran
     report = DemoReport(run)
     started = time.monotonic()
     accounts = [f"acc-demo-{run}-{i}" for i in range(transfers)]
-    card_account, bank_account, wallet_account = (f"acc-demo-{run}-{k}" for k in ("card", "bank", "wallet"))
-    customer, merchant, kyc_user = f"cus_demo_{run}", f"ma-demo-{run}", f"usr-demo-{run}"
+    card_account, wallet_account = f"acc-demo-{run}-card", f"acc-demo-{run}-wallet"
+    customer, kyc_user = f"cus_demo_{run}", f"usr-demo-{run}"
     keys = send.ProviderKeys()
     sandbox = start_sandbox(symbol="TUSD", decimals=6)
     # each run's in-process chain is a new chain (its blocks restart at 0 and its tx hashes repeat)
     spec = ChainSpec(f"sandbox-{run}", confirmations=3, native_asset="ETH")
     wallet = sandbox.accounts[1]
+    card = f"ic_demo_{run}"
+    merchants = [f"ma-demo-{run}-{i}" for i in range(transfers)]
     url = settings.database_url.get_secret_value()
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(
             "INSERT INTO chain_wallets VALUES (%s, %s, 'tenant-demo', %s)",
             (spec.name, wallet.lower(), wallet_account),
         )
-        conn.execute(
-            "INSERT INTO chain_tokens VALUES (%s, %s, 'TUSD', 6)", (spec.name, sandbox.token.address.lower())
-        )
+        token = sandbox.token.address.lower()
+        conn.execute("INSERT INTO crypto_assets VALUES (%s, 'TUSD', 6, %s)", (spec.name, token))
+        conn.execute("INSERT INTO chain_tokens VALUES (%s, %s, 'TUSD', 6)", (spec.name, token))
         for provider, ref, account in (
             ("stripe", customer, card_account),
-            ("truelayer", merchant, bank_account),
+            ("stripe", card, card_account),
             ("sumsub", kyc_user, card_account),
+            *(("truelayer", m, a) for m, a in zip(merchants, accounts, strict=True)),
         ):
             conn.execute(
                 "INSERT INTO provider_links VALUES (%s, %s, 'tenant-demo', %s)", (provider, ref, account)
             )
+        for account, currency in [*((a, "EUR") for a in (*accounts, card_account)), (wallet_account, "TUSD")]:
+            open_account(conn, codec, catalog, tenant="tenant-demo", environment=settings.environment,
+                         account_id=account, currency=currency, holder=f"customer {account}")  # fmt: skip
 
     def meta(kind: str, i: int) -> dict[str, Any]:
         return new_metadata(
@@ -227,6 +238,47 @@ def run_pipeline(settings: Settings, codec: AvroCodec, catalog: Catalog, *, tran
                 )
                 return answer
 
+            # money comes in: bank credits, a card load and an on-chain deposit, each posted
+            deposits = [500_000, *([100_000] * (transfers - 2)), 1_000]  # the last account can afford little
+            for merchant, units in zip(merchants, deposits, strict=True):
+                webhook("truelayer", send.truelayer_payment(merchant, units, "EUR"))
+            charge = send.stripe_charge(customer, 5_000)
+            webhook("stripe", charge)
+            webhook("stripe", charge)  # the provider's retry: answered, nothing new
+            webhook("stripe", send.stripe_charge(customer, 5_000), {"Stripe-Signature": "t=1,v1=forged"})
+            webhook("sumsub", send.sumsub_review(kyc_user))
+            webhook("plaid", send.plaid_sync(f"item-demo-{run}"))
+            card_txn = charge["data"]["object"]["id"]
+
+            tx = sandbox.send_token(sandbox.accounts[0], wallet, 2_500_000)
+            listener.catch_up(conn)
+            report.connectors.append(
+                (
+                    "chain listener",
+                    f"2.5 TUSD to {wallet[:10]}...",
+                    f"detected in block {sandbox.w3.eth.block_number}",
+                    tx[:18] + "...",
+                )
+            )
+            sandbox.tester.mine_blocks(spec.confirmations - 1)
+            listener.catch_up(conn)
+            status = conn.execute(
+                "SELECT status FROM chain_transfers WHERE chain = %s AND tx_hash = %s", (spec.name, tx)
+            ).fetchone()
+            report.connectors.append(
+                (
+                    "chain listener",
+                    f"{spec.confirmations} blocks later",
+                    status[0] if status else "?",
+                    "crypto.wallet.transfer.confirmed.v1",
+                )
+            )
+            chain_txn = f"{spec.name}:{tx}:0"
+            funded = "SELECT count(*) FROM balances WHERE credits > 0 AND ledger_account = ANY(%s)"
+            customers = [f"customer:tenant-demo/{a}:EUR" for a in (*accounts, card_account)]
+            customers.append(f"customer:tenant-demo/{wallet_account}:TUSD")
+            _wait(lambda: count(funded, customers) == len(customers), 60, "the deposits to be posted")
+
             quoted = datetime.now(UTC)
             producer.produce(
                 "fx.rate.updated.v1",
@@ -269,49 +321,25 @@ def run_pipeline(settings: Settings, codec: AvroCodec, catalog: Catalog, *, tran
                 if i == 0:  # a client retry: the stored answer, nothing new
                     command("/v1/transfers", transfer, f"demo-{run}-t{i}", f"demo-{run}-{i}")
             crypto = {
-                "account_id": f"acc-demo-{run}-crypto",
+                "account_id": wallet_account,
                 "rail": "CRYPTO",
                 "beneficiary_reference": SANCTIONED,
-                "amount": {"units": 2 * 10**18, "currency": "ETH", "exponent": 18},
+                "amount": {"units": 1_000_000, "currency": "TUSD", "exponent": 6},
                 "reference": "demo: to a sanctioned address",
             }
             blocked_id = command("/v1/transfers", crypto, f"demo-{run}-sanctioned", f"demo-{run}-9")[
                 "transfer_id"
             ]
-
-            charge = send.stripe_charge(customer, 5_000)
-            webhook("stripe", charge)
-            webhook("stripe", charge)  # the provider's retry: answered, nothing new
-            webhook("stripe", send.stripe_charge(customer, 5_000), {"Stripe-Signature": "t=1,v1=forged"})
-            webhook("truelayer", send.truelayer_payment(merchant, 10_000))
-            webhook("sumsub", send.sumsub_review(kyc_user))
-            webhook("plaid", send.plaid_sync(f"item-demo-{run}"))
-            card_txn = charge["data"]["object"]["id"]
-
-            tx = sandbox.send_token(sandbox.accounts[0], wallet, 2_500_000)
-            listener.catch_up(conn)
-            report.connectors.append(
-                (
-                    "chain listener",
-                    f"2.5 TUSD to {wallet[:10]}...",
-                    f"detected in block {sandbox.w3.eth.block_number}",
-                    tx[:18] + "...",
-                )
+            # a card purchase: authorized (held), captured (posted), then partly refunded
+            authorization = send.stripe_authorization(card, 2_000)
+            webhook("stripe", authorization)
+            auth_id = authorization["data"]["object"]["id"]
+            held = "SELECT count(*) FROM holds WHERE hold_id = %s AND status = 'ACTIVE'"
+            _wait(
+                lambda: count(held, f"card:tenant-demo/{auth_id}") == 1, 60, "the card authorization's hold"
             )
-            sandbox.tester.mine_blocks(spec.confirmations - 1)
-            listener.catch_up(conn)
-            status = conn.execute(
-                "SELECT status FROM chain_transfers WHERE chain = %s AND tx_hash = %s", (spec.name, tx)
-            ).fetchone()
-            report.connectors.append(
-                (
-                    "chain listener",
-                    f"{spec.confirmations} blocks later",
-                    status[0] if status else "?",
-                    "crypto.wallet.transfer.confirmed.v1",
-                )
-            )
-            chain_txn = f"{spec.name}:{tx}:0"
+            webhook("stripe", send.stripe_capture(card, 2_000, authorization=auth_id))
+            webhook("stripe", send.stripe_capture(card, 500, authorization=auth_id, refund=True))
             _wait(
                 lambda: count("SELECT count(*) FROM outbox WHERE status = 'pending'") == 0,
                 60,
@@ -320,10 +348,14 @@ def run_pipeline(settings: Settings, codec: AvroCodec, catalog: Catalog, *, tran
 
             created = "SELECT count(*) FROM transactions WHERE transaction_id = ANY(%s)"
             _wait(lambda: count(created, tids) == transfers, 60, "transaction creation")
+            reserved = created + " AND status IN ('BALANCE_RESERVED', 'FAILED')"
+            _wait(lambda: count(reserved, tids) == transfers, 60, "the reservations")
             for i, (account, tid) in enumerate(zip(accounts, tids, strict=True)):
-                path = list(HAPPY_PATH[1:]) if i % 4 != 3 else ["VALIDATING", "FAILED"]
+                if i == transfers - 1:
+                    continue  # refused INSUFFICIENT_FUNDS: nothing to send to a provider
+                path = ["SENT_TO_PROVIDER", "PROVIDER_PROCESSING", "PROVIDER_CONFIRMING", "COMPLETED"]
                 if i == 1:
-                    path.insert(0, "PROVIDER_CONFIRMING")  # illegal from INITIATED: dead-lettered
+                    path.insert(0, "PROVIDER_CONFIRMING")  # illegal before it was sent: dead-lettered
                 for state in path:
                     producer.produce(
                         REPORTED,
@@ -339,7 +371,7 @@ def run_pipeline(settings: Settings, codec: AvroCodec, catalog: Catalog, *, tran
                         },
                     )
             producer.flush()
-            settled = sum(1 for i in range(transfers) if i % 4 != 3)
+            settled = transfers - 1
             final = created + " AND status IN ('COMPLETED', 'FAILED')"
             _wait(lambda: count(final, tids) == transfers, 60, "settlement")
             posted = "SELECT count(*) FROM journal_entries WHERE reference_id = ANY(%s)"
@@ -385,8 +417,29 @@ def run_pipeline(settings: Settings, codec: AvroCodec, catalog: Catalog, *, tran
                     (settings.environment, period_of(datetime.now(UTC))),
                 ).fetchall()
             ]
+            blocked = (
+                "SELECT count(*) FROM transactions WHERE transaction_id = %s "
+                "AND status IN ('COMPENSATING', 'FAILED')"
+            )
+            _wait(lambda: count(blocked, blocked_id) == 1, 60, "the sanctions block")
+            producer.produce(REPORTED, {
+                "metadata": meta("payments.transaction.status_reported", 9), "account_id": wallet_account,
+                "transaction_id": blocked_id, "status": "FAILED", "reason": "demo: compensated, nothing left",
+                "provider": "ledgerstream", "provider_update_id": None, "expected_version": None,
+            })  # fmt: skip
+            producer.flush()
             failed = "SELECT count(*) FROM transactions WHERE transaction_id = %s AND status = 'FAILED'"
-            _wait(lambda: count(failed, blocked_id) == 1, 60, "the sanctions block")
+            _wait(lambda: count(failed, blocked_id) == 1, 60, "the blocked transfer to fail")
+            report.card = [
+                f"{r[0]} {r[1]:,} EUR: {r[2]}"
+                for r in conn.execute(
+                    "SELECT 'hold ' || hold_id, amount, status || ' (' || reason || ')' FROM holds "
+                    "WHERE hold_id = %s UNION ALL "
+                    "SELECT 'journal ' || j.reference_id, e.amount, j.description FROM journal_entries j "
+                    "JOIN entries e USING (journal_entry_id) WHERE j.reference_id LIKE %s AND e.line_no = 1",
+                    (f"card:tenant-demo/{auth_id}", "card:tenant-demo/ipi_%"),
+                ).fetchall()
+            ]
             report.blocked = [
                 f"{r[0]}: {r[1]}"
                 for r in conn.execute(
@@ -443,10 +496,24 @@ def run_pipeline(settings: Settings, codec: AvroCodec, catalog: Catalog, *, tran
                 (r[0], int(r[1]), int(r[2]))
                 for r in conn.execute(
                     "SELECT ledger_account, debits, credits FROM balances "
-                    "WHERE ledger_account LIKE %s OR ledger_account LIKE 'clearing:%%' "
-                    "OR ledger_account LIKE 'fee_revenue:%%' OR ledger_account LIKE 'fx_position:%%' "
+                    "WHERE ledger_account LIKE %s OR ledger_account LIKE 'clearing:tenant-demo/%%' "
+                    "OR ledger_account LIKE 'fee_revenue:tenant-demo/%%' "
+                    "OR ledger_account LIKE 'fx_position:tenant-demo/%%' "
                     "ORDER BY ledger_account",
-                    (f"customer:acc-demo-{run}-%",),
+                    (f"customer:tenant-demo/acc-demo-{run}-%",),
+                ).fetchall()
+            ]
+            report.accounts = [
+                (r[0], r[1], int(r[2]), int(r[3]), int(r[4]), int(r[3]) - int(r[4]) + int(r[5]))
+                for r in conn.execute(
+                    "SELECT r.account_id, r.currency, r.exponent, coalesce(b.credits - b.debits, 0), "
+                    "coalesce((SELECT sum(h.amount) FROM holds h WHERE h.tenant_id = r.tenant_id "
+                    "AND h.account_id = r.account_id AND h.currency = r.currency "
+                    "AND h.status = 'ACTIVE'), 0), "
+                    "r.overdraft_limit FROM accounts r LEFT JOIN balances b ON b.ledger_account = "
+                    "'customer:' || r.tenant_id || '/' || r.account_id || ':' || r.currency "
+                    "WHERE r.tenant_id = 'tenant-demo' AND r.account_id LIKE %s ORDER BY r.account_id",
+                    (f"acc-demo-{run}-%",),
                 ).fetchall()
             ]
             report.trial_balance = {

@@ -149,8 +149,36 @@ def _id(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:24]}"
 
 
-def stripe_capture(card: str, units: int, currency: str = "eur", *, live: bool = False) -> dict[str, Any]:
-    """`issuing_transaction.created` for a card purchase (Stripe's amount is negative)."""
+def stripe_authorization(
+    card: str, units: int, currency: str = "eur", *, approved: bool = True
+) -> dict[str, Any]:
+    """`issuing_authorization.created`: a card purchase authorized (funds held until capture)."""
+    return {
+        "id": _id("evt"),
+        "object": "event",
+        "type": "issuing_authorization.created",
+        "livemode": False,
+        "created": int(time.time()),
+        "data": {
+            "object": {
+                "id": _id("iauth"),
+                "object": "issuing.authorization",
+                "amount": units,
+                "currency": currency,
+                "approved": approved,
+                "status": "pending",
+                "card": {"id": card, "object": "issuing.card"},
+                "merchant_data": {"name": "Corner Books", "category_code": "5942"},
+            }
+        },
+    }
+
+
+def stripe_capture(
+    card: str, units: int, currency: str = "eur", *, live: bool = False, authorization: str | None = None,
+    refund: bool = False,
+) -> dict[str, Any]:  # fmt: skip
+    """`issuing_transaction.created` for a card purchase (Stripe's amount is negative) or its refund."""
     return {
         "id": _id("evt"),
         "object": "event",
@@ -162,11 +190,11 @@ def stripe_capture(card: str, units: int, currency: str = "eur", *, live: bool =
             "object": {
                 "id": _id("ipi"),
                 "object": "issuing.transaction",
-                "amount": -units,
+                "amount": units if refund else -units,
                 "currency": currency,
                 "card": card,
-                "authorization": _id("iauth"),
-                "type": "capture",
+                "authorization": authorization or _id("iauth"),
+                "type": "refund" if refund else "capture",
                 "merchant_data": {"name": "Corner Books", "category_code": "5942"},
             }
         },

@@ -1,33 +1,52 @@
-"""The ledger sink: `ledger.journal.posted.v1` into journal entries, entries and balances.
+"""The ledger sink: `ledger.journal.posted.v1` into journal entries, entries and balances,
+and card authorizations (`cards.transaction.received.v1`) into holds.
 
 Per batch, in one transaction: COPY the batch into temporary staging tables, create
-ledger accounts on first use, insert the journal entries that are new (a repeated
-`reference_id` is ignored, so a replay changes nothing), insert the entries of the
-new ones only, and apply one aggregated (debits, credits) delta per account, in
-account order, so a hot account such as fee revenue is updated once per batch.
+ledger accounts on first use (in the journal's tenant's books, with the registry's
+exponent), insert the journal entries that are new (a repeated `reference_id` is
+ignored, so a replay changes nothing), insert the entries of the new ones only,
+apply one aggregated (debits, credits) delta per account, in account order, so a hot
+account such as fee revenue is updated once per batch, and complete the holds the
+new postings turn into money moved. A journal whose lines leave its tenant's books,
+or whose exponent is not the currency registry's, is refused to the dead-letter topic.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg
 
 from sinks.base import Sink
 from sinks.errors import PoisonEvent
-from streams.ledger.postings import Journal, Line, PostingError, account_kind, check_balanced
+from streams.ledger.postings import (
+    Journal,
+    Line,
+    PostingError,
+    account,
+    account_kind,
+    card_hold_id,
+    check_balanced,
+    check_tenant,
+)
+from topics.currencies import CurrencyError, CurrencyRegistry
 from topics.events import Event
 from topics.money import InexactValue, money_parts
 
 TOPIC = "ledger.journal.posted.v1"
+CARDS = "cards.transaction.received.v1"
 
 STAGING = """
 CREATE TEMP TABLE IF NOT EXISTS stage_journals (
     journal_entry_id uuid, reference_id text, description text, tenant_id text, environment text,
     correlation_id text, source_event_id uuid, reverses text, posted_at timestamptz
+) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS stage_holds (
+    hold_id text, tenant_id text, account_id text, ledger_account text, currency text, exponent smallint,
+    amount numeric(78, 0), status text, reason text, expires_at timestamptz, journal_entry_id uuid
 ) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS stage_entries (
     journal_entry_id uuid, line_no smallint, ledger_account text, account_type text, normal_side text,
@@ -37,8 +56,9 @@ CREATE TEMP TABLE IF NOT EXISTS stage_new (journal_entry_id uuid PRIMARY KEY) ON
 """
 
 ACCOUNTS = """
-INSERT INTO ledger_accounts (code, account_type, normal_side, currency, exponent)
-SELECT DISTINCT ON (ledger_account) ledger_account, account_type, normal_side, currency, exponent
+INSERT INTO ledger_accounts (code, account_type, normal_side, currency, exponent, tenant_id)
+SELECT DISTINCT ON (ledger_account) ledger_account, account_type, normal_side, currency, exponent,
+       split_part(split_part(ledger_account, ':', 2), '/', 1)
   FROM stage_entries ORDER BY ledger_account
 ON CONFLICT (code) DO NOTHING
 """
@@ -57,8 +77,8 @@ INSERT INTO stage_new SELECT journal_entry_id FROM inserted
 """
 
 ENTRIES = """
-INSERT INTO entries (journal_entry_id, line_no, ledger_account, side, amount, currency)
-SELECT e.journal_entry_id, e.line_no, e.ledger_account, e.side, e.amount, e.currency
+INSERT INTO entries (journal_entry_id, line_no, ledger_account, side, amount, currency, exponent)
+SELECT e.journal_entry_id, e.line_no, e.ledger_account, e.side, e.amount, e.currency, e.exponent
   FROM stage_entries e JOIN stage_new n USING (journal_entry_id)
 """
 
@@ -76,6 +96,41 @@ ON CONFLICT (ledger_account) DO UPDATE
        credits = b.credits + EXCLUDED.credits,
        updated_at = EXCLUDED.updated_at
 """
+
+# Holds: a placement (card authorization) inserts ACTIVE; a release or a completion
+# settles an ACTIVE hold, or records the settled hold when it overtook its placement.
+# Completions come only from journals this batch inserted, so a replayed posting
+# settles nothing twice.
+HOLDS = """
+INSERT INTO holds AS h (hold_id, tenant_id, account_id, ledger_account, currency, exponent, amount, status,
+                        reason, expires_at, settled_at)
+SELECT DISTINCT ON (s.hold_id) s.hold_id, s.tenant_id, s.account_id, s.ledger_account, s.currency, s.exponent,
+       s.amount, s.status, s.reason, s.expires_at, CASE WHEN s.status = 'ACTIVE' THEN NULL ELSE now() END
+  FROM stage_holds s
+ WHERE s.journal_entry_id IS NULL OR s.journal_entry_id IN (SELECT journal_entry_id FROM stage_new)
+ ORDER BY s.hold_id, s.status = 'ACTIVE'
+ON CONFLICT (hold_id) DO UPDATE
+   SET status = EXCLUDED.status, settled_at = now(), reason = h.reason || '; ' || EXCLUDED.reason
+ WHERE h.status = 'ACTIVE' AND EXCLUDED.status <> 'ACTIVE'
+"""
+CARD_HOLD_DAYS = 7
+"""How long a card authorization holds funds without a capture (networks allow about 7 days)."""
+
+
+@dataclass(frozen=True)
+class HoldChange:
+    """A hold placed or settled outside a posting (card authorizations, reversals, declines)."""
+
+    hold_id: str
+    tenant_id: str
+    account_id: str
+    ledger_account: str
+    currency: str
+    exponent: int
+    amount: int
+    status: str
+    reason: str
+    expires_at: datetime
 
 
 @dataclass(frozen=True)
@@ -99,9 +154,13 @@ def journal_from_event(record: dict[str, Any]) -> PostedJournal:
         except InexactValue as e:
             raise PoisonEvent(str(e)) from e
         lines.append(Line(raw["ledger_account"], raw["side"], units, currency, exponent))
-    journal = Journal(record["reference_id"], record["description"], tuple(lines), record.get("reverses"))
+    journal = Journal(
+        record["reference_id"], record["description"], tuple(lines), record.get("reverses"),
+        record.get("completes_hold"),
+    )  # fmt: skip
     try:
         check_balanced(journal)
+        check_tenant(journal, meta["tenant_id"])
     except PostingError as e:
         raise PoisonEvent(str(e)) from e
     return PostedJournal(
@@ -115,20 +174,59 @@ def journal_from_event(record: dict[str, Any]) -> PostedJournal:
     )
 
 
-class LedgerSink(Sink[PostedJournal]):
-    name = "ledger_sink"
-    topics = (TOPIC,)
+def card_hold(record: dict[str, Any]) -> HoldChange | None:
+    """The hold a card event places (an authorization) or releases (a reversal, a decline)."""
+    status = record["status"]
+    if record["direction"] != "DEBIT" or status not in ("AUTHORIZED", "REVERSED", "DECLINED"):
+        return None
+    meta = record["metadata"]
+    units, currency, exponent = money_parts(record["amount"])
+    tenant = meta["tenant_id"]
+    if units <= 0:
+        return None
+    occurred: datetime = meta["occurred_at"]
+    return HoldChange(
+        hold_id=card_hold_id(tenant, record["transaction_id"]), tenant_id=tenant,
+        account_id=record["account_id"],
+        ledger_account=account("customer", tenant, record["account_id"], currency),
+        currency=currency, exponent=exponent, amount=units,
+        status="ACTIVE" if status == "AUTHORIZED" else "RELEASED",
+        reason=f"card {status.lower()} {record['provider_reference']}",
+        expires_at=occurred + timedelta(days=CARD_HOLD_DAYS),
+    )  # fmt: skip
 
-    def prepare(self, event: Event) -> PostedJournal:
+
+Item = PostedJournal | HoldChange | None
+"""None: a card event that neither places nor releases a hold (its money posts as a journal)."""
+
+
+class LedgerSink(Sink[Item]):
+    name = "ledger_sink"
+    topics = (TOPIC, CARDS)
+
+    def prepare(self, event: Event) -> Item:
         try:
+            if event.topic == CARDS:
+                return card_hold(event.record)
             return journal_from_event(event.record)
         except (KeyError, TypeError, ValueError) as e:
-            raise PoisonEvent(f"malformed journal: {type(e).__name__}: {e}") from e
+            raise PoisonEvent(f"malformed {event.topic} event: {type(e).__name__}: {e}") from e
 
-    def write(self, conn: psycopg.Connection, items: Sequence[PostedJournal]) -> None:
+    def write(self, conn: psycopg.Connection, items: Sequence[Item]) -> None:
         unique: dict[str, PostedJournal] = {}
+        holds: list[HoldChange] = []
         for item in items:
-            unique.setdefault(item.journal.reference_id, item)
+            if isinstance(item, PostedJournal):
+                unique.setdefault(item.journal.reference_id, item)
+            elif item is not None:
+                holds.append(item)
+        registry = CurrencyRegistry.load(conn)
+        for p in unique.values():
+            for line in p.journal.lines:
+                try:
+                    registry.check(line.currency, line.exponent)
+                except CurrencyError as e:  # the registry is the database's: it refuses the row
+                    raise psycopg.errors.CheckViolation(f"{p.journal.reference_id}: {e}") from e
         with conn.cursor() as cur:
             cur.execute(STAGING)
             with cur.copy(
@@ -136,19 +234,10 @@ class LedgerSink(Sink[PostedJournal]):
                 "correlation_id, source_event_id, reverses, posted_at) FROM STDIN"
             ) as copy:
                 for p in unique.values():
-                    copy.write_row(
-                        (
-                            p.journal_entry_id,
-                            p.journal.reference_id,
-                            p.journal.description,
-                            p.tenant_id,
-                            p.environment,
-                            p.correlation_id,
-                            p.source_event_id,
-                            p.journal.reverses,
-                            p.posted_at,
-                        )
-                    )
+                    copy.write_row((
+                        p.journal_entry_id, p.journal.reference_id, p.journal.description, p.tenant_id,
+                        p.environment, p.correlation_id, p.source_event_id, p.journal.reverses, p.posted_at,
+                    ))  # fmt: skip
             with cur.copy(
                 "COPY stage_entries (journal_entry_id, line_no, ledger_account, account_type, normal_side, "
                 "side, amount, currency, exponent) FROM STDIN"
@@ -156,20 +245,41 @@ class LedgerSink(Sink[PostedJournal]):
                 for p in unique.values():
                     for n, line in enumerate(p.journal.lines, start=1):
                         account_type, normal, _ = account_kind(line.account)
-                        copy.write_row(
-                            (
-                                p.journal_entry_id,
-                                n,
-                                line.account,
-                                account_type,
-                                normal,
-                                line.side,
-                                line.units,
-                                line.currency,
-                                line.exponent,
-                            )
-                        )
+                        copy.write_row((
+                            p.journal_entry_id, n, line.account, account_type, normal, line.side, line.units,
+                            line.currency, line.exponent,
+                        ))  # fmt: skip
+            with cur.copy(
+                "COPY stage_holds (hold_id, tenant_id, account_id, ledger_account, currency, exponent, "
+                "amount, status, reason, expires_at, journal_entry_id) FROM STDIN"
+            ) as copy:
+                for h in holds:
+                    copy.write_row((
+                        h.hold_id, h.tenant_id, h.account_id, h.ledger_account, h.currency, h.exponent,
+                        h.amount, h.status, h.reason, h.expires_at, None,
+                    ))  # fmt: skip
+                for p in unique.values():
+                    completed = _completed_hold(p)
+                    if completed is not None:
+                        copy.write_row(completed)
             cur.execute(ACCOUNTS)
             cur.execute(JOURNALS)
             cur.execute(ENTRIES)
             cur.execute(BALANCES)
+            cur.execute(HOLDS)
+
+
+def _completed_hold(p: PostedJournal) -> tuple[Any, ...] | None:
+    """The stage_holds row of the hold a posting completes: the customer's debit line."""
+    hold = p.journal.completes_hold
+    if hold is None:
+        return None
+    debits = (ln for ln in p.journal.lines if ln.side == "DEBIT" and ln.account.startswith("customer:"))
+    line = next(debits, None)
+    if line is None:
+        return None
+    account_id = line.account.partition("/")[2].rpartition(":")[0]
+    return (
+        hold, p.tenant_id, account_id, line.account, line.currency, line.exponent, line.units, "COMPLETED",
+        f"posted as {p.journal.reference_id}", p.posted_at, p.journal_entry_id,
+    )  # fmt: skip

@@ -1,4 +1,5 @@
-"""The ledger agent: completed transactions, assessed fees and FX conversions become
+"""The ledger agent: completed transactions, assessed fees, FX conversions, booked bank
+movements, card captures, loads and refunds, and confirmed crypto deposits become
 balanced journal entries.
 
 Pure: no state. A journal's `reference_id` (`txn:<id>`, `fee:<fee id>`,
@@ -13,25 +14,44 @@ from __future__ import annotations
 from typing import Any
 
 from streams.base import BatchHandler, Output, Result
-from streams.ledger.postings import Journal, PostingError, fees_charged, fx_conversion, transaction_completed
+from streams.ledger.postings import (
+    Journal,
+    PostingError,
+    bank_transaction,
+    card_movement,
+    crypto_deposit,
+    fees_charged,
+    fx_conversion,
+    transaction_completed,
+)
 from streams.ledger.records import journal_record
+from topics.currencies import FIAT_ONLY, CurrencyError, CurrencyRegistry
 from topics.events import Event, derived_event_id, derived_metadata
 from topics.money import InexactValue, money_parts
 
 COMPLETED = "payments.transaction.completed.v1"
 FEES = "billing.fee.assessed.v1"
 CONVERSIONS = "fx.conversion.executed.v1"
+BANK = "banking.transaction.received.v1"
+CARDS = "cards.transaction.received.v1"
+CHAIN_CONFIRMED = "crypto.wallet.transfer.confirmed.v1"
 POSTED = "ledger.journal.posted.v1"
 AGENT = "ledger_agent"
 
 
-def journal_for(topic: str, record: dict[str, Any]) -> Journal | None:
-    """The journal an event posts, or None when it posts nothing."""
+def journal_for(topic: str, record: dict[str, Any], registry: CurrencyRegistry = FIAT_ONLY) -> Journal | None:
+    """The journal an event posts, or None when it posts nothing.
+
+    Fiat amounts are checked against ISO 4217 here; crypto decimals against the asset
+    table where the ledger sink writes them (it holds the registry's rows).
+    """
+    tenant = record["metadata"]["tenant_id"]
     if topic == COMPLETED:
         if record["transaction_type"] == "FX":
             return None
-        units, currency, exponent = money_parts(record["amount"])
+        units, currency, exponent = _money(record["amount"], registry)
         return transaction_completed(
+            tenant=tenant,
             transaction_id=record["transaction_id"],
             account_id=record["account_id"],
             direction=record["direction"],
@@ -42,7 +62,7 @@ def journal_for(topic: str, record: dict[str, Any]) -> Journal | None:
             counterparty_account_id=record.get("counterparty_account_id"),
         )
     if topic == FEES:
-        units, currency, exponent = money_parts(record["total"])
+        units, currency, exponent = _money(record["total"], registry)
         lines = []
         for line in record["lines"]:
             line_units, line_currency, _ = money_parts(line["amount"])
@@ -54,23 +74,60 @@ def journal_for(topic: str, record: dict[str, Any]) -> Journal | None:
         if units == 0:
             return None
         return fees_charged(
-            fee_id=str(record["fee_id"]), account_id=record["account_id"], lines=lines, currency=currency,
-            exponent=exponent, chain=record["total"].get("chain"),
+            tenant=tenant, fee_id=str(record["fee_id"]), account_id=record["account_id"], lines=lines,
+            currency=currency, exponent=exponent, chain=record["total"].get("chain"),
         )  # fmt: skip
     if topic == CONVERSIONS:
-        sold, sold_currency, sold_exponent = money_parts(record["sold"])
-        bought, bought_currency, bought_exponent = money_parts(record["bought"])
+        sold, sold_currency, sold_exponent = _money(record["sold"], registry)
+        bought, bought_currency, bought_exponent = _money(record["bought"], registry)
         return fx_conversion(
-            conversion_id=str(record["conversion_id"]), account_id=record["account_id"],
+            tenant=tenant, conversion_id=str(record["conversion_id"]), account_id=record["account_id"],
             sold_units=sold, sold_currency=sold_currency, sold_exponent=sold_exponent,
             bought_units=bought, bought_currency=bought_currency, bought_exponent=bought_exponent,
+            order_id=record.get("order_id"),
+        )  # fmt: skip
+    if topic == BANK:
+        if record["status"] != "POSTED":
+            return None  # pending movements are not money yet; cancelled ones never were
+        units, currency, exponent = _money(record["amount"], registry)
+        return bank_transaction(
+            tenant=tenant, provider=record["provider"], transaction_id=record["transaction_id"],
+            account_id=record["account_id"], direction=record["direction"], units=units, currency=currency,
+            exponent=exponent,
+        )  # fmt: skip
+    if topic == CARDS:
+        units, currency, exponent = _money(record["amount"], registry)
+        return card_movement(
+            tenant=tenant, provider=record["provider"], transaction_id=record["transaction_id"],
+            provider_reference=record["provider_reference"], account_id=record["account_id"],
+            status=record["status"], direction=record["direction"], units=units, currency=currency,
+            exponent=exponent,
+        )  # fmt: skip
+    if topic == CHAIN_CONFIRMED:
+        transfer = record["transfer"]
+        if transfer["direction"] != "INBOUND":
+            return None  # money out posts through its transfer's lifecycle, never from the chain
+        units, asset, decimals = _money(transfer["amount"], registry)
+        return crypto_deposit(
+            tenant=tenant, chain=transfer["chain"], tx_hash=transfer["tx_hash"],
+            log_index=transfer.get("log_index"), account_id=record["account_id"], units=units, asset=asset,
+            decimals=decimals,
         )  # fmt: skip
     return None
 
 
+def _money(amount: dict[str, Any], registry: CurrencyRegistry) -> tuple[int, str, int]:
+    units, currency, exponent = money_parts(amount)
+    if registry.is_fiat(currency):
+        registry.check(currency, exponent)
+    elif "asset" not in amount:
+        raise PostingError(f"{currency} is not an ISO 4217 currency")
+    return units, currency, exponent
+
+
 class LedgerHandler(BatchHandler):
     name = AGENT
-    topics = (COMPLETED, FEES, CONVERSIONS)
+    topics = (COMPLETED, FEES, CONVERSIONS, BANK, CARDS, CHAIN_CONFIRMED)
 
     def handle(self, events: list[Event]) -> Result:
         result = Result()
@@ -78,7 +135,7 @@ class LedgerHandler(BatchHandler):
             record, meta = event.record, event.record["metadata"]
             try:
                 journal = journal_for(event.topic, record)
-            except (PostingError, InexactValue, KeyError, TypeError) as e:
+            except (PostingError, CurrencyError, InexactValue, KeyError, TypeError) as e:
                 result.refused.append((event, f"cannot post {_subject(record)}: {e}"))
                 continue
             if journal is None:

@@ -27,4 +27,5 @@ def journal_record(
             for line in journal.lines
         ],
         "reverses": journal.reverses,
+        "completes_hold": journal.completes_hold,
     }

@@ -13,6 +13,7 @@ the dead-letter topic with the reason.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -23,8 +24,13 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from streams.base import BatchHandler, Output, Result
+from streams.fees.calc import Chargeable, FeeError, assess
+from streams.fees.schedule import FeeBook, ScheduleError
+from streams.ledger.postings import account, transfer_hold_id
+from streams.pricing import load_pricing
 from streams.status.machine import Applied, Refused, State, block_target, transition
 from topics.codec import AvroCodec
+from topics.currencies import CurrencyError, CurrencyRegistry
 from topics.events import Event, derived_event_id, new_metadata
 from topics.money import InexactValue, money_parts, money_record
 from topics.settings import Settings
@@ -58,9 +64,9 @@ def _placeholders(names: Sequence[str]) -> sql.Composed:
 
 
 SELECT_TXNS = "SELECT * FROM transactions WHERE transaction_id = ANY(%s) ORDER BY transaction_id FOR UPDATE"
-SELECT_APPLIED = sql.SQL("SELECT {} FROM transaction_status_history WHERE source_event_id = ANY(%s)").format(
-    _columns(HISTORY_COLUMNS)
-)
+SELECT_APPLIED = sql.SQL(
+    "SELECT {} FROM transaction_status_history WHERE source_event_id = ANY(%s) ORDER BY version"
+).format(_columns(HISTORY_COLUMNS))
 INSERT_TXNS = sql.SQL(
     "INSERT INTO transactions ({}) VALUES ({}) ON CONFLICT (transaction_id) DO NOTHING"
 ).format(_columns(TXN_COLUMNS), _placeholders(TXN_COLUMNS))
@@ -80,6 +86,33 @@ UPDATE_TXN = (
     "UPDATE transactions SET status = %s, version = %s, updated_at = %s "
     "WHERE transaction_id = %s AND version < %s"
 )
+LOCK_ACCOUNT = (
+    "SELECT status, overdraft_limit, exponent FROM accounts "
+    "WHERE tenant_id = %s AND account_id = %s AND currency = %s FOR UPDATE"
+)
+AVAILABLE = """
+SELECT coalesce((SELECT credits - debits FROM balances WHERE ledger_account = %(code)s), 0) AS posted,
+       coalesce((SELECT sum(amount) FROM holds
+                  WHERE ledger_account = %(code)s AND status = 'ACTIVE' AND expires_at > now()), 0) AS held
+"""
+PLACE_HOLD = """
+INSERT INTO holds (hold_id, tenant_id, account_id, ledger_account, currency, exponent, amount, status, reason,
+                   expires_at)
+VALUES (%s, %s, %s, %s, %s, %s, %s, 'ACTIVE', %s, now() + make_interval(secs => %s))
+ON CONFLICT (hold_id) DO NOTHING
+"""
+HOLD_ACTIVE = "SELECT 1 FROM holds WHERE hold_id = %s AND status = 'ACTIVE' AND expires_at > now() FOR UPDATE"
+PIN_HOLD = "UPDATE holds SET expires_at = 'infinity' WHERE hold_id = %s AND status = 'ACTIVE'"
+RELEASE_HOLDS = """
+UPDATE holds SET status = 'RELEASED', settled_at = now(), reason = reason || '; ' || %s
+ WHERE hold_id = %s AND status = 'ACTIVE'
+"""
+EXPIRE_HOLDS = """
+UPDATE holds SET status = 'EXPIRED', settled_at = now() WHERE status = 'ACTIVE' AND expires_at <= now()
+"""
+HOLD_SECONDS = 30 * 60
+"""A reservation holds funds for 30 minutes unless its transfer reaches a provider first."""
+SWEEP_SECONDS = 30.0
 INSERT_HISTORY = sql.SQL(
     "INSERT INTO transaction_status_history ({}) VALUES ({}) ON CONFLICT DO NOTHING"
 ).format(_columns(HISTORY_COLUMNS), _placeholders(HISTORY_COLUMNS))
@@ -119,8 +152,17 @@ class Change:
     occurred_at: datetime
 
 
+def step_event_id(source: str, to_status: str | None) -> str:
+    """The history id of a change: the first step of a source event keeps the plain derived id,
+    later steps it caused (VALIDATING, then BALANCE_RESERVED or FAILED) name their status."""
+    suffix = "" if to_status is None else f":{to_status}"
+    return derived_event_id(source, AGENT, "status_changed" + suffix)
+
+
 def outputs_for(txn: Txn, change: Change) -> list[Output]:
     """The events one applied change emits (the same for a first delivery and a redelivery)."""
+
+    step = "" if change.event_id == step_event_id(change.source_event_id, None) else f":{change.to_status}"
 
     def meta(kind: str) -> dict[str, Any]:
         return new_metadata(
@@ -130,7 +172,7 @@ def outputs_for(txn: Txn, change: Change) -> list[Output]:
             source="streams.status",
             correlation_id=change.correlation_id,
             causation_id=change.source_event_id,
-            event_id=derived_event_id(change.source_event_id, AGENT, kind),
+            event_id=derived_event_id(change.source_event_id, AGENT, kind + step),
             occurred_at=change.occurred_at,
         )
 
@@ -169,10 +211,12 @@ class StatusHandler(BatchHandler):
     name = AGENT
     topics = (REQUESTED, REPORTED, BLOCKED)
 
-    def __init__(self, settings: Settings, codec: AvroCodec) -> None:
+    def __init__(self, settings: Settings, codec: AvroCodec, fees: FeeBook | None = None) -> None:
         self.settings = settings
         self.codec = codec
+        self.fees = fees if fees is not None else load_pricing(settings.pricing_file).fees
         self._conn: psycopg.Connection[dict[str, Any]] | None = None
+        self._swept = 0.0
 
     def _connection(self) -> psycopg.Connection[dict[str, Any]]:
         if self._conn is None or self._conn.closed:
@@ -201,21 +245,26 @@ class StatusHandler(BatchHandler):
             for row in conn.execute(SELECT_TXNS, (ids,)).fetchall()
         }
         sources = [str(e.record["metadata"]["event_id"]) for e in events]
-        applied = {
-            str(row["source_event_id"]): Change(**{k: _text(row[k]) for k in HISTORY_COLUMNS})
-            for row in conn.execute(SELECT_APPLIED, (sources,)).fetchall()
-        }
-        work = _Work(txns, applied)
+        applied: dict[str, list[Change]] = {}
+        for row in conn.execute(SELECT_APPLIED, (sources,)).fetchall():
+            applied.setdefault(str(row["source_event_id"]), []).append(
+                Change(**{k: _text(row[k]) for k in HISTORY_COLUMNS})
+            )
+        work = _Work(txns, applied, registry=CurrencyRegistry.load(conn))
         for event in events:
             self._apply(conn, work, event)
         self._write(conn, work)
+        now = time.monotonic()
+        if now - self._swept > SWEEP_SECONDS:
+            conn.execute(EXPIRE_HOLDS)
+            self._swept = now
         return work.result
 
     def _apply(self, conn: psycopg.Connection[dict[str, Any]], work: _Work, event: Event) -> None:
         source = str(event.record["metadata"]["event_id"])
         if source in work.applied:  # a redelivery: emit again, change nothing
-            done = work.applied[source]
-            work.result.outputs += outputs_for(work.txns[done.transaction_id], done)
+            for done in work.applied[source]:
+                work.result.outputs += outputs_for(work.txns[done.transaction_id], done)
             return
         decision = self._decide(event, source, work.txns)
         if decision is PARK:
@@ -228,14 +277,125 @@ class StatusHandler(BatchHandler):
             return
         txn: Txn = decision[0]
         change: Change = decision[1]
-        work.txns[txn.transaction_id] = txn
-        work.changes.append(change)
-        work.applied[source] = change
-        work.result.outputs += outputs_for(txn, change)
+        steps = [(txn, change)]
+        if change.from_status is None:
+            steps += self._validate_and_reserve(conn, work, txn, source, event.record["metadata"])
+        elif change.to_status == "SENT_TO_PROVIDER":
+            steps = self._dispatch(conn, work.txns[txn.transaction_id], txn, change, source, event)
+        for txn, change in steps:
+            work.txns[txn.transaction_id] = txn
+            work.changes.append(change)
+            work.applied.setdefault(source, []).append(change)
+            work.result.outputs += outputs_for(txn, change)
+            if change.to_status in ("FAILED", "COMPENSATING"):
+                conn.execute(
+                    RELEASE_HOLDS, (f"released: {change.reason}", transfer_hold_id(txn.transaction_id))
+                )
+        txn, change = steps[0]
         if change.from_status is None:
             work.created[txn.transaction_id] = txn
             for waiting in self._unpark(conn, work, txn.transaction_id):
                 self._apply(conn, work, waiting)
+
+    def _validate_and_reserve(
+        self,
+        conn: psycopg.Connection[dict[str, Any]],
+        work: _Work,
+        txn: Txn,
+        source: str,
+        meta: dict[str, Any],
+    ) -> list[tuple[Txn, Change]]:
+        """INITIATED -> VALIDATING -> BALANCE_RESERVED when the amount plus its fees fits the
+        account's available balance (posted - active holds + overdraft limit), else FAILED.
+
+        The account's registry row is locked first, so two workers reserving against one
+        account take turns, and each sees the other's hold."""
+        steps = [self._step(txn, "VALIDATING", source, meta, "validating account, currency and funds")]
+        validating = steps[0][0]
+        refusal, hold_units = self._reservation(conn, work.registry, validating, meta)
+        if refusal is not None:
+            steps.append(self._step(validating, "FAILED", source, meta, refusal))
+            return steps
+        code = account("customer", txn.tenant_id, txn.account_id, txn.currency)
+        conn.execute(PLACE_HOLD, (
+            transfer_hold_id(txn.transaction_id), txn.tenant_id, txn.account_id, code, txn.currency,
+            txn.exponent, hold_units, f"transfer {txn.transaction_id}", HOLD_SECONDS,
+        ))  # fmt: skip
+        fee = hold_units - txn.amount_units
+        reserved = f"reserved {hold_units} ({txn.amount_units} + fees {fee}) {txn.currency}"
+        steps.append(self._step(validating, "BALANCE_RESERVED", source, meta, reserved))
+        return steps
+
+    def _reservation(
+        self,
+        conn: psycopg.Connection[dict[str, Any]],
+        registry: CurrencyRegistry,
+        txn: Txn,
+        meta: dict[str, Any],
+    ) -> tuple[str | None, int]:
+        """(refusal reason or None, units to hold)."""
+        try:
+            registry.check(txn.currency, txn.exponent)
+        except CurrencyError as e:
+            return f"CURRENCY_MISMATCH: {e}", 0
+        row = conn.execute(LOCK_ACCOUNT, (txn.tenant_id, txn.account_id, txn.currency)).fetchone()
+        if row is None:
+            return f"ACCOUNT_NOT_FOUND: no {txn.currency} account {txn.account_id} for this tenant", 0
+        if row["status"] != "active":
+            return f"ACCOUNT_{str(row['status']).upper()}: account {txn.account_id} is {row['status']}", 0
+        try:
+            fee = self._fee(txn, meta)
+        except (FeeError, ScheduleError) as e:
+            return f"FEE_UNAVAILABLE: {e}", 0
+        code = account("customer", txn.tenant_id, txn.account_id, txn.currency)
+        funds = conn.execute(AVAILABLE, {"code": code}).fetchone()
+        assert funds is not None
+        available = (
+            _exact_int(funds["posted"]) - _exact_int(funds["held"]) + _exact_int(row["overdraft_limit"])
+        )
+        need = txn.amount_units + fee
+        if need > available:
+            return (
+                f"INSUFFICIENT_FUNDS: {need} {txn.currency} needed ({txn.amount_units} + fees {fee}), "
+                f"{available} available",
+                0,
+            )
+        return None, need
+
+    def _fee(self, txn: Txn, meta: dict[str, Any]) -> int:
+        """The fees the transfer will be charged in its own currency, as the fees agent assesses them."""
+        schedule = self.fees.for_event(txn.tenant_id, meta["occurred_at"])
+        charge = Chargeable("transfer", txn.amount_units, txn.currency, txn.exponent, rail=txn.rail)
+        return sum(a.total for a in assess(charge, schedule) if a.currency == txn.currency)
+
+    def _dispatch(
+        self, conn: psycopg.Connection[dict[str, Any]], before: Txn, txn: Txn, change: Change, source: str,
+        event: Event,
+    ) -> list[tuple[Txn, Change]]:  # fmt: skip
+        """Money leaves for the provider only while its hold stands; the hold then stays until
+        the posting completes it or a failure releases it."""
+        hold = transfer_hold_id(txn.transaction_id)
+        if conn.execute(HOLD_ACTIVE, (hold,)).fetchone() is None:
+            meta = event.record["metadata"]
+            return [
+                self._step(
+                    before, "FAILED", source, meta, "HOLD_EXPIRED: the reservation lapsed before dispatch"
+                )
+            ]
+        conn.execute(PIN_HOLD, (hold,))
+        return [(txn, change)]
+
+    def _step(
+        self, txn: Txn, target: str, source: str, meta: dict[str, Any], reason: str
+    ) -> tuple[Txn, Change]:
+        """One more step caused by the same source event."""
+        moved = replace(txn, status=target, version=txn.version + 1, updated_at=meta["occurred_at"])
+        change = Change(
+            event_id=step_event_id(source, target), transaction_id=txn.transaction_id, from_status=txn.status,
+            to_status=target, reason=reason, provider_update_id=None, version=moved.version,
+            source_event_id=source, correlation_id=meta["correlation_id"], occurred_at=meta["occurred_at"],
+        )  # fmt: skip
+        return moved, change
 
     def _unpark(self, conn: psycopg.Connection[dict[str, Any]], work: _Work, tid: str) -> list[Event]:
         """Events that waited for this transaction, oldest first (stored ones, then this batch's)."""
@@ -312,7 +472,7 @@ class StatusHandler(BatchHandler):
         provider_update_id: str | None = None,
     ) -> Change:  # fmt: skip
         return Change(
-            event_id=derived_event_id(source, AGENT, "status_changed"),
+            event_id=step_event_id(source, None),
             transaction_id=txn.transaction_id, from_status=previous, to_status=txn.status, reason=reason,
             provider_update_id=provider_update_id, version=txn.version, source_event_id=source,
             correlation_id=meta["correlation_id"], occurred_at=meta["occurred_at"],
@@ -368,7 +528,8 @@ class _Work:
     """One batch's view: locked transactions, applied changes, and what to write."""
 
     txns: dict[str, Txn]
-    applied: dict[str, Change]
+    applied: dict[str, list[Change]]
+    registry: CurrencyRegistry
     result: Result = field(default_factory=Result)
     created: dict[str, Txn] = field(default_factory=dict)
     changes: list[Change] = field(default_factory=list)

@@ -16,7 +16,7 @@ from tests.fixtures.database import private_database
 from tests.fixtures.events import metadata
 from tests.fixtures.kafka import fresh_topic, produce_raw, read_all
 from topics.codec import AvroCodec
-from topics.deadletter import ERROR_CLASS, ORIGIN_OFFSET, ORIGIN_PARTITION, ORIGIN_TOPIC
+from topics.deadletter import ERROR_CLASS, ERROR_MESSAGE, ORIGIN_OFFSET, ORIGIN_PARTITION, ORIGIN_TOPIC
 from topics.events import derived_event_id
 from topics.schemas import load_store
 from topics.settings import REPO_ROOT
@@ -45,6 +45,7 @@ def journals(n: int, seed: int) -> list[tuple[str, Journal]]:
                 (
                     account,
                     fee_assessed(
+                        tenant="tenant-1",
                         fee_id=f"{seed}-{i}",
                         account_id=account,
                         units=rng.randint(1, 500),
@@ -59,6 +60,7 @@ def journals(n: int, seed: int) -> list[tuple[str, Journal]]:
                 (
                     account,
                     transaction_completed(
+                        tenant="tenant-1",
                         transaction_id=f"{seed}-{i}",
                         account_id=account,
                         direction="CREDIT",
@@ -70,7 +72,8 @@ def journals(n: int, seed: int) -> list[tuple[str, Journal]]:
                 )
             )
         else:
-            out.append((account, transaction_completed(transaction_id=f"{seed}-{i}", account_id=account, direction=rng.choice(["DEBIT", "CREDIT"]), units=rng.randint(1, 10**9), currency=rng.choice(["EUR", "USD", "JPY"]), exponent=2, rail="sepa")))  # fmt: skip
+            currency, exponent = rng.choice([("EUR", 2), ("USD", 2), ("JPY", 0)])
+            out.append((account, transaction_completed(tenant="tenant-1", transaction_id=f"{seed}-{i}", account_id=account, direction=rng.choice(["DEBIT", "CREDIT"]), units=rng.randint(1, 10**9), currency=currency, exponent=exponent, rail="sepa")))  # fmt: skip
     return out
 
 
@@ -114,7 +117,14 @@ def posted(services, db, codec):
     poison = [
         (b"acc-1", b"\xc3\x01not avro at all"),
         encode(codec, "acc-2", Journal("bad:1", "unbalanced", (
-            Line("customer:acc-2:EUR", "DEBIT", 10, "EUR", 2), Line("clearing:x:EUR", "CREDIT", 9, "EUR", 2)))),
+            Line("customer:tenant-1/acc-2:EUR", "DEBIT", 10, "EUR", 2),
+            Line("clearing:tenant-1/x:EUR", "CREDIT", 9, "EUR", 2)))),
+        encode(codec, "acc-3", Journal("bad:2", "another tenant's books", (
+            Line("customer:tenant-2/acc-3:EUR", "DEBIT", 10, "EUR", 2),
+            Line("clearing:tenant-2/x:EUR", "CREDIT", 10, "EUR", 2)))),
+        encode(codec, "acc-4", Journal("bad:3", "a client's exponent", (
+            Line("customer:tenant-1/acc-4:EUR", "DEBIT", 10, "EUR", 18),
+            Line("clearing:tenant-1/x:EUR", "CREDIT", 10, "EUR", 18)))),
     ]  # fmt: skip
     messages = (
         [encode(codec, a, j) for a, j in batch[:450]] + poison + [encode(codec, a, j) for a, j in batch[450:]]
@@ -127,7 +137,7 @@ def posted(services, db, codec):
 def test_every_journal_is_stored_once_and_balances(db, posted):
     _, _, stats = posted
     assert stats.written == 900
-    assert stats.dead_lettered == 2
+    assert stats.dead_lettered == 4
     with psycopg.connect(db.database_url.get_secret_value()) as conn:
         assert conn.execute("SELECT count(*) FROM journal_entries").fetchone()[0] == 900
         unbalanced = conn.execute(
@@ -156,13 +166,13 @@ def test_all_accounts_sum_to_zero_per_currency_and_balances_match_entries(db, po
         # exactness: fee revenue equals the independent sum of the fees posted
         fees = sum(j.lines[0].units for _, j in batch if j.reference_id.startswith("fee:"))
         revenue = conn.execute(
-            "SELECT credits FROM balances WHERE ledger_account = 'fee_revenue:platform:EUR'"
+            "SELECT credits FROM balances WHERE ledger_account = 'fee_revenue:tenant-1/platform:EUR'"
         ).fetchone()[0]
         assert revenue == fees
         wei = sum(j.lines[0].units for _, j in batch if j.lines[0].currency == "ETH")
         assert (
             conn.execute(
-                "SELECT debits FROM balances WHERE ledger_account = 'clearing:ethereum:ETH'"
+                "SELECT debits FROM balances WHERE ledger_account = 'clearing:tenant-1/ethereum:ETH'"
             ).fetchone()[0]
             == wei
         )
@@ -172,9 +182,11 @@ def test_poison_goes_to_the_dead_letter_topic_with_its_origin(services, posted):
     topic, _, _ = posted
     dlq = "dlq.ledger_sink.dead_lettered.v1"
     mine = [m for m in read_all(services, dlq) if dict(m.headers() or [])[ORIGIN_TOPIC] == topic.encode()]
-    assert len(mine) == 2
+    assert len(mine) == 4
     classes = sorted(dict(m.headers())[ERROR_CLASS].decode() for m in mine)
-    assert classes == ["DecodeError", "PoisonEvent"]
+    assert classes == ["CheckViolation", "DecodeError", "PoisonEvent", "PoisonEvent"]
+    messages = " ".join(dict(m.headers())[ERROR_MESSAGE].decode() for m in mine)
+    assert "not in tenant 'tenant-1'" in messages and "EUR has exponent 2, not 18" in messages
     for m in mine:
         headers = dict(m.headers())
         assert int(headers[ORIGIN_PARTITION]) >= 0 and int(headers[ORIGIN_OFFSET]) >= 0
@@ -185,17 +197,17 @@ def test_replaying_the_topic_changes_nothing(db, codec, posted):
     topic, _, _ = posted
     before = snapshot(db)
     stats = run_sink(db, codec, topic)  # a new consumer group reads everything again
-    assert stats.consumed == 902
+    assert stats.consumed == 904
     assert snapshot(db) == before
 
 
 def test_the_database_refuses_unbalanced_or_edited_entries(db):
     with psycopg.connect(db.database_url.get_secret_value()) as conn:
         conn.execute(
-            "INSERT INTO ledger_accounts VALUES ('customer:z:EUR','liability','CREDIT','EUR',2) ON CONFLICT DO NOTHING"
+            "INSERT INTO ledger_accounts VALUES ('customer:t/z:EUR','liability','CREDIT','EUR',2,now(),'t') ON CONFLICT DO NOTHING"
         )
         conn.execute(
-            "INSERT INTO ledger_accounts VALUES ('clearing:z:EUR','asset','DEBIT','EUR',2) ON CONFLICT DO NOTHING"
+            "INSERT INTO ledger_accounts VALUES ('clearing:t/z:EUR','asset','DEBIT','EUR',2,now(),'t') ON CONFLICT DO NOTHING"
         )
         conn.commit()
         jid = uuid.uuid4()
@@ -206,7 +218,7 @@ def test_the_database_refuses_unbalanced_or_edited_entries(db):
                     (jid, jid),
                 )
                 conn.execute(
-                    "INSERT INTO entries VALUES (%s,1,'customer:z:EUR','DEBIT',10,'EUR'),(%s,2,'clearing:z:EUR','CREDIT',9,'EUR')",
+                    "INSERT INTO entries VALUES (%s,1,'customer:t/z:EUR','DEBIT',10,'EUR',2),(%s,2,'clearing:t/z:EUR','CREDIT',9,'EUR',2)",
                     (jid, jid),
                 )
         with pytest.raises(psycopg.errors.CheckViolation, match="no entries"), conn.transaction():

@@ -16,6 +16,7 @@ from streams.status.machine import HAPPY_PATH
 from tests.fixtures.database import private_database
 from tests.fixtures.events import metadata, transfer_requested
 from tests.fixtures.kafka import read_all
+from tests.fixtures.ledger import open_accounts
 from tests.fixtures.running import running
 from tests.fixtures.waiting import wait_for
 from topics.codec import AvroCodec
@@ -26,6 +27,8 @@ from topics.settings import REPO_ROOT
 
 RUN = uuid.uuid4().hex[:8]
 HAPPY = list(HAPPY_PATH[1:])
+DISPATCHED = HAPPY[HAPPY.index("SENT_TO_PROVIDER") :]
+"""What providers report: the status agent itself validates and reserves."""
 
 
 def tid(n: int) -> str:
@@ -95,6 +98,7 @@ def lifecycle(services, codec, catalog):
     ):
         producer = EventProducer(db, codec, catalog)
         group = f"lifecycle-{RUN}"
+        open_accounts(db, [f"acc-{RUN}-{n}" for n in (1, 2, 3, 4)], overdraft=100_000)
         agent, sink = ledger_agent(db, codec, catalog, group), ledger_sink(db, codec, group)
         with (
             running(run_agent, status_runtime(db, codec, catalog, group)),
@@ -108,12 +112,11 @@ def lifecycle(services, codec, catalog):
             producer.flush()
             wait_for(lambda: len(statuses(conn)) == 3, 60, what="three transactions created")
 
-            reports = [report(1, s) for s in HAPPY]
-            reports.insert(2, report(1, "BALANCE_RESERVED"))  # a duplicate: changes nothing
+            reports = [report(1, "BALANCE_RESERVED")]  # the current status again: changes nothing
+            reports += [report(1, s) for s in DISPATCHED]
             reports.append(report(1, "PROVIDER_CONFIRMING", expected_version=3))  # stale: to the DLQ
-            reports += [report(2, "SENT_TO_PROVIDER")]  # illegal from INITIATED: to the DLQ
-            reports += [report(2, s) for s in HAPPY]  # later events still flow
-            reports += [report(3, s) for s in HAPPY[:2]]
+            reports += [report(2, "PROVIDER_CONFIRMING")]  # illegal from BALANCE_RESERVED: to the DLQ
+            reports += [report(2, s) for s in DISPATCHED]  # later events still flow
             for r in reports:
                 producer.produce("payments.transaction.status_reported.v1", r)
             producer.flush()
@@ -133,7 +136,7 @@ def lifecycle(services, codec, catalog):
             producer.flush()
             wait_for(lambda: statuses(conn)[tid(3)] == ("COMPENSATING", 4), 60, what="the block")
             # a report that overtakes its transfer request waits for it, then applies
-            producer.produce("payments.transaction.status_reported.v1", report(4, "VALIDATING"))
+            producer.produce("payments.transaction.status_reported.v1", report(4, "SENT_TO_PROVIDER"))
             producer.flush()
             wait_for(
                 lambda: (
@@ -151,7 +154,9 @@ def lifecycle(services, codec, catalog):
             producer.flush()
             wait_for(lambda: statuses(conn)[tid(3)] == ("FAILED", 5), 60, what="compensation to finish")
             wait_for(
-                lambda: statuses(conn).get(tid(4)) == ("VALIDATING", 2), 60, what="the parked report to apply"
+                lambda: statuses(conn).get(tid(4)) == ("SENT_TO_PROVIDER", 4),
+                60,
+                what="the parked report to apply",
             )
             wait_for(
                 lambda: (
@@ -189,7 +194,10 @@ def test_a_report_that_overtakes_its_transfer_request_is_applied_after_it(lifecy
         "SELECT from_status, to_status, version FROM transaction_status_history WHERE transaction_id = %s ORDER BY version",
         (tid(4),),
     ).fetchall()
-    assert history == [(None, "INITIATED", 1), ("INITIATED", "VALIDATING", 2)]
+    assert history == [
+        (None, "INITIATED", 1), ("INITIATED", "VALIDATING", 2), ("VALIDATING", "BALANCE_RESERVED", 3),
+        ("BALANCE_RESERVED", "SENT_TO_PROVIDER", 4),
+    ]  # fmt: skip
     assert (
         conn.execute(
             "SELECT count(*) FROM transaction_status_parked WHERE transaction_id = %s", (tid(4),)
@@ -206,6 +214,24 @@ def test_a_block_after_reservation_compensates_then_fails(lifecycle):
     ).fetchall()
     assert tail[0][0] == "FAILED"
     assert tail[1] == ("COMPENSATING", "blocked by ofac-sdn: counterparty on the sanctions list")
+    hold = conn.execute("SELECT status, reason FROM holds WHERE hold_id = %s", ("txn:" + tid(3),)).fetchone()
+    assert hold[0] == "RELEASED" and "blocked by ofac-sdn" in hold[1]
+
+
+def test_each_reservation_holds_its_amount_plus_fees_and_the_posting_completes_it(lifecycle):
+    _, conn, _ = lifecycle
+    holds = {
+        hold: (status, int(amount))
+        for hold, status, amount in conn.execute(
+            "SELECT hold_id, status, amount FROM holds WHERE hold_id LIKE %s", (f"txn:tx-{RUN}-%",)
+        ).fetchall()
+    }
+    # 10_000 EUR cents and their default fees (0.25% platform + 10 provider + 2 compliance): 25 + 12
+    assert holds["txn:" + tid(1)] == ("COMPLETED", 10_037)
+    assert holds["txn:" + tid(4)][0] == "ACTIVE"  # at the provider: held until its posting
+    assert conn.execute(
+        "SELECT expires_at = 'infinity' FROM holds WHERE hold_id = %s", ("txn:" + tid(4),)
+    ).fetchone() == (True,)
 
 
 def test_illegal_and_stale_reports_go_to_the_dead_letter_topic_with_the_reason(services, lifecycle):
@@ -217,7 +243,7 @@ def test_illegal_and_stale_reports_go_to_the_dead_letter_topic_with_the_reason(s
     ]
     assert sorted(reasons) == sorted([
         f"transaction {tid(1)}: stale report: it expected version 3, the transaction is at version 7 (COMPLETED)",
-        f"transaction {tid(2)}: illegal transition INITIATED -> SENT_TO_PROVIDER",
+        f"transaction {tid(2)}: illegal transition BALANCE_RESERVED -> PROVIDER_CONFIRMING",
     ])  # fmt: skip
     assert {
         dict(m.headers())[ERROR_CLASS] for m in messages if RUN.encode() in dict(m.headers())[ERROR_MESSAGE]
@@ -231,7 +257,9 @@ def test_completed_transactions_are_posted_balanced_and_accounts_sum_to_zero(lif
            WHERE j.reference_id = %s ORDER BY e.line_no""",
         ("txn:" + tid(2),),
     ).fetchall()
-    assert lines == [(f"customer:acc-{RUN}-2:EUR", "DEBIT", 20_000), ("clearing:sepa:EUR", "CREDIT", 20_000)]
+    assert lines == [
+        (f"customer:tenant-1/acc-{RUN}-2:EUR", "DEBIT", 20_000), ("clearing:tenant-1/sepa:EUR", "CREDIT", 20_000)
+    ]  # fmt: skip
     trial = conn.execute("SELECT currency, sum(debits - credits) FROM balances GROUP BY currency").fetchall()
     assert trial and all(total == 0 for _, total in trial)
     assert (

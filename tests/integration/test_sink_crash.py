@@ -47,9 +47,9 @@ def test_sigkill_mid_batch_then_restart_loses_and_duplicates_nothing(services):
     for i in range(TOTAL):
         account = f"acc-{i % 97}"
         journal = (
-            fee_assessed(fee_id=f"k{i}", account_id=account, units=1 + i % 300, currency="EUR", exponent=2)
+            fee_assessed(tenant="tenant-1", fee_id=f"k{i}", account_id=account, units=1 + i % 300, currency="EUR", exponent=2)
             if i % 2
-            else transaction_completed(transaction_id=f"k{i}", account_id=account, direction="CREDIT",
+            else transaction_completed(tenant="tenant-1", transaction_id=f"k{i}", account_id=account, direction="CREDIT",
                                        units=10_000 + i, currency="EUR", exponent=2, rail="sepa")
         )  # fmt: skip
         record = journal_record(
@@ -88,7 +88,7 @@ def test_sigkill_mid_batch_then_restart_loses_and_duplicates_nothing(services):
         assert count(conn, "entries") == 2 * TOTAL
         assert conn.execute("SELECT count(DISTINCT reference_id) FROM journal_entries").fetchone()[0] == TOTAL
         revenue = conn.execute(
-            "SELECT credits FROM balances WHERE ledger_account = 'fee_revenue:platform:EUR'"
+            "SELECT credits FROM balances WHERE ledger_account = 'fee_revenue:tenant-1/platform:EUR'"
         ).fetchone()[0]
         assert revenue == expected_fees
         mismatched = conn.execute(

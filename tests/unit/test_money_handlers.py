@@ -53,10 +53,10 @@ def test_a_completed_transfer_is_assessed_and_its_fee_posts_balanced(codec):
     assert journal is not None
     check_balanced(journal)
     assert [(line.account, line.side, line.units) for line in journal.lines] == [
-        ("customer:acc-1:EUR", "DEBIT", 37),
-        ("fee_revenue:compliance:EUR", "CREDIT", 2),
-        ("fee_revenue:platform:EUR", "CREDIT", 25),
-        ("fee_revenue:provider:EUR", "CREDIT", 10),
+        ("customer:tenant-1/acc-1:EUR", "DEBIT", 37),
+        ("fee_revenue:tenant-1/compliance:EUR", "CREDIT", 2),
+        ("fee_revenue:tenant-1/platform:EUR", "CREDIT", 25),
+        ("fee_revenue:tenant-1/provider:EUR", "CREDIT", 10),
     ]
     again = FeesHandler(PRICING.fees).handle([event]).outputs
     assert again[0].record["fee_id"] == out.record["fee_id"]  # deterministic: a replay is recognised
@@ -80,7 +80,9 @@ def test_an_outbound_eth_transfer_charges_its_gas_beyond_2_to_the_64_wei(codec):
     }
     assert fee.record["total"]["units"] == sum(lines.values()) > 2**64
     journal = journal_for(fee.topic, fee.record)
-    assert journal is not None and {line.account for line in journal.lines} >= {"network_fees:ethereum:ETH"}
+    assert journal is not None and {line.account for line in journal.lines} >= {
+        "network_fees:tenant-1/ethereum:ETH"
+    }
 
 
 def test_not_chargeable_events_produce_nothing(codec):
@@ -111,6 +113,6 @@ def test_a_conversion_posts_both_legs_through_the_fx_positions(codec):
     }  # fmt: skip
     [out] = LedgerHandler().handle([as_event(codec, "fx.conversion.executed.v1", record)]).outputs
     assert {(x["ledger_account"], x["side"]) for x in out.record["lines"]} == {
-        ("customer:acc-1:EUR", "DEBIT"), ("fx_position:platform:EUR", "CREDIT"),
-        ("fx_position:platform:USD", "DEBIT"), ("customer:acc-1:USD", "CREDIT"),
+        ("customer:tenant-1/acc-1:EUR", "DEBIT"), ("fx_position:tenant-1/platform:EUR", "CREDIT"),
+        ("fx_position:tenant-1/platform:USD", "DEBIT"), ("customer:tenant-1/acc-1:USD", "CREDIT"),
     }  # fmt: skip

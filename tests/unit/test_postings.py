@@ -6,8 +6,13 @@ from streams.ledger.postings import (
     Journal,
     Line,
     PostingError,
+    account,
     account_kind,
+    bank_transaction,
+    card_movement,
     check_balanced,
+    check_tenant,
+    crypto_deposit,
     fee_assessed,
     fx_conversion,
     net_by_account,
@@ -19,6 +24,7 @@ from streams.ledger.postings import (
 
 def test_money_out_debits_the_customer_and_credits_the_rail():
     j = transaction_completed(
+        tenant="t",
         transaction_id="t1",
         account_id="acc-1",
         direction="DEBIT",
@@ -29,13 +35,14 @@ def test_money_out_debits_the_customer_and_credits_the_rail():
     )
     assert j.reference_id == "txn:t1"
     assert [(line.account, line.side, line.units) for line in j.lines] == [
-        ("customer:acc-1:EUR", "DEBIT", 1500),
-        ("clearing:sepa:EUR", "CREDIT", 1500),
+        ("customer:t/acc-1:EUR", "DEBIT", 1500),
+        ("clearing:t/sepa:EUR", "CREDIT", 1500),
     ]
 
 
 def test_money_in_credits_the_customer():
     j = transaction_completed(
+        tenant="t",
         transaction_id="t2",
         account_id="acc-1",
         direction="CREDIT",
@@ -45,32 +52,34 @@ def test_money_in_credits_the_customer():
         rail="ACH",
     )
     assert {(line.account, line.side) for line in j.lines} == {
-        ("clearing:ach:JPY", "DEBIT"),
-        ("customer:acc-1:JPY", "CREDIT"),
+        ("clearing:t/ach:JPY", "DEBIT"),
+        ("customer:t/acc-1:JPY", "CREDIT"),
     }
 
 
 def test_a_book_transfer_moves_between_customers():
     j = transaction_completed(
+        tenant="t",
         transaction_id="t3", account_id="a", direction="DEBIT", units=5, currency="USD", exponent=2, rail="BOOK",
         counterparty_account_id="b",
     )  # fmt: skip
     assert {(line.account, line.side) for line in j.lines} == {
-        ("customer:a:USD", "DEBIT"),
-        ("customer:b:USD", "CREDIT"),
+        ("customer:t/a:USD", "DEBIT"),
+        ("customer:t/b:USD", "CREDIT"),
     }
 
 
 def test_fees_go_to_revenue():
-    j = fee_assessed(fee_id="f1", account_id="acc-1", units=25, currency="EUR", exponent=2)
+    j = fee_assessed(tenant="t", fee_id="f1", account_id="acc-1", units=25, currency="EUR", exponent=2)
     assert {(line.account, line.side) for line in j.lines} == {
-        ("customer:acc-1:EUR", "DEBIT"),
-        ("fee_revenue:platform:EUR", "CREDIT"),
+        ("customer:t/acc-1:EUR", "DEBIT"),
+        ("fee_revenue:t/platform:EUR", "CREDIT"),
     }
 
 
 def test_fx_balances_in_each_currency_through_the_position_accounts():
     j = fx_conversion(
+        tenant="t",
         conversion_id="c1", account_id="acc-1", sold_units=10_000, sold_currency="EUR", sold_exponent=2,
         bought_units=10_845, bought_currency="USD", bought_exponent=2,
     )  # fmt: skip
@@ -81,6 +90,7 @@ def test_fx_balances_in_each_currency_through_the_position_accounts():
 def test_wei_beyond_64_bits_posts_exactly():
     wei = 2**200 + 7
     j = transaction_completed(
+        tenant="t",
         transaction_id="t4",
         account_id="w",
         direction="CREDIT",
@@ -93,12 +103,12 @@ def test_wei_beyond_64_bits_posts_exactly():
 
 
 def test_reversal_flips_every_line_and_names_the_original():
-    original = fee_assessed(fee_id="f2", account_id="acc-1", units=25, currency="EUR", exponent=2)
+    original = fee_assessed(tenant="t", fee_id="f2", account_id="acc-1", units=25, currency="EUR", exponent=2)
     rev = reversal(original)
     assert rev.reverses == original.reference_id
     assert net_by_account([original, rev]) == {
-        "customer:acc-1:EUR": (25, 25),
-        "fee_revenue:platform:EUR": (25, 25),
+        "customer:t/acc-1:EUR": (25, 25),
+        "fee_revenue:t/platform:EUR": (25, 25),
     }
 
 
@@ -128,3 +138,60 @@ def test_account_kind_and_trial_balance():
         "EUR": 0,
         "USD": 0,
     }
+
+
+def test_two_tenants_with_one_account_id_have_two_ledger_accounts():
+    assert account("customer", "t1", "acc-1", "EUR") != account("customer", "t2", "acc-1", "EUR")
+    with pytest.raises(PostingError, match="separators"):
+        account("customer", "t1/acc-1", "x", "EUR")  # would collide with tenant t1's account acc-1/x
+
+
+def test_a_journal_may_not_touch_another_tenants_books():
+    j = fee_assessed(tenant="t1", fee_id="f3", account_id="acc-1", units=25, currency="EUR", exponent=2)
+    check_tenant(j, "t1")
+    with pytest.raises(PostingError, match="not in tenant 't2'"):
+        check_tenant(j, "t2")
+
+
+def test_a_bank_credit_funds_the_customer_from_the_providers_clearing_account():
+    j = bank_transaction(
+        tenant="t", provider="TrueLayer", transaction_id="b1", account_id="acc-1", direction="CREDIT",
+        units=5000, currency="EUR", exponent=2,
+    )  # fmt: skip
+    assert [(line.account, line.side, line.units) for line in j.lines] == [
+        ("clearing:t/truelayer:EUR", "DEBIT", 5000),
+        ("customer:t/acc-1:EUR", "CREDIT", 5000),
+    ]
+    assert j.reference_id == "bank:t/truelayer:b1"
+
+
+def test_card_flows_capture_completes_the_authorizations_hold_and_a_refund_reverses_it():
+    common = {"tenant": "t", "provider": "stripe", "transaction_id": "iauth_1", "account_id": "acc-1",
+              "currency": "EUR", "exponent": 2}  # fmt: skip
+    assert card_movement(**common, provider_reference="iauth_1", status="AUTHORIZED", direction="DEBIT",
+                         units=900) is None  # fmt: skip
+    capture = card_movement(
+        **common, provider_reference="ipi_1", status="CAPTURED", direction="DEBIT", units=900
+    )
+    refund = card_movement(
+        **common, provider_reference="ipi_2", status="REFUNDED", direction="CREDIT", units=300
+    )
+    assert capture is not None and refund is not None
+    assert capture.completes_hold == "card:t/iauth_1"
+    assert [(ln.account, ln.side) for ln in capture.lines] == [
+        ("customer:t/acc-1:EUR", "DEBIT"), ("clearing:t/card_stripe:EUR", "CREDIT")
+    ]  # fmt: skip
+    assert [(ln.account, ln.side, ln.units) for ln in refund.lines] == [
+        ("clearing:t/card_stripe:EUR", "DEBIT", 300), ("customer:t/acc-1:EUR", "CREDIT", 300)
+    ]  # fmt: skip
+    assert refund.completes_hold is None
+
+
+def test_a_crypto_deposit_credits_the_customer_against_custody_per_chain_and_asset():
+    wei = 3 * 10**18
+    j = crypto_deposit(tenant="t", chain="ethereum", tx_hash="0xab", log_index=None, account_id="w1", units=wei,
+                       asset="ETH", decimals=18)  # fmt: skip
+    assert [(ln.account, ln.side, ln.units) for ln in j.lines] == [
+        ("custody:t/ethereum:ETH", "DEBIT", wei), ("customer:t/w1:ETH", "CREDIT", wei)
+    ]  # fmt: skip
+    assert j.reference_id == "chain:t/ethereum:0xab:-1:w1"
