@@ -14,13 +14,13 @@ from typing import Any, Literal
 import psycopg
 from psycopg.rows import dict_row
 
-from connectors.outbox import enqueue
 from topics.catalog import Catalog
 from topics.codec import AvroCodec
 from topics.currencies import CurrencyRegistry
 from topics.errors import LedgerstreamError
 from topics.events import new_metadata
 from topics.money import money_record
+from topics.outbox import enqueue
 
 Kind = Literal["customer", "clearing", "custody", "fee_revenue", "network_fees", "fx_position", "suspense"]
 Status = Literal["active", "frozen", "closed"]

@@ -1,6 +1,8 @@
-"""The command API: POST /v1/transfers, POST /v1/fx/orders and POST
-/v1/fx/orders/{order_id}/approval (an OTC order's decision), idempotent, each written
-with its outbox row in one transaction.
+"""The command API: POST /v1/transfers, POST /v1/fx/orders, POST
+/v1/fx/orders/{order_id}/approval (an OTC order's decision), POST /v1/accounts (open an
+account in a currency) and POST /v1/accounts/{account_id}/status (freeze, unfreeze, close),
+idempotent, each written with its outbox row in one transaction. Amounts and currencies are
+checked against the currency registry: an exponent the registry does not have is 422.
 
 Headers: `x-tenant-id` (required), `x-environment` (required, must be this
 process's: live and sandbox never mix), `x-user-id`, `x-correlation-id`
@@ -31,12 +33,14 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
-from connectors.outbox import enqueue
+from connectors.accounts import AccountError, open_account, set_status
 from topics.catalog import Catalog
 from topics.codec import AvroCodec
+from topics.currencies import CurrencyError, CurrencyRegistry
 from topics.errors import EncodeError
 from topics.events import new_metadata
 from topics.money import money_record
+from topics.outbox import enqueue
 from topics.settings import Settings
 
 COMMANDS = Counter("ledgerstream_api_commands_total", "Commands by kind and outcome", ["command", "outcome"])
@@ -62,7 +66,8 @@ Currency = Annotated[str, Field(pattern=r"^[A-Z0-9]{3,10}$", description="ISO 42
 
 
 class Money(BaseModel):
-    """An exact amount: integer minor (or base) units and the currency's exponent."""
+    """An exact amount: integer minor (or base) units and the currency's exponent, which must be
+    the currency registry's (ISO 4217 for fiat, the asset table for crypto): 422 otherwise."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -90,7 +95,9 @@ class FxOrderRequest(BaseModel):
     account_id: Text
     sell: Money
     buy_currency: Currency
-    buy_exponent: StrictInt = Field(ge=0, le=18)
+    buy_exponent: StrictInt | None = Field(
+        None, ge=0, le=18, description="optional; when given it must be the registry's exponent"
+    )
     order_type: Literal["MARKET", "OTC"] = "MARKET"
 
 
@@ -102,6 +109,37 @@ class FxApprovalRequest(BaseModel):
     account_id: Text
     decision: Literal["APPROVED", "REJECTED"]
     reason: str | None = Field(None, max_length=280)
+
+
+class AccountRequest(BaseModel):
+    """Open an account in a currency; its exponent comes from the currency registry."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    account_id: Text
+    currency: Currency
+    holder: str = Field(min_length=1, max_length=200)
+    kind: Literal[
+        "customer", "clearing", "custody", "fee_revenue", "network_fees", "fx_position", "suspense"
+    ] = "customer"
+    overdraft_limit: StrictInt = Field(0, ge=0, lt=10**78, description="in minor (or base) units")
+
+
+class AccountStatusRequest(BaseModel):
+    """Freeze, unfreeze or close an account (every currency of it, or one)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    status: Literal["active", "frozen", "closed"]
+    currency: Currency | None = None
+    reason: str | None = Field(None, max_length=280)
+
+
+class AccountAnswer(BaseModel):
+    status: Literal["opened", "already_open", "changed", "unchanged"]
+    account_id: str
+    correlation_id: str
+    currencies: list[str]
 
 
 class Accepted(BaseModel):
@@ -189,7 +227,10 @@ def create_app(settings: Settings, codec: AvroCodec, catalog: Catalog, *, pool_s
     app.mount("/metrics", make_asgi_app())
     errors: dict[int | str, dict[str, Any]] = {400: {"model": Problem}, 422: {"model": Invalid}}
 
-    def accept(command: Command, body: BaseModel, response: Response, write: Write, scope: str = "") -> Any:
+    def accept(
+        command: Command, body: BaseModel, response: Response, write: Write, scope: str = "",
+        money: tuple[tuple[str, int | None], ...] = (),
+    ) -> Any:  # fmt: skip
         kind = type(body).__name__
         if command.environment != settings.environment:
             COMMANDS.labels(kind, "wrong_environment").inc()
@@ -197,6 +238,16 @@ def create_app(settings: Settings, codec: AvroCodec, catalog: Catalog, *, pool_s
         digest = request_hash(body, scope)
         tenant, key = command.tenant, command.key
         with state["pool"].connection() as conn, conn.transaction():
+            registry = CurrencyRegistry.load(conn)
+            for currency, exponent in money:
+                try:
+                    if exponent is None:
+                        registry.exponent(currency)
+                    else:
+                        registry.check(currency, exponent)
+                except CurrencyError as e:
+                    COMMANDS.labels(kind, "bad_currency").inc()
+                    raise HTTPException(422, str(e)) from e
             if conn.execute(CLAIM_KEY, (tenant, key, digest)).fetchone() is None:
                 stored_hash, status, stored = conn.execute(STORED, (tenant, key)).fetchone()  # type: ignore[misc]
                 if stored_hash != digest:
@@ -244,7 +295,7 @@ def create_app(settings: Settings, codec: AvroCodec, catalog: Catalog, *, pool_s
             ))  # fmt: skip
             return accepted(TransferAccepted, meta, transfer_id=transfer_id)
 
-        return accept(command, body, response, write)
+        return accept(command, body, response, write, money=((body.amount.currency, body.amount.exponent),))
 
     @app.post("/v1/fx/orders", status_code=201, response_model=FxOrderAccepted,
               responses={200: {"model": FxOrderAccepted}, **errors})  # fmt: skip
@@ -256,20 +307,22 @@ def create_app(settings: Settings, codec: AvroCodec, catalog: Catalog, *, pool_s
         def write(conn: psycopg.Connection[Any]) -> dict[str, Any]:
             meta = metadata("fx.order.requested", command)
             sell = body.sell
+            buy_exponent = CurrencyRegistry.load(conn).exponent(body.buy_currency)
             _, money = money_record(sell.units, sell.currency, sell.exponent, "ethereum")
             enqueue(conn, codec, catalog, "fx.order.requested.v1", {
                 "metadata": meta, "account_id": body.account_id, "order_id": order_id, "sell": money,
-                "buy_currency": body.buy_currency, "buy_exponent": body.buy_exponent,
+                "buy_currency": body.buy_currency, "buy_exponent": buy_exponent,
                 "order_type": body.order_type,
             })  # fmt: skip
             conn.execute(FX_COMMAND, (
                 order_id, body.account_id, command.tenant, settings.environment, command.user, sell.units,
-                sell.currency, sell.exponent, body.buy_currency, body.buy_exponent, body.order_type,
+                sell.currency, sell.exponent, body.buy_currency, buy_exponent, body.order_type,
                 command.correlation, command.key,
             ))  # fmt: skip
             return accepted(FxOrderAccepted, meta, order_id=order_id)
 
-        return accept(command, body, response, write)
+        money = ((body.sell.currency, body.sell.exponent), (body.buy_currency, body.buy_exponent))
+        return accept(command, body, response, write, money=money)
 
     @app.post("/v1/fx/orders/{order_id}/approval", status_code=201, response_model=FxApprovalAccepted,
               responses={200: {"model": FxApprovalAccepted}, **errors})  # fmt: skip
@@ -291,5 +344,49 @@ def create_app(settings: Settings, codec: AvroCodec, catalog: Catalog, *, pool_s
             return accepted(FxApprovalAccepted, meta, order_id=order_id)
 
         return accept(command, body, response, write, scope=order_id)
+
+    @app.post("/v1/accounts", status_code=201, response_model=AccountAnswer,
+              responses={200: {"model": AccountAnswer}, **errors})  # fmt: skip
+    def open_account_command(body: AccountRequest, response: Response, command: Headers) -> Any:
+        def write(conn: psycopg.Connection[Any]) -> dict[str, Any]:
+            opened = open_account(
+                conn, codec, catalog, tenant=command.tenant, environment=settings.environment,
+                account_id=body.account_id, currency=body.currency, holder=body.holder, kind=body.kind,
+                overdraft_limit=body.overdraft_limit, correlation_id=command.correlation,
+                user_id=command.user,
+            )  # fmt: skip
+            answer = AccountAnswer(
+                status="opened" if opened.created else "already_open", account_id=body.account_id,
+                correlation_id=command.correlation, currencies=[opened.currency],
+            )  # fmt: skip
+            return answer.model_dump()
+
+        return accept(command, body, response, write, money=((body.currency, None),))
+
+    @app.post("/v1/accounts/{account_id}/status", status_code=201, response_model=AccountAnswer,
+              responses={200: {"model": AccountAnswer}, 404: {"model": Problem}, 409: {"model": Problem},
+                         **errors})  # fmt: skip
+    def account_status_command(
+        account_id: Annotated[str, Path(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:@/-]+$")],
+        body: AccountStatusRequest,
+        response: Response,
+        command: Headers,
+    ) -> Any:
+        def write(conn: psycopg.Connection[Any]) -> dict[str, Any]:
+            try:
+                changes = set_status(
+                    conn, codec, catalog, tenant=command.tenant, environment=settings.environment,
+                    account_id=account_id, status=body.status, currency=body.currency, reason=body.reason,
+                    correlation_id=command.correlation, user_id=command.user,
+                )  # fmt: skip
+            except AccountError as e:
+                raise HTTPException(404 if "has no account" in str(e) else 409, str(e)) from e
+            answer = AccountAnswer(
+                status="changed" if changes else "unchanged", account_id=account_id,
+                correlation_id=command.correlation, currencies=[currency for currency, _, _ in changes],
+            )  # fmt: skip
+            return answer.model_dump()
+
+        return accept(command, body, response, write, scope=account_id)
 
     return app

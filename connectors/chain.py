@@ -33,10 +33,10 @@ from prometheus_client import Counter, Gauge
 from psycopg.rows import dict_row
 from web3 import Web3
 
-from connectors.outbox import enqueue
 from topics.catalog import Catalog
 from topics.codec import AvroCodec
 from topics.events import LEDGERSTREAM_NAMESPACE, new_metadata
+from topics.outbox import enqueue
 from topics.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -71,6 +71,10 @@ CHAINS = {
 
 class WrongChain(ValueError):
     """The node serves another chain than the one named."""
+
+
+class UnregisteredToken(ValueError):
+    """A watched token that the currency registry does not have, or has with other decimals."""
 
 
 class DeepReorg(RuntimeError):
@@ -392,12 +396,21 @@ class ChainListener:
                 "SELECT address, tenant_id, account_id FROM chain_wallets WHERE chain = %s", name
             )
         }
-        tokens = {
-            c: (s, d)
-            for c, s, d in conn.execute(
-                "SELECT contract, symbol, decimals FROM chain_tokens WHERE chain = %s", name
+        tokens, unregistered = {}, []
+        for contract, symbol, decimals, registered in conn.execute(
+            "SELECT t.contract, t.symbol, t.decimals, a.decimals FROM chain_tokens t "
+            "LEFT JOIN crypto_assets a ON a.chain = t.chain AND a.contract = t.contract "
+            "AND a.symbol = t.symbol WHERE t.chain = %s",
+            name,
+        ):
+            if registered != decimals:
+                unregistered.append(f"{symbol} at {contract} ({decimals} decimals; registry: {registered})")
+            tokens[contract] = (symbol, decimals)
+        if unregistered:
+            raise UnregisteredToken(
+                f"{self.spec.name}: watched tokens the currency registry does not have with these decimals: "
+                f"{', '.join(unregistered)}; register them with `ledgerstream connect watch --token`"
             )
-        }
         return wallets, tokens  # fmt: skip
 
     # -- running ----------------------------------------------------------------------------

@@ -1,7 +1,6 @@
 """The transactional outbox: rows written with the state change, published by a relay.
 
-`enqueue` encodes an event (so a record that does not fit its schema is refused
-before anything commits) and adds its row inside the caller's transaction.
+`topics.outbox.enqueue` adds an event's row inside the caller's transaction.
 `OutboxRelay` publishes pending rows in id order and marks them published only
 after Kafka acknowledged them (acks=all, idempotent producer). Several relays may
 run: a batch first takes a transaction-scoped advisory lock on each account among
@@ -17,27 +16,20 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 from prometheus_client import Counter
-from psycopg.types.json import Jsonb
 
 from topics.catalog import Catalog
 from topics.codec import AvroCodec
-from topics.headers import header_map, routing_headers
 from topics.producer import DeliveryError, EventProducer
 from topics.settings import Settings
 
 log = logging.getLogger(__name__)
 RELAYED = Counter("ledgerstream_outbox_rows_total", "Outbox rows relayed to Kafka", ["outcome"])
 
-INSERT = """
-INSERT INTO outbox (aggregate_id, topic, event_id, event_type, key, value, headers)
-VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (event_id) DO NOTHING
-"""
 ACCOUNTS = """
 WITH pending AS MATERIALIZED (
     SELECT DISTINCT aggregate_id FROM (
@@ -55,31 +47,6 @@ MARK = (
     "UPDATE outbox SET status = 'published', published_at = now(), attempts = attempts + 1 WHERE id = ANY(%s)"
 )
 FAILED = "UPDATE outbox SET attempts = attempts + 1, last_error = %s WHERE id = ANY(%s)"
-
-
-def outbox_row(codec: AvroCodec, catalog: Catalog, topic: str, record: Mapping[str, Any]) -> tuple[Any, ...]:
-    """The parameters of INSERT for one event (raises EncodeError if it does not fit its schema)."""
-    value = codec.encode(topic, record)
-    key = catalog.topic(topic).key_of(dict(record))
-    meta = record["metadata"]
-    headers = header_map(routing_headers(meta, codec.store.for_topic(topic).fullname))
-    aggregate = record.get("account_id") or key
-    return (
-        aggregate,
-        topic,
-        meta["event_id"],
-        meta["event_type"],
-        (key or "").encode(),
-        value,
-        Jsonb(headers),
-    )
-
-
-def enqueue(
-    conn: psycopg.Connection[Any], codec: AvroCodec, catalog: Catalog, topic: str, record: Mapping[str, Any]
-) -> None:
-    """Add one event to the outbox in the caller's transaction (raises EncodeError if it does not fit)."""
-    conn.execute(INSERT, outbox_row(codec, catalog, topic, record))
 
 
 @dataclass

@@ -61,6 +61,10 @@ class Sink(ABC, Generic[Item]):
     def write(self, conn: psycopg.Connection, items: Sequence[Item]) -> None:
         """Store a batch inside the caller's transaction; must be idempotent."""
 
+    def bind(self, codec: AvroCodec) -> None:
+        """Called once by the runner with this deployment's codec, for a sink that also enqueues
+        events to the outbox in its own transaction."""
+
 
 @dataclass
 class Batch(Generic[Item]):
@@ -118,6 +122,7 @@ class SinkRunner(Generic[Item]):
         self.codec = codec
         self.batch_size = batch_size
         self.linger = linger
+        sink.bind(codec)
         self.group_id = group_id or f"ledgerstream.{sink.name}"
         self.dead_letters = DeadLetters(settings, sink.name)
         self.consumer = batch_consumer(

@@ -32,9 +32,12 @@ from streams.ledger.postings import (
     check_balanced,
     check_tenant,
 )
+from topics.catalog import Catalog, load_catalog
+from topics.codec import AvroCodec
 from topics.currencies import CurrencyError, CurrencyRegistry
-from topics.events import Event
-from topics.money import InexactValue, money_parts
+from topics.events import Event, derived_event_id, new_metadata
+from topics.money import InexactValue, money_parts, money_record
+from topics.outbox import enqueue
 
 TOPIC = "ledger.journal.posted.v1"
 CARDS = "cards.transaction.received.v1"
@@ -113,6 +116,26 @@ ON CONFLICT (hold_id) DO UPDATE
    SET status = EXCLUDED.status, settled_at = now(), reason = h.reason || '; ' || EXCLUDED.reason
  WHERE h.status = 'ACTIVE' AND EXCLUDED.status <> 'ACTIVE'
 """
+BALANCE_TOPIC = "accounts.balance.updated.v1"
+BALANCE_STATE = """
+WITH touched AS (
+    SELECT e.ledger_account AS code, max(e.journal_entry_id::text) AS cause
+      FROM stage_entries e JOIN stage_new n USING (journal_entry_id)
+     WHERE e.ledger_account LIKE 'customer:%' GROUP BY e.ledger_account
+    UNION ALL
+    SELECT ledger_account, max(hold_id) FROM stage_holds
+     WHERE journal_entry_id IS NULL GROUP BY ledger_account
+), latest AS (SELECT code, max(cause) AS cause FROM touched GROUP BY code)
+SELECT a.code, a.tenant_id, a.currency, a.exponent,
+       coalesce(b.credits - b.debits, 0),
+       coalesce((SELECT sum(h.amount) FROM holds h WHERE h.ledger_account = a.code AND h.status = 'ACTIVE'
+                   AND h.expires_at > now()), 0),
+       coalesce(r.overdraft_limit, 0), l.cause
+  FROM latest l JOIN ledger_accounts a ON a.code = l.code
+  LEFT JOIN balances b ON b.ledger_account = a.code
+  LEFT JOIN accounts r ON 'customer:' || r.tenant_id || '/' || r.account_id || ':' || r.currency = a.code
+ ORDER BY a.code
+"""
 CARD_HOLD_DAYS = 7
 """How long a card authorization holds funds without a capture (networks allow about 7 days)."""
 
@@ -131,6 +154,7 @@ class HoldChange:
     status: str
     reason: str
     expires_at: datetime
+    environment: str
 
 
 @dataclass(frozen=True)
@@ -192,7 +216,7 @@ def card_hold(record: dict[str, Any]) -> HoldChange | None:
         currency=currency, exponent=exponent, amount=units,
         status="ACTIVE" if status == "AUTHORIZED" else "RELEASED",
         reason=f"card {status.lower()} {record['provider_reference']}",
-        expires_at=occurred + timedelta(days=CARD_HOLD_DAYS),
+        expires_at=occurred + timedelta(days=CARD_HOLD_DAYS), environment=meta["environment"],
     )  # fmt: skip
 
 
@@ -203,6 +227,12 @@ Item = PostedJournal | HoldChange | None
 class LedgerSink(Sink[Item]):
     name = "ledger_sink"
     topics = (TOPIC, CARDS)
+
+    def __init__(self) -> None:
+        self._outbox: tuple[AvroCodec, Catalog] | None = None
+
+    def bind(self, codec: AvroCodec) -> None:
+        self._outbox = (codec, load_catalog())
 
     def prepare(self, event: Event) -> Item:
         try:
@@ -267,6 +297,32 @@ class LedgerSink(Sink[Item]):
             cur.execute(ENTRIES)
             cur.execute(BALANCES)
             cur.execute(HOLDS)
+        environment = next((i.environment for i in items if i is not None), None)
+        if self._outbox is not None and environment is not None:
+            self._balance_events(conn, *self._outbox, environment)
+
+    def _balance_events(
+        self, conn: psycopg.Connection, codec: AvroCodec, catalog: Catalog, environment: str
+    ) -> None:
+        """`accounts.balance.updated.v1` for each customer account this batch posted to or held on,
+        with the committed balance, through the outbox in the batch's own transaction. A replayed
+        batch posts nothing new and so announces nothing."""
+        rows = conn.execute(BALANCE_STATE).fetchall()
+        for code, tenant, currency, exponent, posted, held, overdraft, cause in rows:
+            account_id = code.partition("/")[2].rpartition(":")[0]
+            state = f"{code}:{posted}:{held}:{overdraft}:{cause}"
+            meta = new_metadata(
+                "accounts.balance.updated", tenant_id=tenant, environment=environment,  # type: ignore[arg-type]
+                source="sinks.ledger",
+                event_id=derived_event_id(state, self.name, "balance"),
+            )  # fmt: skip
+            units = [int(v) for v in (posted - held + overdraft, held, posted)]
+            enqueue(conn, codec, catalog, BALANCE_TOPIC, {
+                "metadata": meta, "account_id": account_id, "asset": currency,
+                "available": money_record(units[0], currency, exponent)[1],
+                "reserved": money_record(units[1], currency, exponent)[1],
+                "total": money_record(units[2], currency, exponent)[1], "journal_entry_id": cause,
+            })  # fmt: skip
 
 
 def _completed_hold(p: PostedJournal) -> tuple[Any, ...] | None:

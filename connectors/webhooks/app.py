@@ -35,7 +35,6 @@ from prometheus_client import Counter, Histogram, make_asgi_app
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
-from connectors.outbox import outbox_row
 from connectors.webhooks.common import (
     BadPayload,
     BadSignature,
@@ -52,6 +51,7 @@ from topics.catalog import Catalog
 from topics.codec import AvroCodec
 from topics.errors import EncodeError
 from topics.events import LEDGERSTREAM_NAMESPACE, new_metadata
+from topics.outbox import outbox_row
 from topics.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -101,19 +101,48 @@ class Stripe:
         return Notice(event_id, kind, status="ignored", note=f"{kind} is not a card money movement")
 
 
+ZERO_DECIMAL = frozenset(
+    "BIF CLP DJF GNF JPY KMF KRW MGA PYG RWF UGX VND VUV XAF XOF XPF".split()  # noqa: SIM905
+)
+"""Stripe's zero-decimal currencies (stripe.com/docs/currencies#zero-decimal): amounts are whole units."""
+TWO_DECIMAL_ONLY = frozenset({"ISK"})
+"""Stripe's special case: ISK stays two-decimal in the API (100 = 1 krona) though ISO 4217 gives it 0
+decimals, and amounts must be multiples of 100 (stripe.com/docs/currencies#special-cases)."""
+
+
+def iso_units(amount: int, currency: str) -> tuple[int, int]:
+    """A Stripe amount in ISO 4217 minor units, and the ISO exponent.
+
+    Stripe writes most currencies in ISO minor units, except its zero-decimal list (MGA has 2
+    decimals in ISO 4217, none at Stripe) and ISK (two decimals at Stripe, none in ISO 4217).
+    HUF and TWD are two-decimal in both for charges (Stripe's whole-unit rule is for payouts), and
+    three-decimal currencies (BHD, JOD, KWD, OMR, TND) are three in both. An amount that does not
+    convert exactly is refused."""
+    iso = exponent_of(currency)
+    stripe = 0 if currency in ZERO_DECIMAL else 2 if currency in TWO_DECIMAL_ONLY else iso
+    if stripe > iso:
+        whole, rest = divmod(amount, 10 ** (stripe - iso))
+        if rest:
+            raise Unprocessable(
+                f"a Stripe {currency} amount of {amount} is not a whole number of {currency} units"
+            )
+        return whole, iso
+    return amount * 10 ** (iso - stripe), iso
+
+
 def _card(
     obj: Mapping[str, Any], txn: str, card: str, status: str, direction: str, occurred: int | None
 ) -> Build:
     def build(account_id: str) -> list[Canonical]:
         currency = str(obj.get("currency", "")).upper()
-        units = abs(integer(obj, "amount"))
+        units, exponent = iso_units(abs(integer(obj, "amount")), currency)
         if units == 0 and status in ("CAPTURED", "REFUNDED"):
             raise Unprocessable("a captured or refunded amount of zero")
         given = obj.get("merchant_data")
         merchant: Mapping[str, Any] = given if isinstance(given, dict) else {}
         record = {
             "account_id": account_id, "transaction_id": txn, "card_token": card,
-            "amount": {"units": units, "currency": currency, "exponent": exponent_of(currency)},
+            "amount": {"units": units, "currency": currency, "exponent": exponent},
             "direction": direction, "status": status, "merchant_name": merchant.get("name"),
             "merchant_category_code": merchant.get("category_code"), "provider": "stripe",
             "provider_reference": obj["id"],

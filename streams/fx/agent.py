@@ -7,7 +7,9 @@ and an approval that overtakes its order waits there for the order. An executed
 order keeps the rate, markup and bonus it used, so a redelivered order or
 approval re-emits the identical conversion (deterministic ids) and a replay
 never reprices. A missing or stale rate refuses the order (to the dead-letter
-topic with the reason) and records nothing, so it can be redriven.
+topic with the reason) and records nothing, so it can be redriven. So does an order
+whose sold amount does not fit the account's available balance (INSUFFICIENT_FUNDS):
+an executed order holds the sold amount until its conversion posts.
 
 The rate must have been quoted no more than `max_rate_age_seconds` before the
 execution time (the order's time, or the approval's when it waited) and no more
@@ -40,6 +42,9 @@ from streams.fx.pricing import (
     pair_for,
 )
 from streams.fx.rates import RateCache
+from streams.holds import Spend, reserve
+from streams.ledger.postings import fx_hold_id
+from topics.currencies import CurrencyRegistry
 from topics.events import Event, derived_event_id, new_metadata
 from topics.money import InexactValue, money_parts, money_record
 from topics.settings import Settings
@@ -122,6 +127,7 @@ class _Batch:
     conn: psycopg.Connection[dict[str, Any]]
     rows: dict[str, dict[str, Any]]
     result: Result
+    registry: CurrencyRegistry
 
 
 class FxHandler(BatchHandler):
@@ -164,7 +170,7 @@ class FxHandler(BatchHandler):
             with conn.transaction():
                 ids = sorted({str(e.record["order_id"]) for e in orders})
                 rows = {r["order_id"]: r for r in conn.execute(SELECT_ORDERS, (ids,)).fetchall()}
-                batch = _Batch(conn, rows, result)
+                batch = _Batch(conn, rows, result, CurrencyRegistry.load(conn))
                 for event in orders:
                     try:
                         if event.topic == ORDERS:
@@ -241,6 +247,12 @@ class FxHandler(BatchHandler):
                 f"rate {rate.pair} quoted at {rate.quoted_at.isoformat()} is after the execution time "
                 f"{at.isoformat()}: the order cannot have seen it"
             )
+        refusal = reserve(batch.conn, batch.registry, Spend(
+            fx_hold_id(row["order_id"]), row["tenant_id"], row["account_id"], row["sell_currency"],
+            row["sell_exponent"], int(row["sell_units"]), f"fx order {row['order_id']}",
+        ))  # fmt: skip
+        if refusal is not None:
+            raise FxError(refusal)
         pricing = self.book.tenant(row["tenant_id"])
         executed = {
             **row, "status": "executed", "executed_at": at, "rate_pair": rate.pair, "rate_bid": rate.bid,

@@ -26,11 +26,12 @@ from psycopg.rows import dict_row
 from streams.base import BatchHandler, Output, Result
 from streams.fees.calc import Chargeable, FeeError, assess
 from streams.fees.schedule import FeeBook, ScheduleError
-from streams.ledger.postings import account, transfer_hold_id
+from streams.holds import Spend, expire, pin, release, reserve
+from streams.ledger.postings import transfer_hold_id
 from streams.pricing import load_pricing
 from streams.status.machine import Applied, Refused, State, block_target, transition
 from topics.codec import AvroCodec
-from topics.currencies import CurrencyError, CurrencyRegistry
+from topics.currencies import CurrencyRegistry
 from topics.events import Event, derived_event_id, new_metadata
 from topics.money import InexactValue, money_parts, money_record
 from topics.settings import Settings
@@ -86,32 +87,6 @@ UPDATE_TXN = (
     "UPDATE transactions SET status = %s, version = %s, updated_at = %s "
     "WHERE transaction_id = %s AND version < %s"
 )
-LOCK_ACCOUNT = (
-    "SELECT status, overdraft_limit, exponent FROM accounts "
-    "WHERE tenant_id = %s AND account_id = %s AND currency = %s FOR UPDATE"
-)
-AVAILABLE = """
-SELECT coalesce((SELECT credits - debits FROM balances WHERE ledger_account = %(code)s), 0) AS posted,
-       coalesce((SELECT sum(amount) FROM holds
-                  WHERE ledger_account = %(code)s AND status = 'ACTIVE' AND expires_at > now()), 0) AS held
-"""
-PLACE_HOLD = """
-INSERT INTO holds (hold_id, tenant_id, account_id, ledger_account, currency, exponent, amount, status, reason,
-                   expires_at)
-VALUES (%s, %s, %s, %s, %s, %s, %s, 'ACTIVE', %s, now() + make_interval(secs => %s))
-ON CONFLICT (hold_id) DO NOTHING
-"""
-HOLD_ACTIVE = "SELECT 1 FROM holds WHERE hold_id = %s AND status = 'ACTIVE' AND expires_at > now() FOR UPDATE"
-PIN_HOLD = "UPDATE holds SET expires_at = 'infinity' WHERE hold_id = %s AND status = 'ACTIVE'"
-RELEASE_HOLDS = """
-UPDATE holds SET status = 'RELEASED', settled_at = now(), reason = reason || '; ' || %s
- WHERE hold_id = %s AND status = 'ACTIVE'
-"""
-EXPIRE_HOLDS = """
-UPDATE holds SET status = 'EXPIRED', settled_at = now() WHERE status = 'ACTIVE' AND expires_at <= now()
-"""
-HOLD_SECONDS = 30 * 60
-"""A reservation holds funds for 30 minutes unless its transfer reaches a provider first."""
 SWEEP_SECONDS = 30.0
 INSERT_HISTORY = sql.SQL(
     "INSERT INTO transaction_status_history ({}) VALUES ({}) ON CONFLICT DO NOTHING"
@@ -256,7 +231,7 @@ class StatusHandler(BatchHandler):
         self._write(conn, work)
         now = time.monotonic()
         if now - self._swept > SWEEP_SECONDS:
-            conn.execute(EXPIRE_HOLDS)
+            expire(conn)
             self._swept = now
         return work.result
 
@@ -288,9 +263,7 @@ class StatusHandler(BatchHandler):
             work.applied.setdefault(source, []).append(change)
             work.result.outputs += outputs_for(txn, change)
             if change.to_status in ("FAILED", "COMPENSATING"):
-                conn.execute(
-                    RELEASE_HOLDS, (f"released: {change.reason}", transfer_hold_id(txn.transaction_id))
-                )
+                release(conn, transfer_hold_id(txn.transaction_id), change.reason or change.to_status)
         txn, change = steps[0]
         if change.from_status is None:
             work.created[txn.transaction_id] = txn
@@ -312,55 +285,23 @@ class StatusHandler(BatchHandler):
         account take turns, and each sees the other's hold."""
         steps = [self._step(txn, "VALIDATING", source, meta, "validating account, currency and funds")]
         validating = steps[0][0]
-        refusal, hold_units = self._reservation(conn, work.registry, validating, meta)
-        if refusal is not None:
-            steps.append(self._step(validating, "FAILED", source, meta, refusal))
-            return steps
-        code = account("customer", txn.tenant_id, txn.account_id, txn.currency)
-        conn.execute(PLACE_HOLD, (
-            transfer_hold_id(txn.transaction_id), txn.tenant_id, txn.account_id, code, txn.currency,
-            txn.exponent, hold_units, f"transfer {txn.transaction_id}", HOLD_SECONDS,
-        ))  # fmt: skip
-        fee = hold_units - txn.amount_units
-        reserved = f"reserved {hold_units} ({txn.amount_units} + fees {fee}) {txn.currency}"
-        steps.append(self._step(validating, "BALANCE_RESERVED", source, meta, reserved))
-        return steps
-
-    def _reservation(
-        self,
-        conn: psycopg.Connection[dict[str, Any]],
-        registry: CurrencyRegistry,
-        txn: Txn,
-        meta: dict[str, Any],
-    ) -> tuple[str | None, int]:
-        """(refusal reason or None, units to hold)."""
-        try:
-            registry.check(txn.currency, txn.exponent)
-        except CurrencyError as e:
-            return f"CURRENCY_MISMATCH: {e}", 0
-        row = conn.execute(LOCK_ACCOUNT, (txn.tenant_id, txn.account_id, txn.currency)).fetchone()
-        if row is None:
-            return f"ACCOUNT_NOT_FOUND: no {txn.currency} account {txn.account_id} for this tenant", 0
-        if row["status"] != "active":
-            return f"ACCOUNT_{str(row['status']).upper()}: account {txn.account_id} is {row['status']}", 0
         try:
             fee = self._fee(txn, meta)
         except (FeeError, ScheduleError) as e:
-            return f"FEE_UNAVAILABLE: {e}", 0
-        code = account("customer", txn.tenant_id, txn.account_id, txn.currency)
-        funds = conn.execute(AVAILABLE, {"code": code}).fetchone()
-        assert funds is not None
-        available = (
-            _exact_int(funds["posted"]) - _exact_int(funds["held"]) + _exact_int(row["overdraft_limit"])
-        )
+            steps.append(self._step(validating, "FAILED", source, meta, f"FEE_UNAVAILABLE: {e}"))
+            return steps
         need = txn.amount_units + fee
-        if need > available:
-            return (
-                f"INSUFFICIENT_FUNDS: {need} {txn.currency} needed ({txn.amount_units} + fees {fee}), "
-                f"{available} available",
-                0,
-            )
-        return None, need
+        refusal = reserve(conn, work.registry, Spend(
+            transfer_hold_id(txn.transaction_id), txn.tenant_id, txn.account_id, txn.currency, txn.exponent,
+            need, f"transfer {txn.transaction_id}",
+        ))  # fmt: skip
+        if refusal is not None:
+            refusal = refusal.replace(" needed,", f" needed ({txn.amount_units} + fees {fee}),")
+            steps.append(self._step(validating, "FAILED", source, meta, refusal))
+            return steps
+        reserved = f"reserved {need} ({txn.amount_units} + fees {fee}) {txn.currency}"
+        steps.append(self._step(validating, "BALANCE_RESERVED", source, meta, reserved))
+        return steps
 
     def _fee(self, txn: Txn, meta: dict[str, Any]) -> int:
         """The fees the transfer will be charged in its own currency, as the fees agent assesses them."""
@@ -374,15 +315,13 @@ class StatusHandler(BatchHandler):
     ) -> list[tuple[Txn, Change]]:  # fmt: skip
         """Money leaves for the provider only while its hold stands; the hold then stays until
         the posting completes it or a failure releases it."""
-        hold = transfer_hold_id(txn.transaction_id)
-        if conn.execute(HOLD_ACTIVE, (hold,)).fetchone() is None:
+        if not pin(conn, transfer_hold_id(txn.transaction_id)):
             meta = event.record["metadata"]
             return [
                 self._step(
                     before, "FAILED", source, meta, "HOLD_EXPIRED: the reservation lapsed before dispatch"
                 )
             ]
-        conn.execute(PIN_HOLD, (hold,))
         return [(txn, change)]
 
     def _step(

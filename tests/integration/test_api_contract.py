@@ -22,6 +22,26 @@ from topics.schemas import load_store
 from topics.settings import REPO_ROOT
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
+REGISTERED = [("EUR", 2), ("JPY", 0), ("KWD", 3), ("ETH", 18), ("USDC", 6)]
+"""Currencies and exponents the registry has: a schema cannot say which pairs are real (the asset table
+is data), so positive cases draw their money from these and everything else from the schema."""
+
+
+def registered_money(body: object) -> None:
+    """Give a generated valid command a currency and exponent the registry knows."""
+    if not isinstance(body, dict):
+        return
+    for field in ("amount", "sell"):
+        money = body.get(field)
+        if isinstance(money, dict) and "currency" in money:
+            money["currency"], money["exponent"] = REGISTERED[len(str(money)) % len(REGISTERED)]
+    if "currency" in body and "holder" in body:  # opening an account
+        body["currency"] = REGISTERED[len(str(body)) % len(REGISTERED)][0]
+    if "buy_currency" in body:
+        sold = body.get("sell", {}).get("currency") if isinstance(body.get("sell"), dict) else None
+        body["buy_currency"], exponent = next((c, e) for c, e in REGISTERED if c != sold)
+        if body.get("buy_exponent") is not None:
+            body["buy_exponent"] = exponent
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +59,16 @@ def api_schema(served):
 
 
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
-@pytest.mark.parametrize("path", ["/v1/transfers", "/v1/fx/orders", "/v1/fx/orders/{order_id}/approval"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/transfers",
+        "/v1/fx/orders",
+        "/v1/fx/orders/{order_id}/approval",
+        "/v1/accounts",
+        "/v1/accounts/{account_id}/status",
+    ],
+)
 def test_the_api_answers_within_its_schema(api_schema, path, mode):
     operation = api_schema[path]["POST"]
     statuses: list[int] = []
@@ -48,6 +77,8 @@ def test_the_api_answers_within_its_schema(api_schema, path, mode):
     @given(case=operation.as_strategy(mode))
     @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
     def check(case):
+        if mode == GenerationMode.POSITIVE:
+            registered_money(case.body)
         response = case.call()
         case.validate_response(response, checks=CHECKS)
         statuses.append(response.status_code)
@@ -57,7 +88,8 @@ def test_the_api_answers_within_its_schema(api_schema, path, mode):
     check()
     assert statuses and max(statuses) < 500
     if mode == GenerationMode.POSITIVE:
-        assert 201 in statuses  # valid commands are accepted, not only refused
+        # valid commands are accepted, not only refused (a generated account id names no account: 404)
+        assert 201 in statuses or (path.endswith("/status") and 404 in statuses), statuses
     else:
         assert not accepted, accepted  # data outside the schema is never accepted
         assert 422 in statuses

@@ -8,7 +8,7 @@ from decimal import Decimal
 import psycopg
 import pytest
 
-from connectors.chain import CHAINS, ChainListener, ChainSpec, WrongChain
+from connectors.chain import CHAINS, ChainListener, ChainSpec, UnregisteredToken, WrongChain
 from connectors.evm_sandbox import start_sandbox
 from connectors.outbox import OutboxRelay
 from tests.fixtures.database import private_database
@@ -44,9 +44,9 @@ def chain(db):
         conn.execute(
             "INSERT INTO chain_wallets VALUES (%s, %s, 'tenant-1', %s)", (spec.name, address.lower(), account)
         )
-    conn.execute(
-        "INSERT INTO chain_tokens VALUES (%s, %s, 'TUSD', 6)", (spec.name, sandbox.token.address.lower())
-    )
+    token = sandbox.token.address.lower()
+    conn.execute("INSERT INTO crypto_assets VALUES (%s, 'TUSD', 6, %s)", (spec.name, token))
+    conn.execute("INSERT INTO chain_tokens VALUES (%s, %s, 'TUSD', 6)", (spec.name, token))
     yield sandbox, conn, spec, accounts
     conn.close()
 
@@ -193,3 +193,15 @@ def test_chain_events_reach_their_topics_as_avro_keyed_by_account(services, db, 
         mine = [codec.decode(m.value(), topic=topic) for m in read_all(services, topic)
                 if m.key() == accounts[a[1]].encode()]  # fmt: skip
         assert [r["transfer"]["tx_hash"] for r in mine if r["transfer"]["chain"] == spec.name] == hashes, kind
+
+
+def test_a_token_whose_decimals_differ_from_the_currency_registry_stops_the_listener(
+    chain, db, codec, catalog
+):
+    sandbox, conn, spec, _ = chain
+    other = ChainSpec(f"{spec.name}-x", confirmations=spec.confirmations, native_asset="ETH")
+    token = sandbox.token.address.lower()
+    conn.execute("INSERT INTO crypto_assets VALUES (%s, 'TUSD', 6, %s)", (other.name, token))
+    conn.execute("INSERT INTO chain_tokens VALUES (%s, %s, 'TUSD', 18)", (other.name, token))
+    with pytest.raises(UnregisteredToken, match=r"TUSD at 0x[0-9a-f]+ \(18 decimals; registry: 6\)"):
+        listener(db, codec, catalog, sandbox, other).watched(conn)

@@ -156,6 +156,42 @@ def test_bad_fx_orders_are_refused_and_write_nothing(api, order):
     assert conn.execute("SELECT count(*) FROM outbox").fetchone()[0] == before
 
 
+HOSTILE_AMOUNTS = [
+    ("/v1/transfers", body(amount={"units": 100, "currency": "USD", "exponent": 0}), "USD has exponent 2, not 0"),
+    ("/v1/transfers", body(amount={"units": 100, "currency": "EUR", "exponent": 18}), "EUR has exponent 2, not 18"),
+    ("/v1/transfers", body(amount={"units": 100, "currency": "ZZZ", "exponent": 2}), "neither an ISO 4217"),
+    ("/v1/transfers", body(amount={"units": 10**18, "currency": "ETH", "exponent": 6}, rail="CRYPTO"),
+     "ETH has decimals 18, not 6"),
+    ("/v1/fx/orders", fx_order(buy_exponent=18), "USD has exponent 2, not 18"),
+    ("/v1/fx/orders", fx_order(buy_currency="QQQ"), "neither an ISO 4217"),
+    ("/v1/fx/orders", fx_order(sell={"units": 100, "currency": "JPY", "exponent": 2}), "JPY has exponent 0"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("path", "command", "reason"), HOSTILE_AMOUNTS)
+def test_an_exponent_the_currency_registry_does_not_have_is_refused_and_writes_nothing(
+    api, path, command, reason
+):
+    _, conn, client = api
+    key = f"key-{uuid.uuid4().hex}"
+    before = conn.execute("SELECT count(*) FROM outbox").fetchone()[0]
+    response = client.post(path, json=command, headers=headers(key))
+    assert response.status_code == 422, response.text
+    assert reason in response.json()["detail"]
+    assert conn.execute("SELECT count(*) FROM outbox").fetchone()[0] == before
+    assert count(conn, "api_idempotency", key) == 0
+
+
+def test_an_fx_order_takes_the_bought_currencys_exponent_from_the_registry(api, codec):
+    _, conn, client = api
+    order = {k: v for k, v in fx_order(buy_currency="JPY").items() if k != "buy_exponent"}
+    answer = client.post("/v1/fx/orders", json=order, headers=headers(f"key-{RUN}-jpy"))
+    assert answer.status_code == 201, answer.text
+    topic, value = conn.execute("SELECT topic, value FROM outbox WHERE event_id = %s",
+                                (answer.json()["event_id"],)).fetchone()  # fmt: skip
+    assert codec.decode(bytes(value), topic=topic)["buy_exponent"] == 0
+
+
 def test_an_otc_decision_is_accepted_with_the_approver_and_scoped_to_its_order(api, codec):
     _, conn, client = api
     order = client.post("/v1/fx/orders", json=fx_order(order_type="OTC", units=5_000_000),
@@ -305,3 +341,58 @@ def test_retention_deletes_only_what_has_served_its_purpose(api):
         client.post("/v1/transfers", json=body(f"acc-api-{RUN}-ret0"), headers=headers(keys[0])).status_code
         == 201
     )
+
+
+def test_accounts_are_opened_and_frozen_through_the_api_with_their_events(api, codec):
+    _, conn, client = api
+    account = f"acc-api-{RUN}-reg"
+    opening = {"account_id": account, "currency": "KWD", "holder": "A. Customer", "overdraft_limit": 5_000}
+    first = client.post("/v1/accounts", json=opening, headers=headers(f"key-{RUN}-open"))
+    assert first.status_code == 201, first.text
+    assert first.json()["status"] == "opened"
+    again = client.post("/v1/accounts", json=opening, headers=headers(f"key-{RUN}-open"))
+    assert again.status_code == 200 and again.headers["Idempotent-Replayed"] == "true"
+    row = conn.execute(
+        "SELECT exponent, status, overdraft_limit FROM accounts WHERE tenant_id = 'tenant-1' AND account_id = %s",
+        (account,),
+    ).fetchone()
+    assert row == (3, "active", 5_000)  # KWD's exponent from ISO 4217, not from the caller
+    freeze = {"status": "frozen", "reason": "chargeback review"}
+    frozen = client.post(f"/v1/accounts/{account}/status", json=freeze, headers=headers(f"key-{RUN}-freeze"))
+    assert frozen.status_code == 201 and frozen.json() == {
+        "status": "changed", "account_id": account, "correlation_id": frozen.json()["correlation_id"],
+        "currencies": ["KWD"],
+    }  # fmt: skip
+    events = [
+        codec.decode(bytes(value), topic=topic)
+        for topic, value in conn.execute(
+            "SELECT topic, value FROM outbox WHERE aggregate_id = %s ORDER BY id", (account,)
+        ).fetchall()
+    ]
+    assert [e["metadata"]["event_type"] for e in events] == [
+        "accounts.account.opened", "accounts.account.status_changed"
+    ]  # fmt: skip
+    assert events[0]["overdraft_limit"] == {"units": 5_000, "currency": "KWD", "exponent": 3}
+    assert (events[1]["from_status"], events[1]["to_status"]) == ("active", "frozen")
+
+
+@pytest.mark.parametrize(
+    ("path", "command", "status"),
+    [
+        ("/v1/accounts", {"account_id": "a", "currency": "ZZZ", "holder": "h"}, 422),
+        ("/v1/accounts", {"account_id": "a", "currency": "EUR", "holder": "h", "overdraft_limit": 1.5}, 422),
+        ("/v1/accounts", {"account_id": "a", "currency": "EUR", "holder": "h", "overdraft_limit": -1}, 422),
+        (f"/v1/accounts/nobody-{RUN}/status", {"status": "frozen"}, 404),
+    ],
+)
+def test_bad_account_commands_are_refused_and_write_nothing(api, path, command, status):
+    _, conn, client = api
+    before = conn.execute("SELECT (SELECT count(*) FROM outbox), (SELECT count(*) FROM accounts)").fetchone()
+    key = f"key-{uuid.uuid4().hex}"
+    response = client.post(path, json=command, headers=headers(key))
+    assert response.status_code == status, response.text
+    assert (
+        conn.execute("SELECT (SELECT count(*) FROM outbox), (SELECT count(*) FROM accounts)").fetchone()
+        == before
+    )
+    assert count(conn, "api_idempotency", key) == 0

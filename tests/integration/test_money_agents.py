@@ -34,6 +34,7 @@ from streams.runtime import AgentRuntime, run_agent
 from tests.fixtures.database import private_database
 from tests.fixtures.events import metadata, transfer_confirmed
 from tests.fixtures.kafka import read_all
+from tests.fixtures.ledger import open_accounts
 from tests.fixtures.running import running
 from tests.fixtures.waiting import wait_for
 from topics.codec import AvroCodec
@@ -235,6 +236,9 @@ def money(services, codec, catalog, pricing):
         ExitStack() as stack,
     ):
         start(stack, pipeline(db, codec, catalog, pricing, f"money-{RUN}"))
+        for tenant, currencies in ((T1, ("EUR", "USD", "GBP")), (VIP, ("EUR",))):
+            for currency in currencies:  # an order holds its sold amount: these accounts may go that far
+                open_accounts(db, [f"acc-{RUN}-fx"], currency, overdraft=10**9, tenant=tenant)
         producer = EventProducer(db, codec, catalog)
         # rates first, and wait until they are cached: an order is priced by the rate it can see
         producer.produce("fx.rate.updated.v1", rate("EUR/USD", *EURUSD, NOW - timedelta(seconds=5)))
@@ -267,6 +271,10 @@ def money(services, codec, catalog, pricing):
         producer.produce("fx.order.requested.v1", order(oid("otc"), T1, 10_000_000, "USD", "EUR", "OTC"))
         producer.produce("fx.order.requested.v1", order(oid("rejected"), T1, 9_000_000, "EUR", "USD", "OTC"))
         producer.produce("fx.order.requested.v1", order(oid("stale"), T1, 10_000, "GBP", "CHF"))
+        open_accounts(db, [f"acc-{RUN}-broke"], "EUR", tenant=T1)  # open, and nothing in it
+        broke = order(oid("broke"), T1, 5_000, "EUR", "USD")
+        broke["account_id"] = f"acc-{RUN}-broke"
+        producer.produce("fx.order.requested.v1", broke)
         producer.flush()
         wait_for(
             lambda: count(conn, "SELECT count(*) FROM fx_orders WHERE order_id IN (%s, %s)", oid("otc"), oid("rejected")) == 2,
@@ -379,6 +387,22 @@ def test_a_stale_rate_refuses_the_order_to_the_dead_letter_topic(services, money
     mine = [r for r in reasons if oid("stale") in r]
     assert len(mine) == 1
     assert "GBP/CHF" in mine[0] and "s old" in mine[0] and "the limit is 900s" in mine[0]
+
+
+def test_an_order_the_account_cannot_pay_for_is_refused_and_holds_nothing(services, money):
+    _, conn, _ = money
+
+    def refusal() -> list[str]:
+        messages = read_all(services, "dlq.fx_agent.dead_lettered.v1")
+        return [r for m in messages if oid("broke") in (r := dict(m.headers())[ERROR_MESSAGE].decode())]
+
+    [reason] = wait_for(refusal, 60, what="the unfunded order refused")
+    assert "INSUFFICIENT_FUNDS: 5000 EUR needed, 0 available" in reason
+    assert conn.execute(
+        "SELECT count(*) FROM holds WHERE hold_id = %s", (f"fx:{oid('broke')}",)
+    ).fetchone() == (0,)
+    executed = conn.execute("SELECT hold_id, status FROM holds WHERE hold_id = %s", (f"fx:{oid('market')}",))
+    assert executed.fetchone() == (f"fx:{oid('market')}", "COMPLETED")  # the conversion posted it
 
 
 def test_invoices_total_the_fees_per_currency_and_bill_the_plan_once_per_period(money):

@@ -9,6 +9,7 @@ import pytest
 from connectors.webhooks.common import Unprocessable, exponent_of, minor_units
 from connectors.webhooks.limits import TokenBucket
 from connectors.webhooks.strict_json import MAX_DEPTH, MalformedJson, loads
+from connectors.webhooks.stripe import iso_units
 
 
 def test_decimals_stay_exact_and_integers_stay_integers():
@@ -91,3 +92,24 @@ def test_the_bucket_allows_a_burst_then_the_rate():
     assert [bucket.take(0.0) for _ in range(4)] == [True, True, True, False]
     assert bucket.take(0.1) and not bucket.take(0.1)  # one token back after 1/10 s
     assert sum(bucket.take(10.0) for _ in range(10)) == 3  # refills only up to the burst
+
+
+@pytest.mark.parametrize(
+    ("stripe_amount", "currency", "units", "exponent"),
+    [
+        (1000, "USD", 1000, 2),  # two-decimal: cents in both
+        (500, "JPY", 500, 0),  # zero-decimal in both
+        (500, "ISK", 5, 0),  # Stripe keeps ISK two-decimal for backwards compatibility: 500 = 5 krona
+        (500, "MGA", 50000, 2),  # zero-decimal at Stripe, two decimals in ISO 4217
+        (12345, "HUF", 12345, 2),  # two-decimal for charges at Stripe as in ISO 4217
+        (5120, "KWD", 5120, 3),  # three-decimal in both
+        (700, "UGX", 700, 0),  # zero-decimal at Stripe and in ISO 4217
+    ],
+)
+def test_stripe_amounts_become_iso_4217_minor_units(stripe_amount, currency, units, exponent):
+    assert iso_units(stripe_amount, currency) == (units, exponent)
+
+
+def test_a_fractional_krona_from_stripe_is_refused():
+    with pytest.raises(Unprocessable, match="not a whole number of ISK"):
+        iso_units(4010, "ISK")
