@@ -367,6 +367,19 @@ def bench(args: argparse.Namespace) -> int:
         for line in hooks.lines():
             out.print(line, markup=False)
         return 0
+    if args.target == "reservations":
+        from ops.bench_reservations import bench_reservations
+        from topics.catalog import load_catalog
+
+        if args.workers != 1:
+            err.print("bench reservations: --workers is not supported (one status agent)", markup=False)
+            return 2
+        reservations = bench_reservations(
+            settings_or_error(), load_catalog(), args.events, args.accounts, args.batch_size
+        )
+        for line in reservations.lines():
+            out.print(line, markup=False)
+        return 0
     run = bench_sink if args.target == "sink" else bench_ledger
     result = run(settings_or_error(), args.events, args.batch_size, args.workers)
     for line in result.lines():
@@ -645,8 +658,12 @@ def build_parser() -> Parser:
     )
     bn.add_argument(
         "target",
-        choices=["sink", "ledger", "webhooks"],
-        help="sink: one row per event; ledger: balanced transfers; webhooks: signed deliveries under wrk",
+        choices=["sink", "ledger", "reservations", "webhooks"],
+        help="sink: one row per event; ledger: balanced transfers; reservations: transfer requests decided "
+        "against funded accounts by the status agent; webhooks: signed deliveries under wrk",
+    )
+    bn.add_argument(
+        "--accounts", type=positive_int, default=1000, help="reservations: funded accounts (default 1000)"
     )
     bn.add_argument(
         "--seconds", type=positive_int, default=10, help="webhooks: seconds per phase (default 10)"
