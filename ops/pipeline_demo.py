@@ -476,11 +476,11 @@ def run_pipeline(settings: Settings, codec: AvroCodec, catalog: Catalog, *, tran
             ]
             for tid in tids:
                 rows = conn.execute(
-                    "SELECT to_status FROM transaction_status_history "
+                    "SELECT to_status, reason FROM transaction_status_history "
                     "WHERE transaction_id = %s ORDER BY version",
                     (tid,),
                 ).fetchall()
-                report.history[tid] = [r[0] for r in rows]
+                report.history[tid] = [f"{r[0]} ({r[1]})" if r[0] == "FAILED" else r[0] for r in rows]
             report.journals = [
                 (r[0], r[1], r[2], int(r[3]), r[4])
                 for r in conn.execute(

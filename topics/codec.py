@@ -22,7 +22,7 @@ from typing import Any
 
 import fastavro
 
-from topics.errors import DecodeError, EncodeError, SchemaError
+from topics.errors import DecodeError, EncodeError
 from topics.guard import GuardViolation
 from topics.money import InexactValue
 from topics.schemas import SchemaStore, WriterSchema
@@ -52,6 +52,7 @@ class AvroCodec:
         self.auto_register = auto_register
         self._ids: dict[str, int] = {}
         self._by_id: dict[int, WriterSchema] = {}
+        self._allowed: set[tuple[str, int]] = set()
         self._lock = threading.Lock()
 
     def close(self) -> None:
@@ -144,6 +145,8 @@ class AvroCodec:
         if len(data) >= 5 and data[0] == CONFLUENT_MAGIC:
             schema_id = _ID.unpack_from(data, 1)[0]
             writer = self._writer_by_id(schema_id, fail)
+            if topic is not None and self.store.has_topic(topic):
+                self._check_subject(topic, schema_id, writer, fail)
             start = 5
         elif data[:2] == SINGLE_OBJECT_MAGIC and len(data) >= 10:
             found = self.store.by_fingerprint(bytes(data[2:10]))
@@ -189,11 +192,39 @@ class AvroCodec:
         try:
             writer = WriterSchema(definition=json.loads(found.schema_str))
             _ = writer.parsed, writer.guard
-        except (ValueError, SchemaError, GuardViolation) as e:
-            raise fail(f"schema id {schema_id} is not a usable Avro schema: {e}") from None
+        except Exception as e:  # fastavro's parse errors, a guard that cannot be built, bad JSON
+            raise fail(
+                f"schema id {schema_id} is not a usable Avro schema: {type(e).__name__}: {e}"
+            ) from None
         with self._lock:
             self._by_id[schema_id] = writer
         return writer
+
+    def _check_subject(self, topic: str, schema_id: int, writer: WriterSchema, fail: Any) -> None:
+        """A Confluent-framed value of `topic` may only name a released version of the topic's
+        schema, or a schema registered under its subject (`<topic>-value`): any other id in the
+        registry is refused, however well it would resolve."""
+        if (topic, schema_id) in self._allowed:
+            return
+        known = self.store.by_fingerprint(writer.fingerprint)
+        if known is None or known.topic != topic:
+            from confluent_kafka.schema_registry import Schema
+            from confluent_kafka.schema_registry.error import SchemaRegistryError
+
+            subject = f"{topic}-value"
+            try:
+                registered = self.registry.lookup_schema(
+                    subject, Schema(json.dumps(writer.definition), "AVRO")
+                )
+            except SchemaRegistryError:
+                registered = None
+            if registered is None or registered.schema_id != schema_id:
+                raise fail(
+                    f"schema id {schema_id} is neither a released version of {topic} "
+                    f"nor registered under {subject}"
+                )
+        with self._lock:
+            self._allowed.add((topic, schema_id))
 
 
 def codec_from_settings(settings: Any, *, auto_register: bool = False) -> AvroCodec:

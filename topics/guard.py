@@ -22,7 +22,10 @@ from typing import Any
 MAX_DEPTH = 32
 """Deepest nesting of a recursive record accepted."""
 MAX_ZERO_SIZE_ITEMS = 4096
-"""Most items of a zero-byte type (null, empty record) one array or map may hold."""
+"""Most items of a zero-byte type (null, empty record) one message may hold, across all its
+arrays and maps: nested collections share the budget, so a few kilobytes cannot expand to millions."""
+INT_RANGE = (-(2**31), 2**31 - 1)
+LONG_RANGE = (-(2**63), 2**63 - 1)
 
 PRIMITIVES = frozenset({"null", "boolean", "int", "long", "float", "double", "bytes", "string"})
 
@@ -166,15 +169,12 @@ class _Generator:
                 f"{pad}pos += 1",
             ]
         if name in ("int", "long"):
-            limit = 5 if name == "int" else 10
-            start = self.fresh("s")
+            low, high = INT_RANGE if name == "int" else LONG_RANGE
+            v = self.fresh("i")
             return [
-                f"{pad}{start} = pos",
-                f"{pad}while buf[pos] >= 0x80:",
-                f"{pad}    pos += 1",
-                f"{pad}pos += 1",
-                f"{pad}if pos - {start} > {limit}:",
-                f"{pad}    raise GuardViolation('varint longer than its type allows')",
+                *self.value(v, 5 if name == "int" else 10, pad),
+                f"{pad}if not {low} <= {v} <= {high}:",
+                f"{pad}    raise GuardViolation(f'{{{v}}} does not fit an Avro {name}')",
             ]
         if name in ("float", "double"):
             return self.fixed(4 if name == "float" else 8, pad)
@@ -190,7 +190,7 @@ class _Generator:
             ]
         full = name if "." in name or not ns else f"{ns}.{name}"
         if full in self.recursive_fns:
-            return [f"{pad}pos = {self.recursive_fns[full]}(buf, pos, depth + 1)"]
+            return [f"{pad}pos = {self.recursive_fns[full]}(buf, pos, depth + 1, zeros)"]
         if full not in self.named:
             raise GuardViolation(f"schema names unknown type {name}")
         definition, def_ns = self.named[full]
@@ -208,7 +208,7 @@ class _Generator:
         fn = self.fresh("_record")
         self.recursive_fns[full] = fn
         body = [
-            f"def {fn}(buf, pos, depth):",
+            f"def {fn}(buf, pos, depth, zeros):",
             "    end = len(buf)",
             f"    if depth >= {MAX_DEPTH}:",
             f"        raise GuardViolation('records nested deeper than {MAX_DEPTH}')",
@@ -216,7 +216,7 @@ class _Generator:
             "    return pos",
         ]
         self.functions.append(body)
-        return [f"{pad}pos = {fn}(buf, pos, depth + 1)"]
+        return [f"{pad}pos = {fn}(buf, pos, depth + 1, zeros)"]
 
     def record_body(self, node: dict[str, Any], ns: str, pad: str) -> list[str]:
         _, own_ns = _fullname(node, ns)
@@ -241,10 +241,9 @@ class _Generator:
         keyed = node["type"] == "map"
         item = node["values"] if keyed else node["items"]
         item_min = self.min_size(item, ns) + (1 if keyed else 0)
-        count, size, zeros, loop = self.fresh("c"), self.fresh("z"), self.fresh("k"), self.fresh("_")
+        count, size, loop = self.fresh("c"), self.fresh("z"), self.fresh("_")
         inner = pad + "        "
         lines = [
-            f"{pad}{zeros} = 0",
             f"{pad}while True:",
             *self.value(count, 10, pad + "    "),
             f"{pad}    if {count} == 0:",
@@ -263,10 +262,11 @@ class _Generator:
             ]
         else:
             lines += [
-                f"{pad}    {zeros} += {count}",
-                f"{pad}    if {zeros} > {MAX_ZERO_SIZE_ITEMS}:",
+                f"{pad}    zeros[0] += {count}",
+                f"{pad}    if zeros[0] > {MAX_ZERO_SIZE_ITEMS}:",
                 f"{pad}        raise GuardViolation(",
-                f"{pad}            f'{{{zeros}}} zero-size items exceed {MAX_ZERO_SIZE_ITEMS}')",
+                f"{pad}            f'{{zeros[0]}} zero-size items in one message exceed '",
+                f"{pad}            '{MAX_ZERO_SIZE_ITEMS}')",
             ]
         body = (self.emit_name("string", ns, inner) if keyed else []) + self.emit(item, ns, inner)
         lines += [f"{pad}    for {loop} in range({count}):", *(body or [f"{inner}pass"])]
@@ -279,6 +279,18 @@ def compile_guard(schema: Any) -> Callable[[bytes, int], None]:
     `check` raises GuardViolation unless `buf[start:]` is exactly one bounded
     datum of the schema, with no bytes left over.
     """
+    try:
+        return _compile(schema)
+    except GuardViolation:
+        raise
+    except (SyntaxError, RecursionError, MemoryError, KeyError, TypeError, ValueError) as e:
+        # e.g. Python's parser refuses the code for about a hundred nested arrays
+        raise GuardViolation(
+            f"no guard can be built for this writer schema: {type(e).__name__}: {e}"
+        ) from None
+
+
+def _compile(schema: Any) -> Callable[[bytes, int], None]:
     gen = _Generator()
     body = gen.emit(schema, "", "        ")
     source = [
@@ -286,6 +298,7 @@ def compile_guard(schema: Any) -> Callable[[bytes, int], None]:
         "def check(buf, pos):",
         "    end = len(buf)",
         "    depth = 0",
+        "    zeros = [0]",
         "    try:",
         *(body or ["        pass"]),
         "    except IndexError:",

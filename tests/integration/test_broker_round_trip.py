@@ -78,3 +78,31 @@ def test_readers_accept_both_framings_and_keys_route_by_account(
     with pytest.raises(DecodeError, match="no schema registry is configured"):
         single_object_codec.decode(second.value(), topic=TOPIC)
     assert dict(first.headers())["correlation_id"] == soe["metadata"]["correlation_id"].encode()
+
+
+def test_a_confluent_value_may_only_name_a_schema_of_its_own_topic(services, registry_codec, store):
+    """Regression (issue 12): any schema id in the registry was accepted, if it resolved."""
+    import io
+    import json
+    import uuid
+
+    import fastavro
+    from confluent_kafka.schema_registry import Schema
+
+    from tests.fixtures.events import transfer_requested
+    from topics.errors import DecodeError
+
+    current = store.for_topic(TOPIC)
+    rogue = json.loads(json.dumps(current.definition))
+    rogue["fields"].append({"name": "bonus", "type": "long", "default": 0})  # resolves to the reader
+    rogue_id = registry_codec.registry.register_schema(
+        f"rogue-{uuid.uuid4().hex[:8]}-value", Schema(json.dumps(rogue), "AVRO")
+    )
+    body = io.BytesIO()
+    fastavro.schemaless_writer(body, fastavro.parse_schema(rogue), {**transfer_requested(), "bonus": 10**6})
+    forged = b"\x00" + rogue_id.to_bytes(4, "big") + body.getvalue()
+    with pytest.raises(DecodeError, match=f"schema id {rogue_id} is neither a released version of {TOPIC}"):
+        registry_codec.decode(forged, topic=TOPIC)
+    # the topic's own registered schema still decodes
+    genuine = registry_codec.encode(TOPIC, transfer_requested(units=5))
+    assert registry_codec.decode(genuine, topic=TOPIC)["amount"]["units"] == 5

@@ -188,3 +188,115 @@ def test_a_string_longer_than_the_message_is_refused(codec, hostile_store):
 def test_a_valid_flat_record_decodes(codec, hostile_store):
     body = zz(3) + b"abc" + zz(1) + zz(-42)
     assert codec.decode(framed(hostile_store, "test.hostile.flat.v1", body)) == {"name": "abc", "maybe": -42}
+
+
+def nested_arrays(depth: int, leaf: object = "null") -> dict:
+    node: object = leaf
+    for _ in range(depth):
+        node = {"type": "array", "items": node}
+    return {"type": "record", "name": "Nested", "namespace": "test", "fields": [{"name": "xs", "type": node}]}
+
+
+def store_of(tmp_path: Path, schema: dict, topic: str = "test.hostile.nested.v1") -> SchemaStore:
+    (tmp_path / f"{topic}.avsc").write_text(json.dumps(schema))
+    return SchemaStore(tmp_path)
+
+
+def test_nested_collections_share_one_zero_size_budget_per_message(tmp_path):
+    """Regression (issue 12): 6 kB of array<array<null>> decoded to 8 million items; the cap was per array."""
+    store = store_of(tmp_path, nested_arrays(2))
+    inner = zz(4000) + zz(0)  # one inner array of 4,000 nulls: under the old per-array cap
+    body = zz(2000) + inner * 2000 + zz(0)
+    err = rejects(AvroCodec(store), framed(store, "test.hostile.nested.v1", body), "in one message exceed")
+    assert len(err.raw) < 12_000
+
+
+def test_a_writer_schema_too_deep_to_guard_is_a_decode_error_not_a_crash(tmp_path):
+    """Regression (issue 12): ten nested arrays made the guard's compile step raise SyntaxError."""
+    store = store_of(tmp_path, nested_arrays(60))
+    rejects(AvroCodec(store), framed(store, "test.hostile.nested.v1", zz(0)), "no guard can be built")
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "fits"),
+    [("int", 2**31 - 1, True), ("int", -(2**31), True), ("int", 2**31, False), ("int", 2**33, False),
+     ("long", 2**63 - 1, True), ("long", 2**63, False)],
+)  # fmt: skip
+def test_ints_are_bounded_to_32_bits_and_longs_to_64(tmp_path, field, value, fits):
+    schema = {"type": "record", "name": "N", "namespace": "test", "fields": [{"name": "n", "type": field}]}
+    store = store_of(tmp_path, schema)
+    data = framed(store, "test.hostile.nested.v1", zz(value) if value < 2**63 else _raw_zz(value))
+    if fits:
+        assert AvroCodec(store).decode(data) == {"n": value}
+    else:
+        rejects(AvroCodec(store), data, f"does not fit an Avro {field}|varint longer")
+
+
+def _raw_zz(n: int) -> bytes:
+    """Zigzag varint of a value beyond 64 bits (what a hostile writer can put on the wire)."""
+    n <<= 1
+    out = bytearray()
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+FUZZ = """
+import random, resource, sys, time
+resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+from tests.fixtures.events import transfer_requested
+from topics.codec import AvroCodec
+from topics.errors import DecodeError
+from topics.schemas import load_store
+from topics.settings import REPO_ROOT
+
+store = load_store(REPO_ROOT / "avro")
+codec = AvroCodec(store)
+rng = random.Random(int(sys.argv[1]))
+seed_value = codec.encode("payments.transfer.requested.v1", transfer_requested())
+schemas = [store.for_topic(t) for t in store.topics()]
+decoded = refused = 0
+deadline = time.monotonic() + float(sys.argv[2])
+while time.monotonic() < deadline:
+    schema = rng.choice(schemas)
+    head = b"\\xc3\\x01" + schema.fingerprint
+    kind = rng.randrange(3)
+    if kind == 0:  # random bytes
+        body = rng.randbytes(rng.randrange(0, 200))
+    elif kind == 1:  # a real event's body under another schema
+        body = seed_value[10:]
+    else:  # a real event, mutated: flipped bytes, cut, or huge varints spliced in
+        body = bytearray(seed_value[10:])
+        for _ in range(rng.randrange(1, 6)):
+            op = rng.randrange(3)
+            at = rng.randrange(len(body)) if body else 0
+            if op == 0 and body:
+                body[at] = rng.randrange(256)
+            elif op == 1:
+                del body[at:]
+            else:
+                body[at:at] = b"\\xff" * rng.randrange(1, 12) + b"\\x01"
+        body = bytes(body)
+        head = seed_value[:10] if rng.random() < 0.5 else head
+    try:
+        record = codec.decode(head + body, topic=schema.topic)
+        assert isinstance(record, dict)
+        decoded += 1
+    except DecodeError as e:
+        assert e.raw == head + body
+        refused += 1
+print(decoded, refused)
+"""
+
+
+def test_a_seeded_fuzz_of_random_and_mutated_payloads_against_every_schema_only_decodes_or_refuses():
+    """No crash, no exception but DecodeError, memory under 2 GiB: every bad value would be dead-lettered."""
+    done = subprocess.run(
+        [sys.executable, "-c", FUZZ, "20261129", "4"], capture_output=True, timeout=120, text=True,
+        cwd=Path(__file__).parents[2],
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    decoded, refused = map(int, done.stdout.split())
+    assert refused > 1000 and decoded >= 0  # it ran, and hostile input was refused
