@@ -44,7 +44,7 @@ from connectors.webhooks.common import (
     Provider,
     Unprocessable,
 )
-from connectors.webhooks.limits import BodyTooLarge, BodyTooSlow, TokenBucket, read_bounded
+from connectors.webhooks.limits import BodyTooLarge, BodyTooSlow, ClientBuckets, TokenBucket, read_bounded
 from connectors.webhooks.settings import WebhookSettings
 from connectors.webhooks.strict_json import MalformedJson, loads
 from topics.catalog import Catalog
@@ -107,6 +107,7 @@ def create_app(
     """The webhook service for one environment; `providers` defaults to the configured ones."""
     served = providers if providers is not None else hooks.providers()
     buckets = {name: TokenBucket(hooks.requests_per_second, hooks.burst, time.monotonic()) for name in served}
+    clients = ClientBuckets(hooks.client_requests_per_second, hooks.client_burst)
     state: dict[str, Any] = {}
 
     @asynccontextmanager
@@ -140,8 +141,8 @@ def create_app(
         handler = served.get(provider)
         if handler is None:
             return "404", problem(404, f"no webhook endpoint for provider {provider!r}")
-        if not buckets[provider].take(time.monotonic()):
-            return "429", problem(429, f"over the {provider} rate limit", **{"Retry-After": "1"})
+        if not clients.take(request.client.host if request.client else "", time.monotonic()):
+            return "429", problem(429, "over the per-client rate limit", **{"Retry-After": "1"})
         media = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if media != "application/json":
             return "415", problem(415, "the body must be application/json")
@@ -162,6 +163,14 @@ def create_app(
         except BadSignature as e:
             log.info("webhook %s: signature refused: %s", provider, e)
             return "401", problem(401, "the signature does not verify")
+        except (
+            Exception
+        ) as e:  # a header no verifier can read (non-ASCII, a digit that is not 0-9): unverified
+            log.info("webhook %s: unreadable signature: %s: %s", provider, type(e).__name__, e)
+            return "400", problem(400, "the signature headers cannot be read")
+        # the provider's own rate is spent only by deliveries it signed: an unsigned flood cannot starve it
+        if not buckets[provider].take(time.monotonic()):
+            return "429", problem(429, f"over the {provider} rate limit", **{"Retry-After": "1"})
         try:
             notice = handler.read(loads(body), settings.environment, delivery)
         except (MalformedJson, BadPayload) as e:

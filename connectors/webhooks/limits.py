@@ -22,6 +22,23 @@ class TokenBucket:
         return False
 
 
+class ClientBuckets:
+    """One token bucket per client address, cheap enough to run before a body is read. At most
+    `capacity` clients are remembered (the oldest are forgotten first), so a spray of addresses
+    costs bounded memory."""
+
+    def __init__(self, per_second: float, burst: int, capacity: int = 10_000) -> None:
+        self.per_second, self.burst, self.capacity = per_second, burst, capacity
+        self.buckets: dict[str, TokenBucket] = {}
+
+    def take(self, client: str, now: float) -> bool:
+        bucket = self.buckets.pop(client, None) or TokenBucket(self.per_second, self.burst, now)
+        self.buckets[client] = bucket  # most recently seen last
+        if len(self.buckets) > self.capacity:
+            del self.buckets[next(iter(self.buckets))]
+        return bucket.take(now)
+
+
 class BodyTooLarge(Exception):
     pass
 

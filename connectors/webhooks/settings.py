@@ -35,6 +35,9 @@ class WebhookSettings(BaseSettings):
     requests_per_second: float = Field(500.0, gt=0, validation_alias="WEBHOOK_RATE_PER_SECOND")
     """Sustained requests per second accepted per provider and process."""
     burst: int = Field(1000, gt=0, validation_alias="WEBHOOK_BURST")
+    client_requests_per_second: float = Field(200.0, gt=0, validation_alias="WEBHOOK_CLIENT_RATE_PER_SECOND")
+    """Requests per second accepted from one client address, signed or not, before anything is read."""
+    client_burst: int = Field(400, gt=0, validation_alias="WEBHOOK_CLIENT_BURST")
     dedupe_ttl_seconds: int = Field(7 * 86_400, gt=0, validation_alias="WEBHOOK_DEDUPE_TTL_SECONDS")
     pool_size: int = Field(8, gt=0, validation_alias="WEBHOOK_DB_POOL_SIZE")
 

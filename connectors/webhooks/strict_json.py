@@ -50,7 +50,9 @@ def _decimal(text: str) -> Decimal:
     return value
 
 
-_TOKENS = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+_TOKENS = re.compile(r'"(?:[^"\\]|\\.)*"?|[\[\]{}]')
+"""A string (an unterminated one runs to the end in the same match, so every character is
+scanned once: linear), or a bracket."""
 
 
 def _too_deep(text: str) -> bool:

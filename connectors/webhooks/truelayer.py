@@ -8,6 +8,7 @@ transaction; the merchant account id is the link to our account.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -36,6 +37,9 @@ TIMESTAMP_HEADER = "x-tl-webhook-timestamp"
 TOLERANCE_SECONDS = 300
 
 
+DETACHED_JWS = re.compile(r"[A-Za-z0-9_-]+\.\.[A-Za-z0-9_-]+")
+
+
 class TrueLayer:
     name = "truelayer"
 
@@ -48,6 +52,9 @@ class TrueLayer:
         signature = delivery.headers.get("tl-signature")
         if not signature:
             raise MissingSignature("Tl-Signature header is missing")
+        if not DETACHED_JWS.fullmatch(signature):
+            # base64 decoding skips characters outside its alphabet: refuse them before it can
+            raise MissingSignature("Tl-Signature is not a detached JWS (base64url header..signature)")
         try:
             header = extract_jws_header(signature)
         except (TlSigningException, ValueError, KeyError, TypeError) as e:

@@ -366,3 +366,65 @@ def test_the_service_process_takes_its_keys_from_the_environment(services, keys,
             _, stderr = proc.communicate(timeout=30)
     for secret in (keys.sumsub_secret, *keys.stripe_secrets):
         assert secret.encode() not in stderr  # secrets are never logged
+
+
+def test_an_unsigned_flood_does_not_spend_the_providers_rate(services, keys, codec, catalog):
+    """Regression (issue 12): the provider's rate was taken before the signature check."""
+    with private_database(services) as db:
+        app = create_app(db, keys.settings(WEBHOOK_RATE_PER_SECOND=0.001, WEBHOOK_BURST=2), codec, catalog)
+        with serving(app) as url:
+            body = send.encode(payload("sumsub"))
+            flood = [
+                post(url, "sumsub", body, {"X-Payload-Digest": "00" * 32}).status_code for _ in range(10)
+            ]
+            signed = [deliver(url, keys, "sumsub").status_code for _ in range(3)]
+    assert flood == [401] * 10
+    assert signed == [200, 200, 429]
+
+
+def test_one_client_over_its_own_rate_is_refused_before_its_body_is_read(services, keys, codec, catalog):
+    with private_database(services) as db:
+        settings = keys.settings(WEBHOOK_CLIENT_RATE_PER_SECOND=0.001, WEBHOOK_CLIENT_BURST=3)
+        with serving(create_app(db, settings, codec, catalog)) as url:
+            statuses = [post(url, "stripe", b"{}", {}).status_code for _ in range(3)]
+            statuses.append(deliver(url, keys, "stripe").status_code)
+    assert statuses == [400, 400, 400, 429]
+
+
+SIGNATURE_HEADERS = {
+    "stripe": ["Stripe-Signature"], "plaid": ["Plaid-Verification"],
+    "truelayer": ["Tl-Signature", "X-Tl-Webhook-Timestamp"], "circle": ["X-Circle-Signature", "X-Circle-Key-Id"],
+    "sumsub": ["X-Payload-Digest", "X-Payload-Digest-Alg"],
+}  # fmt: skip
+ODD = [b"t=\xc2\xb2,v1=ab", "t=²".encode("latin-1", "replace"), b"\xff\xfe", b"t=1e3,v1=", b"t=-1,v1=zz",
+       b"kid=\x80", b"..", b"a.b.c", b"sha512", b"HMAC_SHA1_HEX", b"9" * 300, b"\xe2\x80\x8b"]  # fmt: skip
+
+
+@pytest.mark.parametrize("provider", sorted(SIGNATURE_HEADERS))
+def test_no_header_or_body_gets_a_server_error(hooks, keys, provider):
+    """A seeded fuzz over signature headers (odd bytes, non-ASCII, non-ASCII digits) and bodies."""
+    import random
+
+    _, _, url = hooks
+    rng = random.Random(f"{provider}-20261129")
+    statuses = []
+    for n in range(60):
+        body = send.encode(payload(provider))
+        headers: dict[str, bytes] = {k: v.encode() for k, v in keys.sign(provider, body).items()}
+        name = rng.choice(SIGNATURE_HEADERS[provider])
+        value = bytearray(headers.get(name, b"x"))
+        if n % 3 == 0:
+            value = bytearray(rng.choice(ODD))
+        else:
+            for _ in range(rng.randrange(1, 4)):
+                value[rng.randrange(len(value) or 1) if value else 0 : 0] = bytes(
+                    [rng.randrange(0x80, 0x100)]
+                )
+        headers[name] = bytes(value)
+        if n % 5 == 0:
+            body = body[: rng.randrange(len(body))] + bytes([rng.randrange(256)])
+        response = httpx.post(f"{url}/v1/webhooks/{provider}", content=body,
+                              headers={"content-type": "application/json", **headers}, timeout=10)  # fmt: skip
+        statuses.append(response.status_code)
+    assert max(statuses) < 500, statuses
+    assert set(statuses) <= {400, 401}  # nothing forged got in
