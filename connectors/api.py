@@ -9,10 +9,11 @@ process's: live and sandbox never mix), `x-user-id`, `x-correlation-id`
 (generated when absent) and `Idempotency-Key` (required). The idempotency row,
 the command and its outbox row commit together, so the client hears 201 only
 once the event is durably queued for Kafka:
-- same key, same body: the stored response again (`Idempotent-Replayed: true`);
-- same key, different body: 422 and nothing done;
-- concurrent requests with one key: the database's unique key makes one the
-  writer; the others wait for its commit and answer as a replay.
+- same key, same body and caller: the stored response again, with its status code
+  (`Idempotent-Replayed: true`);
+- same key, different body or another caller: 422 and nothing done;
+- a key whose first request is still being processed: 409 at once (retry later);
+- no key, or a malformed one: 400.
 Keys are kept at least 24 hours. Connections come from a pool. OpenAPI is served at /docs.
 """
 
@@ -26,7 +27,9 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 import psycopg
-from fastapi import Depends, FastAPI, Header, HTTPException, Path, Response
+from fastapi import Depends, FastAPI, Header, HTTPException, Path, Request, Response
+from fastapi.exception_handlers import request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import Counter, make_asgi_app
 from psycopg.types.json import Jsonb
@@ -48,6 +51,9 @@ CLAIM_KEY = """
 INSERT INTO api_idempotency (tenant_id, key, request_hash, status_code, response)
 VALUES (%s, %s, %s, 0, '{}') ON CONFLICT (tenant_id, key) DO NOTHING RETURNING key
 """
+KEY_LOCK = "SELECT pg_try_advisory_xact_lock(hashtext(%s), hashtext(%s))"
+"""Held by the request working on a key until it commits: a second request with the key answers 409
+at once instead of waiting (and holding a pooled connection) on the first one's row lock."""
 STORED = "SELECT request_hash, status_code, response FROM api_idempotency WHERE tenant_id = %s AND key = %s"
 ANSWER = "UPDATE api_idempotency SET status_code = %s, response = %s WHERE tenant_id = %s AND key = %s"
 TRANSFER_COMMAND = """
@@ -194,7 +200,14 @@ def command_headers(
     x_tenant_id: Annotated[Text, Header()],
     x_environment: Annotated[Literal["live", "sandbox"], Header()],
     idempotency_key: Annotated[
-        str, Header(alias="Idempotency-Key", min_length=8, max_length=128, pattern=r"^[!-~]+$")
+        str,
+        Header(
+            alias="Idempotency-Key",
+            min_length=8,
+            max_length=128,
+            pattern=r"^[!-~]+$",
+            description="8-128 printable ASCII characters; missing or malformed: 400",
+        ),
     ],
     x_user_id: Annotated[Text | None, Header()] = None,
     x_correlation_id: Annotated[Text | None, Header()] = None,
@@ -224,8 +237,21 @@ def create_app(settings: Settings, codec: AvroCodec, catalog: Catalog, *, pool_s
             pool.close()
 
     app = FastAPI(title="ledgerstream command API", version="1", lifespan=lifespan)
+
+    @app.exception_handler(RequestValidationError)
+    async def refused(request: Request, exc: RequestValidationError) -> JSONResponse:
+        """A missing or malformed Idempotency-Key is 400 (the IETF draft), other validation 422."""
+        if any(tuple(str(p).lower() for p in e.get("loc", ()))[:2] == ("header", "idempotency-key")
+               for e in exc.errors()):  # fmt: skip
+            return JSONResponse(
+                {"detail": "Idempotency-Key must be 8 to 128 printable ASCII characters"}, 400
+            )
+        return await request_validation_exception_handler(request, exc)
+
     app.mount("/metrics", make_asgi_app())
-    errors: dict[int | str, dict[str, Any]] = {400: {"model": Problem}, 422: {"model": Invalid}}
+    errors: dict[int | str, dict[str, Any]] = {
+        400: {"model": Problem}, 409: {"model": Problem}, 422: {"model": Invalid},
+    }  # fmt: skip
 
     def accept(
         command: Command, body: BaseModel, response: Response, write: Write, scope: str = "",
@@ -235,9 +261,13 @@ def create_app(settings: Settings, codec: AvroCodec, catalog: Catalog, *, pool_s
         if command.environment != settings.environment:
             COMMANDS.labels(kind, "wrong_environment").inc()
             raise HTTPException(400, f"this API serves {settings.environment}, not {command.environment}")
-        digest = request_hash(body, scope)
+        # the key is the caller's: the same key from another user is another request (422)
+        digest = request_hash(body, f"{command.user or ''}|{scope}")
         tenant, key = command.tenant, command.key
         with state["pool"].connection() as conn, conn.transaction():
+            if not conn.execute(KEY_LOCK, (tenant, key)).fetchone()[0]:  # type: ignore[index]
+                COMMANDS.labels(kind, "in_flight").inc()
+                raise HTTPException(409, "a request with this Idempotency-Key is still being processed")
             registry = CurrencyRegistry.load(conn)
             for currency, exponent in money:
                 try:
@@ -254,8 +284,7 @@ def create_app(settings: Settings, codec: AvroCodec, catalog: Catalog, *, pool_s
                     COMMANDS.labels(kind, "key_reused").inc()
                     raise HTTPException(422, "Idempotency-Key was used with a different request body")
                 COMMANDS.labels(kind, "replayed").inc()
-                return JSONResponse(stored, status_code=200 if status == 201 else status,
-                                    headers={"Idempotent-Replayed": "true"})  # fmt: skip
+                return JSONResponse(stored, status_code=status, headers={"Idempotent-Replayed": "true"})
             try:
                 answer = write(conn)
             except EncodeError as e:
@@ -275,7 +304,7 @@ def create_app(settings: Settings, codec: AvroCodec, catalog: Catalog, *, pool_s
                      **ids).model_dump()  # fmt: skip
 
     @app.post("/v1/transfers", status_code=201, response_model=TransferAccepted,
-              responses={200: {"model": TransferAccepted}, **errors})  # fmt: skip
+              responses=errors)  # fmt: skip
     def request_transfer(body: TransferRequest, response: Response, command: Headers) -> Any:
         transfer_id = str(uuid.uuid4())  # a key reused after it expired is a new transfer
 
@@ -298,7 +327,7 @@ def create_app(settings: Settings, codec: AvroCodec, catalog: Catalog, *, pool_s
         return accept(command, body, response, write, money=((body.amount.currency, body.amount.exponent),))
 
     @app.post("/v1/fx/orders", status_code=201, response_model=FxOrderAccepted,
-              responses={200: {"model": FxOrderAccepted}, **errors})  # fmt: skip
+              responses=errors)  # fmt: skip
     def request_fx_order(body: FxOrderRequest, response: Response, command: Headers) -> Any:
         if body.sell.currency == body.buy_currency:
             raise HTTPException(422, "an FX order must buy a different currency than it sells")
@@ -325,7 +354,7 @@ def create_app(settings: Settings, codec: AvroCodec, catalog: Catalog, *, pool_s
         return accept(command, body, response, write, money=money)
 
     @app.post("/v1/fx/orders/{order_id}/approval", status_code=201, response_model=FxApprovalAccepted,
-              responses={200: {"model": FxApprovalAccepted}, **errors})  # fmt: skip
+              responses=errors)  # fmt: skip
     def decide_fx_order(
         order_id: Annotated[str, Path(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")],
         body: FxApprovalRequest,
@@ -346,7 +375,7 @@ def create_app(settings: Settings, codec: AvroCodec, catalog: Catalog, *, pool_s
         return accept(command, body, response, write, scope=order_id)
 
     @app.post("/v1/accounts", status_code=201, response_model=AccountAnswer,
-              responses={200: {"model": AccountAnswer}, **errors})  # fmt: skip
+              responses=errors)  # fmt: skip
     def open_account_command(body: AccountRequest, response: Response, command: Headers) -> Any:
         def write(conn: psycopg.Connection[Any]) -> dict[str, Any]:
             opened = open_account(
@@ -364,8 +393,7 @@ def create_app(settings: Settings, codec: AvroCodec, catalog: Catalog, *, pool_s
         return accept(command, body, response, write, money=((body.currency, None),))
 
     @app.post("/v1/accounts/{account_id}/status", status_code=201, response_model=AccountAnswer,
-              responses={200: {"model": AccountAnswer}, 404: {"model": Problem}, 409: {"model": Problem},
-                         **errors})  # fmt: skip
+              responses={404: {"model": Problem}, **errors})  # fmt: skip
     def account_status_command(
         account_id: Annotated[str, Path(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:@/-]+$")],
         body: AccountStatusRequest,

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
@@ -70,7 +71,7 @@ def test_a_transfer_is_accepted_with_its_outbox_row_and_replayed_by_key(api):
     assert first.status_code == 201, first.text
     assert first.json()["correlation_id"] == f"c-{RUN}" and first.headers["x-correlation-id"] == f"c-{RUN}"
     again = client.post("/v1/transfers", json=body(), headers=headers(key))
-    assert again.status_code == 200 and again.headers["Idempotent-Replayed"] == "true"
+    assert again.status_code == 201 and again.headers["Idempotent-Replayed"] == "true"
     assert again.json() == first.json()
     assert count(conn, "transfer_commands", key) == 1
     assert (
@@ -98,7 +99,8 @@ def test_the_same_key_with_another_body_is_refused_and_changes_nothing(api):
         (body(units=0), None, 422),
         (body(rail="CARRIER_PIGEON"), None, 422),
         ({**body(), "surprise": 1}, None, 422),
-        (body(), {"x-tenant-id": "tenant-1", "x-environment": "sandbox"}, 422),  # no Idempotency-Key
+        (body(), {"x-tenant-id": "tenant-1", "x-environment": "sandbox"}, 400),  # no Idempotency-Key
+        (body(), headers("short"), 400),  # a malformed Idempotency-Key
         (body(), {"x-tenant-id": "tenant-1", "x-environment": "live", "Idempotency-Key": "k" * 10}, 400),
     ],
 )
@@ -128,7 +130,7 @@ def test_an_fx_order_is_accepted_with_its_outbox_event(api, codec):
     first = client.post("/v1/fx/orders", json=fx_order(), headers=headers(key))
     assert first.status_code == 201, first.text
     again = client.post("/v1/fx/orders", json=fx_order(), headers=headers(key))
-    assert again.status_code == 200 and again.json() == first.json()
+    assert again.status_code == 201 and again.json() == first.json()
     topic, value = conn.execute("SELECT topic, value FROM outbox WHERE event_id = %s",
                                 (first.json()["event_id"],)).fetchone()  # fmt: skip
     record = codec.decode(bytes(value), topic=topic)
@@ -234,8 +236,12 @@ def test_concurrent_requests_with_one_key_have_one_effect(api):
     with ThreadPoolExecutor(10) as pool:
         responses = list(pool.map(lambda _: client.post("/v1/transfers", json=body(account), headers=headers(key)),
                                   range(10)))  # fmt: skip
-    assert sorted(r.status_code for r in responses) == [200] * 9 + [201]
-    assert len({r.json()["transfer_id"] for r in responses}) == 1
+    first = [r for r in responses if r.status_code == 201 and "Idempotent-Replayed" not in r.headers]
+    assert len(first) == 1
+    # the others were told the key is in flight (409, at once), or got the stored answer
+    assert {r.status_code for r in responses if r is not first[0]} <= {201, 409}
+    replays = [r for r in responses if r.headers.get("Idempotent-Replayed") == "true"]
+    assert {r.json()["transfer_id"] for r in replays} <= {first[0].json()["transfer_id"]}
     assert count(conn, "transfer_commands", key) == 1 and outbox_rows(conn, account) == 1
 
 
@@ -351,7 +357,7 @@ def test_accounts_are_opened_and_frozen_through_the_api_with_their_events(api, c
     assert first.status_code == 201, first.text
     assert first.json()["status"] == "opened"
     again = client.post("/v1/accounts", json=opening, headers=headers(f"key-{RUN}-open"))
-    assert again.status_code == 200 and again.headers["Idempotent-Replayed"] == "true"
+    assert again.status_code == 201 and again.headers["Idempotent-Replayed"] == "true"
     row = conn.execute(
         "SELECT exponent, status, overdraft_limit FROM accounts WHERE tenant_id = 'tenant-1' AND account_id = %s",
         (account,),
@@ -396,3 +402,21 @@ def test_bad_account_commands_are_refused_and_write_nothing(api, path, command, 
         == before
     )
     assert count(conn, "api_idempotency", key) == 0
+
+
+def test_a_key_in_flight_answers_409_at_once_and_the_same_key_from_another_caller_is_another_request(api):
+    db, conn, client = api
+    key = f"key-{RUN}-inflight"
+    with psycopg.connect(db.database_url.get_secret_value()) as holder:
+        holder.execute(
+            "SELECT pg_advisory_xact_lock(hashtext('tenant-1'), hashtext(%s))", (key,)
+        )  # in flight
+        started = time.monotonic()
+        busy = client.post("/v1/transfers", json=body(), headers=headers(key))
+        assert busy.status_code == 409 and time.monotonic() - started < 2
+        holder.rollback()
+    assert count(conn, "api_idempotency", key) == 0
+    mine = client.post("/v1/transfers", json=body(), headers=headers(key, **{"x-user-id": "alice"}))
+    assert mine.status_code == 201
+    theirs = client.post("/v1/transfers", json=body(), headers=headers(key, **{"x-user-id": "mallory"}))
+    assert theirs.status_code == 422  # not alice's stored answer
