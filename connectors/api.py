@@ -4,9 +4,11 @@ account in a currency) and POST /v1/accounts/{account_id}/status (freeze, unfree
 idempotent, each written with its outbox row in one transaction. Amounts and currencies are
 checked against the currency registry: an exponent the registry does not have is 422.
 
-Headers: `x-tenant-id` (required), `x-environment` (required, must be this
-process's: live and sandbox never mix), `x-user-id`, `x-correlation-id`
-(generated when absent) and `Idempotency-Key` (required). The idempotency row,
+Callers authenticate with an API key (`Authorization: Bearer lsk_...`, connectors/auth.py):
+the key names the tenant, the principal and the scopes; 401 without a valid key, 403
+without the command's scope or for an account that is not the tenant's. Headers:
+`x-environment` (required, must be this process's: live and sandbox never mix),
+`x-correlation-id` (generated when absent) and `Idempotency-Key` (required). The idempotency row,
 the command and its outbox row commit together, so the client hears 201 only
 once the event is durably queued for Kafka:
 - same key, same body and caller: the stored response again, with its status code
@@ -20,6 +22,7 @@ Keys are kept at least 24 hours. Connections come from a pool. OpenAPI is served
 from __future__ import annotations
 
 import hashlib
+import logging
 import uuid
 from collections.abc import Callable
 from contextlib import asynccontextmanager
@@ -27,16 +30,18 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 import psycopg
-from fastapi import Depends, FastAPI, Header, HTTPException, Path, Request, Response
+from fastapi import Depends, FastAPI, Header, HTTPException, Path, Request, Response, Security
 from fastapi.exception_handlers import request_validation_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import Counter, make_asgi_app
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from connectors.accounts import AccountError, open_account, set_status
+from connectors.auth import authenticate
 from topics.catalog import Catalog
 from topics.codec import AvroCodec
 from topics.currencies import CurrencyError, CurrencyRegistry
@@ -46,6 +51,7 @@ from topics.money import money_record
 from topics.outbox import enqueue
 from topics.settings import Settings
 
+log = logging.getLogger(__name__)
 COMMANDS = Counter("ledgerstream_api_commands_total", "Commands by kind and outcome", ["command", "outcome"])
 CLAIM_KEY = """
 INSERT INTO api_idempotency (tenant_id, key, request_hash, status_code, response)
@@ -108,7 +114,7 @@ class FxOrderRequest(BaseModel):
 
 
 class FxApprovalRequest(BaseModel):
-    """An approver's decision on an OTC order; the approver is the request's x-user-id."""
+    """An approver's decision on an OTC order; the approver is the key's principal, not its requester."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -187,37 +193,27 @@ Write = Callable[[psycopg.Connection[Any]], dict[str, Any]]
 
 @dataclass(frozen=True)
 class Command:
-    """Who sent a command, from its headers."""
+    """Who sent a command: the tenant and principal of its API key, and its headers."""
 
     tenant: str
     environment: str
     key: str
-    user: str | None
+    user: str
     correlation: str
 
 
-def command_headers(
-    x_tenant_id: Annotated[Text, Header()],
-    x_environment: Annotated[Literal["live", "sandbox"], Header()],
-    idempotency_key: Annotated[
-        str,
-        Header(
-            alias="Idempotency-Key",
-            min_length=8,
-            max_length=128,
-            pattern=r"^[!-~]+$",
-            description="8-128 printable ASCII characters; missing or malformed: 400",
-        ),
-    ],
-    x_user_id: Annotated[Text | None, Header()] = None,
-    x_correlation_id: Annotated[Text | None, Header()] = None,
-) -> Command:
-    return Command(
-        x_tenant_id, x_environment, idempotency_key, x_user_id, x_correlation_id or str(uuid.uuid4())
-    )
-
-
-Headers = Annotated[Command, Depends(command_headers)]
+IdempotencyKey = Annotated[
+    str,
+    Header(
+        alias="Idempotency-Key", min_length=8, max_length=128, pattern=r"^[!-~]+$",
+        description="8-128 printable ASCII characters; missing or malformed: 400",
+    ),
+]  # fmt: skip
+BEARER = HTTPBearer(
+    auto_error=False, description="an API key, `lsk_<key id>_<secret>` (`ledgerstream keys issue`)"
+)
+OWNED = "SELECT 1 FROM accounts WHERE tenant_id = %s AND account_id = %s LIMIT 1"
+ORDER = "SELECT tenant_id, user_id, account_id FROM fx_order_commands WHERE order_id = %s"
 
 
 def create_app(settings: Settings, codec: AvroCodec, catalog: Catalog, *, pool_size: int = 8) -> FastAPI:
@@ -250,8 +246,46 @@ def create_app(settings: Settings, codec: AvroCodec, catalog: Catalog, *, pool_s
 
     app.mount("/metrics", make_asgi_app())
     errors: dict[int | str, dict[str, Any]] = {
-        400: {"model": Problem}, 409: {"model": Problem}, 422: {"model": Invalid},
+        400: {"model": Problem}, 401: {"model": Problem}, 403: {"model": Problem}, 409: {"model": Problem},
+        422: {"model": Invalid},
     }  # fmt: skip
+
+    def caller(scope: str) -> Any:
+        """The dependency that authenticates a command's API key and requires `scope`: 401 without a
+        valid, unrevoked key, 403 without the scope. The tenant is the key's, never a header's."""
+
+        def command(
+            credentials: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)],
+            x_environment: Annotated[Literal["live", "sandbox"], Header()],
+            idempotency_key: IdempotencyKey,
+            x_correlation_id: Annotated[Text | None, Header()] = None,
+        ) -> Command:
+            if credentials is None:
+                COMMANDS.labels(scope, "unauthenticated").inc()
+                raise HTTPException(401, "an API key is required: Authorization: Bearer lsk_...",
+                                    headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
+            with state["pool"].connection() as conn:
+                principal = authenticate(conn, credentials.credentials)
+            if principal is None:
+                COMMANDS.labels(scope, "unauthenticated").inc()
+                raise HTTPException(401, "the API key is not valid", headers={"WWW-Authenticate": "Bearer"})
+            if scope not in principal.scopes:
+                COMMANDS.labels(scope, "forbidden").inc()
+                raise HTTPException(403, f"the API key lacks the {scope} scope")
+            correlation = x_correlation_id or str(uuid.uuid4())
+            return Command(principal.tenant, x_environment, idempotency_key, principal.name, correlation)
+
+        return Depends(command)
+
+    def owned(conn: psycopg.Connection[Any], tenant: str, *accounts: str | None) -> None:
+        """403 unless every named account is in the tenant's registry (a foreign account and an
+        unknown one look the same to the caller)."""
+        for account in accounts:
+            if account is not None and conn.execute(OWNED, (tenant, account)).fetchone() is None:
+                raise HTTPException(403, f"account {account!r} is not an account of this tenant")
+
+    transfers, fx_orders = caller("transfers:write"), caller("fx:write")
+    fx_approvals, accounts = caller("fx:approve"), caller("accounts:write")
 
     def accept(
         command: Command, body: BaseModel, response: Response, write: Write, scope: str = "",
@@ -262,7 +296,7 @@ def create_app(settings: Settings, codec: AvroCodec, catalog: Catalog, *, pool_s
             COMMANDS.labels(kind, "wrong_environment").inc()
             raise HTTPException(400, f"this API serves {settings.environment}, not {command.environment}")
         # the key is the caller's: the same key from another user is another request (422)
-        digest = request_hash(body, f"{command.user or ''}|{scope}")
+        digest = request_hash(body, f"{command.user}|{scope}")
         tenant, key = command.tenant, command.key
         with state["pool"].connection() as conn, conn.transaction():
             if not conn.execute(KEY_LOCK, (tenant, key)).fetchone()[0]:  # type: ignore[index]
@@ -287,8 +321,9 @@ def create_app(settings: Settings, codec: AvroCodec, catalog: Catalog, *, pool_s
                 return JSONResponse(stored, status_code=status, headers={"Idempotent-Replayed": "true"})
             try:
                 answer = write(conn)
-            except EncodeError as e:
-                raise HTTPException(422, f"the command does not fit its event schema: {e}") from e
+            except EncodeError as e:  # the detail is ours, not the caller's: it goes to the log
+                log.warning("command %s refused: %s", kind, e)
+                raise HTTPException(422, "the command does not fit its event schema") from e
             conn.execute(ANSWER, (201, Jsonb(answer), tenant, key))
         COMMANDS.labels(kind, "accepted").inc()
         response.headers["x-correlation-id"] = command.correlation
@@ -305,10 +340,11 @@ def create_app(settings: Settings, codec: AvroCodec, catalog: Catalog, *, pool_s
 
     @app.post("/v1/transfers", status_code=201, response_model=TransferAccepted,
               responses=errors)  # fmt: skip
-    def request_transfer(body: TransferRequest, response: Response, command: Headers) -> Any:
+    def request_transfer(body: TransferRequest, response: Response, command: Command = transfers) -> Any:
         transfer_id = str(uuid.uuid4())  # a key reused after it expired is a new transfer
 
         def write(conn: psycopg.Connection[Any]) -> dict[str, Any]:
+            owned(conn, command.tenant, body.account_id, body.destination_account_id)
             meta = metadata("payments.transfer.requested", command)
             amount = body.amount
             _, money = money_record(amount.units, amount.currency, amount.exponent, "ethereum")
@@ -328,12 +364,13 @@ def create_app(settings: Settings, codec: AvroCodec, catalog: Catalog, *, pool_s
 
     @app.post("/v1/fx/orders", status_code=201, response_model=FxOrderAccepted,
               responses=errors)  # fmt: skip
-    def request_fx_order(body: FxOrderRequest, response: Response, command: Headers) -> Any:
+    def request_fx_order(body: FxOrderRequest, response: Response, command: Command = fx_orders) -> Any:
         if body.sell.currency == body.buy_currency:
             raise HTTPException(422, "an FX order must buy a different currency than it sells")
         order_id = str(uuid.uuid4())
 
         def write(conn: psycopg.Connection[Any]) -> dict[str, Any]:
+            owned(conn, command.tenant, body.account_id)
             meta = metadata("fx.order.requested", command)
             sell = body.sell
             buy_exponent = CurrencyRegistry.load(conn).exponent(body.buy_currency)
@@ -354,17 +391,23 @@ def create_app(settings: Settings, codec: AvroCodec, catalog: Catalog, *, pool_s
         return accept(command, body, response, write, money=money)
 
     @app.post("/v1/fx/orders/{order_id}/approval", status_code=201, response_model=FxApprovalAccepted,
-              responses=errors)  # fmt: skip
+              responses={404: {"model": Problem}, **errors})  # fmt: skip
     def decide_fx_order(
         order_id: Annotated[str, Path(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")],
         body: FxApprovalRequest,
         response: Response,
-        command: Headers,
+        command: Command = fx_approvals,
     ) -> Any:
-        if command.user is None:
-            raise HTTPException(422, "an approval needs the approver's x-user-id")
-
         def write(conn: psycopg.Connection[Any]) -> dict[str, Any]:
+            order = conn.execute(ORDER, (order_id,)).fetchone()
+            if order is None or order[0] != command.tenant:
+                raise HTTPException(404, f"this tenant has no FX order {order_id!r}")
+            if order[1] == command.user:
+                raise HTTPException(
+                    403, "four eyes: an order is approved by someone other than its requester"
+                )
+            if order[2] != body.account_id:
+                raise HTTPException(422, f"order {order_id} is for account {order[2]!r}")
             meta = metadata("fx.order.approved", command)
             enqueue(conn, codec, catalog, "fx.order.approved.v1", {
                 "metadata": meta, "account_id": body.account_id, "order_id": order_id,
@@ -376,7 +419,7 @@ def create_app(settings: Settings, codec: AvroCodec, catalog: Catalog, *, pool_s
 
     @app.post("/v1/accounts", status_code=201, response_model=AccountAnswer,
               responses=errors)  # fmt: skip
-    def open_account_command(body: AccountRequest, response: Response, command: Headers) -> Any:
+    def open_account_command(body: AccountRequest, response: Response, command: Command = accounts) -> Any:
         def write(conn: psycopg.Connection[Any]) -> dict[str, Any]:
             opened = open_account(
                 conn, codec, catalog, tenant=command.tenant, environment=settings.environment,
@@ -398,7 +441,7 @@ def create_app(settings: Settings, codec: AvroCodec, catalog: Catalog, *, pool_s
         account_id: Annotated[str, Path(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:@/-]+$")],
         body: AccountStatusRequest,
         response: Response,
-        command: Headers,
+        command: Command = accounts,
     ) -> Any:
         def write(conn: psycopg.Connection[Any]) -> dict[str, Any]:
             try:

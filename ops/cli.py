@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 
 from rich.table import Table
 
+from ops.cli_auth import add_auth_commands
 from ops.cli_connect import add_connect_commands
 from ops.cli_ledger import add_ledger_commands
 from ops.console import Parser, err, out, positive_int, seconds_arg, settings_or_error, stop_on_signals
@@ -632,6 +633,7 @@ def build_parser() -> Parser:
 
     add_connect_commands(sub, command)
     add_ledger_commands(sub, command)
+    add_auth_commands(sub, command)
 
     aml = sub.add_parser("aml", help="AML flags and their cases")
     aml_sub = aml.add_subparsers(dest="action", required=True, parser_class=Parser, metavar="ACTION")

@@ -31,6 +31,7 @@ import redis
 
 from connectors.accounts import open_account
 from connectors.api import create_app as create_api
+from connectors.auth import create_tenant, issue_key
 from connectors.chain import ChainListener, ChainSpec
 from connectors.evm_sandbox import start_sandbox
 from connectors.outbox import OutboxRelay
@@ -127,6 +128,8 @@ def run_pipeline(settings: Settings, codec: AvroCodec, catalog: Catalog, *, tran
             conn.execute(
                 "INSERT INTO provider_links VALUES (%s, %s, 'tenant-demo', %s)", (provider, ref, account)
             )
+        create_tenant(conn, "tenant-demo", "Demo tenant")
+        _, token = issue_key(conn, "tenant-demo", "demo-operator", ["transfers:write", "fx:write"])
         for account, currency in [*((a, "EUR") for a in (*accounts, card_account)), (wallet_account, "TUSD")]:
             open_account(conn, codec, catalog, tenant="tenant-demo", environment=settings.environment,
                          account_id=account, currency=currency, holder=f"customer {account}")  # fmt: skip
@@ -195,9 +198,8 @@ def run_pipeline(settings: Settings, codec: AvroCodec, catalog: Catalog, *, tran
 
             def command(path: str, body: dict[str, Any], key: str, correlation: str) -> dict[str, Any]:
                 headers = {
-                    "x-tenant-id": "tenant-demo",
+                    "Authorization": f"Bearer {token}",
                     "x-environment": settings.environment,
-                    "x-user-id": "demo-operator",
                     "Idempotency-Key": key,
                     "x-correlation-id": correlation,
                 }

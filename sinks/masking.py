@@ -2,8 +2,9 @@
 
 Every string anywhere in a payload is scanned for card numbers: 13 to 19 digits,
 contiguous or in the printed groups (4-4-4-4, 4-6-5) with one space or dash
-between groups, standing alone (not inside a longer token such as a UUID), that
-pass the Luhn check are replaced with `[PAN REDACTED]` and the row is flagged. Values under keys that name
+between groups, not part of a longer run of digits (but glued to words, as in
+`card4111111111111111`), and not inside a hash-like hex token, that pass the Luhn
+check are replaced with `[PAN REDACTED]` and the row is flagged. Values under keys that name
 account numbers (IBANs, beneficiary and counterparty references) keep only their
 last four characters. Exact types become JSON text (Decimal and big integers as
 strings, so no amount passes through a float).
@@ -24,10 +25,12 @@ ACCOUNT_NUMBER_KEYS = frozenset({
 })  # fmt: skip
 PAN_REDACTED = "[PAN REDACTED]"
 _CANDIDATE = re.compile(
-    r"(?<![\w-])(?:\d{13,19}"  # contiguous
+    r"(?<!\d)(?:\d{13,19}"  # contiguous, even glued to words ("card4111111111111111")
     r"|\d{4}([ -])\d{4}\1\d{4}\1\d{1,7}"  # 4-4-4-4(-3), one separator throughout
-    r"|\d{4}([ -])\d{6}\2\d{5})(?![\w-])"  # Amex 4-6-5
+    r"|\d{4}([ -])\d{6}\2\d{5})(?!\d)"  # Amex 4-6-5
 )
+_HEX_TOKEN = re.compile(r"(?:0x)?[0-9a-fA-F]{32,}")
+"""Hashes and keys (transaction hashes, digests) hold long digit runs by chance: never card numbers."""
 JSON_SAFE_INT = 2**53
 
 
@@ -50,6 +53,13 @@ def redact_pans(text: str) -> tuple[str, bool]:
 
     def replace(match: re.Match[str]) -> str:
         nonlocal found
+        start, end = match.span()
+        while start > 0 and text[start - 1].isalnum():
+            start -= 1
+        while end < len(text) and text[end].isalnum():
+            end += 1
+        if _HEX_TOKEN.fullmatch(text, start, end):
+            return match.group(0)
         digits = re.sub(r"[ -]", "", match.group(0))
         if 13 <= len(digits) <= 19 and luhn_valid(digits):
             found = True

@@ -15,11 +15,13 @@ import pytest
 from fastapi.testclient import TestClient
 
 from connectors.api import create_app
+from connectors.auth import SCOPES, create_tenant, issue_key, revoke_key
 from connectors.outbox import OutboxRelay
 from sinks.base import SinkRunner
 from sinks.transfers import TransferRequestSink
 from tests.fixtures.database import private_database
 from tests.fixtures.kafka import read_all
+from tests.fixtures.ledger import open_accounts
 from tests.fixtures.waiting import wait_for
 from topics.codec import AvroCodec
 from topics.schemas import load_store
@@ -41,6 +43,17 @@ def api(services, codec, catalog):
         psycopg.connect(db.database_url.get_secret_value(), autocommit=True) as conn,
         TestClient(create_app(db, codec, catalog)) as client,
     ):
+        create_tenant(conn, "tenant-1", "Tenant One")
+        create_tenant(conn, "tenant-2", "Tenant Two")
+        for user, tenant, scopes in (
+            ("alice", "tenant-1", SCOPES),
+            ("bob", "tenant-1", SCOPES),
+            ("reader", "tenant-1", ["accounts:write"]),
+            ("eve", "tenant-2", SCOPES),
+        ):
+            TOKENS[user] = issue_key(conn, tenant, user, list(scopes))[1]  # fmt: skip
+        open_accounts(db, ACCOUNTS)
+        open_accounts(db, [f"acc-api-{RUN}-other"], tenant="tenant-2")
         yield db, conn, client
 
 
@@ -49,8 +62,20 @@ def body(account: str = f"acc-api-{RUN}", units: int = 12_345, **overrides) -> d
             "beneficiary_reference": "GB33BUKB20201555555555", **overrides}  # fmt: skip
 
 
-def headers(key: str, **extra: str) -> dict:
-    return {"x-tenant-id": "tenant-1", "x-environment": "sandbox", "Idempotency-Key": key, **extra}
+TOKENS: dict[str, str] = {}
+"""API keys of tenant-1's principals, issued by the `api` fixture."""
+ACCOUNTS = [f"acc-api-{RUN}{suffix}" for suffix in (
+    "", "-fx", "-concurrent", "-relay", *(f"-k{i}" for i in range(8)), *(f"-ret{i}" for i in range(2)),
+    *(f"-two{i}" for i in range(4)),
+)]  # fmt: skip
+
+
+def auth(user: str = "alice") -> dict:
+    return {"Authorization": f"Bearer {TOKENS[user]}"}
+
+
+def headers(key: str, user: str = "alice", **extra: str) -> dict:
+    return {**auth(user), "x-environment": "sandbox", "Idempotency-Key": key, **extra}
 
 
 def count(conn, table: str, key: str) -> int:
@@ -59,7 +84,8 @@ def count(conn, table: str, key: str) -> int:
 
 
 def outbox_rows(conn, account: str) -> int:
-    return int(conn.execute("SELECT count(*) FROM outbox WHERE aggregate_id = %s", (account,)).fetchone()[0])
+    return int(conn.execute("SELECT count(*) FROM outbox WHERE aggregate_id = %s AND topic = %s",
+                            (account, TOPIC)).fetchone()[0])  # fmt: skip
 
 
 def test_a_transfer_is_accepted_with_its_outbox_row_and_replayed_by_key(api):
@@ -99,9 +125,9 @@ def test_the_same_key_with_another_body_is_refused_and_changes_nothing(api):
         (body(units=0), None, 422),
         (body(rail="CARRIER_PIGEON"), None, 422),
         ({**body(), "surprise": 1}, None, 422),
-        (body(), {"x-tenant-id": "tenant-1", "x-environment": "sandbox"}, 400),  # no Idempotency-Key
-        (body(), headers("short"), 400),  # a malformed Idempotency-Key
-        (body(), {"x-tenant-id": "tenant-1", "x-environment": "live", "Idempotency-Key": "k" * 10}, 400),
+        (body(), {"x-environment": "sandbox"}, 400),  # no Idempotency-Key
+        (body(), {"x-environment": "sandbox", "Idempotency-Key": "short"}, 400),  # a malformed one
+        (body(), {"x-environment": "live", "Idempotency-Key": "k" * 10}, 400),
     ],
 )
 def test_bad_requests_get_a_client_error_and_write_nothing(api, payload, hdrs, status):
@@ -109,7 +135,8 @@ def test_bad_requests_get_a_client_error_and_write_nothing(api, payload, hdrs, s
     before = conn.execute(
         "SELECT (SELECT count(*) FROM outbox), (SELECT count(*) FROM api_idempotency)"
     ).fetchone()
-    response = client.post("/v1/transfers", json=payload, headers=hdrs or headers(f"key-{uuid.uuid4().hex}"))
+    hdrs = {**auth(), **hdrs} if hdrs else headers(f"key-{uuid.uuid4().hex}")
+    response = client.post("/v1/transfers", json=payload, headers=hdrs)
     assert response.status_code == status, response.text
     assert (
         conn.execute(
@@ -200,26 +227,24 @@ def test_an_otc_decision_is_accepted_with_the_approver_and_scoped_to_its_order(a
                         headers=headers(f"key-{RUN}-otc")).json()["order_id"]  # fmt: skip
     decision = {"account_id": f"acc-api-{RUN}-fx", "decision": "APPROVED", "reason": "desk limit checked"}
     key = f"key-{RUN}-otc-approval"
-    approver = headers(key, **{"x-user-id": "treasury-approver"})
+    approver = headers(key, user="bob")
     answer = client.post(f"/v1/fx/orders/{order}/approval", json=decision, headers=approver)
     assert answer.status_code == 201, answer.text
     topic, value = conn.execute("SELECT topic, value FROM outbox WHERE event_id = %s",
                                 (answer.json()["event_id"],)).fetchone()  # fmt: skip
     record = codec.decode(bytes(value), topic=topic)
     assert topic == "fx.order.approved.v1"
-    assert (record["order_id"], record["approved_by"], record["decision"]) == (
-        order,
-        "treasury-approver",
-        "APPROVED",
-    )
+    assert (record["order_id"], record["approved_by"], record["decision"]) == (order, "bob", "APPROVED")
     # the same key for another order is not a replay
     other = client.post("/v1/fx/orders/another-order/approval", json=decision, headers=approver)
     assert other.status_code == 422
-    # an approval names its approver
-    anonymous = client.post(
-        f"/v1/fx/orders/{order}/approval", json=decision, headers=headers(f"key-{RUN}-anon")
-    )
-    assert anonymous.status_code == 422 and "x-user-id" in anonymous.json()["detail"]
+    # four eyes: the requester cannot approve its own order
+    own = client.post(f"/v1/fx/orders/{order}/approval", json=decision, headers=headers(f"key-{RUN}-own"))
+    assert own.status_code == 403 and "four eyes" in own.json()["detail"]
+    # another tenant's approver does not see the order at all
+    foreign = client.post(f"/v1/fx/orders/{order}/approval", json=decision,
+                          headers=headers(f"key-{RUN}-eve", user="eve"))  # fmt: skip
+    assert foreign.status_code == 404
 
 
 def test_a_key_used_for_a_transfer_cannot_be_reused_for_an_fx_order(api):
@@ -305,8 +330,8 @@ def test_killing_the_relay_mid_batch_loses_and_duplicates_nothing_downstream(ser
         proc.send_signal(signal.SIGKILL)  # after Kafka acknowledged the batch, before it was marked
         proc.wait(30)
         blocker.rollback()
-    assert conn.execute("SELECT count(*) FROM outbox WHERE status = 'published' AND aggregate_id LIKE %s",
-                        (f"acc-api-{RUN}-k%",)).fetchone()[0] == 0  # fmt: skip
+    assert conn.execute("SELECT count(*) FROM outbox WHERE status = 'published' AND aggregate_id LIKE %s "
+                        "AND topic = %s", (f"acc-api-{RUN}-k%", TOPIC)).fetchone()[0] == 0  # fmt: skip
     OutboxRelay(db, codec, catalog).run(idle_exit=1)  # a fresh relay publishes everything, the batch again
     assert conn.execute("SELECT count(*) FROM outbox WHERE status = 'pending'").fetchone()[0] == 0
     on_topic = [
@@ -416,7 +441,58 @@ def test_a_key_in_flight_answers_409_at_once_and_the_same_key_from_another_calle
         assert busy.status_code == 409 and time.monotonic() - started < 2
         holder.rollback()
     assert count(conn, "api_idempotency", key) == 0
-    mine = client.post("/v1/transfers", json=body(), headers=headers(key, **{"x-user-id": "alice"}))
+    mine = client.post("/v1/transfers", json=body(), headers=headers(key, user="alice"))
     assert mine.status_code == 201
-    theirs = client.post("/v1/transfers", json=body(), headers=headers(key, **{"x-user-id": "mallory"}))
+    theirs = client.post("/v1/transfers", json=body(), headers=headers(key, user="bob"))
     assert theirs.status_code == 422  # not alice's stored answer
+
+
+def test_who_may_call_decides_what_is_written(api):
+    """The matrix: no key, a bad key, a revoked key, a missing scope, another tenant's account, a
+    tenant header the caller sets. Each is refused, with nothing written."""
+    db, conn, client = api
+    with psycopg.connect(db.database_url.get_secret_value(), autocommit=True) as admin:
+        revoked_id, revoked = issue_key(admin, "tenant-1", "leaver", list(SCOPES))
+        assert revoke_key(admin, revoked_id)
+    forged = TOKENS["alice"][:-4] + "AAAA"
+    cases = [
+        ("/v1/transfers", body(), {}, 401),  # no credential
+        ("/v1/transfers", body(), {"Authorization": "Bearer nonsense"}, 401),
+        ("/v1/transfers", body(), {"Authorization": f"Bearer {forged}"}, 401),  # right id, wrong secret
+        ("/v1/transfers", body(), {"Authorization": f"Bearer {revoked}"}, 401),
+        ("/v1/transfers", body(), {"Authorization": f"Basic {TOKENS['alice']}"}, 401),
+        ("/v1/transfers", body(), auth("reader"), 403),  # no transfers:write
+        ("/v1/fx/orders", fx_order(), auth("reader"), 403),  # no fx:write
+        ("/v1/transfers", body(f"acc-api-{RUN}-other"), auth("alice"), 403),  # tenant-2's account
+        ("/v1/transfers", body(destination_account_id=f"acc-api-{RUN}-other"), auth("alice"), 403),
+        ("/v1/transfers", body(), auth("eve"), 403),  # tenant-2's key, tenant-1's account
+        (
+            "/v1/transfers",
+            body(),
+            {**auth("eve"), "x-tenant-id": "tenant-1"},
+            403,
+        ),  # the header changes nothing
+        ("/v1/fx/orders", fx_order(account=f"acc-api-{RUN}-other"), auth("alice"), 403),
+    ]
+    statuses = []
+    for path, command, credentials, _ in cases:
+        before = conn.execute("SELECT (SELECT count(*) FROM outbox), (SELECT count(*) FROM api_idempotency)")
+        key = f"key-{uuid.uuid4().hex}"
+        response = client.post(path, json=command,
+                               headers={"x-environment": "sandbox", "Idempotency-Key": key, **credentials})  # fmt: skip
+        statuses.append(response.status_code)
+        after = conn.execute("SELECT (SELECT count(*) FROM outbox), (SELECT count(*) FROM api_idempotency)")
+        assert after.fetchone() == before.fetchone(), (path, credentials)
+        if response.status_code == 401:
+            assert response.headers["WWW-Authenticate"] == "Bearer"
+    assert statuses == [c[3] for c in cases]
+
+
+def test_the_audit_actor_is_the_authenticated_principal(api, codec):
+    _, conn, client = api
+    answer = client.post("/v1/transfers", json=body(), headers=headers(f"key-{RUN}-actor", user="bob"))
+    assert answer.status_code == 201
+    topic, value = conn.execute("SELECT topic, value FROM outbox WHERE event_id = %s",
+                                (answer.json()["event_id"],)).fetchone()  # fmt: skip
+    meta = codec.decode(bytes(value), topic=topic)["metadata"]
+    assert (meta["tenant_id"], meta["user_id"]) == ("tenant-1", "bob")

@@ -73,3 +73,18 @@ def test_exact_values_become_json_text_without_floats():
     out = mask({"wei": Decimal(2**70), "units": 2**64, "small": 5, "at": at, "id": uuid.UUID(int=1)}).value
     assert out == {"wei": str(2**70), "units": str(2**64), "small": 5, "at": at.isoformat(),
                    "id": "00000000-0000-0000-0000-000000000001"}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["card4111111111111111", "pan:4111111111111111;", "x4111-1111-1111-1111y", "ref_4111111111111111_end"],
+)
+def test_a_card_number_glued_to_words_is_redacted(text):
+    """Regression (issue 12): the pattern missed card4111111111111111."""
+    redacted, found = redact_pans(text)
+    assert found and "4111" not in redacted
+
+
+def test_a_hash_with_a_luhn_valid_digit_run_is_not_a_card_number():
+    tx_hash = "0xab" + "4111111111111111" + "cd" * 23
+    assert redact_pans(tx_hash) == (tx_hash, False)
