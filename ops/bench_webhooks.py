@@ -141,7 +141,7 @@ def bench_webhooks(
                "REDIS_URL": settings.redis_url, "SCHEMA_REGISTRY_URL": ""}  # fmt: skip
         server = subprocess.Popen(
             [sys.executable, "-m", "ops.cli", "connect", "webhooks", "--port", str(port),
-             "--workers", str(workers)],
+             "--workers", str(workers), "--admin-port", "0"],
             env=env, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )  # fmt: skip
         url = f"http://127.0.0.1:{port}"
@@ -151,7 +151,7 @@ def bench_webhooks(
                 if server.poll() is not None:
                     return True  # exited: stop waiting
                 try:
-                    return httpx.get(url + "/docs", timeout=1).status_code == 200
+                    return httpx.get(url + "/healthz", timeout=1).status_code == 200
                 except httpx.HTTPError:
                     return False
 

@@ -48,6 +48,9 @@ def connect_webhooks(args: argparse.Namespace) -> int:
         f" ({args.workers} worker{'s' if args.workers > 1 else ''})",
         markup=False,
     )
+    if args.admin_port:
+        _serve_metrics(args.admin_host, args.admin_port, args.workers)
+        err.print(f"metrics on http://{args.admin_host}:{args.admin_port}/metrics", markup=False)
     # h11, whatever else is installed: it bounds a request's head (16 KiB here)
     options = {"host": args.host, "port": args.port, "log_level": "warning", "timeout_keep_alive": 5,
                "http": "h11", "h11_max_incomplete_event_size": 16 * 1024}  # fmt: skip
@@ -58,6 +61,25 @@ def connect_webhooks(args: argparse.Namespace) -> int:
             create_app(settings, hooks, codec_from_settings(settings), load_catalog(), providers), **options
         )
     return 0
+
+
+def _serve_metrics(host: str, port: int, workers: int) -> None:
+    """Prometheus metrics on their own (admin) port, never the public one. Several workers write
+    their metrics to a shared folder that this process reads (prometheus_client's multiprocess mode)."""
+    import os
+    import tempfile
+
+    from prometheus_client import CollectorRegistry, start_http_server
+
+    if workers > 1:
+        from prometheus_client import multiprocess
+
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="ledgerstream-metrics-")
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        start_http_server(port, addr=host, registry=registry)
+    else:
+        start_http_server(port, addr=host)
 
 
 def connect_chain(args: argparse.Namespace) -> int:
@@ -217,6 +239,11 @@ def add_connect_commands(sub: Any, command: Callable[..., Any]) -> None:
     )
     wh.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     wh.add_argument("--port", type=positive_int, default=18090, help="port (default 18090)")
+    wh.add_argument(
+        "--admin-host", default="127.0.0.1", help="address of the metrics port (default 127.0.0.1)"
+    )
+    wh.add_argument("--admin-port", type=int, default=18091,
+                    help="port of /metrics, apart from the public one (default 18091; 0: none)")  # fmt: skip
     wh.add_argument(
         "--workers", type=positive_int, default=1, help="processes (default 1; rate limits are per process)"
     )

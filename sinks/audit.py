@@ -4,7 +4,7 @@ Inputs: `audit.events.log.v1` (services' trace events) and every domain topic
 in the catalog. A row carries the event's identity and place (id, type, topic,
 partition, offset), its context (tenant, environment, actor, correlation and
 causation ids), the entity it is about, before/after where the event carries
-them, and the payload masked (see `sinks.masking`). The sink writes as
+them, and the payload masked (see `topics.masking`). The sink writes as
 `ledgerstream_audit_writer`, a role with INSERT and SELECT only, and a trigger
 refuses UPDATE, DELETE and TRUNCATE for everyone. A replayed event hits the
 primary key (event id, time) and adds nothing.
@@ -18,10 +18,10 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from sinks.masking import mask
 from sinks.staging import Row, TableSink
 from topics.catalog import Catalog
 from topics.events import Event
+from topics.masking import mask
 
 TRACE = "audit.events.log.v1"
 WRITER_ROLE = "ledgerstream_audit_writer"

@@ -20,6 +20,7 @@ with the reason instead of being guessed at.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import uuid
@@ -31,7 +32,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-from prometheus_client import Counter, Histogram, make_asgi_app
+from prometheus_client import Counter, Histogram
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
@@ -51,6 +52,7 @@ from topics.catalog import Catalog
 from topics.codec import AvroCodec
 from topics.errors import EncodeError
 from topics.events import LEDGERSTREAM_NAMESPACE, new_metadata
+from topics.masking import mask
 from topics.outbox import outbox_row
 from topics.settings import Settings
 
@@ -97,6 +99,12 @@ def inbox_id(provider: str, event_id: str) -> str:
     return str(uuid.uuid5(LEDGERSTREAM_NAMESPACE, f"webhook:{provider}:{event_id}"))
 
 
+def kept_body(document: Any) -> str:
+    """The delivery as the inbox keeps it: card numbers redacted and account numbers cut to their last
+    four, as in the audit trail (the signature was checked on the bytes that arrived)."""
+    return json.dumps(mask(document).value, separators=(",", ":"))
+
+
 def create_app(
     settings: Settings,
     hooks: WebhookSettings,
@@ -124,7 +132,13 @@ def create_app(
             await state["redis"].aclose()
             await pool.close()
 
-    app = FastAPI(title="ledgerstream provider webhooks", version="1", lifespan=lifespan)
+    # the public port serves deliveries only: no OpenAPI documents, no metrics (those are on the admin port)
+    app = FastAPI(title="ledgerstream provider webhooks", version="1", lifespan=lifespan,
+                  docs_url=None, redoc_url=None, openapi_url=None)  # fmt: skip
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
 
     @app.post("/v1/webhooks/{provider}", responses={200: {"description": "kept, or already kept"}})
     async def receive(provider: str, request: Request) -> JSONResponse:
@@ -134,8 +148,6 @@ def create_app(
         DELIVERIES.labels(label, outcome).inc()
         SECONDS.labels(label).observe(time.perf_counter() - started)
         return response
-
-    app.mount("/metrics", make_asgi_app())
 
     async def handle(provider: str, request: Request) -> tuple[str, JSONResponse]:
         handler = served.get(provider)
@@ -172,11 +184,12 @@ def create_app(
         if not buckets[provider].take(time.monotonic()):
             return "429", problem(429, f"over the {provider} rate limit", **{"Retry-After": "1"})
         try:
-            notice = handler.read(loads(body), settings.environment, delivery)
+            document = loads(body)
+            notice = handler.read(document, settings.environment, delivery)
         except (MalformedJson, BadPayload) as e:
             return "400", problem(400, str(e))
         correlation = request.headers.get("x-correlation-id") or str(uuid.uuid4())
-        return await keep(provider, notice, body.decode("utf-8"), correlation)
+        return await keep(provider, notice, kept_body(document), correlation)
 
     async def keep(provider: str, notice: Notice, raw: str, correlation: str) -> tuple[str, JSONResponse]:
         ident = inbox_id(provider, notice.event_id)

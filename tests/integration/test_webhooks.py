@@ -16,6 +16,7 @@ import psycopg
 import pytest
 import redis
 from cryptography.hazmat.primitives.asymmetric import ec
+from prometheus_client import generate_latest
 
 from connectors.outbox import OutboxRelay
 from connectors.webhooks.app import create_app
@@ -250,9 +251,13 @@ def test_transport_errors_write_nothing(hooks, keys):
     assert httpx.get(f"{url}/v1/webhooks/stripe", timeout=10).status_code == 405
     assert post(url, "paypal", body, signed).status_code == 404
     assert counts(conn) == before
-    metrics = httpx.get(f"{url}/metrics/", timeout=10).text
+    metrics = generate_latest().decode()  # this process's registry: the service runs in it here
     assert 'ledgerstream_webhook_deliveries_total{outcome="415",provider="stripe"}' in metrics
     assert 'ledgerstream_webhook_deliveries_total{outcome="404",provider="unknown"}' in metrics
+    # the public port serves deliveries only
+    assert [httpx.get(f"{url}{path}", timeout=10).status_code for path in ("/metrics/", "/docs", "/openapi.json")] == [
+        404, 404, 404
+    ]  # fmt: skip
 
 
 def test_a_slow_client_is_cut_off(hooks, keys):
@@ -340,18 +345,18 @@ def test_the_service_process_takes_its_keys_from_the_environment(services, keys,
     with private_database(services) as db:
         with psycopg.connect(db.database_url.get_secret_value(), autocommit=True) as conn:
             conn.execute("INSERT INTO provider_links VALUES ('sumsub', %s, 'tenant-1', %s)", (USER, ACCOUNT))
-        port = free_port()
+        port, admin = free_port(), free_port()
         env = {**os.environ, **keys.environment(), "DATABASE_URL": db.database_url.get_secret_value(),
                "SCHEMA_REGISTRY_URL": ""}  # fmt: skip
         proc = subprocess.Popen([sys.executable, "-m", "ops.cli", "connect", "webhooks", "--port", str(port),
-                                 "--workers", str(workers)],
+                                 "--workers", str(workers), "--admin-port", str(admin)],
                                 env=env, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
         try:
             url = f"http://127.0.0.1:{port}"
 
             def up() -> bool:
                 try:
-                    return httpx.get(f"{url}/metrics/", timeout=1).status_code == 200
+                    return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
                 except httpx.HTTPError:
                     assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
                     return False
@@ -361,6 +366,9 @@ def test_the_service_process_takes_its_keys_from_the_environment(services, keys,
                 body = send.encode(payload(provider))
                 answer = post(url, provider, body, keys.sign(provider, body))
                 assert answer.status_code == 200, f"{provider}: {answer.text}"
+            metrics = httpx.get(f"http://127.0.0.1:{admin}/metrics", timeout=5).text
+            assert 'ledgerstream_webhook_deliveries_total{outcome="processed",provider="sumsub"}' in metrics
+            assert httpx.get(f"{url}/metrics", timeout=5).status_code == 404
         finally:
             proc.terminate()
             _, stderr = proc.communicate(timeout=30)
@@ -428,3 +436,20 @@ def test_no_header_or_body_gets_a_server_error(hooks, keys, provider):
         statuses.append(response.status_code)
     assert max(statuses) < 500, statuses
     assert set(statuses) <= {400, 401}  # nothing forged got in
+
+
+def test_the_inbox_keeps_no_readable_card_or_account_number(hooks, keys):
+    """Regression (issue 12): webhook_inbox.raw_body was the delivery as it arrived."""
+    _, conn, url = hooks
+    document = send.truelayer_payment(MERCHANT, 7_000)
+    document["remitter"] = {"account_holder_name": "A. Customer", "iban": "GB33BUKB20201555555555",
+                            "reference": "paid with card 4111 1111 1111 1111"}  # fmt: skip
+    answer = deliver(url, keys, "truelayer", document)
+    assert answer.status_code == 200, answer.text
+    raw = conn.execute(
+        "SELECT raw_body FROM webhook_inbox WHERE id = %s", (answer.json()["inbox_id"],)
+    ).fetchone()[0]
+    kept = json.loads(raw)
+    assert "4111" not in raw and "[PAN REDACTED]" in kept["remitter"]["reference"]
+    assert kept["remitter"]["iban"] == "****5555" and "GB33BUKB" not in raw
+    assert kept["amount_in_minor"] == 7_000  # everything else as delivered

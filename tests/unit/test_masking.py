@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import pytest
 
-from sinks.masking import PAN_REDACTED, luhn_valid, mask, redact_pans
+from topics.masking import PAN_REDACTED, luhn_valid, mask, redact_pans
 
 
 @pytest.mark.parametrize(
