@@ -481,10 +481,6 @@ def _pipeline(settings: Settings, catalog: Catalog) -> None:
     out.print(
         f"trial balance over every account, per currency: {trial} ({'balanced' if ok else 'NOT BALANCED'})"
     )
-    out.print(
-        "one illegal report (PROVIDER_CONFIRMING before SENT_TO_PROVIDER) went to "
-        "dlq.status_agent.dead_lettered.v1; the others kept flowing"
-    )
 
 
 def _major(units: int, exponent: int) -> str:

@@ -237,6 +237,18 @@ def add_connect_commands(sub: Any, command: Callable[..., Any]) -> None:
         "Limits: WEBHOOK_MAX_BODY_BYTES, WEBHOOK_READ_TIMEOUT_SECONDS, WEBHOOK_RATE_PER_SECOND, "
         "WEBHOOK_BURST, WEBHOOK_DEDUPE_TTL_SECONDS."
     )
+    dp = command(conn_sub, "dispatcher", connect_dispatcher,
+                 "send reserved bank transfers to their payout provider (SENT_TO_PROVIDER)")  # fmt: skip
+    dp.add_argument("--provider-url", default="http://127.0.0.1:18095", help="the payout provider's API")
+    dp.add_argument("--merchant-account", default="ma-ledgerstream", help="the merchant account paid from")
+    dp.add_argument("--poll", type=seconds_arg, default=0.5, help="seconds between looks (default 0.5)")
+    dp.add_argument("--idle-exit", type=seconds_arg, default=None, help="stop after this many idle seconds")
+    sb = command(conn_sub, "provider-sandbox", connect_provider_sandbox,
+                 "a local stand-in for TrueLayer's Payouts API, answering with signed webhooks")  # fmt: skip
+    sb.add_argument("--webhook-url", default="http://127.0.0.1:18090/v1/webhooks/truelayer",
+                    help="where its payout webhooks go")  # fmt: skip
+    sb.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    sb.add_argument("--port", type=positive_int, default=18095, help="port (default 18095)")
     wh.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     wh.add_argument("--port", type=positive_int, default=18090, help="port (default 18090)")
     wh.add_argument(
@@ -290,3 +302,37 @@ def add_connect_commands(sub: Any, command: Callable[..., Any]) -> None:
         "--batch-size", type=positive_int, default=500, help="most rows per transaction (default 500)"
     )
     rl.add_argument("--idle-exit", type=seconds_arg, default=None, help="stop after this many idle seconds")
+
+
+def connect_dispatcher(args: argparse.Namespace) -> int:
+    from connectors.payouts import PayoutDispatcher, TrueLayerPayouts
+    from topics.catalog import load_catalog
+    from topics.codec import codec_from_settings
+
+    settings = settings_or_error()
+    stop = stop_on_signals()
+    with TrueLayerPayouts(args.provider_url, args.merchant_account) as client:
+        dispatcher = PayoutDispatcher(settings, codec_from_settings(settings), load_catalog(), client)
+        err.print(f"payout dispatcher: reserved bank transfers to {args.provider_url}", markup=False)
+        sent = dispatcher.run(stop=stop, poll=args.poll, idle_exit=args.idle_exit)
+    err.print(f"payout dispatcher: {sent} payouts sent", markup=False)
+    return 0
+
+
+def connect_provider_sandbox(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from connectors.provider_sandbox import create_sandbox
+    from ops import webhook_senders
+
+    keys = webhook_senders.ProviderKeys()
+    err.print(
+        f"provider sandbox on http://{args.host}:{args.port}/v3/payouts; webhooks to {args.webhook_url}. "
+        "The webhook service must trust its signing key: "
+        f"TRUELAYER_WEBHOOK_JWKS='{keys.environment()['TRUELAYER_WEBHOOK_JWKS']}'",
+        markup=False,
+    )
+    uvicorn.run(
+        create_sandbox(args.webhook_url, keys.truelayer), host=args.host, port=args.port, log_level="warning"
+    )
+    return 0

@@ -7,8 +7,9 @@ each is posted to the ledger. Only then is it spent: transfers and an FX order a
 POSTed to the command API, the status agent reserves each transfer's amount plus
 fees against the posted balance (one overspend is refused INSUFFICIENT_FUNDS), a
 card is authorized (a hold), captured (the hold becomes a posting) and partly
-refunded. Everything reaches Kafka through the outbox relay. The market rate comes
-from a rate feed and the transfers' provider reports from the payment service.
+refunded. The payout dispatcher sends each reserved transfer to the provider sandbox,
+whose signed payout webhooks complete it. Everything reaches Kafka through the outbox
+relay. The market rate comes from a rate feed.
 Every agent and sink runs as its own consumer group, as in production; the demo
 prints what each connector answered, the lifecycle, fees, the conversion, the
 invoice, journal entries and each account's posted, held and available balance."""
@@ -35,6 +36,8 @@ from connectors.auth import create_tenant, issue_key
 from connectors.chain import ChainListener, ChainSpec
 from connectors.evm_sandbox import start_sandbox
 from connectors.outbox import OutboxRelay
+from connectors.payouts import PayoutDispatcher, TrueLayerPayouts
+from connectors.provider_sandbox import create_sandbox
 from connectors.webhooks.app import create_app as create_webhooks
 from ops import webhook_senders as send
 from ops.audit_trace import Step, trace
@@ -188,8 +191,19 @@ def run_pipeline(settings: Settings, codec: AvroCodec, catalog: Catalog, *, tran
             psycopg.connect(url, autocommit=True) as conn,
             serving(create_api(settings, codec, catalog)) as api_url,
             serving(create_webhooks(settings, keys.settings(), codec, catalog)) as hooks_url,
+            serving(create_sandbox(f"{hooks_url}/v1/webhooks/truelayer", keys.truelayer)) as provider_url,
             httpx.Client(timeout=30) as http,
+            TrueLayerPayouts(provider_url, f"ma-demo-{run}") as payouts,
         ):
+            dispatcher = threading.Thread(
+                target=guarded,
+                args=(
+                    partial(PayoutDispatcher(settings, codec, catalog, payouts).run, stop=stop, poll=0.05),
+                ),
+                daemon=True,
+            )
+            dispatcher.start()
+            threads.append(dispatcher)
 
             def count(sql: str, *args: Any) -> int:
                 if errors:
@@ -350,30 +364,18 @@ def run_pipeline(settings: Settings, codec: AvroCodec, catalog: Catalog, *, tran
 
             created = "SELECT count(*) FROM transactions WHERE transaction_id = ANY(%s)"
             _wait(lambda: count(created, tids) == transfers, 60, "transaction creation")
-            reserved = created + " AND status IN ('BALANCE_RESERVED', 'FAILED')"
-            _wait(lambda: count(reserved, tids) == transfers, 60, "the reservations")
-            for i, (account, tid) in enumerate(zip(accounts, tids, strict=True)):
-                if i == transfers - 1:
-                    continue  # refused INSUFFICIENT_FUNDS: nothing to send to a provider
-                path = ["SENT_TO_PROVIDER", "PROVIDER_PROCESSING", "PROVIDER_CONFIRMING", "COMPLETED"]
-                if i == 1:
-                    path.insert(0, "PROVIDER_CONFIRMING")  # illegal before it was sent: dead-lettered
-                for state in path:
-                    producer.produce(
-                        REPORTED,
-                        {
-                            "metadata": meta("payments.transaction.status_reported", i),
-                            "account_id": account,
-                            "transaction_id": tid,
-                            "status": state,
-                            "reason": f"demo: {state.lower()}",
-                            "provider": "truelayer",
-                            "provider_update_id": None,
-                            "expected_version": None,
-                        },
-                    )
-            producer.flush()
+            # the dispatcher pays each reserved transfer out through the provider sandbox, whose signed
+            # payout webhooks move it on: nothing here reports a status
             settled = transfers - 1
+            paid = (
+                "SELECT count(*) FROM webhook_inbox WHERE event_type = 'payout_executed' "
+                "AND external_ref = ANY(%s)"
+            )
+            _wait(lambda: count(paid, tids) == settled, 60, "the provider's payout webhooks")
+            report.connectors.append((
+                "payout dispatcher", f"{settled} reserved transfers", "202 from the provider sandbox",
+                f"{settled} signed payout_executed webhooks",
+            ))  # fmt: skip
             final = created + " AND status IN ('COMPLETED', 'FAILED')"
             _wait(lambda: count(final, tids) == transfers, 60, "settlement")
             posted = "SELECT count(*) FROM journal_entries WHERE reference_id = ANY(%s)"

@@ -26,7 +26,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from functools import lru_cache
+from functools import cache, lru_cache
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -231,6 +231,10 @@ def create_app(
             log.warning("webhook dedupe cache unavailable (%s)", e)
         return answer["status"], JSONResponse(answer, headers={"x-correlation-id": correlation})
 
+    @cache
+    def has_inbox_id(topic: str) -> bool:
+        return any(f["name"] == "inbox_id" for f in codec.store.for_topic(topic).definition["fields"])
+
     def outbox_rows(notice: Notice, provider: str, ident: str, tenant: str, account: str,
                     correlation: str) -> list[tuple[Any, ...]]:  # fmt: skip
         assert notice.build is not None
@@ -242,7 +246,9 @@ def create_app(
                 event_id=str(uuid.uuid5(LEDGERSTREAM_NAMESPACE, f"{ident}:{index}")),
                 occurred_at=event.occurred_at,
             )  # fmt: skip
-            record = {"metadata": metadata, **event.record, "inbox_id": ident}
+            record = {"metadata": metadata, **event.record}
+            if has_inbox_id(event.topic):  # events of provider money name the inbox row they came from
+                record["inbox_id"] = ident
             rows.append(outbox_row(codec, catalog, event.topic, record))
         return rows
 

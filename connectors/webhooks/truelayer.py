@@ -3,7 +3,8 @@ headers it lists in `tl_headers` and the body, verified with the truelayer-signi
 library against the configured key set (TrueLayer's JWKS, fetched by ops from an
 allow-listed `jku`). `X-Tl-Webhook-Timestamp` must be signed and within +-300 s.
 `external_payment_received` (money into a merchant account) becomes a bank
-transaction; the merchant account id is the link to our account.
+transaction; the merchant account id is the link to our account. `payout_executed` and
+`payout_failed` become status reports of the transfer the payout was for.
 """
 
 from __future__ import annotations
@@ -78,6 +79,8 @@ class TrueLayer:
     def read(self, payload: Any, environment: str, delivery: Delivery) -> Notice:
         body = document(payload)
         kind, event_id = text(body, "type"), text(body, "event_id")
+        if kind in PAYOUT_STEPS:
+            return payout_notice(body, kind, event_id)
         if kind != "external_payment_received":
             return Notice(event_id, kind, status="ignored", note=f"{kind} carries no amount to book")
         merchant_account = text(body, "merchant_account_id")
@@ -103,3 +106,48 @@ class TrueLayer:
             return [Canonical(TOPIC, record, to_micros(settled))]
 
         return Notice(event_id, kind, merchant_account, build)
+
+
+REPORTED = "payments.transaction.status_reported.v1"
+PAYOUT_STEPS: dict[str, tuple[str, ...]] = {
+    "payout_executed": ("PROVIDER_PROCESSING", "PROVIDER_CONFIRMING", "COMPLETED"),
+    "payout_failed": ("FAILED",),
+}
+"""What a payout's webhook reports about its transfer. TrueLayer says `executed` once the money
+has left: the steps in between are recorded one by one, each naming this delivery."""
+
+
+def payout_notice(body: Mapping[str, Any], kind: str, event_id: str) -> Notice:
+    """A payout's outcome for the transfer it paid out; the transfer id comes back in the payout's
+    metadata (we set it when we asked for the payout) and is the link to tenant and account."""
+    if body.get("event_version") != 1:
+        raise BadPayload(f"event_version {body.get('event_version')!r} of {kind} is not supported")
+    given = body.get("metadata")
+    metadata: Mapping[str, Any] = given if isinstance(given, dict) else {}
+    transaction_id = text(metadata, "transaction_id")
+    payout_id = text(body, "payout_id")
+    at = body.get("executed_at") if kind == "payout_executed" else body.get("failed_at")
+
+    def build(account_id: str) -> list[Canonical]:
+        occurred = to_micros(iso_instant(at))
+        reason = f"truelayer {kind} {payout_id}"
+        if kind == "payout_failed":
+            reason += f": {body.get('failure_reason') or 'no reason given'}"
+        return [
+            Canonical(
+                REPORTED,
+                {
+                    "account_id": account_id,
+                    "transaction_id": transaction_id,
+                    "status": status,
+                    "reason": reason,
+                    "provider": "truelayer",
+                    "provider_update_id": event_id,
+                    "expected_version": None,
+                },
+                occurred,
+            )
+            for status in PAYOUT_STEPS[kind]
+        ]
+
+    return Notice(event_id, kind, transaction_id, build)

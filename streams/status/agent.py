@@ -332,7 +332,7 @@ class StatusHandler(BatchHandler):
         change = Change(
             event_id=step_event_id(source, target), transaction_id=txn.transaction_id, from_status=txn.status,
             to_status=target, reason=reason, provider_update_id=None, version=moved.version,
-            source_event_id=source, correlation_id=meta["correlation_id"], occurred_at=meta["occurred_at"],
+            source_event_id=source, correlation_id=txn.correlation_id, occurred_at=meta["occurred_at"],
         )  # fmt: skip
         return moved, change
 
@@ -382,6 +382,8 @@ class StatusHandler(BatchHandler):
         if found is None:
             return PARK  # its transfer request has not been seen yet
         txn = found
+        if meta["tenant_id"] != txn.tenant_id:
+            return f"transaction {tid} is not tenant {meta['tenant_id']!r}'s: its report is refused"
         if event.topic == BLOCKED:
             target = block_target(txn.status)
             if target is None:
@@ -414,7 +416,9 @@ class StatusHandler(BatchHandler):
             event_id=step_event_id(source, None),
             transaction_id=txn.transaction_id, from_status=previous, to_status=txn.status, reason=reason,
             provider_update_id=provider_update_id, version=txn.version, source_event_id=source,
-            correlation_id=meta["correlation_id"], occurred_at=meta["occurred_at"],
+            # a transaction's whole life follows the request that started it, whoever reports a step
+            # (a provider's webhook is a new request at the edge; the causation id names it)
+            correlation_id=txn.correlation_id, occurred_at=meta["occurred_at"],
         )  # fmt: skip
 
     @staticmethod

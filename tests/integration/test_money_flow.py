@@ -346,3 +346,19 @@ def test_replaying_every_input_changes_no_row(flow, codec, catalog):
     for work in handlers:
         work(idle_exit=3)
     assert snapshot(conn) == before
+
+
+def test_a_report_from_another_tenant_moves_nothing(flow, codec):
+    db, conn = flow
+    before = status_of(conn, "bank", 1)
+    foreign = report_event(codec, f"mf-{RUN}-bank-1", "SENT_TO_PROVIDER")
+    foreign.record["metadata"]["tenant_id"] = "tenant-2"
+    handler = StatusHandler(db, codec)
+    try:
+        result = handler.handle([foreign])
+    finally:
+        handler.close()
+    assert [reason for _, reason in result.refused] == [
+        f"transaction mf-{RUN}-bank-1 is not tenant 'tenant-2''s: its report is refused"
+    ]
+    assert status_of(conn, "bank", 1) == before

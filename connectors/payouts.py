@@ -1,0 +1,213 @@
+"""The payout dispatcher: reserved transfers go to their rail's provider.
+
+A transfer whose funds are reserved (BALANCE_RESERVED) on a bank rail is claimed in
+`payouts`, and in the same transaction its SENT_TO_PROVIDER report and the link from the
+transfer id to its tenant and account are written (the report through the outbox, so it is
+published before anything the provider says about it). Only then is the provider called,
+with the transfer id as the idempotency key: a dispatcher that dies between the two
+resends the same request, and the provider answers with the same payout. The provider's
+webhooks (connectors/webhooks/truelayer.py) then move the transfer on.
+
+`PayoutClient` is the seam: `TrueLayerPayouts` speaks to TrueLayer's Payouts API shape, here
+pointed at the project's own provider sandbox; a real client replaces it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import httpx
+import psycopg
+from psycopg.rows import dict_row
+
+from topics.catalog import Catalog
+from topics.codec import AvroCodec
+from topics.errors import LedgerstreamError
+from topics.events import derived_event_id, new_metadata
+from topics.outbox import enqueue
+from topics.settings import Settings
+
+log = logging.getLogger(__name__)
+
+RAILS = ("SEPA", "FASTER_PAYMENTS", "ACH")
+"""Rails paid out through a bank payout provider (BOOK never leaves the ledger; CRYPTO goes on chain)."""
+REPORTED = "payments.transaction.status_reported.v1"
+CLAIM = """
+WITH ready AS (
+    SELECT t.transaction_id, t.tenant_id, t.account_id FROM transactions t
+     WHERE t.status = 'BALANCE_RESERVED' AND t.rail = ANY(%(rails)s) AND t.environment = %(environment)s
+       AND NOT EXISTS (SELECT 1 FROM payouts p WHERE p.transaction_id = t.transaction_id)
+     ORDER BY t.created_at LIMIT %(limit)s
+)
+INSERT INTO payouts (transaction_id, tenant_id, account_id, provider, status)
+SELECT transaction_id, tenant_id, account_id, %(provider)s, 'sending' FROM ready
+ON CONFLICT (transaction_id) DO NOTHING
+RETURNING transaction_id
+"""
+LINK = """
+INSERT INTO provider_links (provider, external_ref, tenant_id, account_id) VALUES (%s, %s, %s, %s)
+ON CONFLICT (provider, external_ref) DO NOTHING
+"""
+SENDING = """
+SELECT p.transaction_id, p.tenant_id, p.account_id, t.amount_units, t.currency, t.exponent, t.rail,
+       t.correlation_id, t.counterparty_account_id
+  FROM payouts p JOIN transactions t USING (transaction_id)
+ WHERE p.status = 'sending' ORDER BY p.created_at LIMIT %s FOR UPDATE OF p SKIP LOCKED
+"""
+SENT = (
+    "UPDATE payouts SET status = 'sent', payout_id = %s, attempts = attempts + 1, updated_at = now() "
+    "WHERE transaction_id = %s"
+)
+RETRY = (
+    "UPDATE payouts SET attempts = attempts + 1, last_error = %s, updated_at = now() "
+    "WHERE transaction_id = %s"
+)
+
+
+class PayoutError(LedgerstreamError):
+    """The provider did not take a payout (it is retried with the same idempotency key)."""
+
+
+@dataclass(frozen=True)
+class Payout:
+    transaction_id: str
+    tenant_id: str
+    account_id: str
+    units: int
+    currency: str
+    exponent: int
+    rail: str
+
+
+class PayoutClient(Protocol):
+    name: str
+
+    def create_payout(self, payout: Payout) -> str:
+        """Ask the provider to pay out; the provider's payout id. Idempotent by transaction id."""
+
+
+class TrueLayerPayouts:
+    """TrueLayer's `POST /v3/payouts` shape (amount in minor units, `Idempotency-Key`, metadata
+    echoed on the payout's webhooks)."""
+
+    name = "truelayer"
+
+    def __init__(self, base_url: str, merchant_account_id: str, timeout: float = 10.0) -> None:
+        self.http = httpx.Client(base_url=base_url, timeout=timeout)
+        self.merchant_account_id = merchant_account_id
+
+    def create_payout(self, payout: Payout) -> str:
+        try:
+            response = self.http.post(
+                "/v3/payouts",
+                headers={"Idempotency-Key": payout.transaction_id},
+                json={
+                    "merchant_account_id": self.merchant_account_id,
+                    "amount_in_minor": payout.units,
+                    "currency": payout.currency,
+                    "beneficiary": {"type": "external_account", "reference": payout.transaction_id},
+                    "metadata": {"transaction_id": payout.transaction_id},
+                },
+            )
+        except httpx.HTTPError as e:
+            raise PayoutError(f"{self.name}: {type(e).__name__}: {e}") from e
+        if response.status_code not in (200, 201, 202):
+            raise PayoutError(f"{self.name} answered {response.status_code}: {response.text[:200]}")
+        payout_id = response.json().get("id")
+        if not isinstance(payout_id, str) or not payout_id:
+            raise PayoutError(f"{self.name} answered without a payout id")
+        return payout_id
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self) -> TrueLayerPayouts:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+
+class PayoutDispatcher:
+    """Args:
+    settings: PostgreSQL and the environment.
+    codec, catalog: for the SENT_TO_PROVIDER reports written to the outbox.
+    client: the provider.
+    """
+
+    def __init__(self, settings: Settings, codec: AvroCodec, catalog: Catalog, client: PayoutClient) -> None:
+        self.settings, self.codec, self.catalog, self.client = settings, codec, catalog, client
+        self.sent = 0
+
+    def claim(self, conn: psycopg.Connection[Any], limit: int = 100) -> int:
+        """Claim reserved transfers: payout row, link and SENT_TO_PROVIDER report in one transaction."""
+        with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+            claimed = [r["transaction_id"] for r in cur.execute(CLAIM, {
+                "rails": list(RAILS), "environment": self.settings.environment, "limit": limit,
+                "provider": self.client.name,
+            }).fetchall()]  # fmt: skip
+            if not claimed:
+                return 0
+            rows = cur.execute(
+                "SELECT transaction_id, tenant_id, account_id, correlation_id FROM transactions "
+                "WHERE transaction_id = ANY(%s) ORDER BY created_at",
+                (claimed,),
+            ).fetchall()
+            for row in rows:
+                cur.execute(
+                    LINK, (self.client.name, row["transaction_id"], row["tenant_id"], row["account_id"])
+                )
+                source = f"payout:{row['transaction_id']}"
+                enqueue(conn, self.codec, self.catalog, REPORTED, {
+                    "metadata": new_metadata(
+                        "payments.transaction.status_reported", tenant_id=row["tenant_id"],
+                        environment=self.settings.environment,
+                        source="connectors.payouts", correlation_id=row["correlation_id"],
+                        event_id=derived_event_id(source, "payout_dispatcher", "sent"),
+                    ),
+                    "account_id": row["account_id"], "transaction_id": row["transaction_id"],
+                    "status": "SENT_TO_PROVIDER", "reason": f"payout requested from {self.client.name}",
+                    "provider": self.client.name, "provider_update_id": None, "expected_version": None,
+                })  # fmt: skip
+        return len(claimed)
+
+    def send(self, conn: psycopg.Connection[Any], limit: int = 100) -> int:
+        """Call the provider for every claimed payout not yet sent (again, after a crash)."""
+        sent = 0
+        with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+            for row in cur.execute(SENDING, (limit,)).fetchall():
+                payout = Payout(
+                    row["transaction_id"], row["tenant_id"], row["account_id"], int(row["amount_units"]),
+                    row["currency"], int(row["exponent"]), row["rail"],
+                )  # fmt: skip
+                try:
+                    payout_id = self.client.create_payout(payout)
+                except PayoutError as e:
+                    log.warning("payout of %s not taken, retried later: %s", payout.transaction_id, e)
+                    cur.execute(RETRY, (str(e)[:500], payout.transaction_id))
+                    continue
+                cur.execute(SENT, (payout_id, payout.transaction_id))
+                sent += 1
+        self.sent += sent
+        return sent
+
+    def run(
+        self, *, stop: threading.Event | None = None, poll: float = 0.2, idle_exit: float | None = None
+    ) -> int:
+        """Claim and send until stopped (or idle for `idle_exit` seconds); the payouts sent."""
+        stop = stop or threading.Event()
+        idle_since = time.monotonic()
+        with psycopg.connect(self.settings.database_url.get_secret_value(), autocommit=True) as conn:
+            while not stop.is_set():
+                worked = self.claim(conn) + self.send(conn)
+                if worked:
+                    idle_since = time.monotonic()
+                elif idle_exit is not None and time.monotonic() - idle_since > idle_exit:
+                    break
+                else:
+                    stop.wait(poll)
+        return self.sent
