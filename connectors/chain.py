@@ -274,13 +274,13 @@ class ChainListener:
         ]  # fmt: skip
 
     def _settle(
-        self, conn: psycopg.Connection[Any], status: str, compare: str, height: int
+        self, conn: psycopg.Connection[Any], status: str, compare: str, height: int, was: str = "detected"
     ) -> list[dict[str, Any]]:
-        """Move detected transfers at heights `compare height` to `status`; returns them in chain order."""
+        """Move `was` transfers at heights `compare height` to `status`; returns them in chain order."""
         rows = conn.cursor(row_factory=dict_row).execute(
             f"UPDATE chain_transfers SET status = %s, settled_at = now() WHERE chain = %s"
-            f" AND status = 'detected' AND block_number {compare} %s RETURNING {COLUMNS}",
-            (status, self.spec.name, height),
+            f" AND status = %s AND block_number {compare} %s RETURNING {COLUMNS}",
+            (status, self.spec.name, was, height),
         ).fetchall()  # fmt: skip
         return sorted(rows, key=_chain_order)
 
@@ -302,27 +302,26 @@ class ChainListener:
         if ancestor is None:
             raise DeepReorg(f"{self.spec.name}: no kept block hash below {number} is on the chain any more")
         lost = self._settle(conn, "reorged", ">", ancestor)
-        confirmed = conn.execute(
-            "SELECT count(*) FROM chain_transfers"
-            " WHERE chain = %s AND status = 'confirmed' AND block_number > %s",
-            (self.spec.name, ancestor),
-        ).fetchone()
-        if confirmed and confirmed[0]:
+        # deeper than the confirmations: money already posted is gone from the chain. Reported too,
+        # marked, so the ledger reverses the deposit; the transfer, mined again, confirms again.
+        unconfirmed = self._settle(conn, "reorged", ">", ancestor, was="confirmed")
+        if unconfirmed:
             log.error(
-                "%s: a reorg below block %d removed %d confirmed transfers; not reported again",
+                "%s: a reorg below block %d removed %d confirmed transfers; their postings are reversed",
                 self.spec.name,
                 ancestor + 1,
-                confirmed[0],
+                len(unconfirmed),
             )
         replaced: dict[int, str | None] = {}
-        for transfer in lost:
+        for transfer in sorted([*lost, *unconfirmed], key=_chain_order):
             height = int(transfer["block_number"])
             if height not in replaced:
                 try:
                     replaced[height] = _hex(self.w3.eth.get_block(height)["hash"])
                 except Exception:  # the new chain may be shorter
                     replaced[height] = None
-            self._emit(conn, "reorged", transfer, 0, int(time.time()), replaced_by=replaced[height])
+            self._emit(conn, "reorged", transfer, 0, int(time.time()), replaced_by=replaced[height],
+                       was_confirmed=transfer in unconfirmed)  # fmt: skip
         conn.execute("DELETE FROM chain_blocks WHERE chain = %s AND number > %s", (self.spec.name, ancestor))
         ancestor_hash = next(h for n, h in kept if int(n) == ancestor)
         conn.execute(
@@ -345,6 +344,7 @@ class ChainListener:
         confirmations: int,
         timestamp: int,
         replaced_by: str | None = None,
+        was_confirmed: bool = False,
     ) -> None:
         identity = f"chain:{t['chain']}:{t['tx_hash']}:{t['log_index']}:{t['account_id']}"
         transfer = {
@@ -381,6 +381,7 @@ class ChainListener:
         record: dict[str, Any] = {"metadata": metadata, "account_id": t["account_id"], "transfer": transfer}
         if kind == "reorged":
             record["replaced_by_block_hash"] = replaced_by
+            record["was_confirmed"] = was_confirmed
         else:
             record["confirmations"] = confirmations
         enqueue(conn, self.codec, self.catalog, topic, record)

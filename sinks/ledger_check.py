@@ -129,8 +129,19 @@ CHECKS: tuple[tuple[str, str, str], ...] = (
             WHERE c.status = 'confirmed' AND c.direction = 'INBOUND'
               AND NOT EXISTS (SELECT 1 FROM journal_entries j WHERE j.reference_id =
                   'chain:' || c.tenant_id || '/' || c.chain || ':' || c.tx_hash || ':' || c.log_index || ':'
-                  || c.account_id)""",
+                  || c.account_id || '@' || c.block_hash)""",
         "confirmed deposit {0} {1}:{2} to {3} has no journal entry",
+    ),
+    (
+        "reorged deposits reversed",
+        """SELECT j.reference_id FROM journal_entries j
+            WHERE j.reference_id LIKE 'chain:%%' AND j.reverses IS NULL
+              AND EXISTS (SELECT 1 FROM chain_transfers c WHERE c.status = 'reorged'
+                          AND j.reference_id = 'chain:' || c.tenant_id || '/' || c.chain || ':'
+                              || c.tx_hash || ':' || c.log_index || ':' || c.account_id || '@'
+                              || c.block_hash)
+              AND NOT EXISTS (SELECT 1 FROM journal_entries r WHERE r.reverses = j.reference_id)""",
+        "deposit {0} was reorged off the chain and is not reversed",
     ),
 )
 

@@ -22,6 +22,7 @@ from streams.ledger.postings import (
     crypto_deposit,
     fees_charged,
     fx_conversion,
+    reversal,
     transaction_completed,
 )
 from streams.ledger.records import journal_record
@@ -35,6 +36,7 @@ CONVERSIONS = "fx.conversion.executed.v1"
 BANK = "banking.transaction.received.v1"
 CARDS = "cards.transaction.received.v1"
 CHAIN_CONFIRMED = "crypto.wallet.transfer.confirmed.v1"
+CHAIN_REORGED = "crypto.wallet.transfer.reorged.v1"
 POSTED = "ledger.journal.posted.v1"
 AGENT = "ledger_agent"
 
@@ -107,13 +109,22 @@ def journal_for(topic: str, record: dict[str, Any], registry: CurrencyRegistry =
         transfer = record["transfer"]
         if transfer["direction"] != "INBOUND":
             return None  # money out posts through its transfer's lifecycle, never from the chain
-        units, asset, decimals = _money(transfer["amount"], registry)
-        return crypto_deposit(
-            tenant=tenant, chain=transfer["chain"], tx_hash=transfer["tx_hash"],
-            log_index=transfer.get("log_index"), account_id=record["account_id"], units=units, asset=asset,
-            decimals=decimals,
-        )  # fmt: skip
+        return _deposit(tenant, record, registry)
+    if topic == CHAIN_REORGED:
+        if not record.get("was_confirmed") or record["transfer"]["direction"] != "INBOUND":
+            return None  # only detected: nothing was posted
+        return reversal(_deposit(tenant, record, registry))
     return None
+
+
+def _deposit(tenant: str, record: dict[str, Any], registry: CurrencyRegistry) -> Journal:
+    transfer = record["transfer"]
+    units, asset, decimals = _money(transfer["amount"], registry)
+    return crypto_deposit(
+        tenant=tenant, chain=transfer["chain"], tx_hash=transfer["tx_hash"],
+        log_index=transfer.get("log_index"), account_id=record["account_id"], units=units, asset=asset,
+        decimals=decimals, block_hash=transfer["block_hash"],
+    )  # fmt: skip
 
 
 def _money(amount: dict[str, Any], registry: CurrencyRegistry) -> tuple[int, str, int]:
@@ -127,7 +138,7 @@ def _money(amount: dict[str, Any], registry: CurrencyRegistry) -> tuple[int, str
 
 class LedgerHandler(BatchHandler):
     name = AGENT
-    topics = (COMPLETED, FEES, CONVERSIONS, BANK, CARDS, CHAIN_CONFIRMED)
+    topics = (COMPLETED, FEES, CONVERSIONS, BANK, CARDS, CHAIN_CONFIRMED, CHAIN_REORGED)
 
     def handle(self, events: list[Event]) -> Result:
         result = Result()

@@ -208,12 +208,14 @@ def card_movement(
 
 def crypto_deposit(
     *, tenant: str, chain: str, tx_hash: str, log_index: int | None, account_id: str, units: int,
-    asset: str, decimals: int,
+    asset: str, decimals: int, block_hash: str,
 ) -> Journal:  # fmt: skip
-    """A confirmed inbound chain transfer: the customer is owed what arrived in custody."""
+    """A confirmed inbound chain transfer: the customer is owed what arrived in custody. The block
+    is part of the reference: a deposit reorged out is reversed, and the same transfer mined again
+    in another block is a new deposit."""
     position = f"{tx_hash}:{-1 if log_index is None else log_index}"
     return _checked(Journal(
-        f"chain:{tenant}/{chain}:{position}:{account_id}",
+        f"chain:{tenant}/{chain}:{position}:{account_id}@{block_hash}",
         f"{asset} deposit on {chain} {position}",
         _pair(account("custody", tenant, chain, asset), account("customer", tenant, account_id, asset),
               units, asset, decimals),

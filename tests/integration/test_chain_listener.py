@@ -205,3 +205,37 @@ def test_a_token_whose_decimals_differ_from_the_currency_registry_stops_the_list
     conn.execute("INSERT INTO chain_tokens VALUES (%s, %s, 'TUSD', 18)", (other.name, token))
     with pytest.raises(UnregisteredToken, match=r"TUSD at 0x[0-9a-f]+ \(18 decimals; registry: 6\)"):
         listener(db, codec, catalog, sandbox, other).watched(conn)
+
+
+def test_a_reorg_deeper_than_the_confirmations_reports_the_confirmed_transfer_for_reversal(
+    db, codec, catalog, chain
+):
+    """Regression (issue 11): a confirmed deposit whose block was reorged out was only logged; its posting stood."""
+    from streams.ledger.agent import journal_for
+
+    sandbox, conn, spec, accounts = chain
+    a = sandbox.accounts
+    follower = listener(db, codec, catalog, sandbox, spec)
+    sandbox.tester.mine_blocks(1)
+    follower.catch_up(conn)  # a block both chains will share
+    snapshot = sandbox.tester.take_snapshot()
+    gone = sandbox.send_native(a[0], a[1], ETH)
+    sandbox.tester.mine_blocks(spec.confirmations + 1)
+    follower.catch_up(conn)
+    [confirmed] = [e for e in events(conn, codec, spec, "confirmed") if e["transfer"]["tx_hash"] == gone]
+    sandbox.tester.revert_to_snapshot(snapshot)  # every block since, the confirmations too, replaced
+    sandbox.tester.mine_blocks(spec.confirmations + 4)  # by a longer chain without it
+    follower.catch_up(conn)
+    [reorged] = [e for e in events(conn, codec, spec, "reorged") if e["transfer"]["tx_hash"] == gone]
+    assert reorged["was_confirmed"] is True and reorged["account_id"] == accounts[a[1]]
+    status = conn.execute(
+        "SELECT status FROM chain_transfers WHERE chain = %s AND tx_hash = %s", (spec.name, gone)
+    )
+    assert status.fetchall() == [("reorged",)]
+    deposit = journal_for("crypto.wallet.transfer.confirmed.v1", confirmed)
+    reversal = journal_for("crypto.wallet.transfer.reorged.v1", reorged)
+    assert deposit is not None and reversal is not None
+    assert reversal.reverses == deposit.reference_id
+    assert [(ln.account, ln.side) for ln in reversal.lines] == [
+        (ln.account, "CREDIT" if ln.side == "DEBIT" else "DEBIT") for ln in deposit.lines
+    ]

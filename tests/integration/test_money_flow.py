@@ -37,6 +37,9 @@ BANK, CARDS = "banking.transaction.received.v1", "cards.transaction.received.v1"
 CHAIN, REQUESTED = "crypto.wallet.transfer.confirmed.v1", "payments.transfer.requested.v1"
 
 
+DEPOSITS: list[dict] = []
+
+
 def acct(name: str) -> str:
     return f"mf-{RUN}-{name}"
 
@@ -148,6 +151,7 @@ def flow(services, codec, catalog):
         send(CARDS, card("card", f"ch-{RUN}", 20_000, "CAPTURED", "CREDIT"))
         deposit = transfer_confirmed(3 * 10**18, account=acct("wallet"))
         deposit["transfer"]["tx_hash"] = "0x" + uuid.uuid4().hex * 2
+        DEPOSITS.append(deposit)
         send(CHAIN, deposit)
         outbound = transfer_confirmed(10**18, account=acct("wallet"))
         outbound["transfer"].update(direction="OUTBOUND", tx_hash="0x" + uuid.uuid4().hex * 2)
@@ -362,3 +366,20 @@ def test_a_report_from_another_tenant_moves_nothing(flow, codec):
         f"transaction mf-{RUN}-bank-1 is not tenant 'tenant-2''s: its report is refused"
     ]
     assert status_of(conn, "bank", 1) == before
+
+
+def test_a_deposit_reorged_off_the_chain_after_its_confirmation_is_reversed(flow, codec, catalog):
+    db, conn = flow
+    reorged = {
+        "metadata": metadata("crypto.wallet.transfer.reorged"), "account_id": acct("wallet"),
+        "transfer": DEPOSITS[0]["transfer"], "replaced_by_block_hash": "0x" + "ee" * 32, "was_confirmed": True,
+    }  # fmt: skip
+    producer = EventProducer(db, codec, catalog)
+    producer.produce("crypto.wallet.transfer.reorged.v1", reorged)
+    producer.flush()
+    wait_for(lambda: posted(conn, "wallet", "ETH") == 0, 60, what="the deposit reversed")
+    reversed_by = conn.execute(
+        "SELECT reference_id, reverses FROM journal_entries WHERE reverses LIKE %s",
+        (f"chain:%{acct('wallet')}@%",),
+    ).fetchall()
+    assert len(reversed_by) == 1 and reversed_by[0][0] == f"reversal:{reversed_by[0][1]}"

@@ -190,8 +190,8 @@ def test_card_flows_capture_completes_the_authorizations_hold_and_a_refund_rever
 def test_a_crypto_deposit_credits_the_customer_against_custody_per_chain_and_asset():
     wei = 3 * 10**18
     j = crypto_deposit(tenant="t", chain="ethereum", tx_hash="0xab", log_index=None, account_id="w1", units=wei,
-                       asset="ETH", decimals=18)  # fmt: skip
+                       asset="ETH", decimals=18, block_hash="0xb1")  # fmt: skip
     assert [(ln.account, ln.side, ln.units) for ln in j.lines] == [
         ("custody:t/ethereum:ETH", "DEBIT", wei), ("customer:t/w1:ETH", "CREDIT", wei)
     ]  # fmt: skip
-    assert j.reference_id == "chain:t/ethereum:0xab:-1:w1"
+    assert j.reference_id == "chain:t/ethereum:0xab:-1:w1@0xb1"
