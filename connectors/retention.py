@@ -5,7 +5,9 @@
 - `outbox`: rows published more than `outbox_days` ago (pending and failed rows stay).
 - `webhook_inbox`: processed and ignored deliveries older than `inbox_days`; providers
   stop redelivering long before (Stripe after 3 days). Pending and failed rows stay
-  until someone deals with them.
+  until someone deals with them. A purged row's (provider, event id) moves to
+  `webhook_seen`, which is never purged: a captured delivery replayed later is still a
+  duplicate.
 """
 
 from __future__ import annotations
@@ -32,11 +34,21 @@ def purge(conn: psycopg.Connection[Any], *, outbox_days: int = 7, inbox_days: in
         ("api_idempotency WHERE expires_at < now()", ()),
         ("outbox WHERE status = 'published' AND published_at < now() - make_interval(days => %s)",
          (outbox_days,)),
-        ("webhook_inbox WHERE status IN ('processed', 'ignored')"
-         " AND received_at < now() - make_interval(days => %s)", (inbox_days,)),
     ]  # fmt: skip
+    inbox = ("webhook_inbox WHERE status IN ('processed', 'ignored')"
+             " AND received_at < now() - make_interval(days => %s)")  # fmt: skip
     counts = []
     with conn.transaction():
         for where, params in statements:
             counts.append(int(conn.execute(f"{verb} {where}{tail}", params).fetchone()[0]))  # type: ignore[index]
+        if dry_run:
+            counts.append(int(conn.execute(f"SELECT count(*) FROM {inbox}", (inbox_days,)).fetchone()[0]))  # type: ignore[index]
+        else:
+            moved = conn.execute(
+                f"WITH gone AS (DELETE FROM {inbox} RETURNING provider, event_id, received_at), "
+                "seen AS (INSERT INTO webhook_seen SELECT * FROM gone ON CONFLICT DO NOTHING) "
+                "SELECT count(*) FROM gone",
+                (inbox_days,),
+            ).fetchone()
+            counts.append(int(moved[0]))  # type: ignore[index]
     return Purged(*counts)

@@ -65,6 +65,8 @@ DELIVERIES = Counter(
 )
 SECONDS = Histogram("ledgerstream_webhook_seconds", "Time to answer a webhook request", ["provider"])
 LINK = "SELECT tenant_id, account_id FROM provider_links WHERE provider = %s AND external_ref = %s"
+SEEN = "SELECT 1 FROM webhook_seen WHERE provider = %s AND event_id = %s"
+"""Deliveries kept once and purged from the inbox since: still duplicates."""
 INBOX = """
 INSERT INTO webhook_inbox (id, provider, event_id, event_type, status, external_ref, tenant_id, account_id,
     raw_body, result, error, correlation_id, processed_at)
@@ -201,6 +203,8 @@ def create_app(
             log.warning("webhook dedupe cache unavailable (%s); the inbox decides", e)
         pool: AsyncConnectionPool = state["pool"]
         async with pool.connection() as conn:
+            if await (await conn.execute(SEEN, (provider, notice.event_id))).fetchone() is not None:
+                return "duplicate", JSONResponse({"status": "duplicate", "inbox_id": ident})
             link = None
             if notice.external_ref is not None:
                 link = await (await conn.execute(LINK, (provider, notice.external_ref))).fetchone()

@@ -453,3 +453,28 @@ def test_the_inbox_keeps_no_readable_card_or_account_number(hooks, keys):
     assert "4111" not in raw and "[PAN REDACTED]" in kept["remitter"]["reference"]
     assert kept["remitter"]["iban"] == "****5555" and "GB33BUKB" not in raw
     assert kept["amount_in_minor"] == 7_000  # everything else as delivered
+
+
+@pytest.mark.parametrize("provider", ["circle", "sumsub"])
+def test_a_delivery_replayed_after_its_inbox_row_was_purged_is_still_a_duplicate(
+    hooks, keys, services, provider
+):
+    """Regression (issue 12): Circle and Sumsub deliveries carry no signed timestamp; a captured one was
+    accepted again once the purge had deleted its inbox row (30 days)."""
+    from connectors.retention import purge
+
+    db, conn, url = hooks
+    body = send.encode(payload(provider))
+    signed = keys.sign(provider, body)
+    first = post(url, provider, body, signed)
+    assert first.status_code == 200 and first.json()["status"] == "processed", first.text
+    with psycopg.connect(db.database_url.get_secret_value(), autocommit=True) as admin:
+        assert purge(admin, inbox_days=0).inbox_rows >= 1
+    assert conn.execute(
+        "SELECT count(*) FROM webhook_inbox WHERE id = %s", (first.json()["inbox_id"],)
+    ).fetchone() == (0,)
+    redis.Redis.from_url(services.redis_url).flushdb()  # the dedupe cache is gone too
+    before = counts(conn)
+    replayed = post(url, provider, body, signed)
+    assert replayed.status_code == 200 and replayed.json()["status"] == "duplicate"
+    assert counts(conn) == before
