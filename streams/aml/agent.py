@@ -9,6 +9,8 @@ Inputs and how each becomes a movement (IN or OUT) of an account:
 - `cards.transaction.received.v1`: CAPTURED ones only.
 - `crypto.wallet.transfer.detected.v1`: INBOUND is IN, OUTBOUND is OUT; both
   addresses are screened (a hit is flagged; there is no transaction to block).
+- `crypto.wallet.transfer.reorged.v1`: a transfer reorged off the chain after its
+  confirmation (its deposit was posted, and is being reversed) is flagged for review.
 
 Redis down: the batch is retried with backoff (the runtime treats Redis connection
 errors as transient), so velocity is never silently skipped and the partition
@@ -37,6 +39,9 @@ REQUESTED = "payments.transfer.requested.v1"
 BANKING = "banking.transaction.received.v1"
 CARDS = "cards.transaction.received.v1"
 DETECTED = "crypto.wallet.transfer.detected.v1"
+REORGED = "crypto.wallet.transfer.reorged.v1"
+REORG_RULE = "reorg-after-confirmation"
+REORG_SCORE = 70
 FLAGGED = "compliance.aml.flagged.v1"
 BLOCKED = "compliance.transaction.blocked.v1"
 AGENT = "aml_agent"
@@ -112,7 +117,7 @@ class AmlHandler(BatchHandler):
     """
 
     name = AGENT
-    topics = (REQUESTED, BANKING, CARDS, DETECTED)
+    topics = (REQUESTED, BANKING, CARDS, DETECTED, REORGED)
 
     def __init__(self, settings: Settings, book: RuleBook) -> None:
         self.book = book
@@ -123,6 +128,10 @@ class AmlHandler(BatchHandler):
         result = Result()
         observed: list[tuple[Event, Signal]] = []
         for event in events:
+            if event.topic == REORGED:
+                if event.record.get("was_confirmed"):
+                    result.outputs.append(self._reorged(event))
+                continue
             try:
                 signal = signal_of(event.topic, event.record)
             except (InexactValue, KeyError, TypeError) as e:
@@ -181,6 +190,18 @@ class AmlHandler(BatchHandler):
                 "trigger_topic": event.topic,
             },
         )
+
+    def _reorged(self, event: Event) -> Output:
+        """Money posted on a confirmation that the chain no longer holds: someone must look."""
+        transfer = event.record["transfer"]
+        units, asset, _ = money_parts(transfer["amount"])
+        signal = Signal(event.record["account_id"], asset, units, "IN", transfer["from_address"])
+        hit = Hit(REORG_RULE, "chain", 1, REORG_SCORE, "", {
+            "chain": transfer["chain"], "tx_hash": transfer["tx_hash"], "block_hash": transfer["block_hash"],
+            "replaced_by": event.record.get("replaced_by_block_hash") or "", "units": str(units),
+            "asset": asset,
+        })  # fmt: skip
+        return self._flag(event, signal, hit)
 
     def _sanctioned(self, event: Event, signal: Signal, address: str) -> list[Output]:
         meta = event.record["metadata"]

@@ -247,3 +247,27 @@ def test_flags_are_queryable_by_account_and_case_status(aml, monkeypatch, capsys
     with pytest.raises(SystemExit) as bad:
         main(["aml", "case", flag, "--status", "closed"])
     assert bad.value.code == 2
+
+
+def test_a_deposit_reorged_off_the_chain_after_its_confirmation_is_flagged(services, codec):
+    """Issue 11: a reorg after a confirmation posts a reversing entry (the ledger agent) and raises a flag."""
+    from streams.aml.agent import REORG_RULE, REORGED
+    from tests.fixtures.events import transfer_confirmed
+    from topics.events import Event
+
+    deposit = transfer_confirmed(5 * 10**18, account=acct("reorged"))
+    events = []
+    for n, was_confirmed in enumerate((True, False)):
+        record = {"metadata": metadata("crypto.wallet.transfer.reorged"), "account_id": acct("reorged"),
+                  "transfer": deposit["transfer"], "replaced_by_block_hash": "0x" + "ef" * 32,
+                  "was_confirmed": was_confirmed}  # fmt: skip
+        events.append(Event(codec.decode(codec.encode(REORGED, record)), REORGED, 0, n, None, b""))
+    handler = AmlHandler(services, RULES)
+    try:
+        result = handler.handle(events)
+    finally:
+        handler.close()
+    [flag] = [o.record for o in result.outputs]  # only the one that had been confirmed
+    assert flag["rule_id"] == REORG_RULE and flag["account_id"] == acct("reorged")
+    assert flag["evidence"]["tx_hash"] == deposit["transfer"]["tx_hash"]
+    assert flag["evidence"]["units"] == str(5 * 10**18)
