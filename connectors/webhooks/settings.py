@@ -13,7 +13,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from connectors.webhooks.circle import Circle
 from connectors.webhooks.common import Provider
-from connectors.webhooks.plaid import Plaid
+from connectors.webhooks.plaid import Plaid, PlaidKeys
 from connectors.webhooks.stripe import Stripe
 from connectors.webhooks.sumsub import Sumsub
 from connectors.webhooks.truelayer import TrueLayer
@@ -26,7 +26,11 @@ class WebhookSettings(BaseSettings):
     """Comma-separated endpoint secrets; during a rotation both the old and the new one."""
     sumsub_secret: SecretStr | None = Field(None, validation_alias="SUMSUB_WEBHOOK_SECRET")
     plaid_jwks: dict[str, Any] | None = Field(None, validation_alias="PLAID_WEBHOOK_JWKS")
-    """Plaid's verification keys as a JSON Web Key Set."""
+    """Plaid's verification keys as a JSON Web Key Set (may be empty when Plaid's API is configured)."""
+    plaid_api_url: str | None = Field(None, validation_alias="PLAID_API_URL")
+    """e.g. https://production.plaid.com: unknown key ids are fetched from it."""
+    plaid_client_id: str | None = Field(None, validation_alias="PLAID_CLIENT_ID")
+    plaid_secret: SecretStr | None = Field(None, validation_alias="PLAID_SECRET")
     truelayer_jwks: dict[str, Any] | None = Field(None, validation_alias="TRUELAYER_WEBHOOK_JWKS")
     circle_keys: dict[str, str] | None = Field(None, validation_alias="CIRCLE_WEBHOOK_KEYS")
     """Circle's notification public keys: {key id: base64 DER}."""
@@ -49,8 +53,11 @@ class WebhookSettings(BaseSettings):
             out["stripe"] = Stripe(secrets)
         if self.sumsub_secret is not None:
             out["sumsub"] = Sumsub(self.sumsub_secret)
-        if self.plaid_jwks is not None:
-            out["plaid"] = Plaid(self.plaid_jwks)
+        fetcher = None
+        if self.plaid_api_url and self.plaid_client_id and self.plaid_secret is not None:
+            fetcher = PlaidKeys(self.plaid_api_url, self.plaid_client_id, self.plaid_secret)
+        if self.plaid_jwks is not None or fetcher is not None:
+            out["plaid"] = Plaid(self.plaid_jwks or {}, fetcher=fetcher)
         if self.truelayer_jwks is not None:
             out["truelayer"] = TrueLayer(self.truelayer_jwks)
         if self.circle_keys is not None:

@@ -478,3 +478,42 @@ def test_a_delivery_replayed_after_its_inbox_row_was_purged_is_still_a_duplicate
     replayed = post(url, provider, body, signed)
     assert replayed.status_code == 200 and replayed.json()["status"] == "duplicate"
     assert counts(conn) == before
+
+
+def test_plaid_keys_unknown_to_the_service_are_fetched_from_plaid_cached_and_refused_once_expired(
+    services, keys, codec, catalog
+):
+    """Issue 12: a Plaid key rotation meant 401 for every delivery until someone edited the configuration."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from fastapi import FastAPI
+
+    from ops.webhook_senders import _jwk
+
+    rotated, old = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    served = {"plaid-rotated": _jwk(rotated, "plaid-rotated"),
+              "plaid-old": {**_jwk(old, "plaid-old"), "expired_at": int(time.time()) - 60}}  # fmt: skip
+    asked: list[str] = []
+    key_server = FastAPI()
+
+    @key_server.post("/webhook_verification_key/get")
+    def get_key(body: dict) -> dict:
+        asked.append(body["key_id"])
+        assert (body["client_id"], body["secret"]) == ("client-1", "plaid-secret")
+        if body["key_id"] not in served:
+            return {"error_code": "INVALID_WEBHOOK_VERIFICATION_KEY_ID"}
+        return {"key": served[body["key_id"]], "request_id": "r1"}
+
+    with private_database(services) as db, serving(key_server) as plaid_api:
+        settings = keys.settings(PLAID_WEBHOOK_JWKS={"keys": []}, PLAID_API_URL=plaid_api,
+                                 PLAID_CLIENT_ID="client-1", PLAID_SECRET="plaid-secret")  # fmt: skip
+        with serving(create_app(db, settings, codec, catalog)) as url:
+
+            def deliver_with(kid: str, key) -> int:
+                body = send.encode(send.plaid_sync(f"item-{uuid.uuid4().hex[:8]}"))
+                return post(url, "plaid", body, keys.plaid(body, kid=kid, key=key)).status_code
+
+            assert [deliver_with("plaid-rotated", rotated) for _ in range(3)] == [200, 200, 200]
+            assert asked == ["plaid-rotated"]  # fetched once, then cached
+            assert deliver_with("plaid-old", old) == 401  # Plaid says it expired
+            assert [deliver_with("forged", rotated) for _ in range(3)] == [401, 401, 401]
+    assert asked.count("forged") == 1  # an unknown id is remembered, not asked for per delivery
