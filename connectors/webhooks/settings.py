@@ -16,7 +16,7 @@ from connectors.webhooks.common import Provider
 from connectors.webhooks.plaid import Plaid, PlaidKeys
 from connectors.webhooks.stripe import Stripe
 from connectors.webhooks.sumsub import Sumsub
-from connectors.webhooks.truelayer import TrueLayer
+from connectors.webhooks.truelayer import JKU_ALLOWED, TrueLayer, TrueLayerKeys
 
 
 class WebhookSettings(BaseSettings):
@@ -32,6 +32,8 @@ class WebhookSettings(BaseSettings):
     plaid_client_id: str | None = Field(None, validation_alias="PLAID_CLIENT_ID")
     plaid_secret: SecretStr | None = Field(None, validation_alias="PLAID_SECRET")
     truelayer_jwks: dict[str, Any] | None = Field(None, validation_alias="TRUELAYER_WEBHOOK_JWKS")
+    truelayer_jku_allowed: str = Field(",".join(JKU_ALLOWED), validation_alias="TRUELAYER_JKU_ALLOWED")
+    """Comma-separated key-set URLs a signature's `jku` may name; a new key id is fetched from there."""
     circle_keys: dict[str, str] | None = Field(None, validation_alias="CIRCLE_WEBHOOK_KEYS")
     """Circle's notification public keys: {key id: base64 DER}."""
     max_body_bytes: int = Field(256 * 1024, gt=0, validation_alias="WEBHOOK_MAX_BODY_BYTES")
@@ -59,7 +61,8 @@ class WebhookSettings(BaseSettings):
         if self.plaid_jwks is not None or fetcher is not None:
             out["plaid"] = Plaid(self.plaid_jwks or {}, fetcher=fetcher)
         if self.truelayer_jwks is not None:
-            out["truelayer"] = TrueLayer(self.truelayer_jwks)
+            allowed = tuple(u.strip() for u in self.truelayer_jku_allowed.split(",") if u.strip())
+            out["truelayer"] = TrueLayer(self.truelayer_jwks, fetcher=TrueLayerKeys(allowed))
         if self.circle_keys is not None:
             out["circle"] = Circle(self.circle_keys)
         return out

@@ -9,11 +9,14 @@ transaction; the merchant account id is the link to our account. `payout_execute
 
 from __future__ import annotations
 
+import logging
 import re
+import time
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+import httpx
 from truelayer_signing import HttpMethod, extract_jws_header, verify_with_jwks
 from truelayer_signing.errors import TlSigningException
 
@@ -33,9 +36,40 @@ from connectors.webhooks.common import (
 )
 from topics.events import to_micros
 
+log = logging.getLogger(__name__)
 TOPIC = "banking.transaction.received.v1"
 TIMESTAMP_HEADER = "x-tl-webhook-timestamp"
 TOLERANCE_SECONDS = 300
+
+
+JKU_ALLOWED = (
+    "https://webhooks.truelayer.com/.well-known/jwks",
+    "https://webhooks.truelayer-sandbox.com/.well-known/jwks",
+)
+"""The key-set URLs TrueLayer signs webhooks with; any other `jku` is never fetched."""
+UNKNOWN_SECONDS = 60.0
+
+
+class TrueLayerKeys:
+    """TrueLayer's webhook signing keys, fetched from an allow-listed `jku` at most once a minute."""
+
+    def __init__(self, allowed: tuple[str, ...] = JKU_ALLOWED, timeout: float = 3.0) -> None:
+        self.allowed, self.timeout = frozenset(allowed), timeout
+        self._asked: dict[str, float] = {}
+        self.fetched = 0
+
+    def keys(self, jku: str) -> list[dict[str, Any]]:
+        if jku not in self.allowed or self._asked.get(jku, 0.0) > time.monotonic():
+            return []
+        self._asked[jku] = time.monotonic() + UNKNOWN_SECONDS
+        self.fetched += 1
+        try:
+            answer = httpx.get(jku, timeout=self.timeout)
+            found = answer.json().get("keys") if answer.status_code == 200 else None
+        except (httpx.HTTPError, ValueError) as e:
+            log.warning("truelayer: fetching %s failed: %s", jku, type(e).__name__)
+            return []
+        return [k for k in found if isinstance(k, dict)] if isinstance(found, list) else []
 
 
 DETACHED_JWS = re.compile(r"[A-Za-z0-9_-]+\.\.[A-Za-z0-9_-]+")
@@ -44,10 +78,26 @@ DETACHED_JWS = re.compile(r"[A-Za-z0-9_-]+\.\.[A-Za-z0-9_-]+")
 class TrueLayer:
     name = "truelayer"
 
-    def __init__(self, jwks: Mapping[str, Any], tolerance: int = TOLERANCE_SECONDS) -> None:
-        self._jwks = dict(jwks)
-        self._kids = {key.get("kid") for key in self._jwks.get("keys", [])}
+    def __init__(
+        self,
+        jwks: Mapping[str, Any],
+        tolerance: int = TOLERANCE_SECONDS,
+        fetcher: TrueLayerKeys | None = None,
+    ) -> None:
+        self._jwks: dict[str, Any] = {"keys": list(jwks.get("keys", []))}
+        self._kids = {key.get("kid") for key in self._jwks["keys"]}
         self._tolerance = tolerance
+        self._fetcher = fetcher
+
+    def _learn(self, kid: str, jku: str | None) -> None:
+        """Fetch the key set a signature names by `jku` (an allow-listed TrueLayer URL only) when its
+        key id is new: TrueLayer rotates its keys."""
+        if self._fetcher is None or jku is None or kid in self._kids:
+            return
+        for key in self._fetcher.keys(jku):
+            if key.get("kid") not in self._kids:
+                self._jwks["keys"].append(key)
+                self._kids.add(key.get("kid"))
 
     def verify(self, delivery: Delivery) -> None:
         signature = delivery.headers.get("tl-signature")
@@ -60,6 +110,7 @@ class TrueLayer:
             header = extract_jws_header(signature)
         except (TlSigningException, ValueError, KeyError, TypeError) as e:
             raise MissingSignature(f"Tl-Signature is not a JWS: {e}") from None
+        self._learn(header.kid, header.jku)
         if header.alg != "ES512" or header.kid not in self._kids:
             raise BadSignature("Tl-Signature names an unknown key or algorithm")
         try:

@@ -517,3 +517,52 @@ def test_plaid_keys_unknown_to_the_service_are_fetched_from_plaid_cached_and_ref
             assert deliver_with("plaid-old", old) == 401  # Plaid says it expired
             assert [deliver_with("forged", rotated) for _ in range(3)] == [401, 401, 401]
     assert asked.count("forged") == 1  # an unknown id is remembered, not asked for per delivery
+
+
+def test_truelayer_keys_are_fetched_from_an_allow_listed_jku_when_a_new_key_signs(
+    services, keys, codec, catalog
+):
+    """Issue 12: a TrueLayer key rotation meant 401 for every delivery until someone edited the configuration."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from fastapi import FastAPI
+    from truelayer_signing import HttpMethod, sign_with_pem
+
+    from ops.webhook_senders import _jwk
+
+    rotated = ec.generate_private_key(ec.SECP521R1())
+    fetches: list[str] = []
+    jwks_server = FastAPI()
+
+    @jwks_server.get("/.well-known/jwks")
+    def jwks() -> dict:
+        fetches.append("jwks")
+        return {"keys": [_jwk(rotated, "tl-rotated")]}
+
+    def signed(body: bytes, jku: str) -> dict[str, str]:
+        stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        pem = rotated.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                    serialization.NoEncryption()).decode()  # fmt: skip
+        signature = (sign_with_pem("tl-rotated", pem).set_method(HttpMethod.POST).set_path("/v1/webhooks/truelayer")
+                     .add_header("X-Tl-Webhook-Timestamp", stamp).set_body(body.decode()).set_jku(jku).sign())  # fmt: skip
+        return {"Tl-Signature": signature, "X-Tl-Webhook-Timestamp": stamp}
+
+    with private_database(services) as db, serving(jwks_server) as key_host:
+        with psycopg.connect(db.database_url.get_secret_value(), autocommit=True) as conn:
+            conn.execute(
+                "INSERT INTO provider_links VALUES ('truelayer', %s, 'tenant-1', %s)", (MERCHANT, ACCOUNT)
+            )
+        allowed = f"{key_host}/.well-known/jwks"
+        settings = keys.settings(TRUELAYER_JKU_ALLOWED=allowed)
+        with serving(create_app(db, settings, codec, catalog)) as url:
+
+            def deliver_with(jku: str) -> int:
+                body = send.encode(send.truelayer_payment(MERCHANT, 1_000))
+                return post(url, "truelayer", body, signed(body, jku)).status_code
+
+            assert (
+                deliver_with(f"{key_host}/elsewhere/jwks") == 401
+            )  # a jku off the allow-list is never fetched
+            assert fetches == []
+            assert [deliver_with(allowed) for _ in range(3)] == [200, 200, 200]
+            assert fetches == ["jwks"]  # fetched once, then known
