@@ -14,7 +14,7 @@ from rich.table import Table
 
 from ops.cli_auth import add_auth_commands
 from ops.cli_connect import add_connect_commands
-from ops.cli_ledger import add_ledger_commands
+from ops.cli_ledger import add_ledger_commands, balance_cells
 from ops.console import Parser, err, out, positive_int, seconds_arg, settings_or_error, stop_on_signals
 from topics.catalog import Catalog
 from topics.errors import LedgerstreamError
@@ -469,8 +469,8 @@ def _pipeline(settings: Settings, catalog: Catalog) -> None:
     out.print(journal)
     out.print("card purchase: " + "; ".join(report.card), markup=False)
     accounts = Table("account", "currency", "posted", "held", "available", title="customer balances")
-    for account, currency, exponent, posted, held, available in report.accounts:
-        accounts.add_row(account, currency, *(_major(v, exponent) for v in (posted, held, available)))
+    for b in report.accounts:
+        accounts.add_row(b.account_id, b.currency, *balance_cells(b))
     out.print(accounts)
     balances = Table("ledger account", "debits", "credits", "balance (debits - credits)")
     for account, debits, credits in report.balances:
@@ -481,13 +481,6 @@ def _pipeline(settings: Settings, catalog: Catalog) -> None:
     out.print(
         f"trial balance over every account, per currency: {trial} ({'balanced' if ok else 'NOT BALANCED'})"
     )
-
-
-def _major(units: int, exponent: int) -> str:
-    """Minor units as an exact major-unit amount."""
-    from ops.cli_ledger import _units
-
-    return _units(units, exponent)
 
 
 # wiring -------------------------------------------------------------------------

@@ -5,24 +5,14 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
 
 from ops.console import Parser, err, out, settings_or_error
 
-BALANCES = """
-SELECT a.tenant_id, r.account_id, a.currency, a.exponent, b.credits - b.debits AS posted,
-       coalesce((SELECT sum(h.amount) FROM holds h WHERE h.ledger_account = a.code AND h.status = 'ACTIVE'
-                   AND h.expires_at > now()), 0) AS held,
-       coalesce(r.overdraft_limit, 0) AS overdraft, coalesce(r.status, 'unregistered') AS status
-  FROM ledger_accounts a
-  JOIN balances b ON b.ledger_account = a.code
-  LEFT JOIN accounts r ON 'customer:' || r.tenant_id || '/' || r.account_id || ':' || r.currency = a.code
- WHERE a.code LIKE 'customer:%%' AND (%(tenant)s::text IS NULL OR a.tenant_id = %(tenant)s)
-   AND (%(account)s::text IS NULL OR a.code LIKE 'customer:%%/' || %(account)s || ':%%')
- ORDER BY a.tenant_id, a.code
-"""
+if TYPE_CHECKING:
+    from sinks.balances import Balance
 
 
 def _tools() -> tuple[Any, Any, Any]:
@@ -75,23 +65,24 @@ def _status_command(status: str) -> Callable[[argparse.Namespace], int]:
 
 
 def ledger_balances(args: argparse.Namespace) -> int:
-    from psycopg.rows import dict_row
-
+    from sinks.balances import customer_balances
     from sinks.migrate import connect
 
     settings = settings_or_error()
     table = Table("tenant", "account", "currency", "posted", "held", "available", "status", title="balances")
-    with connect(settings.database_url.get_secret_value()) as conn, conn.cursor(row_factory=dict_row) as cur:
-        for r in cur.execute(BALANCES, {"tenant": args.tenant, "account": args.account}).fetchall():
-            available = r["posted"] - r["held"] + r["overdraft"]
-            table.add_row(r["tenant_id"], r["account_id"] or "?", r["currency"],
-                          *(_units(v, r["exponent"]) for v in (r["posted"], r["held"], available)),
-                          r["status"])  # fmt: skip
+    with connect(settings.database_url.get_secret_value()) as conn:
+        for b in customer_balances(conn, args.tenant, args.account):
+            table.add_row(b.tenant, b.account_id, b.currency, *balance_cells(b), b.status)
     out.print(table)
     return 0
 
 
-def _units(value: Any, exponent: int) -> str:
+def balance_cells(b: Balance) -> list[str]:
+    """Posted, held and available, in major units."""
+    return [major_units(v, b.exponent) for v in (b.posted, b.held, b.available)]
+
+
+def major_units(value: Any, exponent: int) -> str:
     """Minor units shown in major units, exactly (no float)."""
     units = int(value)
     if exponent == 0:

@@ -45,6 +45,7 @@ from ops.serving import serving
 from ops.stack.process import wait_until
 from sinks.aml import AmlSink
 from sinks.audit import AuditSink
+from sinks.balances import Balance, customer_balances
 from sinks.base import Sink, SinkRunner
 from sinks.billing import BillingSink
 from sinks.fees import FeesSink
@@ -78,8 +79,8 @@ class DemoReport:
     history: dict[str, list[str]] = field(default_factory=dict)
     journals: list[tuple[str, str, str, int, str]] = field(default_factory=list)
     balances: list[tuple[str, int, int]] = field(default_factory=list)
-    accounts: list[tuple[str, str, int, int, int, int]] = field(default_factory=list)
-    """(account, currency, exponent, posted, held, available) per customer account of the run."""
+    accounts: list[Balance] = field(default_factory=list)
+    """Each customer account of the run with postings: posted, held, available."""
     card: list[str] = field(default_factory=list)
     trial_balance: dict[str, int] = field(default_factory=dict)
     fees: list[tuple[str, str, str, int, str, str]] = field(default_factory=list)
@@ -507,19 +508,7 @@ def run_pipeline(settings: Settings, codec: AvroCodec, catalog: Catalog, *, tran
                     (f"customer:tenant-demo/acc-demo-{run}-%",),
                 ).fetchall()
             ]
-            report.accounts = [
-                (r[0], r[1], int(r[2]), int(r[3]), int(r[4]), int(r[3]) - int(r[4]) + int(r[5]))
-                for r in conn.execute(
-                    "SELECT r.account_id, r.currency, r.exponent, coalesce(b.credits - b.debits, 0), "
-                    "coalesce((SELECT sum(h.amount) FROM holds h WHERE h.tenant_id = r.tenant_id "
-                    "AND h.account_id = r.account_id AND h.currency = r.currency "
-                    "AND h.status = 'ACTIVE'), 0), "
-                    "r.overdraft_limit FROM accounts r LEFT JOIN balances b ON b.ledger_account = "
-                    "'customer:' || r.tenant_id || '/' || r.account_id || ':' || r.currency "
-                    "WHERE r.tenant_id = 'tenant-demo' AND r.account_id LIKE %s ORDER BY r.account_id",
-                    (f"acc-demo-{run}-%",),
-                ).fetchall()
-            ]
+            report.accounts = customer_balances(conn, "tenant-demo", f"acc-demo-{run}-%")
             report.trial_balance = {
                 r[0]: int(r[1])
                 for r in conn.execute(

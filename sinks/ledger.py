@@ -31,6 +31,7 @@ from streams.ledger.postings import (
     card_hold_id,
     check_balanced,
     check_tenant,
+    holder_of,
 )
 from topics.catalog import Catalog, load_catalog
 from topics.codec import AvroCodec
@@ -309,7 +310,7 @@ class LedgerSink(Sink[Item]):
         batch posts nothing new and so announces nothing."""
         rows = conn.execute(BALANCE_STATE).fetchall()
         for code, tenant, currency, exponent, posted, held, overdraft, cause in rows:
-            account_id = code.partition("/")[2].rpartition(":")[0]
+            account_id = holder_of(code)
             state = f"{code}:{posted}:{held}:{overdraft}:{cause}"
             meta = new_metadata(
                 "accounts.balance.updated", tenant_id=tenant, environment=environment,  # type: ignore[arg-type]
@@ -334,7 +335,7 @@ def _completed_hold(p: PostedJournal) -> tuple[Any, ...] | None:
     line = next(debits, None)
     if line is None:
         return None
-    account_id = line.account.partition("/")[2].rpartition(":")[0]
+    account_id = holder_of(line.account)
     return (
         hold, p.tenant_id, account_id, line.account, line.currency, line.exponent, line.units, "COMPLETED",
         f"posted as {p.journal.reference_id}", p.posted_at, p.journal_entry_id,

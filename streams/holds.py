@@ -60,6 +60,8 @@ class Spend:
     units: int
     """Everything the movement will take: its amount plus its fees."""
     reason: str
+    breakdown: str | None = None
+    """What `units` is made of, for the refusal's message (e.g. "10000 + fees 37")."""
 
 
 def reserve(
@@ -82,7 +84,10 @@ def reserve(
         posted, held = cur.execute(AVAILABLE, {"code": code}).fetchone() or (0, 0)
         available = int(posted) - int(held) + int(overdraft)
         if spend.units > available:
-            return f"INSUFFICIENT_FUNDS: {spend.units} {spend.currency} needed, {available} available"
+            made_of = f" ({spend.breakdown})" if spend.breakdown else ""
+            return (
+                f"INSUFFICIENT_FUNDS: {spend.units} {spend.currency} needed{made_of}, {available} available"
+            )
         cur.execute(PLACE, (
             spend.hold_id, spend.tenant, spend.account_id, code, spend.currency, spend.exponent, spend.units,
             spend.reason, seconds,

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Literal, Protocol
 
-import iso4217
+from topics.currencies import iso_exponent
 
 InboxStatus = Literal["pending", "processed", "failed", "ignored"]
 
@@ -82,11 +82,10 @@ class Provider(Protocol):
 
 def exponent_of(currency: str) -> int:
     """The ISO 4217 exponent of a currency code (Unprocessable for codes without minor units)."""
-    entry = iso4217.raw_table.get(currency.upper())
-    minor = entry.get("CcyMnrUnts") if entry else None
-    if not isinstance(minor, str) or not minor.isdigit():
+    exponent = iso_exponent(currency.upper())
+    if exponent is None:
         raise Unprocessable(f"{currency!r} is not an ISO 4217 currency with minor units")
-    return int(minor)
+    return exponent
 
 
 def minor_units(amount: Any, currency: str) -> int:

@@ -70,6 +70,12 @@ def tenant_of(code: str) -> str:
     return tenant
 
 
+def holder_of(code: str) -> str:
+    """The account id a ledger account is kept for (`kind:<tenant>/<account id>:CUR`)."""
+    tenant_of(code)
+    return code.partition("/")[2].rpartition(":")[0]
+
+
 def check_tenant(journal: Journal, tenant: str) -> None:
     """Raise PostingError unless every line is in `tenant`'s books."""
     for line in journal.lines:

@@ -291,15 +291,15 @@ class StatusHandler(BatchHandler):
             steps.append(self._step(validating, "FAILED", source, meta, f"FEE_UNAVAILABLE: {e}"))
             return steps
         need = txn.amount_units + fee
+        breakdown = f"{txn.amount_units} + fees {fee}"
         refusal = reserve(conn, work.registry, Spend(
             transfer_hold_id(txn.transaction_id), txn.tenant_id, txn.account_id, txn.currency, txn.exponent,
-            need, f"transfer {txn.transaction_id}",
+            need, f"transfer {txn.transaction_id}", breakdown,
         ))  # fmt: skip
         if refusal is not None:
-            refusal = refusal.replace(" needed,", f" needed ({txn.amount_units} + fees {fee}),")
             steps.append(self._step(validating, "FAILED", source, meta, refusal))
             return steps
-        reserved = f"reserved {need} ({txn.amount_units} + fees {fee}) {txn.currency}"
+        reserved = f"reserved {need} ({breakdown}) {txn.currency}"
         steps.append(self._step(validating, "BALANCE_RESERVED", source, meta, reserved))
         return steps
 
