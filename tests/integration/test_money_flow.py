@@ -8,22 +8,16 @@ import threading
 import uuid
 from contextlib import ExitStack
 from decimal import Decimal
-from functools import partial
 
 import psycopg
 import pytest
 
 from connectors.accounts import set_status
 from ops.cli import main
-from sinks.base import SinkRunner
-from sinks.ledger import LedgerSink
-from streams.ledger.agent import LedgerHandler
-from streams.runtime import AgentRuntime, run_agent
 from streams.status.agent import StatusHandler
 from tests.fixtures.database import private_database
 from tests.fixtures.events import metadata, transfer_confirmed, transfer_requested
-from tests.fixtures.kafka import start_group_at_end
-from tests.fixtures.ledger import open_accounts
+from tests.fixtures.ledger import money_groups_at_end, money_workers, open_accounts
 from tests.fixtures.running import running
 from tests.fixtures.waiting import wait_for
 from topics.codec import AvroCodec
@@ -113,18 +107,6 @@ def codec():
     return AvroCodec(load_store(REPO_ROOT / "avro"))
 
 
-def workers(db, codec, catalog, group: str) -> list:
-    def agent(handler, name: str):
-        return partial(run_agent, AgentRuntime(db, handler, codec, catalog, batch_size=300, linger=0.05,
-                                               group_id=f"{group}.{name}"))  # fmt: skip
-
-    return [
-        agent(StatusHandler(db, codec), "status"),
-        agent(LedgerHandler(), "ledger"),
-        SinkRunner(db, LedgerSink(), codec, batch_size=300, linger=0.05, group_id=f"{group}.ledger-sink").run,
-    ]
-
-
 @pytest.fixture(scope="module")
 def flow(services, codec, catalog):
     with (
@@ -133,9 +115,8 @@ def flow(services, codec, catalog):
         ExitStack() as stack,
     ):
         group = f"money-{RUN}"
-        for name in ("status", "ledger", "ledger-sink"):
-            start_group_at_end(db, f"{group}.{name}", catalog.schema_topics())  # this run's events only
-        for work in workers(db, codec, catalog, group):
+        money_groups_at_end(db, catalog, group)
+        for work in money_workers(db, codec, catalog, group):
             stack.enter_context(running(work))
         open_accounts(db, [acct(n) for n in ("bank", "card", "poor", "frozen", "race", "race2")])
         open_accounts(db, [acct("wallet")], "ETH")
@@ -346,8 +327,7 @@ def test_replaying_every_input_changes_no_row(flow, codec, catalog):
     db, conn = flow
     before = snapshot(conn)
     replay = f"replay-{uuid.uuid4().hex[:6]}"
-    handlers = workers(db, codec, catalog, replay)
-    for work in handlers:
+    for work in money_workers(db, codec, catalog, replay):
         work(idle_exit=3)
     assert snapshot(conn) == before
 

@@ -9,21 +9,14 @@ import random
 import uuid
 from contextlib import ExitStack
 from decimal import Decimal
-from functools import partial
 
 import psycopg
 import pytest
 
-from sinks.base import SinkRunner
-from sinks.ledger import LedgerSink
 from sinks.ledger_check import violations
-from streams.ledger.agent import LedgerHandler
-from streams.runtime import AgentRuntime, run_agent
-from streams.status.agent import StatusHandler
 from tests.fixtures.database import private_database
 from tests.fixtures.events import metadata, transfer_confirmed, transfer_requested
-from tests.fixtures.kafka import start_group_at_end
-from tests.fixtures.ledger import open_accounts
+from tests.fixtures.ledger import money_groups_at_end, money_workers, open_accounts
 from tests.fixtures.running import running
 from tests.fixtures.waiting import wait_for
 from topics.codec import AvroCodec
@@ -127,21 +120,6 @@ def snapshot(conn) -> tuple:
     ).fetchone()
 
 
-def workers(db, codec, catalog, group: str) -> list:
-    def agent(handler, name: str):
-        return partial(run_agent, AgentRuntime(db, handler, codec, catalog, batch_size=50, linger=0.02,
-                                               group_id=f"{group}.{name}"))  # fmt: skip
-
-    out = []
-    for _ in range(2):  # two workers of each, sharing their consumer group's partitions
-        out += [
-            agent(StatusHandler(db, codec), "status"),
-            agent(LedgerHandler(), "ledger"),
-            SinkRunner(db, LedgerSink(), codec, batch_size=50, linger=0.02, group_id=f"{group}.sink").run,
-        ]
-    return out
-
-
 @pytest.fixture(scope="module")
 def randomized(services, catalog):
     codec = AvroCodec(load_store(REPO_ROOT / "avro"))
@@ -153,10 +131,10 @@ def randomized(services, catalog):
         ExitStack() as stack,
     ):
         group = f"rnd-{RUN}"
-        for name in ("status", "ledger", "sink"):
-            start_group_at_end(db, f"{group}.{name}", catalog.schema_topics())
+        money_groups_at_end(db, catalog, group)
         open_accounts(db, ACCOUNTS)
-        for work in workers(db, codec, catalog, group):
+        # two workers of each, sharing their consumer group's partitions
+        for work in money_workers(db, codec, catalog, group, copies=2, batch_size=50, linger=0.02):
             stack.enter_context(running(work))
         producer = EventProducer(db, codec, catalog)
 
@@ -227,6 +205,6 @@ def test_no_account_went_below_its_limit(randomized):
 def test_replaying_every_input_topic_changes_no_row(randomized, catalog):
     db, conn, codec, _, _ = randomized
     before = snapshot(conn)
-    for work in workers(db, codec, catalog, f"rnd-replay-{uuid.uuid4().hex[:6]}")[:3]:
+    for work in money_workers(db, codec, catalog, f"rnd-replay-{uuid.uuid4().hex[:6]}"):
         work(idle_exit=3)
     assert snapshot(conn) == before

@@ -16,15 +16,9 @@ from connectors.provider_sandbox import create_sandbox
 from connectors.webhooks.app import create_app as create_webhooks
 from ops import webhook_senders as send
 from ops.serving import serving
-from sinks.base import SinkRunner
-from sinks.ledger import LedgerSink
-from streams.ledger.agent import LedgerHandler
-from streams.runtime import AgentRuntime, run_agent
-from streams.status.agent import StatusHandler
 from tests.fixtures.database import private_database
 from tests.fixtures.events import transfer_requested
-from tests.fixtures.kafka import start_group_at_end
-from tests.fixtures.ledger import open_accounts
+from tests.fixtures.ledger import money_groups_at_end, money_workers, open_accounts
 from tests.fixtures.running import running
 from tests.fixtures.waiting import wait_for
 from topics.codec import AvroCodec
@@ -54,8 +48,7 @@ def paid_out(services, catalog):
         ExitStack() as stack,
     ):
         group = f"payouts-{RUN}"
-        for name in ("status", "ledger", "ledger-sink"):
-            start_group_at_end(db, f"{group}.{name}", catalog.schema_topics())
+        money_groups_at_end(db, catalog, group)
         open_accounts(db, [f"acc-{RUN}"], overdraft=1_000_000)
         hooks = stack.enter_context(serving(create_webhooks(db, keys.settings(), codec, catalog)))
         sandbox = stack.enter_context(
@@ -69,14 +62,10 @@ def paid_out(services, catalog):
         stack.callback(client.close)
         dispatcher = PayoutDispatcher(db, codec, catalog, client)
         for work in (
-            partial(run_agent, AgentRuntime(db, StatusHandler(db, codec), codec, catalog, linger=0.05,
-                                            group_id=f"{group}.status")),
-            partial(run_agent, AgentRuntime(db, LedgerHandler(), codec, catalog, linger=0.05,
-                                            group_id=f"{group}.ledger")),
-            SinkRunner(db, LedgerSink(), codec, linger=0.05, group_id=f"{group}.ledger-sink").run,
+            *money_workers(db, codec, catalog, group),
             partial(OutboxRelay(db, codec, catalog).run, poll=0.05),
             partial(dispatcher.run, poll=0.05),
-        ):  # fmt: skip
+        ):
             stack.enter_context(running(work))
         producer = EventProducer(db, codec, catalog)
         producer.produce(
