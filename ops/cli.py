@@ -10,12 +10,22 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
+from confluent_kafka.admin import AclBinding
 from rich.table import Table
 
 from ops.cli_auth import add_auth_commands
 from ops.cli_connect import add_connect_commands
 from ops.cli_ledger import add_ledger_commands, balance_cells
-from ops.console import Parser, err, out, positive_int, seconds_arg, settings_or_error, stop_on_signals
+from ops.console import (
+    Parser,
+    component_settings,
+    err,
+    out,
+    positive_int,
+    seconds_arg,
+    settings_or_error,
+    stop_on_signals,
+)
 from topics.catalog import Catalog
 from topics.errors import LedgerstreamError
 from topics.settings import Settings
@@ -65,12 +75,18 @@ def stack_env(args: argparse.Namespace) -> int:
 
 
 def topics_apply(args: argparse.Namespace) -> int:
+    from ops.kafka_acl import apply_acls
     from ops.topic_admin import apply
     from topics.catalog import load_catalog
 
     settings = settings_or_error()
     catalog = load_catalog()
     profile = catalog.profile(args.profile or settings.topic_profile)
+    if settings.kafka_security_protocol not in profile.security_protocols:
+        raise LedgerstreamError(
+            f"the {profile.name} profile allows only {', '.join(profile.security_protocols)}; "
+            f"KAFKA_SECURITY_PROTOCOL is {settings.kafka_security_protocol}"
+        )
     created, drifting = apply(settings, catalog, profile, fix_config=args.fix_config)
     out.print(
         f"topics apply ({profile.name}: RF {profile.replication_factor}, min.insync.replicas "
@@ -82,7 +98,47 @@ def topics_apply(args: argparse.Namespace) -> int:
     for state in drifting:
         for line in state.drift:
             out.print(f"  drift {state.name}: {line}", markup=False)
+    acls = apply_acls(settings, catalog)
+    if not acls.enforced:
+        if profile.require_acls:
+            raise LedgerstreamError(f"the broker has no authorizer: the {profile.name} profile requires ACLs")
+        out.print("acls: the broker has no authorizer; every client may do anything (not for production)")
+    else:
+        out.print(
+            f"acls ({len(catalog.principals())} principals): {acls.total} bindings, "
+            f"{len(acls.created)} created, {len(acls.deleted)} removed"
+        )
+        for binding in acls.created:
+            out.print(f"  granted {_binding(binding)}", markup=False)
+        for binding in acls.deleted:
+            out.print(f"  revoked {_binding(binding)}", markup=False)
+        if acls.foreign:
+            out.print(f"  left alone: ACLs of principals not in the catalog: {', '.join(acls.foreign)}")
     return 1 if drifting else 0
+
+
+def topics_principals(args: argparse.Namespace) -> int:
+    from ops.kafka_acl import ensure_credentials, upsert_scram_users
+    from topics.catalog import load_catalog
+
+    settings = settings_or_error()
+    names = [p.name for p in load_catalog().principals()]
+    credentials = ensure_credentials(settings.credentials_path, names)
+    count = upsert_scram_users(settings, {n: credentials[n] for n in names})
+    out.print(
+        f"topics principals: {count} SCRAM-SHA-512 credentials set; passwords in {settings.credentials_path} "
+        "(mode 0600)",
+        markup=False,
+    )
+    return 0
+
+
+def _binding(b: AclBinding) -> str:
+    def name(value: object) -> str:
+        return str(getattr(value, "name", value))
+
+    pattern = "*" if name(b.resource_pattern_type) == "PREFIXED" else ""
+    return f"{b.principal} {name(b.operation)} {name(b.restype).lower()} {b.name}{pattern}"
 
 
 def _dash(value: object) -> str:
@@ -199,7 +255,7 @@ def sink(args: argparse.Namespace) -> int:
     from sinks.registry import SINKS
     from topics.codec import codec_from_settings
 
-    settings = settings_or_error()
+    settings = component_settings(f"{args.name}_sink", group=args.group, topics=args.topic)
     stop = stop_on_signals()
     runner = SinkRunner(
         settings,
@@ -242,7 +298,7 @@ def agent(args: argparse.Namespace) -> int:
     from topics.catalog import load_catalog
     from topics.codec import codec_from_settings
 
-    settings = settings_or_error()
+    settings = component_settings(f"{args.name}_agent", group=args.group, topics=args.topic)
     stop = stop_on_signals()
     codec = codec_from_settings(settings)
     runtime = AgentRuntime(
@@ -529,7 +585,8 @@ def build_parser() -> Parser:
         topics_sub,
         "apply",
         topics_apply,
-        "create missing catalog topics and report drift (never shrinks or recreates; exit 1 on drift)",
+        "create missing catalog topics, report drift (never shrinks or recreates; exit 1 on drift), "
+        "and make each principal's ACLs the catalog's",
     )
     ap.add_argument(
         "--profile",
@@ -538,6 +595,13 @@ def build_parser() -> Parser:
     )
     ap.add_argument(
         "--fix-config", action="store_true", help="also set drifted topic configs to the catalog's"
+    )
+    command(
+        topics_sub,
+        "principals",
+        topics_principals,
+        "give every catalog principal a SCRAM credential (new passwords go to the credentials file; "
+        "`stack up` does this for the local stack)",
     )
     ls = command(topics_sub, "list", topics_list, "catalog versus broker, one row per topic")
     ls.add_argument("--profile", choices=["dev", "prod"], help="replication profile to compare against")

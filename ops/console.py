@@ -36,6 +36,27 @@ def settings_or_error() -> Settings:
         raise LedgerstreamError(f"bad setting {first['loc'][0]}: {first['msg']}") from None
 
 
+def component_settings(name: str, *, group: str | None = None, topics: list[str] | None = None) -> Settings:
+    """Settings under component `name`'s own Kafka principal (see `Settings.as_principal`).
+
+    A group or topic the principal's ACLs would refuse is refused here, in one line,
+    rather than by the broker once the consumer has started.
+    """
+    from topics.catalog import load_catalog
+
+    settings = settings_or_error().as_principal(name)
+    if settings.kafka_principal != name:
+        return settings
+    principal = load_catalog().principal(name)
+    prefix = principal.group_prefix
+    if group is not None and prefix is not None and not group.startswith(prefix):
+        raise LedgerstreamError(f"group {group!r}: principal {name} may only use groups starting {prefix!r}")
+    outside = [t for t in topics or [] if t not in principal.reads]
+    if outside:
+        raise LedgerstreamError(f"principal {name} may not read {', '.join(outside)} (not a catalog input)")
+    return settings
+
+
 def stop_on_signals() -> threading.Event:
     """An event SIGINT or SIGTERM sets, so a long-running command finishes its batch and stops."""
     stop = threading.Event()

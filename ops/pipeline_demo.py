@@ -64,6 +64,7 @@ from streams.status.agent import StatusHandler
 from topics.catalog import Catalog
 from topics.codec import AvroCodec
 from topics.events import derived_event_id, new_metadata
+from topics.outbox import enqueue
 from topics.producer import EventProducer
 from topics.settings import Settings
 
@@ -159,7 +160,9 @@ def run_pipeline(settings: Settings, codec: AvroCodec, catalog: Catalog, *, tran
         AmlHandler(settings, load_rules(settings.aml_rules_file)),
     ]
     workers: list[Callable[[], Any]] = [
-        partial(run_agent, AgentRuntime(settings, h, codec, catalog, linger=0.05), stop=stop)
+        partial(
+            run_agent, AgentRuntime(settings.as_principal(h.name), h, codec, catalog, linger=0.05), stop=stop
+        )
         for h in handlers
     ]
     sinks: list[Sink[Any]] = [
@@ -170,8 +173,13 @@ def run_pipeline(settings: Settings, codec: AvroCodec, catalog: Catalog, *, tran
         AmlSink(),
         AuditSink(catalog),
     ]
-    workers += [partial(SinkRunner(settings, s, codec, linger=0.05).run, stop=stop) for s in sinks]
-    workers.append(partial(OutboxRelay(settings, codec, catalog).run, stop=stop, poll=0.05))
+    # each component under its own Kafka principal: the catalog's ACLs hold in the demo too
+    workers += [
+        partial(SinkRunner(settings.as_principal(s.name), s, codec, linger=0.05).run, stop=stop)
+        for s in sinks
+    ]
+    relay = OutboxRelay(settings.as_principal("outbox_relay"), codec, catalog)
+    workers.append(partial(relay.run, stop=stop, poll=0.05))
 
     def guarded(work: Callable[[], Any]) -> None:
         try:
@@ -183,7 +191,7 @@ def run_pipeline(settings: Settings, codec: AvroCodec, catalog: Catalog, *, tran
     threads = [threading.Thread(target=guarded, args=(w,), daemon=True) for w in workers]
     for t in threads:
         t.start()
-    producer = EventProducer(settings, codec, catalog)
+    producer = EventProducer(settings.as_principal("upstream"), codec, catalog)  # the FX rates feed
     listener = ChainListener(
         settings, codec, catalog, sandbox.w3, spec, start_block=sandbox.w3.eth.block_number + 1
     )
@@ -427,12 +435,12 @@ def run_pipeline(settings: Settings, codec: AvroCodec, catalog: Catalog, *, tran
                 "AND status IN ('COMPENSATING', 'FAILED')"
             )
             _wait(lambda: count(blocked, blocked_id) == 1, 60, "the sanctions block")
-            producer.produce(REPORTED, {
+            # an operator's report goes through the outbox: no principal but the relay writes reports
+            enqueue(conn, codec, catalog, REPORTED, {
                 "metadata": meta("payments.transaction.status_reported", 9), "account_id": wallet_account,
                 "transaction_id": blocked_id, "status": "FAILED", "reason": "demo: compensated, nothing left",
                 "provider": "ledgerstream", "provider_update_id": None, "expected_version": None,
             })  # fmt: skip
-            producer.flush()
             failed = "SELECT count(*) FROM transactions WHERE transaction_id = %s AND status = 'FAILED'"
             _wait(lambda: count(failed, blocked_id) == 1, 60, "the blocked transfer to fail")
             report.card = [

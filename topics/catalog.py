@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any, Literal
@@ -26,6 +26,10 @@ class Profile:
     name: str
     replication_factor: int
     min_insync_replicas: int
+    require_acls: bool = False
+    """`topics apply` fails on a broker without an authorizer."""
+    security_protocols: tuple[str, ...] = ("SASL_PLAINTEXT", "SASL_SSL", "PLAINTEXT", "SSL")
+    """The client security protocols a deployment of this profile may use."""
 
 
 @dataclass(frozen=True)
@@ -68,6 +72,8 @@ class ConsumerSpec:
     kind: Literal["agent", "sink"]
     inputs: tuple[str, ...]
     outputs: tuple[str, ...]
+    via_outbox: bool = False
+    """Its outputs are outbox rows the outbox relay publishes: it never produces them."""
 
     @property
     def group_id(self) -> str:
@@ -83,6 +89,38 @@ def dlq_topic(consumer: str) -> str:
 
 
 @dataclass(frozen=True)
+class ProducerSpec:
+    """A component that writes topics without being a consumer group (the outbox relay)."""
+
+    name: str
+    outputs: tuple[str, ...]
+    external: bool = False
+    """Outside ledgerstream (an upstream system): the catalog names what it may write."""
+
+
+@dataclass(frozen=True)
+class ReaderSpec:
+    """A read-only principal (analysts)."""
+
+    name: str
+    inputs: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Principal:
+    """One Kafka identity and what the catalog lets it do.
+
+    It reads `reads`, writes `writes`, and may use the consumer groups whose ids
+    start with `group_prefix` (its own group and the ones operators derive from it).
+    """
+
+    name: str
+    reads: tuple[str, ...]
+    writes: tuple[str, ...]
+    group_prefix: str | None
+
+
+@dataclass(frozen=True)
 class Catalog:
     """Every topic and consumer, with the partition count money topics share."""
 
@@ -90,6 +128,8 @@ class Catalog:
     profiles: dict[str, Profile]
     topics: dict[str, TopicSpec]
     consumers: dict[str, ConsumerSpec]
+    producers: dict[str, ProducerSpec] = field(default_factory=dict)
+    readers: dict[str, ReaderSpec] = field(default_factory=dict)
 
     def topic(self, name: str) -> TopicSpec:
         try:
@@ -107,13 +147,35 @@ class Catalog:
     def schema_topics(self) -> list[str]:
         return sorted(t.name for t in self.topics.values() if t.value_schema != "raw")
 
+    def principals(self) -> list[Principal]:
+        """Every Kafka identity of the catalog, with the topics it may read and write."""
+        found = [
+            Principal(c.name, c.inputs, (*(() if c.via_outbox else c.outputs), c.dlq), c.group_id)
+            for c in self.consumers.values()
+        ]
+        found += [Principal(p.name, (), p.outputs, None) for p in self.producers.values()]
+        found += [Principal(r.name, r.inputs, (), f"ledgerstream.{r.name}") for r in self.readers.values()]
+        return found
+
+    def principal(self, name: str) -> Principal:
+        for principal in self.principals():
+            if principal.name == name:
+                return principal
+        raise CatalogError(f"{name!r} is not a principal of the catalog")
+
 
 def parse_catalog(doc: dict[str, Any]) -> Catalog:
     """Build and check a catalog from its TOML document."""
     try:
         money_partitions = int(doc["money_partitions"])
         profiles = {
-            name: Profile(name, int(p["replication_factor"]), int(p["min_insync_replicas"]))
+            name: Profile(
+                name,
+                int(p["replication_factor"]),
+                int(p["min_insync_replicas"]),
+                bool(p.get("require_acls", False)),
+                tuple(p.get("security_protocols", Profile.security_protocols)),
+            )
             for name, p in doc["profiles"].items()
         }
         topics: dict[str, TopicSpec] = {}
@@ -130,16 +192,28 @@ def parse_catalog(doc: dict[str, Any]) -> Catalog:
                 money=money,
             )
             _add(topics, spec)
+
+        def topic_list(names: list[str]) -> tuple[str, ...]:
+            return every if names == ["*"] else tuple(names)
+
+        every = tuple(sorted(t.name for t in topics.values() if t.value_schema != "raw"))
+        names: set[str] = set()
+
+        def named(name: str) -> str:
+            if name in names:
+                raise CatalogError(f"principal {name} is listed twice")
+            names.add(name)
+            return name
+
         consumers: dict[str, ConsumerSpec] = {}
         for raw in doc.get("consumer", []):
             consumer = ConsumerSpec(
-                name=raw["name"],
+                name=named(raw["name"]),
                 kind=raw["kind"],
-                inputs=tuple(raw["inputs"]),
+                inputs=topic_list(raw["inputs"]),
                 outputs=tuple(raw["outputs"]),
+                via_outbox=bool(raw.get("via_outbox", False)),
             )
-            if consumer.name in consumers:
-                raise CatalogError(f"consumer {consumer.name} is listed twice")
             consumers[consumer.name] = consumer
             _add(
                 topics,
@@ -155,9 +229,19 @@ def parse_catalog(doc: dict[str, Any]) -> Catalog:
                     dlq_of=consumer.name,
                 ),
             )
+        producers = {
+            raw["name"]: ProducerSpec(
+                named(raw["name"]), tuple(raw["outputs"]), bool(raw.get("external", False))
+            )
+            for raw in doc.get("producer", [])
+        }
+        readers = {
+            raw["name"]: ReaderSpec(named(raw["name"]), topic_list(raw["inputs"]))
+            for raw in doc.get("reader", [])
+        }
     except (KeyError, TypeError, ValueError) as e:
         raise CatalogError(f"malformed catalog: {type(e).__name__}: {e}") from e
-    catalog = Catalog(money_partitions, profiles, topics, consumers)
+    catalog = Catalog(money_partitions, profiles, topics, consumers, producers, readers)
     check_catalog(catalog)
     return catalog
 
@@ -185,10 +269,10 @@ def check_catalog(catalog: Catalog) -> None:
             )
         if spec.kind not in ("ingress", "derived", "audit", "dlq"):
             problems.append(f"{spec.name}: unknown kind {spec.kind!r}")
-    for consumer in catalog.consumers.values():
-        for topic in (*consumer.inputs, *consumer.outputs):
+    for principal in catalog.principals():
+        for topic in (*principal.reads, *principal.writes):
             if topic not in catalog.topics:
-                problems.append(f"consumer {consumer.name}: topic {topic} is not in the catalog")
+                problems.append(f"{principal.name}: topic {topic} is not in the catalog")
     if problems:
         raise CatalogError("topic catalog is invalid:\n  " + "\n  ".join(problems))
 

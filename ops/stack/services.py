@@ -9,6 +9,7 @@ import pwd
 import shutil
 import socket
 import subprocess
+import time
 import uuid
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -16,6 +17,7 @@ from pathlib import Path
 from ops.stack import fetch
 from ops.stack.process import ManagedProcess
 from topics.errors import StackError
+from topics.settings import OPERATOR, Settings
 
 HOST = "127.0.0.1"
 KAFKA_PORT, KAFKA_CONTROLLER_PORT = 19092, 19093
@@ -23,6 +25,7 @@ POSTGRES_PORT = 15432
 REDIS_PORT = 16379
 REGISTRY_PORT = 18081
 DB_NAME = DB_USER = "ledgerstream"
+SASL_MARKER = "ledgerstream.sasl"
 
 
 def port_open(port: int, host: str = HOST) -> bool:
@@ -97,20 +100,69 @@ class Kafka(Service):
     def install(self) -> str | None:
         return fetch.fetch_kafka(self.cache)
 
+    @property
+    def credentials_file(self) -> Path:
+        return self.dir / "credentials.json"
+
+    def _operator_password(self) -> str:
+        from ops.kafka_acl import ensure_credentials
+
+        return ensure_credentials(self.credentials_file, [OPERATOR])[OPERATOR]
+
+    def operator_settings(self) -> Settings:
+        """Settings of the operator (super user) of this broker."""
+        return Settings(
+            KAFKA_BOOTSTRAP_SERVERS=self.bootstrap,
+            KAFKA_SECURITY_PROTOCOL="SASL_PLAINTEXT",
+            KAFKA_SASL_MECHANISM="SCRAM-SHA-512",
+            KAFKA_SASL_USERNAME=OPERATOR,
+            KAFKA_SASL_PASSWORD=self._operator_password(),
+        )
+
+    def _set_aside_plaintext_data(self, data: Path) -> None:
+        """A data folder formatted before SASL has no operator credential: keep it, start anew."""
+        if (data / "meta.properties").exists() and not (data / SASL_MARKER).exists():
+            aside = data.with_name(f"data.plaintext-{int(time.time())}")
+            data.rename(aside)
+            print(f"kafka: the broker's data predates SASL/SCRAM; moved to {aside}, formatting anew")
+
     def launch(self) -> None:
         data = self.dir / "data"
         props = self.dir / "server.properties"
+        self._set_aside_plaintext_data(data)
+        password = self._operator_password()
+        scram = (
+            "org.apache.kafka.common.security.scram.ScramLoginModule required "
+            f'username="{OPERATOR}" password="{password}";'
+        )
+        plain = (
+            "org.apache.kafka.common.security.plain.PlainLoginModule required "
+            f'username="{OPERATOR}" password="{password}" user_{OPERATOR}="{password}";'
+        )
+        props.touch(mode=0o600)
+        props.chmod(0o600)
         props.write_text(
             "\n".join(
                 [
                     "process.roles=broker,controller",
                     "node.id=1",
                     f"controller.quorum.voters=1@{HOST}:{KAFKA_CONTROLLER_PORT}",
-                    f"listeners=PLAINTEXT://{HOST}:{KAFKA_PORT},CONTROLLER://{HOST}:{KAFKA_CONTROLLER_PORT}",
-                    f"advertised.listeners=PLAINTEXT://{HOST}:{KAFKA_PORT}",
+                    f"listeners=SASL_PLAINTEXT://{HOST}:{KAFKA_PORT},CONTROLLER://{HOST}:{KAFKA_CONTROLLER_PORT}",
+                    f"advertised.listeners=SASL_PLAINTEXT://{HOST}:{KAFKA_PORT}",
                     "controller.listener.names=CONTROLLER",
-                    "inter.broker.listener.name=PLAINTEXT",
-                    "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+                    "inter.broker.listener.name=SASL_PLAINTEXT",
+                    "listener.security.protocol.map=SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT",
+                    # clients and the broker itself: SCRAM; the KRaft controller listener cannot
+                    # use SCRAM (its credentials live in the metadata it serves), so PLAIN there
+                    "listener.name.sasl_plaintext.sasl.enabled.mechanisms=SCRAM-SHA-512",
+                    "listener.name.controller.sasl.enabled.mechanisms=PLAIN",
+                    "sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512",
+                    "sasl.mechanism.controller.protocol=PLAIN",
+                    f"listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config={scram}",
+                    f"listener.name.controller.plain.sasl.jaas.config={plain}",
+                    "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+                    f"super.users=User:{OPERATOR}",
+                    "allow.everyone.if.no.acl.found=false",
                     f"log.dirs={data}",
                     "num.partitions=1",
                     "auto.create.topics.enable=false",
@@ -149,12 +201,15 @@ class Kafka(Service):
                     cluster_id,
                     "-c",
                     str(props),
+                    "--add-scram",
+                    f"SCRAM-SHA-512=[name={OPERATOR},password={password}]",
                 ],
                 capture_output=True,
                 text=True,
             )
             if done.returncode != 0:
                 raise StackError(f"kafka: formatting storage failed:\n{done.stdout}{done.stderr}")
+            (data / SASL_MARKER).write_text("SCRAM-SHA-512 operator credential added at format\n")
         self.process.start(
             [
                 java,
@@ -177,14 +232,29 @@ class Kafka(Service):
 
         if not port_open(KAFKA_PORT):
             return False
-        admin = AdminClient({"bootstrap.servers": self.bootstrap, "socket.timeout.ms": 2000})
+        admin = AdminClient(self.operator_settings().kafka_config(**{"socket.timeout.ms": 2000}))
         try:
             return bool(admin.list_topics(timeout=2).brokers)
         except Exception:
             return False
 
+    def after_ready(self) -> None:
+        """Every principal of the catalog gets a password (kept in the credentials file) and
+        its SCRAM credential on the broker; `topics apply` grants them their ACLs."""
+        from ops.kafka_acl import ensure_credentials, upsert_scram_users
+        from topics.catalog import load_catalog
+
+        names = [OPERATOR, *(p.name for p in load_catalog().principals())]
+        upsert_scram_users(self.operator_settings(), ensure_credentials(self.credentials_file, names))
+
     def exports(self) -> dict[str, str]:
-        return {"KAFKA_BOOTSTRAP_SERVERS": self.bootstrap}
+        # no password on stdout: clients read the credentials file (the operator's by default)
+        return {
+            "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
+            "KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+            "KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+            "LEDGERSTREAM_KAFKA_CREDENTIALS": str(self.credentials_file),
+        }
 
 
 class Postgres(Service):
