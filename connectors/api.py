@@ -35,7 +35,7 @@ from fastapi.exception_handlers import request_validation_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from prometheus_client import Counter, make_asgi_app
+from prometheus_client import Counter
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
@@ -232,7 +232,9 @@ def create_app(settings: Settings, codec: AvroCodec, catalog: Catalog, *, pool_s
         finally:
             pool.close()
 
-    app = FastAPI(title="ledgerstream command API", version="1", lifespan=lifespan)
+    # the public port answers commands only: /docs, /openapi.json and /metrics are on the admin port
+    app = FastAPI(title="ledgerstream command API", version="1", lifespan=lifespan,
+                  docs_url=None, redoc_url=None, openapi_url=None)  # fmt: skip
 
     @app.exception_handler(RequestValidationError)
     async def refused(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -244,7 +246,6 @@ def create_app(settings: Settings, codec: AvroCodec, catalog: Catalog, *, pool_s
             )
         return await request_validation_exception_handler(request, exc)
 
-    app.mount("/metrics", make_asgi_app())
     errors: dict[int | str, dict[str, Any]] = {
         400: {"model": Problem}, 401: {"model": Problem}, 403: {"model": Problem}, 409: {"model": Problem},
         422: {"model": Invalid},

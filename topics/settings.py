@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import json
+import os
+import secrets
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
@@ -9,9 +13,14 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from topics.errors import ConfigError
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 Environment = Literal["live", "sandbox"]
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+OPERATOR = "admin"
+"""The local stack's operator principal (a Kafka super user): topics, ACLs, tools."""
 
 
 class Settings(BaseSettings):
@@ -24,6 +33,25 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(frozen=True, extra="forbid")
 
     kafka_bootstrap_servers: str = Field("127.0.0.1:19092", validation_alias="KAFKA_BOOTSTRAP_SERVERS")
+    kafka_security_protocol: SecurityProtocol = Field(
+        "SASL_PLAINTEXT", validation_alias="KAFKA_SECURITY_PROTOCOL"
+    )
+    kafka_sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"] = Field(
+        "SCRAM-SHA-512", validation_alias="KAFKA_SASL_MECHANISM"
+    )
+    kafka_sasl_username: str | None = Field(None, validation_alias="KAFKA_SASL_USERNAME")
+    """This process's Kafka principal; unset, the local stack's credentials file names it."""
+    kafka_sasl_password: SecretStr | None = Field(None, validation_alias="KAFKA_SASL_PASSWORD")
+    kafka_ssl_ca_location: Path | None = Field(None, validation_alias="KAFKA_SSL_CA_LOCATION")
+    kafka_ssl_certificate_location: Path | None = Field(
+        None, validation_alias="KAFKA_SSL_CERTIFICATE_LOCATION"
+    )
+    kafka_ssl_key_location: Path | None = Field(None, validation_alias="KAFKA_SSL_KEY_LOCATION")
+    kafka_ssl_key_password: SecretStr | None = Field(None, validation_alias="KAFKA_SSL_KEY_PASSWORD")
+    dlq_key: SecretStr | None = Field(None, validation_alias="LEDGERSTREAM_DLQ_KEY")
+    """Base64 of the 32-byte AES key that seals dead-letter values (see topics.deadletter)."""
+    kafka_credentials_file: Path | None = Field(None, validation_alias="LEDGERSTREAM_KAFKA_CREDENTIALS")
+    """Principal -> password, for processes that run several components (the local stack's)."""
     database_url: SecretStr = Field(
         SecretStr("postgresql://ledgerstream@127.0.0.1:15432/ledgerstream"),
         validation_alias="DATABASE_URL",
@@ -43,7 +71,15 @@ class Settings(BaseSettings):
     )
     """AML rulesets and the sanctions list they name."""
 
-    @field_validator("schema_registry_url", mode="before")
+    @field_validator(
+        "schema_registry_url",
+        "kafka_sasl_username",
+        "kafka_ssl_ca_location",
+        "kafka_ssl_certificate_location",
+        "kafka_ssl_key_location",
+        "kafka_credentials_file",
+        mode="before",
+    )
     @classmethod
     def _blank_is_none(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
@@ -58,6 +94,106 @@ class Settings(BaseSettings):
         """Where downloaded jars (Kafka, the schema registry) are kept between runs."""
         return self.home / ".cache"
 
+    def dead_letter_key(self) -> bytes:
+        """The dead-letter key: LEDGERSTREAM_DLQ_KEY, else (sandbox only) the local stack's key file,
+        made on first use. A live deployment must set its key."""
+        if self.dlq_key is not None:
+            try:
+                key = base64.b64decode(self.dlq_key.get_secret_value(), validate=True)
+            except ValueError:
+                raise ConfigError("LEDGERSTREAM_DLQ_KEY is not base64") from None
+            if len(key) != 32:
+                raise ConfigError(f"LEDGERSTREAM_DLQ_KEY must be 32 bytes, not {len(key)}")
+            return key
+        if self.environment == "live":
+            raise ConfigError("LEDGERSTREAM_DLQ_KEY is not set: live dead letters need a key of their own")
+        path = self.stack_dir / "dlq.key"
+        if not path.exists():  # written whole, then linked: a racing process sees no key or all of it
+            path.parent.mkdir(parents=True, exist_ok=True)
+            draft = path.with_name(f"dlq.key.{os.getpid()}.{secrets.token_hex(4)}")
+            fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(secrets.token_bytes(32))
+            try:
+                os.link(draft, path)
+            except FileExistsError:
+                pass
+            finally:
+                draft.unlink()
+        key = path.read_bytes()
+        if len(key) != 32:
+            raise ConfigError(f"{path}: a dead-letter key is 32 bytes, not {len(key)}")
+        return key
+
+    @property
+    def credentials_path(self) -> Path:
+        """The principal -> password file: the configured one, else the local stack's."""
+        return self.kafka_credentials_file or self.stack_dir / "kafka" / "credentials.json"
+
+    def kafka_credentials(self) -> dict[str, str]:
+        """The credentials file's principals and passwords ({} when there is none)."""
+        try:
+            loaded = json.loads(self.credentials_path.read_text())
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"{self.credentials_path}: unreadable Kafka credentials ({e})") from e
+        if not isinstance(loaded, dict) or not all(isinstance(v, str) for v in loaded.values()):
+            raise ConfigError(f"{self.credentials_path}: expected a JSON object of principal -> password")
+        return loaded
+
+    def as_principal(self, name: str) -> Settings:
+        """These settings under component `name`'s own Kafka principal.
+
+        In production each process is given its principal by KAFKA_SASL_USERNAME and
+        KAFKA_SASL_PASSWORD and has no credentials file: the settings stay as they are.
+        Where a credentials file names the component (the local stack), it is used, so a
+        process running several components (the demo) gives each its own identity.
+        """
+        password = self.kafka_credentials().get(name)
+        if password is None:
+            return self
+        own = {"kafka_sasl_username": name, "kafka_sasl_password": SecretStr(password)}
+        return self.model_copy(update=own)
+
+    @property
+    def kafka_principal(self) -> str | None:
+        """The Kafka user this process authenticates as (None without SASL)."""
+        if not self.kafka_security_protocol.startswith("SASL"):
+            return None
+        return self.kafka_sasl_username or OPERATOR
+
     def kafka_config(self, **extra: Any) -> dict[str, Any]:
         """librdkafka's dotted configuration, built only at the edge."""
-        return {"bootstrap.servers": self.kafka_bootstrap_servers, **extra}
+        config: dict[str, Any] = {
+            "bootstrap.servers": self.kafka_bootstrap_servers,
+            "security.protocol": self.kafka_security_protocol,
+        }
+        if self.kafka_security_protocol.startswith("SASL"):
+            username, password = self.kafka_sasl_username, self.kafka_sasl_password
+            if username is None:
+                username = OPERATOR
+                stored = self.kafka_credentials().get(OPERATOR)
+                password = SecretStr(stored) if stored is not None else None
+            if password is None:
+                raise ConfigError(
+                    f"Kafka uses {self.kafka_security_protocol} but no password is set for {username!r}: "
+                    "set KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD, or start the local stack "
+                    "(ledgerstream stack up) which writes its credentials file"
+                )
+            config |= {
+                "sasl.mechanism": self.kafka_sasl_mechanism,
+                "sasl.username": username,
+                "sasl.password": password.get_secret_value(),
+            }
+        if self.kafka_security_protocol.endswith("SSL"):
+            for key, value in (
+                ("ssl.ca.location", self.kafka_ssl_ca_location),
+                ("ssl.certificate.location", self.kafka_ssl_certificate_location),
+                ("ssl.key.location", self.kafka_ssl_key_location),
+            ):
+                if value is not None:
+                    config[key] = str(value)
+            if self.kafka_ssl_key_password is not None:
+                config["ssl.key.password"] = self.kafka_ssl_key_password.get_secret_value()
+        return config | extra

@@ -3,6 +3,7 @@ generated requests, valid and invalid, must never get a 500 or a response outsid
 
 from __future__ import annotations
 
+import httpx
 import psycopg
 import pytest
 import schemathesis
@@ -15,6 +16,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from connectors.admin import admin_app
 from connectors.api import create_app
 from connectors.auth import SCOPES, create_tenant, issue_key
 from ops.serving import serving
@@ -65,14 +67,23 @@ def served(services, catalog):
         for currency, _ in REGISTERED:
             open_accounts(db, [ACCOUNT], currency)
         app = create_app(db, AvroCodec(load_store(REPO_ROOT / "avro")), catalog)
-        with serving(app) as url:
-            yield db, url
+        with serving(app) as url, serving(admin_app(app)) as admin_url:
+            yield db, url, admin_url
 
 
 @pytest.fixture(scope="module")
 def api_schema(served):
-    _, url = served
-    return schemathesis.openapi.from_url(f"{url}/openapi.json")
+    _, url, admin_url = served
+    schema = schemathesis.openapi.from_url(f"{admin_url}/openapi.json")  # documents are on the admin port
+    schema.config.update(base_url=url)
+    return schema
+
+
+def test_documents_and_metrics_are_on_the_admin_port_only(served):
+    _, url, admin_url = served
+    for path in ("/docs", "/openapi.json", "/metrics"):
+        assert httpx.get(f"{url}{path}").status_code == 404, path
+        assert httpx.get(f"{admin_url}{path}", follow_redirects=True).status_code == 200, path
 
 
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
