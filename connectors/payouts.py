@@ -8,8 +8,10 @@ with the transfer id as the idempotency key: a dispatcher that dies between the 
 resends the same request, and the provider answers with the same payout. The provider's
 webhooks (connectors/webhooks/truelayer.py) then move the transfer on.
 
-`PayoutClient` is the seam: `TrueLayerPayouts` speaks to TrueLayer's Payouts API shape, here
-pointed at the project's own provider sandbox; a real client replaces it.
+`PayoutClient` is the seam: `TrueLayerPayouts` speaks to TrueLayer's Payouts API shape and
+`CirclePayouts` to Circle's, here pointed at the project's own provider sandbox; a real
+client replaces either. The dispatcher routes each rail to one client (by default
+SEPA and Faster Payments to TrueLayer, ACH to Circle).
 """
 
 from __future__ import annotations
@@ -17,7 +19,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any, Protocol
 
 import httpx
@@ -27,7 +32,7 @@ from psycopg.rows import dict_row
 from topics.catalog import Catalog
 from topics.codec import AvroCodec
 from topics.errors import LedgerstreamError
-from topics.events import derived_event_id, new_metadata
+from topics.events import LEDGERSTREAM_NAMESPACE, derived_event_id, new_metadata
 from topics.outbox import enqueue
 from topics.settings import Settings
 
@@ -53,8 +58,8 @@ INSERT INTO provider_links (provider, external_ref, tenant_id, account_id) VALUE
 ON CONFLICT (provider, external_ref) DO NOTHING
 """
 SENDING = """
-SELECT p.transaction_id, p.tenant_id, p.account_id, t.amount_units, t.currency, t.exponent, t.rail,
-       t.correlation_id, t.counterparty_account_id
+SELECT p.transaction_id, p.provider, p.tenant_id, p.account_id, t.amount_units, t.currency, t.exponent,
+       t.rail, t.correlation_id, t.counterparty_account_id
   FROM payouts p JOIN transactions t USING (transaction_id)
  WHERE p.status = 'sending' ORDER BY p.created_at LIMIT %s FOR UPDATE OF p SKIP LOCKED
 """
@@ -132,23 +137,83 @@ class TrueLayerPayouts:
         self.close()
 
 
+class CirclePayouts:
+    """Circle's `POST /v1/payouts` shape: the amount as a decimal string, an idempotency key that
+    must be a UUID (derived from the transfer id, so a resend is the same payout), and the
+    wallet paid from and the bank account paid to as Circle ids."""
+
+    name = "circle"
+
+    def __init__(self, base_url: str, wallet_id: str, destination_id: str, timeout: float = 10.0) -> None:
+        self.http = httpx.Client(base_url=base_url, timeout=timeout)
+        self.wallet_id, self.destination_id = wallet_id, destination_id
+
+    def create_payout(self, payout: Payout) -> str:
+        amount = Decimal(payout.units).scaleb(-payout.exponent)
+        try:
+            response = self.http.post(
+                "/v1/payouts",
+                json={
+                    "idempotencyKey": str(
+                        uuid.uuid5(LEDGERSTREAM_NAMESPACE, f"payout:{payout.transaction_id}")
+                    ),
+                    "source": {"type": "wallet", "id": self.wallet_id},
+                    "destination": {"type": "wire", "id": self.destination_id},
+                    "amount": {"amount": f"{amount:f}", "currency": payout.currency},
+                },
+            )
+        except httpx.HTTPError as e:
+            raise PayoutError(f"{self.name}: {type(e).__name__}: {e}") from e
+        if response.status_code not in (200, 201):
+            raise PayoutError(f"{self.name} answered {response.status_code}: {response.text[:200]}")
+        data = response.json().get("data")
+        payout_id = data.get("id") if isinstance(data, dict) else None
+        if not isinstance(payout_id, str) or not payout_id:
+            raise PayoutError(f"{self.name} answered without a payout id")
+        return payout_id
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self) -> CirclePayouts:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+
 class PayoutDispatcher:
     """Args:
     settings: PostgreSQL and the environment.
     codec, catalog: for the SENT_TO_PROVIDER reports written to the outbox.
-    client: the provider.
+    clients: the provider of every rail (`RAILS`), or one provider for all of them.
     """
 
-    def __init__(self, settings: Settings, codec: AvroCodec, catalog: Catalog, client: PayoutClient) -> None:
-        self.settings, self.codec, self.catalog, self.client = settings, codec, catalog, client
+    def __init__(
+        self, settings: Settings, codec: AvroCodec, catalog: Catalog,
+        clients: PayoutClient | Mapping[str, PayoutClient],
+    ) -> None:  # fmt: skip
+        self.settings, self.codec, self.catalog = settings, codec, catalog
+        routes = clients if isinstance(clients, Mapping) else dict.fromkeys(RAILS, clients)
+        unknown = set(routes) - set(RAILS)
+        if unknown:
+            raise PayoutError(f"rails {sorted(unknown)} are not paid out by a bank provider")
+        self.rails: dict[str, list[str]] = {}
+        self.clients: dict[str, PayoutClient] = {}
+        for rail, client in routes.items():
+            self.rails.setdefault(client.name, []).append(rail)
+            self.clients[client.name] = client
         self.sent = 0
 
     def claim(self, conn: psycopg.Connection[Any], limit: int = 100) -> int:
         """Claim reserved transfers: payout row, link and SENT_TO_PROVIDER report in one transaction."""
+        return sum(self._claim(conn, name, limit) for name in self.clients)
+
+    def _claim(self, conn: psycopg.Connection[Any], provider: str, limit: int) -> int:
         with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
             claimed = [r["transaction_id"] for r in cur.execute(CLAIM, {
-                "rails": list(RAILS), "environment": self.settings.environment, "limit": limit,
-                "provider": self.client.name,
+                "rails": self.rails[provider], "environment": self.settings.environment, "limit": limit,
+                "provider": provider,
             }).fetchall()]  # fmt: skip
             if not claimed:
                 return 0
@@ -158,9 +223,7 @@ class PayoutDispatcher:
                 (claimed,),
             ).fetchall()
             for row in rows:
-                cur.execute(
-                    LINK, (self.client.name, row["transaction_id"], row["tenant_id"], row["account_id"])
-                )
+                cur.execute(LINK, (provider, row["transaction_id"], row["tenant_id"], row["account_id"]))
                 source = f"payout:{row['transaction_id']}"
                 enqueue(conn, self.codec, self.catalog, REPORTED, {
                     "metadata": new_metadata(
@@ -170,8 +233,8 @@ class PayoutDispatcher:
                         event_id=derived_event_id(source, "payout_dispatcher", "sent"),
                     ),
                     "account_id": row["account_id"], "transaction_id": row["transaction_id"],
-                    "status": "SENT_TO_PROVIDER", "reason": f"payout requested from {self.client.name}",
-                    "provider": self.client.name, "provider_update_id": None, "expected_version": None,
+                    "status": "SENT_TO_PROVIDER", "reason": f"payout requested from {provider}",
+                    "provider": provider, "provider_update_id": None, "expected_version": None,
                 })  # fmt: skip
         return len(claimed)
 
@@ -184,8 +247,14 @@ class PayoutDispatcher:
                     row["transaction_id"], row["tenant_id"], row["account_id"], int(row["amount_units"]),
                     row["currency"], int(row["exponent"]), row["rail"],
                 )  # fmt: skip
+                client = self.clients.get(row["provider"])
+                if client is None:
+                    log.warning(
+                        "payout of %s waits for its provider %s", payout.transaction_id, row["provider"]
+                    )
+                    continue
                 try:
-                    payout_id = self.client.create_payout(payout)
+                    payout_id = client.create_payout(payout)
                 except PayoutError as e:
                     log.warning("payout of %s not taken, retried later: %s", payout.transaction_id, e)
                     cur.execute(RETRY, (str(e)[:500], payout.transaction_id))

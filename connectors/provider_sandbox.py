@@ -1,8 +1,11 @@
-"""A local stand-in for TrueLayer's Payouts API, for the demo and the tests (no provider API is
-reachable from here). It takes `POST /v3/payouts` idempotently by `Idempotency-Key` and, like
-the real provider, answers at once and reports the outcome later: a signed `payout_executed`
-(or `payout_failed`, for a payout whose amount ends in 13 minor units) delivered to the
-webhook endpoint, signed with the key whose public half the webhook service trusts.
+"""A local stand-in for TrueLayer's and Circle's payout APIs, for the demo and the tests (no
+provider API is reachable from here). Like the real providers it takes a payout idempotently,
+answers at once and reports the outcome later through the real webhook endpoint, signed with
+the key whose public half the webhook service trusts, and redelivers what was not taken:
+- TrueLayer: `POST /v3/payouts` by `Idempotency-Key`; then `payout_executed`, or
+  `payout_failed` for a payout whose amount ends in 13 minor units.
+- Circle: `POST /v1/payouts` by the body's `idempotencyKey`; then a `payouts` notification,
+  `complete`, or `failed` (`insufficient_funds`) for an amount ending in 13 minor units.
 """
 
 from __future__ import annotations
@@ -38,21 +41,39 @@ class PayoutRequest(BaseModel):
     metadata: dict[str, str] = Field(default_factory=dict)
 
 
-def create_sandbox(webhook_url: str, sign: Sign, *, delay: float = 0.05) -> FastAPI:
-    """The sandbox app; webhooks go to `webhook_url` (the `/v1/webhooks/truelayer` endpoint)."""
+class CircleMoney(BaseModel):
+    amount: str = Field(pattern=r"^[0-9]+(\.[0-9]+)?$")
+    currency: str
+
+
+class CirclePayoutRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    idempotencyKey: uuid.UUID
+    source: dict[str, str]
+    destination: dict[str, str]
+    amount: CircleMoney
+
+
+def create_sandbox(
+    webhook_url: str, sign: Sign, *, circle_url: str | None = None, circle_sign: Sign | None = None,
+    delay: float = 0.05,
+) -> FastAPI:  # fmt: skip
+    """The sandbox app; TrueLayer's webhooks go to `webhook_url` (`/v1/webhooks/truelayer`), and
+    Circle's (when given) to `circle_url`."""
     payouts: dict[str, dict[str, Any]] = {}
     lock = threading.Lock()
-    outgoing: queue.Queue[dict[str, Any] | None] = queue.Queue()
-    path = httpx.URL(webhook_url).path
+    outgoing: queue.Queue[tuple[str, Sign, dict[str, Any]] | None] = queue.Queue()
 
     def deliver() -> None:
         with httpx.Client(timeout=10) as http:
-            while (event := outgoing.get()) is not None:
+            while (item := outgoing.get()) is not None:
+                url, signer, event = item
                 body = json.dumps(event, separators=(",", ":")).encode()
-                for attempt in range(5):  # a provider retries a webhook it could not deliver
+                for attempt in range(8):  # a provider redelivers a webhook that was not taken
                     try:
-                        headers = {"content-type": "application/json", **sign(body, path)}
-                        answer = http.post(webhook_url, content=body, headers=headers)
+                        headers = {"content-type": "application/json", **signer(body, httpx.URL(url).path)}
+                        answer = http.post(url, content=body, headers=headers)
                         if answer.status_code < 500:
                             break
                     except httpx.HTTPError as e:
@@ -69,7 +90,7 @@ def create_sandbox(webhook_url: str, sign: Sign, *, delay: float = 0.05) -> Fast
             outgoing.put(None)
             worker.join(timeout=10)
 
-    app = FastAPI(title="provider sandbox (TrueLayer payouts)", lifespan=lifespan)
+    app = FastAPI(title="provider sandbox (TrueLayer and Circle payouts)", lifespan=lifespan)
 
     @app.post("/v3/payouts", status_code=202)
     def create_payout(
@@ -92,7 +113,36 @@ def create_sandbox(webhook_url: str, sign: Sign, *, delay: float = 0.05) -> Fast
         event.update(
             {"failed_at": now, "failure_reason": "insufficient_funds"} if failed else {"executed_at": now}
         )
-        outgoing.put(event)
+        outgoing.put((webhook_url, sign, event))
         return {"id": payout_id}
+
+    @app.post("/v1/payouts", status_code=201)
+    def create_circle_payout(body: CirclePayoutRequest) -> dict[str, Any]:
+        if circle_url is None or circle_sign is None:
+            raise HTTPException(404, "this sandbox does not serve Circle")
+        key = f"circle:{body.idempotencyKey}"
+        with lock:
+            known = payouts.get(key)
+            if known is not None:
+                if known["request"] != body.model_dump(mode="json"):
+                    raise HTTPException(409, "idempotencyKey reused with another payout")
+                return {"data": known["payout"]}
+            now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+            payout = {
+                "id": str(uuid.uuid4()), "sourceWalletId": body.source.get("id"),
+                "destination": body.destination, "amount": body.amount.model_dump(), "status": "pending",
+                "createDate": now, "updateDate": now,
+            }  # fmt: skip
+            payouts[key] = {"payout": payout, "request": body.model_dump(mode="json")}
+        minor = body.amount.amount.replace(".", "")
+        failed = minor.endswith(f"{FAILING_UNITS:02d}")
+        outcome = {**payout, "status": "failed" if failed else "complete", "updateDate": now}
+        if failed:
+            outcome["errorCode"] = "insufficient_funds"
+        outgoing.put((circle_url, circle_sign, {
+            "subscriptionId": str(uuid.uuid4()), "notificationId": str(uuid.uuid4()),
+            "notificationType": "payouts", "notification": outcome, "timestamp": now,
+        }))  # fmt: skip
+        return {"data": payout}
 
     return app

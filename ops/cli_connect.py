@@ -7,7 +7,16 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from ops.console import Parser, err, out, positive_int, seconds_arg, settings_or_error, stop_on_signals
+from ops.console import (
+    Parser,
+    component_settings,
+    err,
+    out,
+    positive_int,
+    seconds_arg,
+    settings_or_error,
+    stop_on_signals,
+)
 
 PROVIDERS = ("stripe", "plaid", "truelayer", "circle", "sumsub")
 
@@ -21,7 +30,18 @@ def connect_api(args: argparse.Namespace) -> int:
 
     settings = settings_or_error()
     app = create_app(settings, codec_from_settings(settings), load_catalog())
-    err.print(f"command API on http://{args.host}:{args.port} (OpenAPI at /docs)", markup=False)
+    err.print(f"command API on http://{args.host}:{args.port}", markup=False)
+    if args.admin_port:
+        import threading
+
+        from connectors.admin import admin_app
+
+        admin = uvicorn.Server(
+            uvicorn.Config(admin_app(app), host=args.admin_host, port=args.admin_port, log_level="warning")
+        )
+        threading.Thread(target=admin.run, name="admin-port", daemon=True).start()
+        admin_url = f"http://{args.admin_host}:{args.admin_port}"
+        err.print(f"admin on {admin_url}: /docs, /openapi.json, /metrics", markup=False)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", timeout_keep_alive=5)
     return 0
 
@@ -205,7 +225,7 @@ def connect_outbox_relay(args: argparse.Namespace) -> int:
     from topics.catalog import load_catalog
     from topics.codec import codec_from_settings
 
-    settings = settings_or_error()
+    settings = component_settings("outbox_relay")
     stop = stop_on_signals()
     relay = OutboxRelay(settings, codec_from_settings(settings), load_catalog(), batch_size=args.batch_size)
     err.print("outbox relay: publishing pending rows in order per account", markup=False)
@@ -221,11 +241,14 @@ def add_connect_commands(sub: Any, command: Callable[..., Any]) -> None:
     """Register `connect` and its actions on the top-level subparsers."""
     conn_p = sub.add_parser("connect", help="connectors: the only code that talks to the outside world")
     conn_sub = conn_p.add_subparsers(dest="action", required=True, parser_class=Parser, metavar="ACTION")
-    api = command(
-        conn_sub, "api", connect_api, "serve the command API (POST /v1/transfers, OpenAPI at /docs)"
-    )
+    api = command(conn_sub, "api", connect_api, "serve the command API (/v1/...; OpenAPI on the admin port)")
     api.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     api.add_argument("--port", type=positive_int, default=18080, help="port (default 18080)")
+    api.add_argument(
+        "--admin-host", default="127.0.0.1", help="address of the admin port (default 127.0.0.1)"
+    )
+    api.add_argument("--admin-port", type=int, default=18082,
+                     help="port of /docs, /openapi.json and /metrics (default 18082; 0: none)")  # fmt: skip
     wh = command(
         conn_sub, "webhooks", connect_webhooks,
         "serve provider webhooks (Stripe, Plaid, TrueLayer, Circle, Sumsub) at /v1/webhooks/<provider>",
@@ -241,12 +264,18 @@ def add_connect_commands(sub: Any, command: Callable[..., Any]) -> None:
                  "send reserved bank transfers to their payout provider (SENT_TO_PROVIDER)")  # fmt: skip
     dp.add_argument("--provider-url", default="http://127.0.0.1:18095", help="the payout provider's API")
     dp.add_argument("--merchant-account", default="ma-ledgerstream", help="the merchant account paid from")
+    dp.add_argument("--circle-url", help="Circle's API (default: the --provider-url sandbox)")
+    dp.add_argument(
+        "--circle-wallet", default="1000216185", help="the Circle wallet ACH payouts are paid from"
+    )
+    dp.add_argument("--circle-destination", default="0f9a1c3e-0000-4000-8000-00000000ac01",
+                    help="the Circle bank account (wire) id paid to")  # fmt: skip
     dp.add_argument("--poll", type=seconds_arg, default=0.5, help="seconds between looks (default 0.5)")
     dp.add_argument("--idle-exit", type=seconds_arg, default=None, help="stop after this many idle seconds")
     sb = command(conn_sub, "provider-sandbox", connect_provider_sandbox,
-                 "a local stand-in for TrueLayer's Payouts API, answering with signed webhooks")  # fmt: skip
+                 "a local stand-in for TrueLayer's and Circle's payout APIs (signed webhooks)")  # fmt: skip
     sb.add_argument("--webhook-url", default="http://127.0.0.1:18090/v1/webhooks/truelayer",
-                    help="where its payout webhooks go")  # fmt: skip
+                    help="where TrueLayer's payout webhooks go (Circle's: .../circle beside it)")  # fmt: skip
     sb.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     sb.add_argument("--port", type=positive_int, default=18095, help="port (default 18095)")
     wh.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
@@ -305,15 +334,24 @@ def add_connect_commands(sub: Any, command: Callable[..., Any]) -> None:
 
 
 def connect_dispatcher(args: argparse.Namespace) -> int:
-    from connectors.payouts import PayoutDispatcher, TrueLayerPayouts
+    from connectors.payouts import CirclePayouts, PayoutClient, PayoutDispatcher, TrueLayerPayouts
     from topics.catalog import load_catalog
     from topics.codec import codec_from_settings
 
     settings = settings_or_error()
     stop = stop_on_signals()
-    with TrueLayerPayouts(args.provider_url, args.merchant_account) as client:
-        dispatcher = PayoutDispatcher(settings, codec_from_settings(settings), load_catalog(), client)
-        err.print(f"payout dispatcher: reserved bank transfers to {args.provider_url}", markup=False)
+    circle_url = args.circle_url or args.provider_url
+    with (
+        TrueLayerPayouts(args.provider_url, args.merchant_account) as truelayer,
+        CirclePayouts(circle_url, args.circle_wallet, args.circle_destination) as circle,
+    ):
+        routes: dict[str, PayoutClient] = {"SEPA": truelayer, "FASTER_PAYMENTS": truelayer, "ACH": circle}
+        dispatcher = PayoutDispatcher(settings, codec_from_settings(settings), load_catalog(), routes)
+        err.print(
+            f"payout dispatcher: SEPA and Faster Payments to TrueLayer at {args.provider_url}, "
+            f"ACH to Circle at {circle_url}",
+            markup=False,
+        )
         sent = dispatcher.run(stop=stop, poll=args.poll, idle_exit=args.idle_exit)
     err.print(f"payout dispatcher: {sent} payouts sent", markup=False)
     return 0
@@ -326,13 +364,16 @@ def connect_provider_sandbox(args: argparse.Namespace) -> int:
     from ops import webhook_senders
 
     keys = webhook_senders.ProviderKeys()
+    circle_url = args.webhook_url.rsplit("/", 1)[0] + "/circle"
+    trusted = keys.environment()
     err.print(
-        f"provider sandbox on http://{args.host}:{args.port}/v3/payouts; webhooks to {args.webhook_url}. "
-        "The webhook service must trust its signing key: "
-        f"TRUELAYER_WEBHOOK_JWKS='{keys.environment()['TRUELAYER_WEBHOOK_JWKS']}'",
+        f"provider sandbox on http://{args.host}:{args.port} (/v3/payouts TrueLayer, /v1/payouts Circle); "
+        f"webhooks to {args.webhook_url} and {circle_url}. The webhook service must trust its signing keys: "
+        f"TRUELAYER_WEBHOOK_JWKS='{trusted['TRUELAYER_WEBHOOK_JWKS']}' "
+        f"CIRCLE_WEBHOOK_KEYS='{trusted['CIRCLE_WEBHOOK_KEYS']}'",
         markup=False,
     )
-    uvicorn.run(
-        create_sandbox(args.webhook_url, keys.truelayer), host=args.host, port=args.port, log_level="warning"
-    )
+    app = create_sandbox(args.webhook_url, keys.truelayer, circle_url=circle_url,
+                         circle_sign=lambda body, path: keys.circle(body))  # fmt: skip
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0

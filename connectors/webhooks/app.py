@@ -40,6 +40,7 @@ from connectors.webhooks.common import (
     BadPayload,
     BadSignature,
     Delivery,
+    Link,
     MissingSignature,
     Notice,
     Provider,
@@ -65,14 +66,19 @@ DELIVERIES = Counter(
 )
 SECONDS = Histogram("ledgerstream_webhook_seconds", "Time to answer a webhook request", ["provider"])
 LINK = "SELECT tenant_id, account_id FROM provider_links WHERE provider = %s AND external_ref = %s"
+PAYOUT_LINK = (
+    "SELECT tenant_id, account_id, transaction_id FROM payouts WHERE provider = %s AND payout_id = %s"
+)
 SEEN = "SELECT 1 FROM webhook_seen WHERE provider = %s AND event_id = %s"
 """Deliveries kept once and purged from the inbox since: still duplicates."""
 INBOX = """
 INSERT INTO webhook_inbox (id, provider, event_id, event_type, status, external_ref, tenant_id, account_id,
     raw_body, result, error, correlation_id, processed_at)
 VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, CASE WHEN %s THEN now() END)
-ON CONFLICT (provider, event_id) DO NOTHING RETURNING id
+ON CONFLICT DO NOTHING RETURNING id
 """
+"""No arbiter: the id is derived from (provider, event_id), and two concurrent copies may meet on
+either unique index first (naming one raised a unique violation, a 500, on the other)."""
 
 
 @lru_cache(maxsize=8)
@@ -207,14 +213,25 @@ def create_app(
                 return "duplicate", JSONResponse({"status": "duplicate", "inbox_id": ident})
             link = None
             if notice.external_ref is not None:
-                link = await (await conn.execute(LINK, (provider, notice.external_ref))).fetchone()
+                found = await (await conn.execute(PAYOUT_LINK if notice.payout else LINK,
+                                                  (provider, notice.external_ref))).fetchone()  # fmt: skip
+                link = Link(*found) if found else None
+                if link is None and notice.payout:
+                    # our dispatcher may not have recorded the payout id yet: nothing is kept, the
+                    # provider redelivers; a payout that is never ours is never posted
+                    return "payout_unknown", JSONResponse(
+                        {"detail": f"payout {notice.external_ref} is not known (yet); redeliver"},
+                        503,
+                        headers={"Retry-After": "5"},
+                    )
             status, error, rows = notice.status, notice.note, []
-            tenant, account = link if link else (None, None)
+            tenant, account = (link.tenant_id, link.account_id) if link else (None, None)
             if notice.build is not None:
                 try:
                     if link is None:
-                        raise Unprocessable(f"no account is linked to {provider} {notice.external_ref}")
-                    rows = outbox_rows(notice, provider, ident, tenant, account, correlation)
+                        what = "payout of ours" if notice.payout else "account"
+                        raise Unprocessable(f"no {what} is linked to {provider} {notice.external_ref}")
+                    rows = outbox_rows(notice, provider, ident, link, correlation)
                     status, error = "processed", None
                 except (Unprocessable, EncodeError) as e:
                     status, error, rows = "failed", str(e), []
@@ -239,13 +256,13 @@ def create_app(
     def has_inbox_id(topic: str) -> bool:
         return any(f["name"] == "inbox_id" for f in codec.store.for_topic(topic).definition["fields"])
 
-    def outbox_rows(notice: Notice, provider: str, ident: str, tenant: str, account: str,
+    def outbox_rows(notice: Notice, provider: str, ident: str, link: Link,
                     correlation: str) -> list[tuple[Any, ...]]:  # fmt: skip
         assert notice.build is not None
         rows = []
-        for index, event in enumerate(notice.build(account)):
+        for index, event in enumerate(notice.build(link)):
             metadata = new_metadata(
-                event.topic.rsplit(".", 1)[0], tenant_id=tenant, environment=settings.environment,
+                event.topic.rsplit(".", 1)[0], tenant_id=link.tenant_id, environment=settings.environment,
                 source=f"connectors.webhooks.{provider}", correlation_id=correlation,
                 event_id=str(uuid.uuid5(LEDGERSTREAM_NAMESPACE, f"{ident}:{index}")),
                 occurred_at=event.occurred_at,

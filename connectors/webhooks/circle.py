@@ -1,8 +1,12 @@
 """Circle: `X-Circle-Signature` is a base64 ECDSA (P-256, SHA-256) signature of the raw
 body by the key `X-Circle-Key-Id` names; public keys are configured by id (Circle
-serves them at /v2/notifications/publicKey/{id}). `payments` (money in) and
-`payouts` (money out) notifications become bank transactions with the amount's
-decimal string converted exactly to minor units; the wallet id is the link.
+serves them at /v2/notifications/publicKey/{id}). `payments` (money in) notifications
+become bank transactions with the amount's decimal string converted exactly to minor
+units; the wallet id is the link. `payouts` (money out) are payouts our dispatcher asked
+for: `complete` and `failed` become status reports of the transfer the payout id is
+linked to (`pending` adds nothing to the SENT_TO_PROVIDER the dispatcher reported).
+A payout id that is not (yet) ours is refused with 503, so Circle redelivers it: money
+out is never posted twice, once by a bank debit and once by its transfer.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from connectors.webhooks.common import (
     BadSignature,
     Canonical,
     Delivery,
+    Link,
     MissingSignature,
     Notice,
     Unprocessable,
@@ -34,10 +39,16 @@ from connectors.webhooks.common import (
 from topics.events import to_micros
 
 TOPIC = "banking.transaction.received.v1"
+REPORTED = "payments.transaction.status_reported.v1"
 STATUSES = {
     "payments": {"pending": "PENDING", "confirmed": "PENDING", "paid": "POSTED", "failed": "CANCELLED"},
-    "payouts": {"pending": "PENDING", "complete": "POSTED", "failed": "CANCELLED"},
 }
+PAYOUT_STEPS: dict[str, tuple[str, ...]] = {
+    "complete": ("PROVIDER_PROCESSING", "PROVIDER_CONFIRMING", "COMPLETED"),
+    "failed": ("FAILED",),
+}
+"""What a payout's notification reports about its transfer: a complete payout has settled, so
+the steps in between are recorded one by one, each naming this delivery."""
 
 
 class Circle:
@@ -67,12 +78,15 @@ class Circle:
     def read(self, payload: Any, environment: str, delivery: Delivery) -> Notice:
         body = document(payload)
         kind, event_id = text(body, "notificationType"), text(body, "notificationId")
+        if kind == "payouts":
+            return payout_notice(section(body, "notification"), event_id)
         if kind not in STATUSES:
             return Notice(event_id, kind, status="ignored", note=f"{kind} is not a payment or payout")
         item = section(body, "notification")
         wallet = text(item, "walletId")
 
-        def build(account_id: str) -> list[Canonical]:
+        def build(link: Link) -> list[Canonical]:
+            account_id = link.account_id
             amount = section(item, "amount")
             currency = text(amount, "currency")
             units = minor_units(amount.get("amount"), currency)
@@ -82,12 +96,10 @@ class Circle:
             if status is None:
                 raise Unprocessable(f"{kind} status {item.get('status')!r} is unknown")
             at = iso_instant(item.get("updateDate") or item.get("createDate"))
-            credit = kind == "payments"
             record = {
                 "account_id": account_id, "transaction_id": text(item, "id"),
-                "amount": {"units": units if credit else -units, "currency": currency,
-                           "exponent": exponent_of(currency)},
-                "direction": "CREDIT" if credit else "DEBIT", "status": status,
+                "amount": {"units": units, "currency": currency, "exponent": exponent_of(currency)},
+                "direction": "CREDIT", "status": status,
                 "counterparty_reference": item.get("description") if isinstance(item.get("description"), str)
                 else None, "booking_date": at.date(), "value_date": None, "provider": "circle",
                 "provider_reference": text(item, "id"),
@@ -95,3 +107,31 @@ class Circle:
             return [Canonical(TOPIC, record, to_micros(at))]
 
         return Notice(event_id, f"{kind}.{item.get('status')}", wallet, build)
+
+
+def payout_notice(item: Mapping[str, Any], event_id: str) -> Notice:
+    """A payout's outcome for the transfer it paid out (linked by the payout id Circle gave us)."""
+    payout_id, status = text(item, "id"), item.get("status")
+    if status == "pending":
+        return Notice(event_id, "payouts.pending", status="ignored", note="reported SENT_TO_PROVIDER already")
+    steps = PAYOUT_STEPS.get(str(status))
+    if steps is None:
+        raise Unprocessable(f"payout status {status!r} is unknown")
+    at = iso_instant(item.get("updateDate") or item.get("createDate"))
+
+    def build(link: Link) -> list[Canonical]:
+        if link.transaction_id is None:
+            raise Unprocessable(f"payout {payout_id} is linked to no transfer")
+        reason = f"circle payout {payout_id} {status}"
+        if status == "failed":
+            reason += f": {item.get('errorCode') or 'no error code given'}"
+        return [
+            Canonical(REPORTED, {
+                "account_id": link.account_id, "transaction_id": link.transaction_id, "status": step,
+                "reason": reason, "provider": "circle", "provider_update_id": event_id,
+                "expected_version": None,
+            }, to_micros(at))
+            for step in steps
+        ]  # fmt: skip
+
+    return Notice(event_id, f"payouts.{status}", payout_id, build, payout=True)

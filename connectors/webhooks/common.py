@@ -38,8 +38,18 @@ class Canonical:
     occurred_at: int | None = None
 
 
-Build = Callable[[str], list[Canonical]]
-"""Given the linked account id, the canonical events of a delivery (raises Unprocessable)."""
+@dataclass(frozen=True)
+class Link:
+    """What a delivery's provider object is linked to: one of our accounts, and for a payout of
+    ours the transfer it paid out."""
+
+    tenant_id: str
+    account_id: str
+    transaction_id: str | None = None
+
+
+Build = Callable[[Link], list[Canonical]]
+"""Given the link, the canonical events of a delivery (raises Unprocessable)."""
 
 
 @dataclass(frozen=True)
@@ -48,7 +58,9 @@ class Notice:
 
     `external_ref` names the provider's object that is linked to one of our accounts
     (a card, a merchant account, a wallet, an applicant); `build` makes the events
-    once the link is found. A notice with no `build` is kept with `status` and emits nothing.
+    once the link is found. With `payout` set, `external_ref` is the provider's id of a
+    payout our dispatcher asked for, and the link is that payout's transfer. A notice
+    with no `build` is kept with `status` and emits nothing.
     """
 
     event_id: str
@@ -57,6 +69,7 @@ class Notice:
     build: Build | None = None
     status: InboxStatus = "processed"
     note: str | None = None
+    payout: bool = False
 
 
 @dataclass(frozen=True)

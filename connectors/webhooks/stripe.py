@@ -22,6 +22,7 @@ from connectors.webhooks.common import (
     Build,
     Canonical,
     Delivery,
+    Link,
     MissingSignature,
     Notice,
     Unprocessable,
@@ -133,7 +134,8 @@ def iso_units(amount: int, currency: str) -> tuple[int, int]:
 def _card(
     obj: Mapping[str, Any], txn: str, card: str, status: str, direction: str, occurred: int | None
 ) -> Build:
-    def build(account_id: str) -> list[Canonical]:
+    def build(link: Link) -> list[Canonical]:
+        account_id = link.account_id
         currency = str(obj.get("currency", "")).upper()
         units, exponent = iso_units(abs(integer(obj, "amount")), currency)
         if units == 0 and status in ("CAPTURED", "REFUNDED"):

@@ -16,6 +16,7 @@ from connectors.webhooks.common import (
     BadSignature,
     Canonical,
     Delivery,
+    Link,
     MissingSignature,
     Notice,
     Unprocessable,
@@ -59,7 +60,8 @@ class Sumsub:
         user = text(body, "externalUserId")
         result = section(body, "reviewResult")
 
-        def build(account_id: str) -> list[Canonical]:
+        def build(link: Link) -> list[Canonical]:
+            account_id = link.account_id
             answer, reject = result.get("reviewAnswer"), result.get("reviewRejectType")
             if answer == "GREEN":
                 outcome = "APPROVED"

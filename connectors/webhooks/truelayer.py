@@ -25,6 +25,7 @@ from connectors.webhooks.common import (
     BadSignature,
     Canonical,
     Delivery,
+    Link,
     MissingSignature,
     Notice,
     Unprocessable,
@@ -138,7 +139,8 @@ class TrueLayer:
         if body.get("event_version") != 1:
             raise BadPayload(f"event_version {body.get('event_version')!r} of {kind} is not supported")
 
-        def build(account_id: str) -> list[Canonical]:
+        def build(link: Link) -> list[Canonical]:
+            account_id = link.account_id
             currency = text(body, "currency")
             units = integer(body, "amount_in_minor")
             if units <= 0:
@@ -179,7 +181,8 @@ def payout_notice(body: Mapping[str, Any], kind: str, event_id: str) -> Notice:
     payout_id = text(body, "payout_id")
     at = body.get("executed_at") if kind == "payout_executed" else body.get("failed_at")
 
-    def build(account_id: str) -> list[Canonical]:
+    def build(link: Link) -> list[Canonical]:
+        account_id = link.account_id
         occurred = to_micros(iso_instant(at))
         reason = f"truelayer {kind} {payout_id}"
         if kind == "payout_failed":

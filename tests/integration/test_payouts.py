@@ -11,7 +11,7 @@ import psycopg
 import pytest
 
 from connectors.outbox import OutboxRelay
-from connectors.payouts import PayoutDispatcher, TrueLayerPayouts
+from connectors.payouts import CirclePayouts, PayoutDispatcher, TrueLayerPayouts
 from connectors.provider_sandbox import create_sandbox
 from connectors.webhooks.app import create_app as create_webhooks
 from ops import webhook_senders as send
@@ -28,6 +28,9 @@ from topics.settings import REPO_ROOT
 
 RUN = uuid.uuid4().hex[:8]
 PAID, BOUNCED = f"po-{RUN}-paid", f"po-{RUN}-bounced"
+WIRED, REFUSED = f"po-{RUN}-circle-paid", f"po-{RUN}-circle-refused"
+USD_ACCOUNT = f"acc-{RUN}-usd"
+ALL = [PAID, BOUNCED, WIRED, REFUSED]
 
 
 def history(conn, tid: str) -> list[tuple]:
@@ -50,17 +53,23 @@ def paid_out(services, catalog):
         group = f"payouts-{RUN}"
         money_groups_at_end(db, catalog, group)
         open_accounts(db, [f"acc-{RUN}"], overdraft=1_000_000)
+        open_accounts(db, [USD_ACCOUNT], "USD", overdraft=1_000_000)
         hooks = stack.enter_context(serving(create_webhooks(db, keys.settings(), codec, catalog)))
         sandbox = stack.enter_context(
             serving(
                 create_sandbox(
-                    f"{hooks}/v1/webhooks/truelayer", lambda body, path: keys.truelayer(body, path)
+                    f"{hooks}/v1/webhooks/truelayer", lambda body, path: keys.truelayer(body, path),
+                    circle_url=f"{hooks}/v1/webhooks/circle", circle_sign=lambda body, path: keys.circle(body),
                 )
             )
-        )
+        )  # fmt: skip
         client = TrueLayerPayouts(sandbox, "ma-ledgerstream")
         stack.callback(client.close)
-        dispatcher = PayoutDispatcher(db, codec, catalog, client)
+        circle = CirclePayouts(sandbox, str(uuid.uuid4()), str(uuid.uuid4()))
+        stack.callback(circle.close)
+        dispatcher = PayoutDispatcher(
+            db, codec, catalog, {"SEPA": client, "FASTER_PAYMENTS": client, "ACH": circle}
+        )
         for work in (
             *money_workers(db, codec, catalog, group),
             partial(OutboxRelay(db, codec, catalog).run, poll=0.05),
@@ -74,17 +83,26 @@ def paid_out(services, catalog):
         producer.produce(
             "payments.transfer.requested.v1", transfer_requested(f"acc-{RUN}", 10_013, transfer_id=BOUNCED)
         )  # the sandbox fails amounts ending in 13
+        for tid, units in ((WIRED, 25_000), (REFUSED, 25_013)):
+            usd = {"units": units, "currency": "USD", "exponent": 2}
+            producer.produce("payments.transfer.requested.v1",
+                             transfer_requested(USD_ACCOUNT, transfer_id=tid, amount=usd, rail="ACH"))  # fmt: skip
         producer.flush()
         final = "SELECT transaction_id, status FROM transactions WHERE transaction_id = ANY(%s) ORDER BY 1"
-        wait_for(lambda: conn.execute(final, ([PAID, BOUNCED],)).fetchall() == [(BOUNCED, "FAILED"), (PAID, "COMPLETED")],
-                 60, what="the provider's webhooks to settle both transfers")  # fmt: skip
+        settled = sorted(
+            [(BOUNCED, "FAILED"), (PAID, "COMPLETED"), (REFUSED, "FAILED"), (WIRED, "COMPLETED")]
+        )
+        wait_for(lambda: conn.execute(final, (ALL,)).fetchall() == settled,
+                 60, what="the providers' webhooks to settle every transfer")  # fmt: skip
         wait_for(lambda: conn.execute("SELECT status FROM holds WHERE hold_id = %s", (f"txn:{PAID}",)).fetchone()
                  == ("COMPLETED",), 60, what="the paid transfer posted")  # fmt: skip
-        yield db, conn, dispatcher, client
+        wait_for(lambda: conn.execute("SELECT status FROM holds WHERE hold_id = %s", (f"txn:{WIRED}",)).fetchone()
+                 == ("COMPLETED",), 60, what="the wired transfer posted")  # fmt: skip
+        yield db, conn, dispatcher, client, hooks, keys
 
 
 def test_a_paid_out_transfer_records_each_step_with_the_provider_update_that_caused_it(paid_out):
-    _, conn, _, _ = paid_out
+    _, conn, *_ = paid_out
     steps = history(conn, PAID)
     assert [s[0] for s in steps] == [
         "INITIATED", "VALIDATING", "BALANCE_RESERVED", "SENT_TO_PROVIDER", "PROVIDER_PROCESSING",
@@ -99,7 +117,7 @@ def test_a_paid_out_transfer_records_each_step_with_the_provider_update_that_cau
 
 
 def test_a_failed_payout_fails_its_transfer_and_releases_the_hold(paid_out):
-    _, conn, _, _ = paid_out
+    _, conn, *_ = paid_out
     steps = history(conn, BOUNCED)
     assert [s[0] for s in steps][-2:] == ["SENT_TO_PROVIDER", "FAILED"]
     assert "insufficient_funds" in steps[-1][2] and steps[-1][1] is not None
@@ -112,12 +130,14 @@ def test_a_failed_payout_fails_its_transfer_and_releases_the_hold(paid_out):
 
 
 def test_each_transfer_is_paid_out_once_even_when_the_dispatcher_runs_again(paid_out):
-    _, conn, dispatcher, client = paid_out
+    _, conn, dispatcher, client, *_ = paid_out
     rows = conn.execute(
-        "SELECT transaction_id, status, payout_id IS NOT NULL FROM payouts WHERE transaction_id = ANY(%s) ORDER BY 1",
-        ([PAID, BOUNCED],),
+        "SELECT transaction_id, provider, status, payout_id IS NOT NULL FROM payouts WHERE transaction_id = ANY(%s) "
+        "ORDER BY 1",
+        (ALL,),
     ).fetchall()
-    assert rows == [(BOUNCED, "sent", True), (PAID, "sent", True)]
+    assert rows == sorted([(BOUNCED, "truelayer", "sent", True), (PAID, "truelayer", "sent", True),
+                           (REFUSED, "circle", "sent", True), (WIRED, "circle", "sent", True)])  # fmt: skip
     assert dispatcher.claim(conn) == 0 and dispatcher.send(conn) == 0
     # the provider answers a resent request (a dispatcher that died before recording the answer) with the same payout
     payout_id = conn.execute("SELECT payout_id FROM payouts WHERE transaction_id = %s", (PAID,)).fetchone()[0]
@@ -125,3 +145,42 @@ def test_each_transfer_is_paid_out_once_even_when_the_dispatcher_runs_again(paid
 
     again = client.create_payout(Payout(PAID, "tenant-1", f"acc-{RUN}", 10_000, "EUR", 2, "SEPA"))
     assert again == payout_id
+
+
+def test_a_circle_payout_completes_or_fails_its_transfer_with_each_step(paid_out):
+    _, conn, *_ = paid_out
+    wired = history(conn, WIRED)
+    assert [s[0] for s in wired][3:] == [
+        "SENT_TO_PROVIDER",
+        "PROVIDER_PROCESSING",
+        "PROVIDER_CONFIRMING",
+        "COMPLETED",
+    ]
+    assert wired[3][2] == "payout requested from circle"
+    assert len({s[1] for s in wired[4:]}) == 1 and all(s[2].endswith(" complete") for s in wired[4:])
+    refused = history(conn, REFUSED)
+    assert [s[0] for s in refused][-2:] == ["SENT_TO_PROVIDER", "FAILED"]
+    assert refused[-1][2].endswith("failed: insufficient_funds")
+    assert conn.execute("SELECT status FROM holds WHERE hold_id = %s", (f"txn:{REFUSED}",)).fetchone() == (
+        "RELEASED",
+    )
+    posted = conn.execute(
+        "SELECT reference_id, count(*) FROM journal_entries WHERE reference_id = ANY(%s) GROUP BY 1 ORDER BY 1",
+        ([f"txn:{WIRED}", f"txn:{REFUSED}"],),
+    ).fetchall()
+    assert posted == [(f"txn:{WIRED}", 1)]  # once, by the transfer: no bank debit besides
+
+
+def test_a_circle_payout_that_is_not_ours_is_refused_for_redelivery_and_writes_nothing(paid_out):
+    import httpx
+
+    _, conn, _, _, hooks, keys = paid_out
+    notice = send.circle_payment(str(uuid.uuid4()), "10.00", kind="payouts", status="complete")
+    body = send.encode(notice)
+    answer = httpx.post(f"{hooks}/v1/webhooks/circle", content=body,
+                        headers={"content-type": "application/json", **keys.circle(body)})  # fmt: skip
+    assert answer.status_code == 503 and answer.headers["retry-after"]
+    assert conn.execute(
+        "SELECT count(*) FROM webhook_inbox WHERE provider = 'circle' AND event_id = %s",
+        (notice["notificationId"],),
+    ).fetchone() == (0,)
