@@ -35,7 +35,7 @@ from web3 import Web3
 
 from topics.catalog import Catalog
 from topics.codec import AvroCodec
-from topics.events import LEDGERSTREAM_NAMESPACE, new_metadata
+from topics.events import LEDGERSTREAM_NAMESPACE, derived_event_id, new_metadata
 from topics.outbox import enqueue
 from topics.settings import Settings
 
@@ -49,6 +49,24 @@ CHECKPOINT = Gauge(
 DETECTED, CONFIRMED, REORGED = (
     f"crypto.wallet.transfer.{k}.v1" for k in ("detected", "confirmed", "reorged")
 )
+REPORTED = "payments.transaction.status_reported.v1"
+UNMATCHED = Counter(
+    "ledgerstream_chain_unmatched_outbound_total",
+    "Confirmed transfers out of a watched wallet that match no transfer the chain sender sent",
+    ["chain"],
+)
+SEND_MINED = """
+UPDATE chain_sends s SET status = 'mined', updated_at = now() FROM transactions t
+ WHERE s.chain = %s AND s.tx_hash = %s AND s.status IN ('signed', 'broadcast')
+   AND t.transaction_id = s.transaction_id
+RETURNING s.transaction_id, s.tenant_id, s.account_id, t.correlation_id
+"""
+SEND_CONFIRMED = """
+UPDATE chain_sends s SET status = 'confirmed', updated_at = now() FROM transactions t
+ WHERE s.chain = %s AND s.tx_hash = %s AND s.status IN ('signed', 'broadcast', 'mined')
+   AND t.transaction_id = s.transaction_id
+RETURNING s.transaction_id, s.tenant_id, s.account_id, t.correlation_id
+"""
 
 
 @dataclass(frozen=True)
@@ -233,6 +251,8 @@ class ChainListener:
                         "priority_fee_per_gas": priority}  # fmt: skip
             if conn.execute(INSERT_TRANSFER, transfer).fetchone():
                 self._emit(conn, "detected", transfer, 1, int(block["timestamp"]))
+                if transfer["direction"] == "OUTBOUND":
+                    self._sent_mined(conn, transfer)
         conn.execute(
             "INSERT INTO chain_blocks VALUES (%s, %s, %s, %s) ON CONFLICT (chain, number) DO UPDATE"
             " SET hash = excluded.hash, parent_hash = excluded.parent_hash",
@@ -288,6 +308,47 @@ class ChainListener:
         depth = number - self.spec.confirmations + 1
         for transfer in self._settle(conn, "confirmed", "<=", depth):
             self._emit(conn, "confirmed", transfer, number - int(transfer["block_number"]) + 1, timestamp)
+            if transfer["direction"] == "OUTBOUND":
+                self._sent_confirmed(conn, transfer)
+
+    # -- transfers we sent ------------------------------------------------------------------
+    def _sent_mined(self, conn: psycopg.Connection[Any], transfer: dict[str, Any]) -> None:
+        """A transaction of the chain sender is in a block: its transfer is PROVIDER_PROCESSING
+        (once: mined again after a reorg, it reports nothing new)."""
+        for tid, tenant, account, correlation in conn.execute(
+            SEND_MINED, (self.spec.name, transfer["tx_hash"])
+        ).fetchall():
+            block = f"{transfer['tx_hash']}@{transfer['block_hash']}"
+            report_status(conn, self.codec, self.catalog, self.settings, tenant=tenant, account=account,
+                          transaction_id=tid, correlation_id=correlation, status="PROVIDER_PROCESSING",
+                          reason=f"{transfer['tx_hash']} mined in block {transfer['block_number']}",
+                          provider=self.spec.name, source=f"chain_send:{tid}", step="mined",
+                          provider_update_id=block)  # fmt: skip
+
+    def _sent_confirmed(self, conn: psycopg.Connection[Any], transfer: dict[str, Any]) -> None:
+        """A transaction of the chain sender has its confirmations: the transfer completes. Money
+        out of a watched wallet that no transfer sent is reported for reconciliation, not posted."""
+        sent = conn.execute(SEND_CONFIRMED, (self.spec.name, transfer["tx_hash"])).fetchall()
+        if not sent:
+            ours = conn.execute(
+                "SELECT 1 FROM chain_sends WHERE chain = %s AND tx_hash = %s",
+                (self.spec.name, transfer["tx_hash"]),
+            ).fetchone()
+            if ours is None:
+                UNMATCHED.labels(self.spec.name).inc()
+                log.error(
+                    "%s: %s left wallet %s (%s), matching no transfer we sent: reconcile it (not posted)",
+                    self.spec.name, transfer["tx_hash"], transfer["from_address"], transfer["account_id"],
+                )  # fmt: skip
+            return
+        block = f"{transfer['tx_hash']}@{transfer['block_hash']}"
+        for tid, tenant, account, correlation in sent:
+            for status in ("PROVIDER_CONFIRMING", "COMPLETED"):
+                report_status(conn, self.codec, self.catalog, self.settings, tenant=tenant, account=account,
+                              transaction_id=tid, correlation_id=correlation, status=status,
+                              reason=f"{transfer['tx_hash']} has {self.spec.confirmations} confirmations on "
+                              f"{self.spec.name}", provider=self.spec.name, source=f"chain_send:{tid}",
+                              step="confirmed", provider_update_id=block)  # fmt: skip
 
     def _rewind(self, conn: psycopg.Connection[Any], number: int) -> None:
         kept = conn.execute(
@@ -449,3 +510,20 @@ class ChainListener:
                     break
                 stop.wait(poll)
         return self.emitted
+
+
+def report_status(
+    conn: psycopg.Connection[Any], codec: AvroCodec, catalog: Catalog, settings: Settings, *, tenant: str,
+    account: str, transaction_id: str, correlation_id: str, status: str, reason: str, provider: str,
+    source: str, step: str, provider_update_id: str | None = None,
+) -> None:  # fmt: skip
+    """A chain transfer's status report into the outbox, its id derived from its source and step."""
+    enqueue(conn, codec, catalog, REPORTED, {
+        "metadata": new_metadata(
+            "payments.transaction.status_reported", tenant_id=tenant, environment=settings.environment,
+            source="connectors.chain", correlation_id=correlation_id,
+            event_id=derived_event_id(source, "chain", f"{step}:{status}"),
+        ),
+        "account_id": account, "transaction_id": transaction_id, "status": status, "reason": reason,
+        "provider": provider, "provider_update_id": provider_update_id, "expected_version": None,
+    })  # fmt: skip

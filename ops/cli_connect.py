@@ -140,6 +140,55 @@ def connect_chain(args: argparse.Namespace) -> int:
     return 0
 
 
+def connect_chain_sender(args: argparse.Namespace) -> int:
+    import json
+    import stat
+    from pathlib import Path
+
+    from web3 import Web3
+
+    from connectors.chain import CHAINS, WrongChain
+    from connectors.chain_sender import ChainSender, LocalKeys
+    from topics.catalog import load_catalog
+    from topics.codec import codec_from_settings
+
+    keys_file = Path(args.keys)
+    try:
+        mode = keys_file.stat().st_mode
+        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            err.print(f"connect chain-sender: {keys_file} is readable by others; chmod 600 it", markup=False)
+            return 2
+        keys = {
+            address: bytes.fromhex(key.removeprefix("0x"))
+            for address, key in json.loads(keys_file.read_text()).items()
+        }
+    except (OSError, ValueError, AttributeError) as e:
+        err.print(
+            f"connect chain-sender: {keys_file}: {e} (a JSON object of address: hex private key)",
+            markup=False,
+        )
+        return 2
+    settings = settings_or_error()
+    spec = CHAINS[args.chain]
+    w3 = Web3(Web3.HTTPProvider(args.rpc_url, request_kwargs={"timeout": 15}))
+    if not w3.is_connected():
+        err.print(f"connect chain-sender: no JSON-RPC node answers at {args.rpc_url}", markup=False)
+        return 1
+    if spec.chain_id is not None and int(w3.eth.chain_id) != spec.chain_id:
+        err.print(f"connect chain-sender: {WrongChain(f'the node is not {spec.name}')}", markup=False)
+        return 2
+    sender = ChainSender(settings, codec_from_settings(settings), load_catalog(), w3, spec, LocalKeys(keys))
+    err.print(
+        f"chain sender: reserved CRYPTO transfers on {spec.name} from {len(keys)} wallets", markup=False
+    )
+    stats = sender.run(stop=stop_on_signals(), poll=args.poll)
+    err.print(
+        f"chain sender: {stats.signed} signed, {stats.broadcast} broadcast, {stats.failed} failed",
+        markup=False,
+    )
+    return 0
+
+
 def connect_watch(args: argparse.Namespace) -> int:
     from sinks.migrate import connect
 
@@ -288,6 +337,13 @@ def add_connect_commands(sub: Any, command: Callable[..., Any]) -> None:
     wh.add_argument(
         "--workers", type=positive_int, default=1, help="processes (default 1; rate limits are per process)"
     )
+    cs = command(conn_sub, "chain-sender", connect_chain_sender,
+                 "sign and broadcast reserved CRYPTO transfers from each account's wallet")  # fmt: skip
+    cs.add_argument("--chain", choices=("ethereum", "polygon", "arbitrum", "optimism"), required=True)
+    cs.add_argument("--rpc-url", required=True, help="the node's JSON-RPC endpoint")
+    cs.add_argument("--keys", required=True,
+                    help="a mode-0600 JSON file of wallet address: hex private key")  # fmt: skip
+    cs.add_argument("--poll", type=seconds_arg, default=1.0, help="seconds between looks (default 1)")
     ch = command(
         conn_sub, "chain", connect_chain, "follow an EVM chain for transfers touching watched wallets"
     )

@@ -10,6 +10,8 @@
 5. Every money movement the database knows of has its posting: completed
    transactions, executed conversions, assessed fees, confirmed chain deposits, and
    the bank and card events still in the outbox.
+6. Every confirmed transfer out of a watched wallet is one the chain sender sent (money
+   that left custody any other way is reported for reconciliation, never posted).
 """
 
 from __future__ import annotations
@@ -142,6 +144,14 @@ CHECKS: tuple[tuple[str, str, str], ...] = (
                               || c.block_hash)
               AND NOT EXISTS (SELECT 1 FROM journal_entries r WHERE r.reverses = j.reference_id)""",
         "deposit {0} was reorged off the chain and is not reversed",
+    ),
+    (
+        "chain sends matched",
+        """SELECT c.chain, c.tx_hash, c.log_index, c.from_address, c.account_id FROM chain_transfers c
+            WHERE c.status = 'confirmed' AND c.direction = 'OUTBOUND'
+              AND NOT EXISTS (SELECT 1 FROM chain_sends s
+                              WHERE s.chain = c.chain AND s.tx_hash = c.tx_hash)""",
+        "{0} {1}:{2} left wallet {3} of {4}, matching no transfer we sent: reconcile it (not posted)",
     ),
 )
 

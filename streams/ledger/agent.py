@@ -62,6 +62,7 @@ def journal_for(topic: str, record: dict[str, Any], registry: CurrencyRegistry =
             exponent=exponent,
             rail=record.get("rail") or record["transaction_type"],
             counterparty_account_id=record.get("counterparty_account_id"),
+            chain=_chain_of(record["amount"]),
         )
     if topic == FEES:
         units, currency, exponent = _money(record["total"], registry)
@@ -115,6 +116,12 @@ def journal_for(topic: str, record: dict[str, Any], registry: CurrencyRegistry =
             return None  # only detected: nothing was posted
         return reversal(_deposit(tenant, record, registry))
     return None
+
+
+def _chain_of(amount: dict[str, Any]) -> str | None:
+    """The chain of a crypto amount (None for fiat, and for crypto held only in the ledger)."""
+    chain = amount.get("chain")
+    return None if chain in (None, "ledger") else str(chain)
 
 
 def _deposit(tenant: str, record: dict[str, Any], registry: CurrencyRegistry) -> Journal:

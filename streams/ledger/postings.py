@@ -146,11 +146,13 @@ def transaction_completed(
     exponent: int,
     rail: str,
     counterparty_account_id: str | None = None,
+    chain: str | None = None,
 ) -> Journal:
     """A completed money movement; money out completes the transfer's hold.
 
     Money out (DEBIT) reduces what we owe the customer and what we hold at the rail;
-    money in (CREDIT) the reverse; a book transfer moves between two customers.
+    money in (CREDIT) the reverse; a book transfer moves between two customers. Crypto sent
+    on a chain leaves that chain's custody account (where its deposits arrived).
     """
     amount = abs(units)
     customer = account("customer", tenant, account_id, currency)
@@ -158,7 +160,10 @@ def transaction_completed(
         other = account("customer", tenant, counterparty_account_id, currency)
         debit, credit = (customer, other) if direction == "DEBIT" else (other, customer)
     else:
-        rail_account = account("clearing", tenant, rail.lower(), currency)
+        if rail == "CRYPTO" and chain is not None:
+            rail_account = account("custody", tenant, chain, currency)
+        else:
+            rail_account = account("clearing", tenant, rail.lower(), currency)
         debit, credit = (customer, rail_account) if direction == "DEBIT" else (rail_account, customer)
     return _checked(Journal(
         reference_id=f"txn:{transaction_id}",

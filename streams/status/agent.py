@@ -48,7 +48,7 @@ AGENT = "status_agent"
 TXN_COLUMNS = (
     "transaction_id", "account_id", "tenant_id", "environment", "transaction_type", "direction",
     "amount_units", "currency", "exponent", "counterparty_account_id", "status", "version",
-    "correlation_id", "created_at", "updated_at", "rail",
+    "correlation_id", "created_at", "updated_at", "rail", "chain", "beneficiary_reference",
 )  # fmt: skip
 HISTORY_COLUMNS = (
     "event_id", "transaction_id", "from_status", "to_status", "reason", "provider_update_id",
@@ -111,6 +111,9 @@ class Txn:
     created_at: datetime
     updated_at: datetime
     rail: str | None
+    chain: str | None = None
+    """The chain of a crypto amount (where a CRYPTO transfer is sent from)."""
+    beneficiary_reference: str | None = None
 
 
 @dataclass(frozen=True)
@@ -152,7 +155,7 @@ def outputs_for(txn: Txn, change: Change) -> list[Output]:
         )
 
     base = {"account_id": txn.account_id, "transaction_id": txn.transaction_id, "version": change.version}
-    amount = money_record(txn.amount_units, txn.currency, txn.exponent)
+    amount = money_record(txn.amount_units, txn.currency, txn.exponent, chain=txn.chain or "ledger")
     out = []
     if change.from_status is None:
         out.append(Output(CREATED, {
@@ -375,6 +378,7 @@ class StatusHandler(BatchHandler):
                 amount_units=units, currency=currency, exponent=exponent,
                 counterparty_account_id=record["destination_account_id"], status="INITIATED", version=1,
                 correlation_id=meta["correlation_id"], created_at=when, updated_at=when, rail=record["rail"],
+                chain=record["amount"].get("chain"), beneficiary_reference=record["beneficiary_reference"],
             )  # fmt: skip
             return txn, self._change(txn, None, source, meta, reason="transfer requested")
         tid = record["transaction_id"]
