@@ -33,11 +33,12 @@ from streams.ledger.postings import (
     check_tenant,
     holder_of,
 )
+from topics.balances import BALANCE_TOPIC, BalanceState, balance_record
 from topics.catalog import Catalog, load_catalog
 from topics.codec import AvroCodec
 from topics.currencies import CurrencyError, CurrencyRegistry
-from topics.events import Event, derived_event_id, new_metadata
-from topics.money import InexactValue, money_parts, money_record
+from topics.events import Event
+from topics.money import InexactValue, money_parts
 from topics.outbox import enqueue
 
 TOPIC = "ledger.journal.posted.v1"
@@ -117,7 +118,6 @@ ON CONFLICT (hold_id) DO UPDATE
    SET status = EXCLUDED.status, settled_at = now(), reason = h.reason || '; ' || EXCLUDED.reason
  WHERE h.status = 'ACTIVE' AND EXCLUDED.status <> 'ACTIVE'
 """
-BALANCE_TOPIC = "accounts.balance.updated.v1"
 BALANCE_STATE = """
 WITH touched AS (
     SELECT e.ledger_account AS code, max(e.journal_entry_id::text) AS cause
@@ -310,20 +310,10 @@ class LedgerSink(Sink[Item]):
         batch posts nothing new and so announces nothing."""
         rows = conn.execute(BALANCE_STATE).fetchall()
         for code, tenant, currency, exponent, posted, held, overdraft, cause in rows:
-            account_id = holder_of(code)
-            state = f"{code}:{posted}:{held}:{overdraft}:{cause}"
-            meta = new_metadata(
-                "accounts.balance.updated", tenant_id=tenant, environment=environment,  # type: ignore[arg-type]
-                source="sinks.ledger",
-                event_id=derived_event_id(state, self.name, "balance"),
-            )  # fmt: skip
-            units = [int(v) for v in (posted - held + overdraft, held, posted)]
-            enqueue(conn, codec, catalog, BALANCE_TOPIC, {
-                "metadata": meta, "account_id": account_id, "asset": currency,
-                "available": money_record(units[0], currency, exponent)[1],
-                "reserved": money_record(units[1], currency, exponent)[1],
-                "total": money_record(units[2], currency, exponent)[1], "journal_entry_id": cause,
-            })  # fmt: skip
+            state = BalanceState(code, tenant, holder_of(code), currency, int(exponent), int(posted),
+                                 int(held), int(overdraft), cause)  # fmt: skip
+            record = balance_record(state, environment=environment, source="sinks.ledger", producer=self.name)
+            enqueue(conn, codec, catalog, BALANCE_TOPIC, record)
 
 
 def _completed_hold(p: PostedJournal) -> tuple[Any, ...] | None:

@@ -44,7 +44,8 @@ PIN = (
     "UPDATE holds SET expires_at = 'infinity' WHERE hold_id = %s AND status = 'ACTIVE' AND expires_at > now()"
 )
 EXPIRE = (
-    "UPDATE holds SET status = 'EXPIRED', settled_at = now() WHERE status = 'ACTIVE' AND expires_at <= now()"
+    "UPDATE holds SET status = 'EXPIRED', settled_at = now() WHERE status = 'ACTIVE' AND expires_at <= now() "
+    "RETURNING hold_id"
 )
 
 
@@ -102,11 +103,13 @@ def pin(conn: psycopg.Connection[Any], hold_id: str) -> bool:
     return pinned.rowcount == 1
 
 
-def release(conn: psycopg.Connection[Any], hold_id: str, why: str) -> None:
-    """Give an ACTIVE hold's funds back (its movement failed or was compensated)."""
-    conn.execute(RELEASE, (f"released: {why}", hold_id))
+def release(conn: psycopg.Connection[Any], hold_id: str, why: str) -> bool:
+    """Give an ACTIVE hold's funds back (its movement failed or was compensated); False when
+    there was no active hold."""
+    return conn.execute(RELEASE, (f"released: {why}", hold_id)).rowcount == 1
 
 
-def expire(conn: psycopg.Connection[Any]) -> None:
-    """Expire every ACTIVE hold past its time (the funds were never spent)."""
-    conn.execute(EXPIRE)
+def expire(conn: psycopg.Connection[Any]) -> list[str]:
+    """Expire every ACTIVE hold past its time (the funds were never spent); their ids."""
+    with conn.cursor(row_factory=tuple_row) as cur:
+        return [hold for (hold,) in cur.execute(EXPIRE).fetchall()]

@@ -72,8 +72,8 @@ class ConsumerSpec:
     kind: Literal["agent", "sink"]
     inputs: tuple[str, ...]
     outputs: tuple[str, ...]
-    via_outbox: bool = False
-    """Its outputs are outbox rows the outbox relay publishes: it never produces them."""
+    outbox_outputs: tuple[str, ...] = ()
+    """What it writes as outbox rows in its own transaction; the outbox relay produces them."""
 
     @property
     def group_id(self) -> str:
@@ -150,8 +150,7 @@ class Catalog:
     def principals(self) -> list[Principal]:
         """Every Kafka identity of the catalog, with the topics it may read and write."""
         found = [
-            Principal(c.name, c.inputs, (*(() if c.via_outbox else c.outputs), c.dlq), c.group_id)
-            for c in self.consumers.values()
+            Principal(c.name, c.inputs, (*c.outputs, c.dlq), c.group_id) for c in self.consumers.values()
         ]
         found += [Principal(p.name, (), p.outputs, None) for p in self.producers.values()]
         found += [Principal(r.name, r.inputs, (), f"ledgerstream.{r.name}") for r in self.readers.values()]
@@ -212,7 +211,7 @@ def parse_catalog(doc: dict[str, Any]) -> Catalog:
                 kind=raw["kind"],
                 inputs=topic_list(raw["inputs"]),
                 outputs=tuple(raw["outputs"]),
-                via_outbox=bool(raw.get("via_outbox", False)),
+                outbox_outputs=tuple(raw.get("outbox_outputs", ())),
             )
             consumers[consumer.name] = consumer
             _add(
@@ -273,6 +272,11 @@ def check_catalog(catalog: Catalog) -> None:
         for topic in (*principal.reads, *principal.writes):
             if topic not in catalog.topics:
                 problems.append(f"{principal.name}: topic {topic} is not in the catalog")
+    relayed = {topic for p in catalog.producers.values() for topic in p.outputs}
+    for consumer in catalog.consumers.values():
+        for topic in consumer.outbox_outputs:
+            if topic not in relayed:
+                problems.append(f"{consumer.name}: outbox output {topic} is not a relayed topic")
     if problems:
         raise CatalogError("topic catalog is invalid:\n  " + "\n  ".join(problems))
 

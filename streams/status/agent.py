@@ -30,6 +30,8 @@ from streams.holds import Spend, expire, pin, release, reserve
 from streams.ledger.postings import transfer_hold_id
 from streams.pricing import load_pricing
 from streams.status.machine import Applied, Refused, State, block_target, transition
+from topics.balances import BalanceAnnouncer
+from topics.catalog import load_catalog
 from topics.codec import AvroCodec
 from topics.currencies import CurrencyRegistry
 from topics.events import Event, derived_event_id, new_metadata
@@ -193,6 +195,7 @@ class StatusHandler(BatchHandler):
         self.settings = settings
         self.codec = codec
         self.fees = fees if fees is not None else load_pricing(settings.pricing_file).fees
+        self.balances = BalanceAnnouncer(codec, load_catalog(), settings.environment, "streams.status", AGENT)
         self._conn: psycopg.Connection[dict[str, Any]] | None = None
         self._swept = 0.0
 
@@ -234,8 +237,9 @@ class StatusHandler(BatchHandler):
         self._write(conn, work)
         now = time.monotonic()
         if now - self._swept > SWEEP_SECONDS:
-            expire(conn)
+            work.holds += expire(conn)
             self._swept = now
+        self.balances.holds_changed(conn, work.holds)
         return work.result
 
     def _apply(self, conn: psycopg.Connection[dict[str, Any]], work: _Work, event: Event) -> None:
@@ -266,7 +270,9 @@ class StatusHandler(BatchHandler):
             work.applied.setdefault(source, []).append(change)
             work.result.outputs += outputs_for(txn, change)
             if change.to_status in ("FAILED", "COMPENSATING"):
-                release(conn, transfer_hold_id(txn.transaction_id), change.reason or change.to_status)
+                hold = transfer_hold_id(txn.transaction_id)
+                if release(conn, hold, change.reason or change.to_status):
+                    work.holds.append(hold)
         txn, change = steps[0]
         if change.from_status is None:
             work.created[txn.transaction_id] = txn
@@ -302,6 +308,7 @@ class StatusHandler(BatchHandler):
         if refusal is not None:
             steps.append(self._step(validating, "FAILED", source, meta, refusal))
             return steps
+        work.holds.append(transfer_hold_id(txn.transaction_id))
         reserved = f"reserved {need} ({breakdown}) {txn.currency}"
         steps.append(self._step(validating, "BALANCE_RESERVED", source, meta, reserved))
         return steps
@@ -482,6 +489,8 @@ class _Work:
     changes: list[Change] = field(default_factory=list)
     parked: dict[str, dict[str, Event]] = field(default_factory=dict)
     unparked: set[str] = field(default_factory=set)
+    holds: list[str] = field(default_factory=list)
+    """Holds this batch placed, released or expired: their accounts' balances are announced."""
 
 
 def _transaction_id(event: Event) -> str:

@@ -184,3 +184,30 @@ def test_a_circle_payout_that_is_not_ours_is_refused_for_redelivery_and_writes_n
         "SELECT count(*) FROM webhook_inbox WHERE provider = 'circle' AND event_id = %s",
         (notice["notificationId"],),
     ).fetchone() == (0,)
+
+
+def test_reserving_and_releasing_announce_the_account_balance(paid_out):
+    _, conn, *_ = paid_out
+    codec = AvroCodec(load_store(REPO_ROOT / "avro"))
+    account = f"acc-{RUN}"
+    posted = conn.execute(
+        "SELECT credits - debits FROM balances WHERE ledger_account = %s",
+        (f"customer:tenant-1/{account}:EUR",),
+    ).fetchone()[0]
+
+    def announced() -> list[dict]:
+        rows = conn.execute(
+            "SELECT value FROM outbox WHERE topic = 'accounts.balance.updated.v1' AND key = %s ORDER BY id",
+            (account.encode(),),
+        ).fetchall()
+        return [codec.decode(bytes(r[0]), topic="accounts.balance.updated.v1") for r in rows]
+
+    by_status = [e for e in announced() if e["metadata"]["source"] == "streams.status"]
+    held = [e["reserved"]["units"] for e in by_status]
+    assert any(units > 0 for units in held), held  # a reservation is announced when it is placed
+    assert any(e["journal_entry_id"] == f"txn:{BOUNCED}" for e in by_status)  # and its release
+    settled = wait_for(
+        lambda: [e for e in announced() if e["reserved"]["units"] == 0 and e["total"]["units"] == posted],
+        30, what="the settled balance announced",
+    )  # fmt: skip
+    assert settled[-1]["available"]["units"] == posted + 1_000_000  # the overdraft limit
