@@ -151,7 +151,7 @@ def _start_sink(
     }
     return subprocess.Popen(
         [sys.executable, "-m", "ops.cli", "sink", sink, "--topic", topic, "--group", group,
-         "--batch-size", str(batch_size), "--idle-exit", "3", "--json"],
+         "--batch-size", str(batch_size), "--idle-exit", "3", "--json", "--operator"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
 

@@ -255,7 +255,11 @@ def sink(args: argparse.Namespace) -> int:
     from sinks.registry import SINKS
     from topics.codec import codec_from_settings
 
-    settings = component_settings(f"{args.name}_sink", group=args.group, topics=args.topic)
+    settings = (
+        settings_or_error()
+        if args.operator
+        else component_settings(f"{args.name}_sink", group=args.group, topics=args.topic)
+    )
     stop = stop_on_signals()
     runner = SinkRunner(
         settings,
@@ -298,7 +302,11 @@ def agent(args: argparse.Namespace) -> int:
     from topics.catalog import load_catalog
     from topics.codec import codec_from_settings
 
-    settings = component_settings(f"{args.name}_agent", group=args.group, topics=args.topic)
+    settings = (
+        settings_or_error()
+        if args.operator
+        else component_settings(f"{args.name}_agent", group=args.group, topics=args.topic)
+    )
     stop = stop_on_signals()
     codec = codec_from_settings(settings)
     runtime = AgentRuntime(
@@ -653,6 +661,11 @@ def build_parser() -> Parser:
         "--topic", action="append", help="consume this topic instead of the sink's own (repeatable)"
     )
     sk.add_argument("--json", action="store_true", help="print the run's figures as one JSON line on stdout")
+    sk.add_argument(
+        "--operator", action="store_true",
+        help="run as the operator principal, not the component's own "
+        "(a replay onto a scratch topic or a group outside the catalog)",
+    )  # fmt: skip
 
     from streams.registry import AGENTS
 
@@ -669,6 +682,11 @@ def build_parser() -> Parser:
     ag.add_argument(
         "--topic", action="append", help="consume this topic instead of the agent's own (repeatable)"
     )
+    ag.add_argument(
+        "--operator", action="store_true",
+        help="run as the operator principal, not the component's own "
+        "(a replay onto a scratch topic or a group outside the catalog)",
+    )  # fmt: skip
 
     billing = sub.add_parser("billing", help="invoices: totals per tenant and period, closing a period")
     billing_sub = billing.add_subparsers(dest="action", required=True, parser_class=Parser, metavar="ACTION")

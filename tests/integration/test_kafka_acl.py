@@ -90,10 +90,10 @@ def test_a_wrong_password_is_refused(enforced: Settings) -> None:
     wrong = enforced.as_principal("fees_agent").model_copy(update={"kafka_sasl_password": SecretStr("guess")})
     errors: list[KafkaError] = []
     admin = AdminClient(
-        wrong.kafka_config(**{"socket.timeout.ms": 5000, "error_cb": errors.append, "log_level": 0})
+        wrong.kafka_config(**{"socket.timeout.ms": 2000, "error_cb": errors.append, "log_level": 0})
     )
     with pytest.raises(KafkaException):
-        admin.list_topics(timeout=5)
+        admin.list_topics(timeout=2)
     admin.poll(1)  # serves the error callback
     assert KafkaError._AUTHENTICATION in {e.code() for e in errors}
 

@@ -14,7 +14,7 @@ from streams.ledger.postings import fee_assessed, transaction_completed
 from streams.ledger.records import journal_record
 from tests.fixtures.database import private_database
 from tests.fixtures.events import metadata
-from tests.fixtures.kafka import fresh_topic, operator_env, produce_raw
+from tests.fixtures.kafka import fresh_topic, produce_raw
 from tests.fixtures.waiting import wait_for
 from topics.codec import AvroCodec
 from topics.events import derived_event_id
@@ -26,11 +26,10 @@ TOTAL = 30_000
 
 def sink_process(settings, topic: str, group: str, *extra: str, capture: bool = True) -> subprocess.Popen:
     env = {**os.environ, "DATABASE_URL": settings.database_url.get_secret_value(),
-           "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers, "SCHEMA_REGISTRY_URL": "",
-           **operator_env(settings)}  # fmt: skip
+           "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers, "SCHEMA_REGISTRY_URL": ""}  # fmt: skip
     return subprocess.Popen(
         [sys.executable, "-m", "ops.cli", "sink", "ledger", "--topic", topic, "--group", group,
-         "--batch-size", "500", "--linger", "0.05", *extra],
+         "--batch-size", "500", "--linger", "0.05", "--operator", *extra],
         env=env,
         stdout=subprocess.PIPE if capture else subprocess.DEVNULL,
         stderr=subprocess.PIPE if capture else subprocess.DEVNULL,
