@@ -1,0 +1,411 @@
+"""The one batch runtime agents and sinks share: consume, decode, work, emit, commit.
+
+A `BatchWork` is what differs: an agent's handler (events in, events out) or a sink's
+mapping and SQL (events in, rows written). The runtime does everything else, once:
+1. consume up to `batch_size` messages or until `linger` passes, in the consumer group;
+2. decode each (an undecodable value, a tombstone or an event of the other environment
+   is dead-lettered here);
+3. hand the batch to the work on a worker thread, while this thread consumes and decodes
+   the next one (per-partition order holds: one batch is worked at a time);
+4. produce the work's outputs and dead letters, flush both, and only then commit the
+   batch's offsets.
+
+A dependency that is down (PostgreSQL, Redis: the work raises one of its `transient`
+errors) is retried with backoff on the worker thread. Meanwhile this thread pauses every
+assigned partition and keeps polling, so the worker stays in its group however long the
+outage lasts (`max.poll.interval.ms` counts time between polls), and resumes once the
+batch went through. Messages the consumer had already fetched are kept, in order.
+
+An offset commit the group refuses (the member was evicted, a rebalance is under way) is
+logged and skipped: the batch is worked again by whoever owns its partition next, and
+every work is idempotent. A commit the coordinator cannot take yet is retried while polling.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, Protocol
+
+from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
+from prometheus_client import Counter, Gauge, Histogram
+
+from topics.catalog import Catalog
+from topics.codec import AvroCodec
+from topics.consuming import batch_consumer
+from topics.deadletter import DeadLetters
+from topics.errors import DecodeError, LedgerstreamError
+from topics.events import Event
+from topics.producer import EventProducer
+from topics.settings import Settings
+
+log = logging.getLogger(__name__)
+
+EVENTS = Counter("ledgerstream_consumer_events_total", "Events a consumer handled", ["consumer", "outcome"])
+BATCH_SECONDS = Histogram("ledgerstream_consumer_batch_seconds", "Time to work one batch", ["consumer"])
+PAUSED = Gauge("ledgerstream_consumer_paused", "1 while a consumer waits for a dependency", ["consumer"])
+RETRIES = Counter(
+    "ledgerstream_consumer_retries_total", "Batches retried after a transient error", ["consumer"]
+)
+
+REFUSED_COMMIT = {
+    KafkaError.UNKNOWN_MEMBER_ID,
+    KafkaError.ILLEGAL_GENERATION,
+    KafkaError.REBALANCE_IN_PROGRESS,
+    KafkaError._ASSIGNMENT_LOST,
+}
+"""The group no longer gives this member the partitions: another member works the batch again."""
+MAX_POLL_INTERVAL_MS = 300_000
+REVOKE_WAIT_SECONDS = 10.0
+"""How long a revocation waits for the batch in flight before leaving it to be settled later."""
+
+
+def _after(deadline: float) -> bool:
+    return time.monotonic() >= deadline
+
+
+class EventRefused(LedgerstreamError):
+    """An event the runtime itself refuses (no value, another environment)."""
+
+
+@dataclass
+class Outcome:
+    """What one batch's work produced: events to emit, and events refused (to the DLQ) with why."""
+
+    outputs: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    refused: list[tuple[Event, BaseException]] = field(default_factory=list)
+    written: int = 0
+
+
+class BatchWork(Protocol):
+    """An agent's or a sink's part of the work."""
+
+    name: str
+    """The consumer's name in the catalog (group `ledgerstream.<name>`, DLQ `dlq.<name>...`)."""
+    topics: tuple[str, ...]
+    transient: tuple[type[BaseException], ...]
+    """Errors of a dependency that is down: retried, never dead-lettered."""
+
+    def work(self, events: list[Event]) -> Outcome:
+        """Process a batch (ordered per partition); runs on the worker thread; idempotent."""
+
+    def close(self) -> None:
+        """Release connections."""
+
+
+@dataclass
+class BatchStats:
+    """One run of a consumer, agent or sink."""
+
+    consumed: int = 0
+    emitted: int = 0
+    written: int = 0
+    dead_lettered: int = 0
+    batches: int = 0
+    retries: int = 0
+    paused_seconds: float = 0.0
+    """Time spent paused, waiting for a dependency."""
+    seconds: float = 0.0
+    busy_seconds: float = 0.0
+    """From the first message consumed to the last batch committed."""
+    db_seconds: float = 0.0
+    """Time spent in the work (the handler or the database transaction), on the worker thread."""
+    last_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
+
+
+@dataclass
+class _Batch:
+    events: list[Event] = field(default_factory=list)
+    messages: dict[tuple[str, int, int], Message] = field(default_factory=dict)
+    offsets: dict[tuple[str, int], int] = field(default_factory=dict)
+    consumed: int = 0
+    dead: int = 0
+
+
+class BatchRuntime:
+    """Runs one `BatchWork` as its own consumer group.
+
+    Args:
+        settings: connections, the environment this process serves, and its Kafka principal.
+        work: the agent's or sink's part.
+        codec: decodes inputs and encodes outputs.
+        catalog: output keys (for a work that emits; None for one that only writes).
+        batch_size: most messages per batch.
+        linger: seconds to wait for a batch to fill.
+        group_id: overrides `ledgerstream.<name>` (a new group replays from the start).
+        topics: overrides the work's input topics.
+        consumer_config: extra librdkafka consumer settings.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        work: BatchWork,
+        codec: AvroCodec,
+        catalog: Catalog | None = None,
+        *,
+        batch_size: int = 2000,
+        linger: float = 0.1,
+        group_id: str | None = None,
+        topics: Sequence[str] | None = None,
+        consumer_config: dict[str, Any] | None = None,
+    ) -> None:
+        self.settings, self.work, self.codec = settings, work, codec
+        self.batch_size, self.linger = batch_size, linger
+        self.group_id = group_id or f"ledgerstream.{work.name}"
+        self.topics = list(topics or work.topics)
+        self.producer = EventProducer(settings, codec, catalog) if catalog is not None else None
+        self.dead_letters = DeadLetters(settings, work.name)
+        self.consumer = batch_consumer(settings, self.group_id, batch_size, linger, **{
+            "max.poll.interval.ms": MAX_POLL_INTERVAL_MS, **(consumer_config or {}),
+        })  # fmt: skip
+        self.assigned = threading.Event()
+        self.assignments = 0
+        """How many times the group gave this member partitions (1 unless a rebalance happened)."""
+        self._on_revoke: Callable[[list[TopicPartition]], None] = lambda parts: None
+        self.consumer.subscribe(
+            self.topics, on_assign=self._assigned, on_revoke=lambda c, parts: self._on_revoke(parts)
+        )
+        self._degraded = threading.Event()
+        self.stats = BatchStats()
+
+    def _assigned(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        self.assignments += 1
+        self.assigned.set()
+
+    # decoding ------------------------------------------------------------------
+
+    def _decode(self, messages: list[Message], batch: _Batch) -> None:
+        for msg in messages:
+            err = msg.error()
+            if err is not None:
+                if err.code() != KafkaError._PARTITION_EOF:
+                    log.warning("%s: consumer error %s", self.work.name, err)
+                continue
+            topic, partition, offset = msg.topic() or "", msg.partition() or 0, msg.offset() or 0
+            batch.offsets[(topic, partition)] = offset
+            batch.consumed += 1
+            value = msg.value()
+            try:
+                if value is None:
+                    raise EventRefused("no value (tombstone)")
+                record = self.codec.decode(value, topic=topic, partition=partition, offset=offset)
+                environment = record.get("metadata", {}).get("environment")
+                if environment != self.settings.environment:
+                    raise EventRefused(
+                        f"event environment {environment!r} differs from this consumer's "
+                        f"{self.settings.environment!r}"
+                    )
+            except (DecodeError, EventRefused) as e:
+                self.dead_letters.send_message(msg, e)
+                batch.dead += 1
+                continue
+            batch.events.append(Event(record, topic, partition, offset, msg.key(), value))
+            batch.messages[(topic, partition, offset)] = msg
+
+    # working (on the worker thread) -------------------------------------------
+
+    def _work(self, batch: _Batch, stopping: threading.Event) -> Outcome:
+        """The work of one batch, retrying transient failures until they pass (or we stop)."""
+        if not batch.events:
+            return Outcome()
+        delay = 0.2
+        while True:
+            started = time.monotonic()
+            try:
+                outcome = self.work.work(batch.events)
+                elapsed = time.monotonic() - started
+                self.stats.db_seconds += elapsed
+                BATCH_SECONDS.labels(self.work.name).observe(elapsed)
+                self._degraded.clear()
+                return outcome
+            except self.work.transient as e:
+                self.stats.retries += 1
+                RETRIES.labels(self.work.name).inc()
+                self._degraded.set()
+                log.warning(
+                    "%s: a dependency is unavailable (%s); retrying in %.1fs", self.work.name, e, delay
+                )
+                if stopping.wait(delay):
+                    raise
+                delay = min(2 * delay, 10.0)
+
+    # emitting and committing (on this thread) -----------------------------------
+
+    def _finish(
+        self, batch: _Batch, outcome: Outcome, keep_alive: Callable[[Callable[[], bool]], None]
+    ) -> None:
+        for topic, record in outcome.outputs:
+            if self.producer is None:
+                raise LedgerstreamError(
+                    f"{self.work.name} emitted to {topic} without a catalog to produce with"
+                )
+            self.producer.produce(topic, record)
+        for event, error in outcome.refused:
+            msg = batch.messages.get((event.topic, event.partition, event.offset))
+            if msg is not None:
+                self.dead_letters.send_message(msg, error)
+            else:  # an event the work kept from an earlier batch (e.g. parked)
+                self.dead_letters.send(
+                    topic=event.topic, partition=event.partition, offset=event.offset, key=event.key,
+                    value=event.value, headers=None, error_class=type(error).__name__, reason=str(error),
+                )  # fmt: skip
+        if self.producer is not None and outcome.outputs:
+            self.producer.flush()
+        if batch.dead or outcome.refused:
+            self.dead_letters.flush()
+        if batch.offsets:
+            self._commit(batch.offsets, keep_alive)
+        dead = batch.dead + len(outcome.refused)
+        self.stats.consumed += batch.consumed
+        self.stats.emitted += len(outcome.outputs)
+        self.stats.written += outcome.written
+        self.stats.dead_lettered += dead
+        self.stats.batches += 1
+        self.stats.last_offsets.update(batch.offsets)
+        EVENTS.labels(self.work.name, "emitted").inc(len(outcome.outputs))
+        EVENTS.labels(self.work.name, "written").inc(outcome.written)
+        EVENTS.labels(self.work.name, "dead_lettered").inc(dead)
+
+    def _commit(
+        self, offsets: dict[tuple[str, int], int], keep_alive: Callable[[Callable[[], bool]], None]
+    ) -> None:
+        positions = [TopicPartition(t, p, o + 1) for (t, p), o in offsets.items()]
+        delay = 0.2
+        while True:
+            try:
+                self.consumer.commit(offsets=positions, asynchronous=False)
+                return
+            except KafkaException as e:
+                error: KafkaError = e.args[0]
+                if error.code() in REFUSED_COMMIT:
+                    log.warning("%s: the group refused a commit (%s); the batch is worked again",
+                                self.work.name, error.str())  # fmt: skip
+                    return
+                if not error.retriable() and error.code() not in (
+                    KafkaError._WAIT_COORD, KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+                    KafkaError.COORDINATOR_NOT_AVAILABLE, KafkaError.NOT_COORDINATOR, KafkaError._TRANSPORT,
+                ):  # fmt: skip
+                    raise
+                log.warning(
+                    "%s: commit not taken yet (%s); retrying in %.1fs", self.work.name, error.str(), delay
+                )
+                keep_alive(partial(_after, time.monotonic() + delay))
+                delay = min(2 * delay, 5.0)
+
+    # the loop ----------------------------------------------------------------------
+
+    def run(
+        self,
+        *,
+        stop: threading.Event | None = None,
+        idle_exit: float | None = None,
+        max_events: int | None = None,
+    ) -> BatchStats:
+        """Consume until `stop` is set, `idle_exit` seconds pass with nothing new (counted once
+        partitions are assigned), or `max_events` events were handled."""
+        self.stats = stats = BatchStats()
+        stopping = stop or threading.Event()
+        started = time.monotonic()
+        last_seen = started
+        first: float | None = None
+        worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{self.work.name}-work")
+        in_flight: tuple[Future[Outcome], _Batch] | None = None
+        ready = _Batch()
+
+        def poll_into_ready(timeout: float) -> bool:
+            messages = self.consumer.consume(self.batch_size, timeout=timeout)
+            if messages:
+                self._decode(messages, ready)
+            return bool(messages)
+
+        def keep_alive(done: Callable[[], bool]) -> None:
+            """Poll (the partitions paused) until `done`: the member stays in its group. Inside a
+            rebalance callback the consumer must not be polled: there it only waits, bounded."""
+            if rebalancing.is_set():
+                deadline = time.monotonic() + REVOKE_WAIT_SECONDS
+                while not done() and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                return
+            assignment = self.consumer.assignment()
+            if assignment:
+                self.consumer.pause(assignment)
+            PAUSED.labels(self.work.name).set(1)
+            since = time.monotonic()
+            try:
+                while not done() and not stopping.is_set():
+                    poll_into_ready(0.2)
+            finally:
+                stats.paused_seconds += time.monotonic() - since
+                PAUSED.labels(self.work.name).set(0)
+                assignment = self.consumer.assignment()
+                if assignment:
+                    self.consumer.resume(assignment)
+
+        def settle() -> None:
+            """Wait for the batch in flight (polling, paused, while a dependency is down), then
+            emit and commit it."""
+            nonlocal in_flight
+            if in_flight is None:
+                return
+            future, batch = in_flight
+            if not future.done():
+                keep_alive(future.done)
+                if not future.done():
+                    return  # stopping, or a rebalance that could not wait: settled later
+            in_flight = None
+            self._finish(batch, future.result(), keep_alive)
+            if first is not None:
+                stats.busy_seconds = time.monotonic() - first
+
+        def revoked(partitions: list[TopicPartition]) -> None:
+            nonlocal ready
+            rebalancing.set()
+            try:
+                settle()  # the batch in flight is committed while the partitions are still ours
+            finally:
+                rebalancing.clear()
+            ready = _Batch()  # fetched, not worked: the next owner reads them from the committed offsets
+
+        rebalancing = threading.Event()
+        self._on_revoke = revoked
+        try:
+            while not stopping.is_set():
+                busy = in_flight is not None and not in_flight[0].done()
+                if busy and self._degraded.is_set():
+                    settle()  # pauses and keeps polling until the dependency is back
+                    continue
+                got = False
+                if ready.consumed < self.batch_size and (busy or ready.consumed == 0):
+                    got = poll_into_ready(self.linger)
+                elif busy and in_flight is not None:
+                    wait([in_flight[0]], timeout=self.linger)
+                now = time.monotonic()
+                if not self.assigned.is_set():
+                    last_seen = now
+                if got:
+                    last_seen = now
+                    first = first or now
+                if in_flight is not None and not in_flight[0].done():
+                    continue
+                settle()
+                if ready.consumed:
+                    batch, ready = ready, _Batch()
+                    in_flight = (worker.submit(self._work, batch, stopping), batch)
+                elif idle_exit is not None and now - last_seen >= idle_exit:
+                    break
+                if max_events is not None and stats.consumed >= max_events:
+                    break
+            settle()
+        finally:
+            self._on_revoke = lambda parts: None
+            worker.shutdown(wait=True)
+            stats.seconds = time.monotonic() - started
+            self.consumer.close()
+            self.work.close()
+        return stats
