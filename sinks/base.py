@@ -87,14 +87,24 @@ class SinkWork(Generic[Item]):
             half = len(batch) // 2
             return self._write_isolating(batch[:half]) + self._write_isolating(batch[half:])
 
-    def work(self, events: list[Event]) -> Outcome:
-        good: list[tuple[Event, Item]] = []
-        refused: list[tuple[Event, BaseException]] = []
+    def prepare(self, events: list[Event]) -> list[Item | PoisonEvent]:
+        """Each event's item, or why it cannot be stored (on the consumer thread)."""
+        prepared: list[Item | PoisonEvent] = []
         for event in events:
             try:
-                good.append((event, self.sink.prepare(event)))
+                prepared.append(self.sink.prepare(event))
             except PoisonEvent as e:
-                refused.append((event, e))
+                prepared.append(e)
+        return prepared
+
+    def work(self, events: list[Event], prepared: list[Item | PoisonEvent]) -> Outcome:
+        good: list[tuple[Event, Item]] = []
+        refused: list[tuple[Event, BaseException]] = []
+        for event, item in zip(events, prepared, strict=True):
+            if isinstance(item, PoisonEvent):
+                refused.append((event, item))
+            else:
+                good.append((event, item))
         written = len(good)
         if good:
             rejected = self._write_isolating(good)

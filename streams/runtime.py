@@ -107,7 +107,10 @@ class AgentWork:
         self._host: FaustHost | None = None
         self._settings = settings
 
-    def work(self, events: list[Event]) -> Outcome:
+    def prepare(self, events: list[Event]) -> list[Any]:
+        return [None] * len(events)  # a handler's work is all in `handle`
+
+    def work(self, events: list[Event], prepared: list[Any]) -> Outcome:
         if self._host is None:
             self._host = FaustHost(self.name, self._settings, self.handler.handle)
         result = self._host.call(events)

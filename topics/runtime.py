@@ -91,7 +91,11 @@ class BatchWork(Protocol):
     transient: tuple[type[BaseException], ...]
     """Errors of a dependency that is down: retried, never dead-lettered."""
 
-    def work(self, events: list[Event]) -> Outcome:
+    def prepare(self, events: list[Event]) -> list[Any]:
+        """Pure per-event work (e.g. a sink's mapping), one result per event, done on the consumer
+        thread as events arrive, while the previous batch is worked; handed to `work`."""
+
+    def work(self, events: list[Event], prepared: list[Any]) -> Outcome:
         """Process a batch (ordered per partition); runs on the worker thread; idempotent."""
 
     def close(self) -> None:
@@ -125,6 +129,7 @@ class _Batch:
     offsets: dict[tuple[str, int], int] = field(default_factory=dict)
     consumed: int = 0
     dead: int = 0
+    prepared: list[Any] = field(default_factory=list)
 
 
 class BatchRuntime:
@@ -218,7 +223,7 @@ class BatchRuntime:
         while True:
             started = time.monotonic()
             try:
-                outcome = self.work.work(batch.events)
+                outcome = self.work.work(batch.events, batch.prepared)
                 elapsed = time.monotonic() - started
                 self.stats.db_seconds += elapsed
                 BATCH_SECONDS.labels(self.work.name).observe(elapsed)
@@ -321,7 +326,9 @@ class BatchRuntime:
         def poll_into_ready(timeout: float) -> bool:
             messages = self.consumer.consume(self.batch_size, timeout=timeout)
             if messages:
+                known = len(ready.events)
                 self._decode(messages, ready)
+                ready.prepared.extend(self.work.prepare(ready.events[known:]))
             return bool(messages)
 
         def keep_alive(done: Callable[[], bool]) -> None:
