@@ -45,6 +45,8 @@ class TopicSpec:
     cleanup_policy: str
     money: bool
     dlq_of: str | None = None
+    published: bool = False
+    """Read by systems outside ledgerstream; inside, only the audit trail reads it."""
 
     def config(self, profile: Profile) -> dict[str, str]:
         """The topic-level broker configuration under `profile`."""
@@ -189,6 +191,7 @@ def parse_catalog(doc: dict[str, Any]) -> Catalog:
                 retention_ms=_retention(raw["retention_days"]),
                 cleanup_policy=raw.get("cleanup_policy", "delete"),
                 money=money,
+                published=bool(raw.get("published", False)),
             )
             _add(topics, spec)
 
