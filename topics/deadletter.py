@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from topics.catalog import dlq_topic
 from topics.errors import LedgerstreamError
 from topics.masking import redact_pans
+from topics.producer import Unacknowledged
 from topics.settings import Settings
 
 ORIGIN_TOPIC, ORIGIN_PARTITION, ORIGIN_OFFSET = (
@@ -97,9 +98,10 @@ class DeadLetters:
         self.topic = dlq_topic(consumer)
         self._key = settings.dead_letter_key()
         self._failures: list[str] = []
-        self._producer = Producer(
-            settings.kafka_config(**{"acks": "all", "enable.idempotence": True, "linger.ms": 0})
-        )
+        # no delivery timeout: a dead letter waits for an unreachable broker, it is never dropped
+        self._producer = Producer(settings.kafka_config(**{
+            "acks": "all", "enable.idempotence": True, "linger.ms": 0, "message.timeout.ms": 0,
+        }))  # fmt: skip
 
     def _delivered(self, err: KafkaError | None, msg: Message) -> None:
         if err is not None:
@@ -150,6 +152,10 @@ class DeadLetters:
     def flush(self, timeout: float = 30.0) -> None:
         remaining = self._producer.flush(timeout)
         failures, self._failures = self._failures, []
+        if remaining and not failures:
+            raise Unacknowledged(
+                f"{self.topic}: {remaining} dead letters unacknowledged after {timeout:.0f}s"
+            )
         if remaining or failures:
             raise DeadLetterError(
                 f"{self.topic}: {remaining} unacknowledged, failures: {'; '.join(failures[:3]) or 'none'}"

@@ -18,6 +18,10 @@ class DeliveryError(LedgerstreamError):
     """Kafka did not acknowledge one or more events."""
 
 
+class Unacknowledged(DeliveryError):
+    """Events still queued when the flush timed out, none refused: the broker is unreachable."""
+
+
 class EventProducer:
     """An idempotent, acks=all producer of catalog events.
 
@@ -74,6 +78,8 @@ class EventProducer:
         """Wait for every queued event; raise DeliveryError unless all were acknowledged."""
         remaining = self._producer.flush(timeout)
         failures, self._failures = self._failures, []
+        if remaining and not failures:
+            raise Unacknowledged(f"{remaining} events still unacknowledged after {timeout:.0f}s")
         if remaining:
             failures.append(f"{remaining} events still unacknowledged after {timeout:.0f}s")
         if failures:

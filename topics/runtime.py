@@ -41,7 +41,7 @@ from topics.consuming import batch_consumer
 from topics.deadletter import DeadLetters
 from topics.errors import DecodeError, LedgerstreamError
 from topics.events import Event
-from topics.producer import EventProducer
+from topics.producer import EventProducer, Unacknowledged
 from topics.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -164,7 +164,12 @@ class BatchRuntime:
         self.batch_size, self.linger = batch_size, linger
         self.group_id = group_id or f"ledgerstream.{work.name}"
         self.topics = list(topics or work.topics)
-        self.producer = EventProducer(settings, codec, catalog) if catalog is not None else None
+        # no delivery timeout: outputs wait for an unreachable broker while the member keeps polling
+        self.producer = (
+            EventProducer(settings, codec, catalog, **{"message.timeout.ms": 0})
+            if catalog is not None
+            else None
+        )
         self.dead_letters = DeadLetters(settings, work.name)
         self.consumer = batch_consumer(settings, self.group_id, batch_size, linger, **{
             "max.poll.interval.ms": MAX_POLL_INTERVAL_MS, **(consumer_config or {}),
@@ -261,9 +266,9 @@ class BatchRuntime:
                     value=event.value, headers=None, error_class=type(error).__name__, reason=str(error),
                 )  # fmt: skip
         if self.producer is not None and outcome.outputs:
-            self.producer.flush()
+            self._flushed(self.producer.flush, keep_alive)
         if batch.dead or outcome.refused:
-            self.dead_letters.flush()
+            self._flushed(self.dead_letters.flush, keep_alive)
         if batch.offsets:
             self._commit(batch.offsets, keep_alive)
         dead = batch.dead + len(outcome.refused)
@@ -276,6 +281,19 @@ class BatchRuntime:
         EVENTS.labels(self.work.name, "emitted").inc(len(outcome.outputs))
         EVENTS.labels(self.work.name, "written").inc(outcome.written)
         EVENTS.labels(self.work.name, "dead_lettered").inc(dead)
+
+    def _flushed(
+        self, flush: Callable[[float], None], keep_alive: Callable[[Callable[[], bool]], None]
+    ) -> None:
+        """Flush until every queued event is acknowledged, polling (paused) in between while the
+        broker cannot be reached; a refused event still raises."""
+        while True:
+            try:
+                flush(5.0)
+                return
+            except Unacknowledged as e:
+                log.warning("%s: %s; waiting for the broker", self.work.name, e)
+                keep_alive(partial(_after, time.monotonic() + 1.0))
 
     def _commit(
         self, offsets: dict[tuple[str, int], int], keep_alive: Callable[[Callable[[], bool]], None]
@@ -324,7 +342,14 @@ class BatchRuntime:
         ready = _Batch()
 
         def poll_into_ready(timeout: float) -> bool:
-            messages = self.consumer.consume(self.batch_size, timeout=timeout)
+            try:
+                messages = self.consumer.consume(self.batch_size, timeout=timeout)
+            except KafkaException as e:
+                error: KafkaError = e.args[0]
+                if error.fatal():
+                    raise
+                log.warning("%s: consumer error %s; polling on", self.work.name, error.str())
+                return False
             if messages:
                 known = len(ready.events)
                 self._decode(messages, ready)

@@ -28,6 +28,15 @@ DB_NAME = DB_USER = "ledgerstream"
 SASL_MARKER = "ledgerstream.sasl"
 
 
+def _cluster_id() -> str:
+    """A random KRaft cluster id, as Kafka's own Uuid.randomUuid makes one: never starting with
+    '-', which the storage tool would read as an option (1 format in 64 failed before)."""
+    while True:
+        candidate = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not candidate.startswith("-"):
+            return candidate
+
+
 def port_open(port: int, host: str = HOST) -> bool:
     with socket.socket() as s:
         s.settimeout(0.5)
@@ -188,7 +197,7 @@ class Kafka(Service):
         classpath = f"{fetch.kafka_libs(self.cache)}/*"
         java = shutil.which("java") or "java"
         if not (data / "meta.properties").exists():
-            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+            cluster_id = _cluster_id()
             done = subprocess.run(
                 [
                     java,
