@@ -473,7 +473,8 @@ def demo(args: argparse.Namespace) -> int:
         report = round_trip(settings, codec, catalog, accounts=args.accounts, per_account=args.events)
         failed |= not report.ok
         out.print(
-            f"round trip ({report.framing} framing) on {TOPIC}: produced {report.produced}, consumed "
+            f"round trip ({report.framing} framing) of {TOPIC} events on scratch topic {report.topic}: "
+            f"produced {report.produced}, consumed "
             f"{report.consumed} from {len(report.partitions)} partitions, {report.accounts} accounts "
             f"in order: {'yes' if not report.out_of_order else 'NO'}, amounts exact: "
             f"{'yes' if not report.mismatched else 'NO'} ({report.seconds:.2f}s)"

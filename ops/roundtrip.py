@@ -1,5 +1,11 @@
 """A round trip through the real broker: produce keyed events, read them back,
-decode them and check that each account's events arrived in order."""
+decode them and check that each account's events arrived in order.
+
+The events are transfer requests (their schema and keying), but they go to a scratch topic
+of their own, made for the run with the catalog's partition count and deleted after it: a
+topic has one framing, set by whether the deployment has a registry, and a check of both
+framings must not mix them into `payments.transfer.requested.v1` (whose consumers would
+also act on the requests)."""
 
 from __future__ import annotations
 
@@ -9,20 +15,24 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
 
+from ops.topic_admin import wait_for_leaders
 from topics.catalog import Catalog
 from topics.codec import AvroCodec
 from topics.events import new_metadata
-from topics.headers import header_map
+from topics.headers import header_map, routing_headers
 from topics.producer import EventProducer
 from topics.settings import Settings
 
 TOPIC = "payments.transfer.requested.v1"
+"""The contract the round trip's events follow (schema, key); they are written to a scratch topic."""
 
 
 @dataclass
 class RoundTrip:
     framing: str
+    topic: str = ""
     produced: int = 0
     consumed: int = 0
     accounts: int = 0
@@ -79,19 +89,28 @@ def round_trip(
     started = time.monotonic()
     run = f"roundtrip-{uuid.uuid4()}"
     spec = catalog.topic(TOPIC)
-    report = RoundTrip(codec.framing)
+    scratch = f"ops.roundtrip.{run.removeprefix('roundtrip-').replace('-', '')}.v1"
+    report = RoundTrip(codec.framing, scratch)
+    admin = AdminClient(settings.kafka_config())
+    admin.create_topics([NewTopic(scratch, num_partitions=spec.partitions, replication_factor=1)])[
+        scratch
+    ].result(30)
     consumer = Consumer(
         settings.kafka_config(
             **{"group.id": run, "enable.auto.commit": False, "auto.offset.reset": "earliest"}
         )
     )
     try:
-        start = watermarks(consumer, TOPIC, spec.partitions)
+        wait_for_leaders(admin, [scratch])
+        start = watermarks(consumer, scratch, spec.partitions)
         producer = EventProducer(settings, codec, catalog)
         names = [f"acc-{run[-6:]}-{i}" for i in range(accounts)]
+        fullname = codec.store.for_topic(TOPIC).fullname
         for seq in range(per_account):
             for account in names:
-                producer.produce(TOPIC, transfer(run, account, seq, settings))
+                record = transfer(run, account, seq, settings)
+                producer.produce_encoded(scratch, spec.key_of(record), codec.encode(TOPIC, record),
+                                         routing_headers(record["metadata"], fullname))  # fmt: skip
                 report.produced += 1
         producer.flush()
         consumer.assign(start)
@@ -102,9 +121,7 @@ def round_trip(
                 value = msg.value()
                 if msg.error() or value is None or header_map(msg.headers()).get("correlation_id") != run:
                     continue
-                record = codec.decode(
-                    value, topic=msg.topic(), partition=msg.partition(), offset=msg.offset()
-                )
+                record = codec.decode(value, topic=TOPIC, partition=msg.partition(), offset=msg.offset())
                 account = record["account_id"]
                 if msg.key() != account.encode():
                     report.mismatched.append(f"key {msg.key()!r} != account {account}")
@@ -123,5 +140,7 @@ def round_trip(
                 report.out_of_order.append(f"{account}: {seqs}")
     finally:
         consumer.close()
+        for future in admin.delete_topics([scratch], operation_timeout=30).values():
+            future.result(30)
     report.seconds = time.monotonic() - started
     return report

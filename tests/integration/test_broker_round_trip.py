@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 
 import pytest
 from confluent_kafka import Consumer
+from confluent_kafka.admin import AdminClient
 
 from ops.roundtrip import TOPIC, round_trip, watermarks
 from tests.fixtures.events import transfer_requested
@@ -30,8 +32,24 @@ def registry_codec(services) -> Iterator[AvroCodec]:
     codec.close()
 
 
+def ends_of(services, topic: str, partitions: int) -> list[int]:
+    consumer = Consumer(services.kafka_config(**{"group.id": f"ends-{uuid.uuid4()}"}))
+    try:
+        return [tp.offset for tp in watermarks(consumer, topic, partitions)]
+    finally:
+        consumer.close()
+
+
 def test_single_object_round_trip_keeps_per_account_order(services, single_object_codec, catalog):
+    partitions = catalog.topic(TOPIC).partitions
+    before = ends_of(services, TOPIC, partitions)
     report = round_trip(services, single_object_codec, catalog, accounts=6, per_account=30)
+    # a scratch topic of its own, deleted after: the real topic keeps one framing, and no new requests
+    assert (
+        report.topic != TOPIC
+        and report.topic not in AdminClient(services.kafka_config()).list_topics(timeout=10).topics
+    )
+    assert ends_of(services, TOPIC, partitions) == before
     assert report.produced == report.consumed == 180
     assert report.accounts == 6
     assert report.out_of_order == []
