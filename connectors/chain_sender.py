@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -36,6 +35,7 @@ from web3 import Web3
 from web3.exceptions import TransactionNotFound
 
 from connectors.chain import ChainSpec, report_status
+from connectors.polling import step_until_idle
 from topics.catalog import Catalog
 from topics.codec import AvroCodec
 from topics.settings import Settings
@@ -265,16 +265,7 @@ class ChainSender:
         self, *, stop: threading.Event | None = None, poll: float = 0.5, idle_exit: float | None = None
     ) -> SenderStats:
         """Sign, broadcast and watch for reverts until stopped (or idle for `idle_exit` seconds)."""
-        stop = stop or threading.Event()
-        idle_since = time.monotonic()
-        with psycopg.connect(self.settings.database_url.get_secret_value(), autocommit=True) as conn:
-            while not stop.is_set():
-                if self.step(conn):
-                    idle_since = time.monotonic()
-                elif idle_exit is not None and time.monotonic() - idle_since > idle_exit:
-                    break
-                else:
-                    stop.wait(poll)
+        step_until_idle(self.settings, self.step, stop=stop, poll=poll, idle_exit=idle_exit)
         return self.stats
 
 

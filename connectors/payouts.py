@@ -18,17 +18,17 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Any, Protocol, Self
 
 import httpx
 import psycopg
 from psycopg.rows import dict_row
 
+from connectors.polling import step_until_idle
 from topics.catalog import Catalog
 from topics.codec import AvroCodec
 from topics.errors import LedgerstreamError
@@ -95,49 +95,61 @@ class PayoutClient(Protocol):
         """Ask the provider to pay out; the provider's payout id. Idempotent by transaction id."""
 
 
-class TrueLayerPayouts:
-    """TrueLayer's `POST /v3/payouts` shape (amount in minor units, `Idempotency-Key`, metadata
-    echoed on the payout's webhooks)."""
+class _HttpPayouts:
+    """What a provider's HTTP payout client shares: the client, one POST with its refusals as
+    PayoutError, the payout id of the answer, and closing."""
 
-    name = "truelayer"
+    name: str
 
-    def __init__(self, base_url: str, merchant_account_id: str, timeout: float = 10.0) -> None:
+    def __init__(self, base_url: str, timeout: float) -> None:
         self.http = httpx.Client(base_url=base_url, timeout=timeout)
-        self.merchant_account_id = merchant_account_id
 
-    def create_payout(self, payout: Payout) -> str:
+    def _post(self, path: str, body: dict[str, Any], ok: tuple[int, ...], **headers: str) -> Any:
+        """The answer's JSON body; PayoutError when the provider is unreachable or refuses."""
         try:
-            response = self.http.post(
-                "/v3/payouts",
-                headers={"Idempotency-Key": payout.transaction_id},
-                json={
-                    "merchant_account_id": self.merchant_account_id,
-                    "amount_in_minor": payout.units,
-                    "currency": payout.currency,
-                    "beneficiary": {"type": "external_account", "reference": payout.transaction_id},
-                    "metadata": {"transaction_id": payout.transaction_id},
-                },
-            )
+            response = self.http.post(path, json=body, headers=headers)
         except httpx.HTTPError as e:
             raise PayoutError(f"{self.name}: {type(e).__name__}: {e}") from e
-        if response.status_code not in (200, 201, 202):
+        if response.status_code not in ok:
             raise PayoutError(f"{self.name} answered {response.status_code}: {response.text[:200]}")
-        payout_id = response.json().get("id")
-        if not isinstance(payout_id, str) or not payout_id:
+        return response.json()
+
+    def _payout_id(self, value: Any) -> str:
+        if not isinstance(value, str) or not value:
             raise PayoutError(f"{self.name} answered without a payout id")
-        return payout_id
+        return value
 
     def close(self) -> None:
         self.http.close()
 
-    def __enter__(self) -> TrueLayerPayouts:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *_: object) -> None:
         self.close()
 
 
-class CirclePayouts:
+class TrueLayerPayouts(_HttpPayouts):
+    """TrueLayer's `POST /v3/payouts` shape (amount in minor units, `Idempotency-Key`, metadata
+    echoed on the payout's webhooks)."""
+
+    name = "truelayer"
+
+    def __init__(self, base_url: str, merchant_account_id: str, timeout: float = 10.0) -> None:
+        super().__init__(base_url, timeout)
+        self.merchant_account_id = merchant_account_id
+
+    def create_payout(self, payout: Payout) -> str:
+        answer = self._post("/v3/payouts", {
+            "merchant_account_id": self.merchant_account_id, "amount_in_minor": payout.units,
+            "currency": payout.currency,
+            "beneficiary": {"type": "external_account", "reference": payout.transaction_id},
+            "metadata": {"transaction_id": payout.transaction_id},
+        }, (200, 201, 202), **{"Idempotency-Key": payout.transaction_id})  # fmt: skip
+        return self._payout_id(answer.get("id"))
+
+
+class CirclePayouts(_HttpPayouts):
     """Circle's `POST /v1/payouts` shape: the amount as a decimal string, an idempotency key that
     must be a UUID (derived from the transfer id, so a resend is the same payout), and the
     wallet paid from and the bank account paid to as Circle ids."""
@@ -145,41 +157,19 @@ class CirclePayouts:
     name = "circle"
 
     def __init__(self, base_url: str, wallet_id: str, destination_id: str, timeout: float = 10.0) -> None:
-        self.http = httpx.Client(base_url=base_url, timeout=timeout)
+        super().__init__(base_url, timeout)
         self.wallet_id, self.destination_id = wallet_id, destination_id
 
     def create_payout(self, payout: Payout) -> str:
         amount = Decimal(payout.units).scaleb(-payout.exponent)
-        try:
-            response = self.http.post(
-                "/v1/payouts",
-                json={
-                    "idempotencyKey": str(
-                        uuid.uuid5(LEDGERSTREAM_NAMESPACE, f"payout:{payout.transaction_id}")
-                    ),
-                    "source": {"type": "wallet", "id": self.wallet_id},
-                    "destination": {"type": "wire", "id": self.destination_id},
-                    "amount": {"amount": f"{amount:f}", "currency": payout.currency},
-                },
-            )
-        except httpx.HTTPError as e:
-            raise PayoutError(f"{self.name}: {type(e).__name__}: {e}") from e
-        if response.status_code not in (200, 201):
-            raise PayoutError(f"{self.name} answered {response.status_code}: {response.text[:200]}")
-        data = response.json().get("data")
-        payout_id = data.get("id") if isinstance(data, dict) else None
-        if not isinstance(payout_id, str) or not payout_id:
-            raise PayoutError(f"{self.name} answered without a payout id")
-        return payout_id
-
-    def close(self) -> None:
-        self.http.close()
-
-    def __enter__(self) -> CirclePayouts:
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.close()
+        answer = self._post("/v1/payouts", {
+            "idempotencyKey": str(uuid.uuid5(LEDGERSTREAM_NAMESPACE, f"payout:{payout.transaction_id}")),
+            "source": {"type": "wallet", "id": self.wallet_id},
+            "destination": {"type": "wire", "id": self.destination_id},
+            "amount": {"amount": f"{amount:f}", "currency": payout.currency},
+        }, (200, 201))  # fmt: skip
+        data = answer.get("data")
+        return self._payout_id(data.get("id") if isinstance(data, dict) else None)
 
 
 class PayoutDispatcher:
@@ -268,15 +258,6 @@ class PayoutDispatcher:
         self, *, stop: threading.Event | None = None, poll: float = 0.2, idle_exit: float | None = None
     ) -> int:
         """Claim and send until stopped (or idle for `idle_exit` seconds); the payouts sent."""
-        stop = stop or threading.Event()
-        idle_since = time.monotonic()
-        with psycopg.connect(self.settings.database_url.get_secret_value(), autocommit=True) as conn:
-            while not stop.is_set():
-                worked = self.claim(conn) + self.send(conn)
-                if worked:
-                    idle_since = time.monotonic()
-                elif idle_exit is not None and time.monotonic() - idle_since > idle_exit:
-                    break
-                else:
-                    stop.wait(poll)
+        step_until_idle(self.settings, lambda conn: self.claim(conn) + self.send(conn), stop=stop, poll=poll,
+                        idle_exit=idle_exit)  # fmt: skip
         return self.sent

@@ -25,7 +25,7 @@ from connectors.outbox import OutboxRelay
 from sinks.ledger_check import violations
 from tests.fixtures.database import private_database
 from tests.fixtures.events import transfer_requested
-from tests.fixtures.ledger import money_groups_at_end, money_workers, open_accounts
+from tests.fixtures.ledger import history, money_groups_at_end, money_workers, open_accounts
 from tests.fixtures.running import running
 from tests.fixtures.waiting import wait_for
 from topics.codec import AvroCodec
@@ -38,14 +38,6 @@ ACCOUNT = f"acc-send-{RUN}"
 SENT, REFUSED = f"cs-{RUN}-sent", f"cs-{RUN}-refused"
 DEPOSIT, SEND, STRAY = 5_000_000, 2_000_000, 100_000
 CONFIRMATIONS = 3
-
-
-def history(conn, tid: str) -> list[tuple]:
-    return conn.execute(
-        "SELECT to_status, provider_update_id, reason FROM transaction_status_history WHERE transaction_id = %s "
-        "ORDER BY version",
-        (tid,),
-    ).fetchall()
 
 
 def balance(conn, code: str) -> tuple[int, int]:

@@ -18,7 +18,7 @@ from ops import webhook_senders as send
 from ops.serving import serving
 from tests.fixtures.database import private_database
 from tests.fixtures.events import transfer_requested
-from tests.fixtures.ledger import money_groups_at_end, money_workers, open_accounts
+from tests.fixtures.ledger import history, money_groups_at_end, money_workers, open_accounts
 from tests.fixtures.running import running
 from tests.fixtures.waiting import wait_for
 from topics.codec import AvroCodec
@@ -31,14 +31,6 @@ PAID, BOUNCED = f"po-{RUN}-paid", f"po-{RUN}-bounced"
 WIRED, REFUSED = f"po-{RUN}-circle-paid", f"po-{RUN}-circle-refused"
 USD_ACCOUNT = f"acc-{RUN}-usd"
 ALL = [PAID, BOUNCED, WIRED, REFUSED]
-
-
-def history(conn, tid: str) -> list[tuple]:
-    return conn.execute(
-        "SELECT to_status, provider_update_id, reason FROM transaction_status_history WHERE transaction_id = %s "
-        "ORDER BY version",
-        (tid,),
-    ).fetchall()
 
 
 @pytest.fixture(scope="module")
