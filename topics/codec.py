@@ -7,8 +7,10 @@
   the released versions in the schema lock.
 
 The reader accepts both. Schemas are parsed once and cached by id or fingerprint;
-nothing is parsed per message. Every incoming body passes the byte guard before
-fastavro sees it.
+nothing is parsed per message. A value written with the schema it is read with (nearly
+all) is read by the writer schema's compiled reader (`topics.avro_read`), which checks
+the bytes as the guard does while it builds the record; one that needs schema resolution
+passes the byte guard, then fastavro.
 """
 
 from __future__ import annotations
@@ -157,16 +159,24 @@ class AvroCodec:
         else:
             raise fail(f"unknown framing (first bytes {bytes(data[:2]).hex() or 'none'})")
         reader = self._reader_for(topic, writer)
-        try:
-            writer.guard(data, start)
-        except GuardViolation as e:
-            raise fail(f"{writer.fullname}: {e}") from None
-        body = io.BytesIO(data)
-        body.seek(start)
-        try:
-            record = fastavro.schemaless_reader(body, writer.parsed, reader)
-        except Exception as e:  # fastavro raises EOFError, ValueError, UnicodeDecodeError, ...
-            raise fail(f"{writer.fullname}: {type(e).__name__}: {e}") from None
+        if reader is None:  # written with the schema it is read with: one compiled, checked walk
+            try:
+                record = writer.read(data, start)
+            except GuardViolation as e:
+                raise fail(f"{writer.fullname}: {e}") from None
+            except Exception as e:  # a string that is not UTF-8, a uuid that is not one, ...
+                raise fail(f"{writer.fullname}: {type(e).__name__}: {e}") from None
+        else:
+            try:
+                writer.guard(data, start)
+            except GuardViolation as e:
+                raise fail(f"{writer.fullname}: {e}") from None
+            body = io.BytesIO(data)
+            body.seek(start)
+            try:
+                record = fastavro.schemaless_reader(body, writer.parsed, reader)
+            except Exception as e:  # fastavro raises EOFError, ValueError, UnicodeDecodeError, ...
+                raise fail(f"{writer.fullname}: {type(e).__name__}: {e}") from None
         if not isinstance(record, dict):
             raise fail(f"{writer.fullname}: value is not a record")
         return record, writer
@@ -191,7 +201,7 @@ class AvroCodec:
             raise fail(f"unknown schema id {schema_id}: {e}") from None
         try:
             writer = WriterSchema(definition=json.loads(found.schema_str))
-            _ = writer.parsed, writer.guard
+            _ = writer.parsed, writer.guard, writer.read
         except Exception as e:  # fastavro's parse errors, a guard that cannot be built, bad JSON
             raise fail(
                 f"schema id {schema_id} is not a usable Avro schema: {type(e).__name__}: {e}"

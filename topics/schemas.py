@@ -21,6 +21,7 @@ from typing import Any
 import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
+from topics.avro_read import compile_reader
 from topics.errors import SchemaError
 from topics.guard import compile_guard
 from topics.money import compile_money_check
@@ -108,6 +109,11 @@ class WriterSchema:
     @cached_property
     def guard(self) -> Callable[[bytes, int], None]:
         return compile_guard(self.definition)
+
+    @cached_property
+    def read(self) -> Callable[[bytes, int], Any]:
+        """The compiled reader of values written with this schema (no resolution)."""
+        return compile_reader(self.definition)
 
     @cached_property
     def money_check(self) -> Callable[[Any], None]:

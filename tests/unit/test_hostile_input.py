@@ -182,7 +182,7 @@ def test_trailing_bytes_are_refused(codec, hostile_store):
 
 def test_a_string_longer_than_the_message_is_refused(codec, hostile_store):
     body = zz(2**40) + b"abc" + zz(0)
-    rejects(codec, framed(hostile_store, "test.hostile.flat.v1", body), "exceeds")
+    rejects(codec, framed(hostile_store, "test.hostile.flat.v1", body), "exceeds|truncated")
 
 
 def test_a_valid_flat_record_decodes(codec, hostile_store):
@@ -214,7 +214,11 @@ def test_nested_collections_share_one_zero_size_budget_per_message(tmp_path):
 def test_a_writer_schema_too_deep_to_guard_is_a_decode_error_not_a_crash(tmp_path):
     """Regression (issue 12): ten nested arrays made the guard's compile step raise SyntaxError."""
     store = store_of(tmp_path, nested_arrays(60))
-    rejects(AvroCodec(store), framed(store, "test.hostile.nested.v1", zz(0)), "no guard can be built")
+    rejects(
+        AvroCodec(store),
+        framed(store, "test.hostile.nested.v1", zz(0)),
+        "can be built for this writer schema",
+    )
 
 
 @pytest.mark.parametrize(
