@@ -39,7 +39,7 @@ from topics.codec import AvroCodec
 from topics.currencies import CurrencyError, CurrencyRegistry
 from topics.events import Event
 from topics.money import InexactValue, money_parts
-from topics.outbox import enqueue
+from topics.outbox import enqueue_many
 
 TOPIC = "ledger.journal.posted.v1"
 CARDS = "cards.transaction.received.v1"
@@ -309,11 +309,15 @@ class LedgerSink(Sink[Item]):
         with the committed balance, through the outbox in the batch's own transaction. A replayed
         batch posts nothing new and so announces nothing."""
         rows = conn.execute(BALANCE_STATE).fetchall()
-        for code, tenant, currency, exponent, posted, held, overdraft, cause in rows:
-            state = BalanceState(code, tenant, holder_of(code), currency, int(exponent), int(posted),
-                                 int(held), int(overdraft), cause)  # fmt: skip
-            record = balance_record(state, environment=environment, source="sinks.ledger", producer=self.name)
-            enqueue(conn, codec, catalog, BALANCE_TOPIC, record)
+        records = (
+            balance_record(
+                BalanceState(code, tenant, holder_of(code), currency, int(exponent), int(posted), int(held),
+                             int(overdraft), cause),
+                environment=environment, source="sinks.ledger", producer=self.name,
+            )
+            for code, tenant, currency, exponent, posted, held, overdraft, cause in rows
+        )  # fmt: skip
+        enqueue_many(conn, codec, catalog, BALANCE_TOPIC, records)
 
 
 def _completed_hold(p: PostedJournal) -> tuple[Any, ...] | None:

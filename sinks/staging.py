@@ -1,5 +1,5 @@
-"""COPY a batch into a temporary staging table, then insert what is new: the idempotent write
-every sink shares (the event's id or the entity's id is the conflict target), and the base
+"""Insert what is new of a batch: the idempotent write every sink shares (the event's id or the
+entity's id is the conflict target), at the speed of COPY when nothing conflicts, and the base
 of the sinks that write one row per event."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import psycopg
-from psycopg import sql
+from psycopg import errors, sql
 
 from sinks.base import Sink
 from sinks.errors import PoisonEvent
@@ -17,6 +17,11 @@ from topics.events import Event
 from topics.money import InexactValue
 
 Row = tuple[Any, ...]
+
+
+_CONFLICTED: set[str] = set()
+"""Tables whose last batch in this process met a row already there (a redelivery, a replay):
+they take the staging path until a batch inserts every row again."""
 
 
 def copy_new(
@@ -29,19 +34,37 @@ def copy_new(
 ) -> list[Any]:
     """Insert `rows` into `table` unless a row with the same `conflict` key exists.
 
-    Returns the `returning` column of the rows actually inserted (when asked).
+    The batch is first COPied straight into the table, under a savepoint: nothing can conflict
+    in a stream read for the first time, and that is the speed of COPY. If a row is already
+    there, the savepoint is rolled back and the batch takes the staging path instead (COPY into
+    a temporary table, then `INSERT ... ON CONFLICT DO NOTHING`), as do the table's next batches
+    until one inserts every row: a replay does not pay twice per batch.
+
+    Returns the `returning` column (one of `columns`) of the rows actually inserted (when asked).
     """
+    rows = list(rows)
+    if not rows:
+        return []
+    cols = sql.SQL(", ").join(map(sql.Identifier, columns))
+    if table not in _CONFLICTED:
+        try:
+            with cur.connection.transaction():
+                _copy(cur, sql.Identifier(table), cols, rows)
+        except errors.UniqueViolation:
+            _CONFLICTED.add(table)
+        else:
+            if returning is None:
+                return []
+            at = list(columns).index(returning)
+            return [row[at] for row in rows]
     keys = (conflict,) if isinstance(conflict, str) else tuple(conflict)
     stage = sql.Identifier(f"stage_{table}")
-    cols = sql.SQL(", ").join(map(sql.Identifier, columns))
     cur.execute(
         sql.SQL(
             "CREATE TEMP TABLE IF NOT EXISTS {} (LIKE {} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
         ).format(stage, sql.Identifier(table))
     )
-    with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN").format(stage, cols)) as copy:
-        for row in rows:
-            copy.write_row(row)
+    _copy(cur, stage, cols, rows)
     insert = sql.SQL(
         "INSERT INTO {table} ({cols}) SELECT {cols} FROM {stage} ON CONFLICT ({key}) DO NOTHING"
     ).format(
@@ -49,9 +72,21 @@ def copy_new(
     )
     if returning is None:
         cur.execute(insert)
-        return []
-    cur.execute(insert + sql.SQL(" RETURNING {}").format(sql.Identifier(returning)))
-    return [r[0] for r in cur.fetchall()]
+        inserted = [None] * max(cur.rowcount, 0)
+    else:
+        cur.execute(insert + sql.SQL(" RETURNING {}").format(sql.Identifier(returning)))
+        inserted = [r[0] for r in cur.fetchall()]
+    if len(inserted) == len(rows):
+        _CONFLICTED.discard(table)
+    return inserted if returning is not None else []
+
+
+def _copy(
+    cur: psycopg.Cursor[Any], table: sql.Identifier, cols: sql.Composed, rows: list[Sequence[Any]]
+) -> None:
+    with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN").format(table, cols)) as copy:
+        for row in rows:
+            copy.write_row(row)
 
 
 class TableSink(Sink[Row]):

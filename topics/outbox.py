@@ -7,7 +7,7 @@ sink enqueue them.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import psycopg
@@ -21,6 +21,7 @@ INSERT = """
 INSERT INTO outbox (aggregate_id, topic, event_id, event_type, key, value, headers)
 VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (event_id) DO NOTHING
 """
+COPY = "COPY outbox (aggregate_id, topic, event_id, event_type, key, value, headers) FROM STDIN"
 
 
 def outbox_row(codec: AvroCodec, catalog: Catalog, topic: str, record: Mapping[str, Any]) -> tuple[Any, ...]:
@@ -46,3 +47,26 @@ def enqueue(
 ) -> None:
     """Add one event to the outbox in the caller's transaction (raises EncodeError if it does not fit)."""
     conn.execute(INSERT, outbox_row(codec, catalog, topic, record))
+
+
+def enqueue_many(
+    conn: psycopg.Connection[Any],
+    codec: AvroCodec,
+    catalog: Catalog,
+    topic: str,
+    records: Iterable[Mapping[str, Any]],
+) -> int:
+    """Add events to the outbox in the caller's transaction (every record is encoded before any
+    row is sent): one COPY, under a savepoint; an event id already there (the batch is worked
+    again) falls back to inserting each row that is new. Returns how many were given."""
+    rows = [outbox_row(codec, catalog, topic, record) for record in records]
+    if not rows:
+        return 0
+    with conn.cursor() as cur:
+        try:
+            with conn.transaction(), cur.copy(COPY) as copy:
+                for row in rows:
+                    copy.write_row(row)
+        except psycopg.errors.UniqueViolation:
+            cur.executemany(INSERT, rows)
+    return len(rows)

@@ -238,3 +238,38 @@ def test_the_database_refuses_unbalanced_or_edited_entries(db):
         with pytest.raises(psycopg.errors.IntegrityConstraintViolation, match="append-only"):
             with conn.transaction():
                 conn.execute("UPDATE entries SET amount = amount + 1 WHERE line_no = 1")
+
+
+def test_entries_must_name_a_journal_and_an_account_that_exist(db):
+    """Checked once per statement (no per-row foreign keys), and refused as a foreign key would."""
+    with psycopg.connect(db.database_url.get_secret_value()) as conn:
+        for code, kind, side in [
+            ("customer:t/k:EUR", "liability", "CREDIT"),
+            ("clearing:t/k:EUR", "asset", "DEBIT"),
+        ]:
+            conn.execute(
+                "INSERT INTO ledger_accounts VALUES (%s,%s,%s,'EUR',2,now(),'t') ON CONFLICT DO NOTHING",
+                (code, kind, side),
+            )
+        conn.commit()
+        lines = "INSERT INTO entries VALUES (%s,1,%s,'DEBIT',10,'EUR',%s),(%s,2,'clearing:t/k:EUR','CREDIT',10,'EUR',2)"
+        orphan = uuid.uuid4()
+        with pytest.raises(psycopg.errors.ForeignKeyViolation, match=r"journal entry .* does not exist"):
+            with conn.transaction():
+                conn.execute(lines, (orphan, "customer:t/k:EUR", 2, orphan))
+        jid = uuid.uuid4()
+        journal = "INSERT INTO journal_entries VALUES (%s,%s,'x','t','sandbox','c',%s,NULL,now())"
+        for account, exponent in [("customer:t/nobody:EUR", 2), ("customer:t/k:EUR", 3)]:
+            with pytest.raises(psycopg.errors.ForeignKeyViolation, match=r"ledger account .* does not exist"):
+                with conn.transaction():
+                    conn.execute(journal, (jid, f"r-{account}-{exponent}", jid))
+                    conn.execute(lines, (jid, account, exponent, jid))
+        with conn.transaction():  # the same lines, well formed, are taken
+            conn.execute(journal, (jid, "r-good", jid))
+            conn.execute(lines, (jid, "customer:t/k:EUR", 2, jid))
+        with pytest.raises(psycopg.errors.IntegrityConstraintViolation, match="never deleted"):
+            with conn.transaction():
+                conn.execute("DELETE FROM ledger_accounts WHERE code = 'customer:t/k:EUR'")
+        with pytest.raises(psycopg.errors.IntegrityConstraintViolation, match="keeps its code"):
+            with conn.transaction():
+                conn.execute("UPDATE ledger_accounts SET exponent = 3 WHERE code = 'customer:t/k:EUR'")
