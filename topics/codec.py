@@ -10,7 +10,8 @@ The reader accepts both. Schemas are parsed once and cached by id or fingerprint
 nothing is parsed per message. A value written with the schema it is read with (nearly
 all) is read by the writer schema's compiled reader (`topics.avro_read`), which checks
 the bytes as the guard does while it builds the record; one that needs schema resolution
-passes the byte guard, then fastavro.
+passes the byte guard, then fastavro. Writing goes through the schema's compiled writer
+(`topics.avro_write`), which leaves to fastavro any value it is not certain of.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any
 
 import fastavro
 
+from topics.avro_write import NotCompiled
 from topics.errors import DecodeError, EncodeError
 from topics.guard import GuardViolation
 from topics.money import InexactValue
@@ -80,6 +82,10 @@ class AvroCodec:
             if self.registry is not None
             else SINGLE_OBJECT_MAGIC + schema.fingerprint
         )
+        try:
+            return header + schema.write(record)
+        except NotCompiled:
+            pass  # a value the compiled writer leaves to fastavro (which writes or refuses it)
         out = io.BytesIO()
         out.write(header)
         try:

@@ -22,6 +22,7 @@ import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
 from topics.avro_read import compile_reader
+from topics.avro_write import compile_writer
 from topics.errors import SchemaError
 from topics.guard import compile_guard
 from topics.money import compile_money_check
@@ -114,6 +115,11 @@ class WriterSchema:
     def read(self) -> Callable[[bytes, int], Any]:
         """The compiled reader of values written with this schema (no resolution)."""
         return compile_reader(self.definition)
+
+    @cached_property
+    def write(self) -> Callable[[Any], bytes]:
+        """The compiled writer (raises NotCompiled for a value it leaves to fastavro)."""
+        return compile_writer(self.definition)
 
     @cached_property
     def money_check(self) -> Callable[[Any], None]:
