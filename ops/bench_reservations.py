@@ -2,9 +2,10 @@
 
 Each request becomes a transaction (INITIATED), is validated and, when its amount plus fees fits
 the account's available balance, reserved (a hold) in the same database transaction; otherwise
-it fails INSUFFICIENT_FUNDS. The run uses a scratch database and a scratch topic (both removed
-afterwards): the accounts are opened and funded directly (untimed), N requests are produced,
-and the agent runs in this process as its own consumer group until the topic is drained.
+it fails INSUFFICIENT_FUNDS. The run uses a scratch database, a scratch topic and scratch copies
+of the agent's output topics (all removed afterwards): the accounts are opened and funded
+directly (untimed), N requests are produced, and the agent runs in this process as its own
+consumer group until the topic is drained.
 Reported: requests decided per second over the agent's busy time, reserved and refused counts,
 and each account's holds checked against its funds afterwards.
 """
@@ -63,6 +64,10 @@ def bench_reservations(
     40.00 EUR at them: the first few dozen per account fit, the rest are refused."""
     codec = AvroCodec(load_store(settings.avro_dir))
     topic = _scratch_topic(settings, "reservations", catalog.money_partitions)
+    outputs = {
+        out: _scratch_topic(settings, "reservations-out", catalog.money_partitions)
+        for out in catalog.consumers["status_agent"].outputs
+    }
     try:
         with scratch_database(settings.database_url.get_secret_value(), prefix="ledgerstream_bench") as url:
             db = settings.model_copy(update={"database_url": type(settings.database_url)(url)})
@@ -84,7 +89,8 @@ def bench_reservations(
             produce_rate = _produce(settings, topic, messages(), requests)
             handler = _ScratchStatus(db, codec, topic)
             runtime = AgentRuntime(db, handler, codec, catalog, batch_size=batch_size, linger=0.05,
-                                   group_id=f"bench-{uuid.uuid4()}", topics=[topic])  # fmt: skip
+                                   group_id=f"bench-{uuid.uuid4()}", topics=[topic],
+                                   output_topics=outputs)  # fmt: skip
             stats = run_agent(runtime, idle_exit=3)
             if stats.consumed != requests:
                 raise BenchError(f"the agent consumed {stats.consumed} of {requests} requests")
@@ -99,7 +105,8 @@ def bench_reservations(
                     "HAVING sum(h.amount) > max(b.credits - b.debits)) over"
                 ).fetchone()[0]  # type: ignore[index]
     finally:
-        _drop_topic(settings, topic)
+        for name in [topic, *outputs.values()]:
+            _drop_topic(settings, name)
     return ReservationResult(
         requests=requests, accounts=accounts, produce_per_s=produce_rate,
         decided_per_s=requests / stats.busy_seconds if stats.busy_seconds else 0.0,

@@ -21,8 +21,10 @@ from ops.console import (
     component_settings,
     err,
     out,
+    port_arg,
     positive_int,
     seconds_arg,
+    serve_health,
     settings_or_error,
     stop_on_signals,
 )
@@ -271,7 +273,12 @@ def sink(args: argparse.Namespace) -> int:
         topics=args.topic,
     )
     err.print(f"sink {args.name}: consuming {', '.join(runner.topics)} as {runner.group_id}")
-    stats = runner.run(stop=stop, idle_exit=args.idle_exit)
+    health = serve_health(args.metrics_port, runner)
+    try:
+        stats = runner.run(stop=stop, idle_exit=args.idle_exit)
+    finally:
+        if health is not None:
+            health.close()
     if args.json:
         import json
 
@@ -320,7 +327,12 @@ def agent(args: argparse.Namespace) -> int:
         topics=args.topic,
     )
     err.print(f"agent {args.name}: consuming {', '.join(runtime.topics)} as {runtime.group_id}")
-    stats = run_agent(runtime, stop=stop, idle_exit=args.idle_exit)
+    health = serve_health(args.metrics_port, runtime)
+    try:
+        stats = run_agent(runtime, stop=stop, idle_exit=args.idle_exit)
+    finally:
+        if health is not None:
+            health.close()
     err.print(
         f"agent {args.name}: {stats.consumed} consumed, {stats.emitted} emitted, "
         f"{stats.dead_lettered} dead-lettered in {stats.batches} batches"
@@ -430,6 +442,17 @@ def bench(args: argparse.Namespace) -> int:
             err.print(f"bench webhooks: {e}", markup=False)
             return 2
         for line in hooks.lines():
+            out.print(line, markup=False)
+        return 0
+    if args.target == "agent":
+        from ops.bench_agent import bench_agent
+        from topics.catalog import load_catalog
+
+        if args.workers != 1:
+            err.print("bench agent: --workers is not supported (one agent process)", markup=False)
+            return 2
+        measured = bench_agent(settings_or_error(), load_catalog(), args.agent, args.events, args.batch_size)
+        for line in measured.lines():
             out.print(line, markup=False)
         return 0
     if args.target == "reservations":
@@ -663,6 +686,12 @@ def build_parser() -> Parser:
     )
     sk.add_argument("--json", action="store_true", help="print the run's figures as one JSON line on stdout")
     sk.add_argument(
+        "--metrics-port",
+        type=port_arg,
+        default=None,
+        help="serve /healthz, /readyz and /metrics on this port (0 picks a free one; default: none)",
+    )
+    sk.add_argument(
         "--operator", action="store_true",
         help="run as the operator principal, not the component's own "
         "(a replay onto a scratch topic or a group outside the catalog)",
@@ -682,6 +711,12 @@ def build_parser() -> Parser:
     ag.add_argument("--group", help="consumer group (default ledgerstream.<agent>; a new group replays)")
     ag.add_argument(
         "--topic", action="append", help="consume this topic instead of the agent's own (repeatable)"
+    )
+    ag.add_argument(
+        "--metrics-port",
+        type=port_arg,
+        default=None,
+        help="serve /healthz, /readyz and /metrics on this port (0 picks a free one; default: none)",
     )
     ag.add_argument(
         "--operator", action="store_true",
@@ -728,13 +763,18 @@ def build_parser() -> Parser:
         sub,
         "bench",
         bench,
-        "measure a sink against raw COPY, or the webhook endpoint under load (scratch database)",
+        "measure a sink against raw COPY, an agent against a minimal loop, or the webhook endpoint "
+        "under load (scratch database and topics)",
     )
     bn.add_argument(
         "target",
-        choices=["sink", "ledger", "reservations", "webhooks"],
-        help="sink: one row per event; ledger: balanced transfers; reservations: transfer requests decided "
+        choices=["sink", "ledger", "agent", "reservations", "webhooks"],
+        help="sink: one row per event; ledger: balanced transfers; agent: one agent against a minimal "
+        "confluent-kafka loop running its handler; reservations: transfer requests decided "
         "against funded accounts by the status agent; webhooks: signed deliveries under wrk",
+    )
+    bn.add_argument(
+        "--agent", choices=["fees", "ledger"], default="fees", help="agent: which agent (default fees)"
     )
     bn.add_argument(
         "--accounts", type=positive_int, default=1000, help="reservations: funded accounts (default 1000)"

@@ -7,7 +7,7 @@ import argparse
 import signal
 import sys
 import threading
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from rich.console import Console
 
@@ -63,6 +63,31 @@ def stop_on_signals() -> threading.Event:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     return stop
+
+
+def serve_health(port: int | None, runtime: Any) -> Any:
+    """Start `/healthz`, `/readyz` and `/metrics` of a worker's runtime on `port` (None: none);
+    returns the server to close, or None. A port in use is refused in one line."""
+    if port is None:
+        return None
+    from topics.health import HealthServer
+
+    try:
+        server = HealthServer(port, runtime.live, runtime.ready)
+    except OSError as e:
+        raise LedgerstreamError(f"--metrics-port {port}: {e.strerror or e}") from None
+    err.print(f"serving /healthz, /readyz and /metrics on port {server.port}")
+    return server
+
+
+def port_arg(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a port (0-65535; 0 picks a free one)")
+    return value
 
 
 def positive_int(text: str) -> int:

@@ -139,6 +139,7 @@ class AgentRuntime(BatchRuntime):
         group_id: overrides `ledgerstream.<name>` (a new group replays from the start).
         topics: overrides the handler's input topics.
         consumer_config: extra librdkafka consumer settings.
+        output_topics: writes an output topic's events to another topic (a scratch copy).
     """
 
     def __init__(
@@ -153,11 +154,12 @@ class AgentRuntime(BatchRuntime):
         group_id: str | None = None,
         topics: list[str] | None = None,
         consumer_config: dict[str, Any] | None = None,
+        output_topics: dict[str, str] | None = None,
     ) -> None:
         self.handler = handler
         super().__init__(settings, AgentWork(settings, handler), codec, catalog, batch_size=batch_size,
                          linger=linger, group_id=group_id, topics=topics,
-                         consumer_config=consumer_config)  # fmt: skip
+                         consumer_config=consumer_config, output_topics=output_topics)  # fmt: skip
 
 
 def run_agent(runtime: AgentRuntime, **kwargs: Any) -> BatchStats:

@@ -29,12 +29,22 @@ class EventProducer:
         settings: where Kafka is.
         codec: encodes values (its framing decides the wire format).
         catalog: gives each topic's key field.
+        redirect: writes a topic's events to another topic (a benchmark's or a replay's scratch
+            copy), encoded, keyed and headed as the catalog topic's.
         **config: extra librdkafka settings (dotted names).
     """
 
-    def __init__(self, settings: Settings, codec: AvroCodec, catalog: Catalog, **config: Any) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        codec: AvroCodec,
+        catalog: Catalog,
+        redirect: Mapping[str, str] | None = None,
+        **config: Any,
+    ) -> None:
         self.codec = codec
         self.catalog = catalog
+        self.redirect = dict(redirect or {})
         self._failures: list[str] = []
         self._producer = Producer(
             settings.kafka_config(
@@ -58,7 +68,7 @@ class EventProducer:
         value = self.codec.encode(topic, record)
         key = spec.key_of(dict(record))
         headers = routing_headers(record["metadata"], self.codec.store.for_topic(topic).fullname)
-        self.produce_encoded(topic, key, value, headers)
+        self.produce_encoded(self.redirect.get(topic, topic), key, value, headers)
 
     def produce_encoded(self, topic: str, key: str | bytes | None, value: bytes, headers: Headers) -> None:
         """Queue an event encoded earlier (an outbox row): the same bytes, key and headers."""

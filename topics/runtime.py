@@ -27,7 +27,7 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from functools import partial
@@ -53,6 +53,17 @@ PAUSED = Gauge("ledgerstream_consumer_paused", "1 while a consumer waits for a d
 RETRIES = Counter(
     "ledgerstream_consumer_retries_total", "Batches retried after a transient error", ["consumer"]
 )
+# named as kafka-exporter names them, so its dashboards and alerts work unchanged
+CURRENT_OFFSET = Gauge(
+    "kafka_consumergroup_current_offset", "The group's committed offset, as this member committed it",
+    ["consumergroup", "topic", "partition"],
+)  # fmt: skip
+LAG = Gauge(
+    "kafka_consumergroup_lag", "Messages behind the partition's high watermark after this member's commit",
+    ["consumergroup", "topic", "partition"],
+)  # fmt: skip
+STALL_SECONDS = 60.0
+"""A loop that has not polled Kafka for this long is not alive (`/healthz` answers 503)."""
 
 REFUSED_COMMIT = {
     KafkaError.UNKNOWN_MEMBER_ID,
@@ -150,6 +161,7 @@ class BatchRuntime:
         group_id: overrides `ledgerstream.<name>` (a new group replays from the start).
         topics: overrides the work's input topics.
         consumer_config: extra librdkafka consumer settings.
+        output_topics: writes an output topic's events to another topic (a scratch copy).
     """
 
     def __init__(
@@ -164,6 +176,7 @@ class BatchRuntime:
         group_id: str | None = None,
         topics: Sequence[str] | None = None,
         consumer_config: dict[str, Any] | None = None,
+        output_topics: Mapping[str, str] | None = None,
     ) -> None:
         self.settings, self.work, self.codec = settings, work, codec
         self.batch_size, self.linger = batch_size, linger
@@ -171,7 +184,7 @@ class BatchRuntime:
         self.topics = list(topics or work.topics)
         # no delivery timeout: outputs wait for an unreachable broker while the member keeps polling
         self.producer = (
-            EventProducer(settings, codec, catalog, **{"message.timeout.ms": 0})
+            EventProducer(settings, codec, catalog, output_topics, **{"message.timeout.ms": 0})
             if catalog is not None
             else None
         )
@@ -187,11 +200,40 @@ class BatchRuntime:
             self.topics, on_assign=self._assigned, on_revoke=lambda c, parts: self._on_revoke(parts)
         )
         self._degraded = threading.Event()
+        self._polled_at = time.monotonic()
+        self._running = False
         self.stats = BatchStats()
 
     def _assigned(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         self.assignments += 1
         self.assigned.set()
+
+    # probes (answered on the health server's thread) --------------------------------
+
+    def live(self) -> tuple[bool, dict[str, Any]]:
+        """Alive while the loop polls Kafka: a wedged loop answers False."""
+        since = time.monotonic() - self._polled_at
+        return since < STALL_SECONDS, {"consumer": self.work.name, "seconds_since_poll": round(since, 1)}
+
+    def ready(self) -> tuple[bool, dict[str, Any]]:
+        """Ready while running with partitions assigned and no dependency down."""
+        assigned = self.assigned.is_set()
+        degraded = self._degraded.is_set()
+        return self._running and assigned and not degraded, {
+            "consumer": self.work.name, "group": self.group_id, "running": self._running,
+            "assigned": assigned, "dependency_down": degraded, "consumed": self.stats.consumed,
+        }  # fmt: skip
+
+    def _report_offsets(self, offsets: dict[tuple[str, int], int]) -> None:
+        for (topic, partition), offset in offsets.items():
+            labels = (self.group_id, topic, str(partition))
+            CURRENT_OFFSET.labels(*labels).set(offset + 1)
+            try:
+                _, high = self.consumer.get_watermark_offsets(TopicPartition(topic, partition), cached=True)
+            except KafkaException:
+                continue
+            if high >= 0:
+                LAG.labels(*labels).set(max(high - offset - 1, 0))
 
     # decoding ------------------------------------------------------------------
 
@@ -276,6 +318,7 @@ class BatchRuntime:
             self._flushed(self.dead_letters.flush, keep_alive)
         if batch.offsets:
             self._commit(batch.offsets, keep_alive)
+            self._report_offsets(batch.offsets)
         dead = batch.dead + len(outcome.refused)
         self.stats.consumed += batch.consumed
         self.stats.emitted += len(outcome.outputs)
@@ -348,6 +391,7 @@ class BatchRuntime:
         ready = _Batch()
 
         def poll_into_ready(timeout: float) -> bool:
+            self._polled_at = time.monotonic()
             try:
                 messages = self.consumer.consume(self.batch_size, timeout=timeout)
             except KafkaException as e:
@@ -412,6 +456,7 @@ class BatchRuntime:
 
         rebalancing = threading.Event()
         self._on_revoke = revoked
+        self._running = True
         try:
             while not stopping.is_set():
                 busy = in_flight is not None and not in_flight[0].done()
@@ -441,6 +486,7 @@ class BatchRuntime:
                     break
             settle()
         finally:
+            self._running = False
             self._on_revoke = lambda parts: None
             worker.shutdown(wait=True)
             stats.seconds = time.monotonic() - started

@@ -15,6 +15,7 @@ import sys
 import time
 import uuid
 
+import httpx
 import psycopg
 import pytest
 
@@ -33,6 +34,7 @@ from tests.fixtures.running import running
 from tests.fixtures.waiting import wait_for
 from topics.codec import AvroCodec
 from topics.events import derived_event_id
+from topics.health import HealthServer
 from topics.schemas import load_store
 from topics.settings import REPO_ROOT
 
@@ -97,10 +99,16 @@ def test_a_database_outage_longer_than_the_poll_interval_loses_and_duplicates_no
             assert steps <= 3 * reserved + 3 * EACH  # INITIATED, VALIDATING, BALANCE_RESERVED once each
             return journals, reserved
 
+        health = HealthServer(0, sink.live, sink.ready, host="127.0.0.1")
+
+        def probe(path: str) -> int:
+            return httpx.get(f"http://127.0.0.1:{health.port}{path}", timeout=5).status_code
+
         with running(sink.run), running(agent.run):
             produce_raw(services, journal_topic, journals(codec, 0))
             produce_raw(services, request_topic, requests(codec, 0))
             wait_for(lambda: counts() == (EACH, EACH), 60, what=f"the first events written (now {counts()})")
+            assert (probe("/healthz"), probe("/readyz")) == (200, 200)
             pid = pg.process.pid()
             assert pid is not None
             os.kill(pid, signal.SIGINT)  # fast shutdown: every connection is cut
@@ -109,6 +117,8 @@ def test_a_database_outage_longer_than_the_poll_interval_loses_and_duplicates_no
             produce_raw(services, journal_topic, journals(codec, EACH))  # arrives while the database is down
             produce_raw(services, request_topic, requests(codec, EACH))
             wait_for(lambda: sink.stats.retries > 0 and agent.stats.retries > 0, 30, what="both retrying")
+            assert wait_for(lambda: probe("/readyz") == 503, 10, what="the paused sink not ready")
+            assert probe("/healthz") == 200  # alive: it keeps polling Kafka while paused
             time.sleep(max(0.0, OUTAGE_SECONDS - (time.monotonic() - down)))  # the outage itself, not a sync
             restarted = subprocess.run([sys.executable, "-m", "ops.cli", "stack", "up", "--no-registry"],
                                        capture_output=True, text=True, timeout=120)  # fmt: skip
@@ -116,6 +126,13 @@ def test_a_database_outage_longer_than_the_poll_interval_loses_and_duplicates_no
             assert wait_for(pg.healthy, 60, what="PostgreSQL back")
             wait_for(lambda: counts() == (2 * EACH, 2 * EACH), 90, what="everything written after the outage")
             assert time.monotonic() - down > POLL_INTERVAL_MS / 1000
+            assert wait_for(lambda: probe("/readyz") == 200, 10, what="the sink ready again")
+            metrics = httpx.get(f"http://127.0.0.1:{health.port}/metrics", timeout=5).text
+        health.close()
+        lag = [line for line in metrics.splitlines()
+               if line.startswith("kafka_consumergroup_lag{") and f'consumergroup="outage-sink-{RUN}"' in line]  # fmt: skip
+        assert lag and all(line.endswith(" 0.0") for line in lag), lag  # every partition caught up
+        assert f'kafka_consumergroup_current_offset{{consumergroup="outage-sink-{RUN}"' in metrics
         assert (sink.assignments, agent.assignments) == (1, 1)  # neither left its group: no rebalance
         assert (
             sink.stats.paused_seconds > POLL_INTERVAL_MS / 1000
