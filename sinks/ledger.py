@@ -6,8 +6,9 @@ ledger accounts on first use (in the journal's tenant's books, with the registry
 exponent), insert the journal entries that are new (a repeated `reference_id` is
 ignored, so a replay changes nothing), insert the entries of the new ones only,
 apply one aggregated (debits, credits) delta per account, in account order, so a hot
-account such as fee revenue is updated once per batch, and complete the holds the
-new postings turn into money moved. A journal whose lines leave its tenant's books,
+account such as fee revenue is updated once per batch (customers' accounts first, the
+platform's last, just before the commit: a hot row is locked for the least time), and
+complete the holds the new postings turn into money moved. A journal whose lines leave its tenant's books,
 or whose exponent is not the currency registry's, is refused to the dead-letter topic.
 """
 
@@ -94,6 +95,7 @@ SELECT e.ledger_account, e.currency,
        sum(CASE WHEN e.side = 'CREDIT' THEN e.amount ELSE 0 END),
        now()
   FROM stage_entries e JOIN stage_new n USING (journal_entry_id)
+ WHERE (e.ledger_account LIKE 'customer:%%') = %(customers)s
  GROUP BY e.ledger_account, e.currency
  ORDER BY e.ledger_account
 ON CONFLICT (ledger_account) DO UPDATE
@@ -296,11 +298,15 @@ class LedgerSink(Sink[Item]):
             cur.execute(ACCOUNTS)
             cur.execute(JOURNALS)
             cur.execute(ENTRIES)
-            cur.execute(BALANCES)
+            cur.execute(BALANCES, {"customers": True})
             cur.execute(HOLDS)
-        environment = next((i.environment for i in items if i is not None), None)
-        if self._outbox is not None and environment is not None:
-            self._balance_events(conn, *self._outbox, environment)
+            environment = next((i.environment for i in items if i is not None), None)
+            if self._outbox is not None and environment is not None:
+                self._balance_events(conn, *self._outbox, environment)
+            # the platform's accounts (fee revenue, clearing: every journal's) last, so their row
+            # locks are held for the least time; every batch locks customers first, each set in
+            # account order, so two sinks cannot deadlock
+            cur.execute(BALANCES, {"customers": False})
 
     def _balance_events(
         self, conn: psycopg.Connection, codec: AvroCodec, catalog: Catalog, environment: str
