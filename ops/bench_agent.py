@@ -133,7 +133,7 @@ def _minimal_loop(
     batch_size: int,
 ) -> float:
     """The same handler behind the least a correct consumer does: events/s, first message to last commit."""
-    consumer = batch_consumer(settings, f"bench-minimal-{uuid.uuid4()}", batch_size, 0.05)
+    consumer = batch_consumer(settings, f"bench-minimal-{uuid.uuid4()}", batch_size)
     producer = Producer(settings.kafka_config(**{"acks": "all", "enable.idempotence": True, "linger.ms": 5,
                                                  "compression.type": "lz4"}))  # fmt: skip
     consumer.subscribe([topic])

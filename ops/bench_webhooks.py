@@ -136,7 +136,12 @@ def bench_webhooks(
                 "INSERT INTO provider_links VALUES ('stripe', 'cus_bench', 'tenant-bench', 'acc-bench')"
             )
         port = free_port()
-        unlimited = {"WEBHOOK_RATE_PER_SECOND": "1000000", "WEBHOOK_BURST": "1000000"}
+        unlimited = {
+            "WEBHOOK_RATE_PER_SECOND": "1000000",
+            "WEBHOOK_BURST": "1000000",
+            "WEBHOOK_CLIENT_RATE_PER_SECOND": "1000000",
+            "WEBHOOK_CLIENT_BURST": "1000000",
+        }
         env = {**os.environ, **keys.environment(), **unlimited, "DATABASE_URL": db_url,
                "REDIS_URL": settings.redis_url, "SCHEMA_REGISTRY_URL": ""}  # fmt: skip
         server = subprocess.Popen(

@@ -444,6 +444,14 @@ def bench(args: argparse.Namespace) -> int:
         for line in hooks.lines():
             out.print(line, markup=False)
         return 0
+    if args.target == "e2e":
+        from ops.bench_e2e import bench_e2e
+        from topics.catalog import load_catalog
+
+        e2e = bench_e2e(settings_or_error(), load_catalog(), args.rate, args.seconds, args.workers)
+        for line in e2e.lines():
+            out.print(line, markup=False)
+        return 0
     if args.target == "agent":
         from ops.bench_agent import bench_agent
         from topics.catalog import load_catalog
@@ -675,7 +683,10 @@ def build_parser() -> Parser:
         "--batch-size", type=positive_int, default=2000, help="most events per transaction (default 2000)"
     )
     sk.add_argument(
-        "--linger", type=seconds_arg, default=0.2, help="seconds to wait for a batch to fill (default 0.2)"
+        "--linger",
+        type=seconds_arg,
+        default=0.01,
+        help="the longest one poll waits for events; what arrived goes to an idle worker (default 0.01)",
     )
     sk.add_argument("--idle-exit", type=seconds_arg, default=None, help="stop after this many idle seconds")
     sk.add_argument(
@@ -705,7 +716,10 @@ def build_parser() -> Parser:
         "--batch-size", type=positive_int, default=2000, help="most events per batch (default 2000)"
     )
     ag.add_argument(
-        "--linger", type=seconds_arg, default=0.1, help="seconds to wait for a batch (default 0.1)"
+        "--linger",
+        type=seconds_arg,
+        default=0.01,
+        help="the longest one poll waits for events; what arrived goes to an idle worker (default 0.01)",
     )
     ag.add_argument("--idle-exit", type=seconds_arg, default=None, help="stop after this many idle seconds")
     ag.add_argument("--group", help="consumer group (default ledgerstream.<agent>; a new group replays)")
@@ -768,10 +782,14 @@ def build_parser() -> Parser:
     )
     bn.add_argument(
         "target",
-        choices=["sink", "ledger", "agent", "reservations", "webhooks"],
+        choices=["sink", "ledger", "agent", "reservations", "webhooks", "e2e"],
         help="sink: one row per event; ledger: balanced transfers; agent: one agent against a minimal "
         "confluent-kafka loop running its handler; reservations: transfer requests decided "
-        "against funded accounts by the status agent; webhooks: signed deliveries under wrk",
+        "against funded accounts by the status agent; webhooks: signed deliveries under wrk; "
+        "e2e: signed webhooks at a fixed rate to their journal rows, each stage its own process",
+    )
+    bn.add_argument(
+        "--rate", type=positive_int, default=2000, help="e2e: deliveries per second (default 2000)"
     )
     bn.add_argument(
         "--agent", choices=["fees", "ledger"], default="fees", help="agent: which agent (default fees)"
@@ -780,7 +798,10 @@ def build_parser() -> Parser:
         "--accounts", type=positive_int, default=1000, help="reservations: funded accounts (default 1000)"
     )
     bn.add_argument(
-        "--seconds", type=positive_int, default=10, help="webhooks: seconds per phase (default 10)"
+        "--seconds",
+        type=positive_int,
+        default=10,
+        help="webhooks: seconds per phase; e2e: seconds of sending (default 10)",
     )
     bn.add_argument(
         "--connections", type=positive_int, default=32, help="webhooks: open connections (default 32)"
@@ -790,7 +811,7 @@ def build_parser() -> Parser:
         "--workers",
         type=positive_int,
         default=1,
-        help="sink processes in one consumer group, or webhook service processes (default 1)",
+        help="sink processes in one consumer group, or webhook service processes (webhooks, e2e; default 1)",
     )
     bn.add_argument("--batch-size", type=positive_int, default=2000, help="sink batch size (default 2000)")
 

@@ -87,6 +87,9 @@ class SinkWork(Generic[Item]):
             half = len(batch) // 2
             return self._write_isolating(batch[:half]) + self._write_isolating(batch[half:])
 
+    def start(self) -> None:
+        """Nothing to get ready: the connection is made by the first batch (it may be down now)."""
+
     def prepare(self, events: list[Event]) -> list[Item | PoisonEvent]:
         """Each event's item, or why it cannot be stored (on the consumer thread)."""
         prepared: list[Item | PoisonEvent] = []
@@ -125,7 +128,7 @@ class SinkRunner(BatchRuntime):
         sink: the mapping and SQL.
         codec: decodes values (either framing).
         batch_size: most messages per database transaction.
-        linger: seconds to wait for a batch to fill.
+        linger: the longest one poll waits for events (what arrived then goes to an idle worker).
         group_id: overrides the catalog's group (a new group replays from the start).
         topics: overrides the sink's topics (e.g. a copy of a topic to replay).
         consumer_config: extra librdkafka consumer settings.
@@ -138,7 +141,7 @@ class SinkRunner(BatchRuntime):
         codec: AvroCodec,
         *,
         batch_size: int = 2000,
-        linger: float = 0.2,
+        linger: float = 0.01,
         group_id: str | None = None,
         topics: Sequence[str] | None = None,
         consumer_config: dict[str, Any] | None = None,
@@ -148,5 +151,5 @@ class SinkRunner(BatchRuntime):
         super().__init__(
             settings, SinkWork(settings, sink), codec, None, batch_size=batch_size, linger=linger,
             group_id=group_id, topics=topics,
-            consumer_config={"fetch.min.bytes": 65536, **(consumer_config or {})},
+            consumer_config=consumer_config,
         )  # fmt: skip

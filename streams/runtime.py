@@ -110,9 +110,13 @@ class AgentWork:
     def prepare(self, events: list[Event]) -> list[Any]:
         return [None] * len(events)  # a handler's work is all in `handle`
 
-    def work(self, events: list[Event], prepared: list[Any]) -> Outcome:
+    def start(self) -> None:
         if self._host is None:
             self._host = FaustHost(self.name, self._settings, self.handler.handle)
+
+    def work(self, events: list[Event], prepared: list[Any]) -> Outcome:
+        self.start()
+        assert self._host is not None
         result = self._host.call(events)
         return Outcome(
             outputs=[(o.topic, o.record) for o in result.outputs],
@@ -135,7 +139,7 @@ class AgentRuntime(BatchRuntime):
         codec: decodes inputs and encodes outputs.
         catalog: output keys.
         batch_size: most messages per batch.
-        linger: seconds to wait for a batch to fill.
+        linger: the longest one poll waits for events (what arrived then goes to an idle worker).
         group_id: overrides `ledgerstream.<name>` (a new group replays from the start).
         topics: overrides the handler's input topics.
         consumer_config: extra librdkafka consumer settings.
@@ -150,7 +154,7 @@ class AgentRuntime(BatchRuntime):
         catalog: Catalog,
         *,
         batch_size: int = 2000,
-        linger: float = 0.1,
+        linger: float = 0.01,
         group_id: str | None = None,
         topics: list[str] | None = None,
         consumer_config: dict[str, Any] | None = None,

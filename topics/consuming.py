@@ -9,9 +9,7 @@ from confluent_kafka import Consumer
 from topics.settings import Settings
 
 
-def batch_consumer(
-    settings: Settings, group_id: str, batch_size: int, linger: float, **extra: Any
-) -> Consumer:
+def batch_consumer(settings: Settings, group_id: str, batch_size: int, **extra: Any) -> Consumer:
     """A consumer for batch processing: offsets are committed by the caller, after its work.
 
     Prefetch is bounded to about two batches per partition (librdkafka would queue
@@ -25,7 +23,9 @@ def batch_consumer(
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
                 "enable.partition.eof": False,
-                "fetch.wait.max.ms": max(10, int(linger * 1000)),
+                # the broker answers a fetch as soon as any data is there: this only bounds how
+                # long an idle partition's fetch waits
+                "fetch.wait.max.ms": 100,
                 "queued.min.messages": max(1000, 2 * batch_size),
                 "queued.max.messages.kbytes": 16384,
                 # librdkafka waits this long before fetching again once a partition's queue is

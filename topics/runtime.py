@@ -2,7 +2,9 @@
 
 A `BatchWork` is what differs: an agent's handler (events in, events out) or a sink's
 mapping and SQL (events in, rows written). The runtime does everything else, once:
-1. consume up to `batch_size` messages or until `linger` passes, in the consumer group;
+1. consume what has arrived, up to `batch_size` messages, in polls of at most `linger`: a
+   worker that is idle gets a batch as soon as events arrive, and while one is busy the next
+   batch fills (natural batching: large batches under load, small and prompt ones when quiet);
 2. decode each (an undecodable value, a tombstone or an event of the other environment
    is dead-lettered here);
 3. hand the batch to the work on a worker thread, while this thread consumes and decodes
@@ -111,6 +113,9 @@ class BatchWork(Protocol):
         """Pure per-event work (e.g. a sink's mapping), one result per event, done on the consumer
         thread as events arrive, while the previous batch is worked; handed to `work`."""
 
+    def start(self) -> None:
+        """Get ready before the first batch (e.g. an agent's host), so it does not wait for it."""
+
     def work(self, events: list[Event], prepared: list[Any]) -> Outcome:
         """Process a batch (ordered per partition); runs on the worker thread; idempotent."""
 
@@ -157,7 +162,7 @@ class BatchRuntime:
         codec: decodes inputs and encodes outputs.
         catalog: output keys (for a work that emits; None for one that only writes).
         batch_size: most messages per batch.
-        linger: seconds to wait for a batch to fill.
+        linger: the longest one poll waits for events (what arrived then goes to an idle worker).
         group_id: overrides `ledgerstream.<name>` (a new group replays from the start).
         topics: overrides the work's input topics.
         consumer_config: extra librdkafka consumer settings.
@@ -172,7 +177,7 @@ class BatchRuntime:
         catalog: Catalog | None = None,
         *,
         batch_size: int = 2000,
-        linger: float = 0.1,
+        linger: float = 0.01,
         group_id: str | None = None,
         topics: Sequence[str] | None = None,
         consumer_config: dict[str, Any] | None = None,
@@ -189,7 +194,7 @@ class BatchRuntime:
             else None
         )
         self.dead_letters = DeadLetters(settings, work.name)
-        self.consumer = batch_consumer(settings, self.group_id, batch_size, linger, **{
+        self.consumer = batch_consumer(settings, self.group_id, batch_size, **{
             "max.poll.interval.ms": MAX_POLL_INTERVAL_MS, **(consumer_config or {}),
         })  # fmt: skip
         self.assigned = threading.Event()
@@ -456,6 +461,7 @@ class BatchRuntime:
 
         rebalancing = threading.Event()
         self._on_revoke = revoked
+        self.work.start()
         self._running = True
         try:
             while not stopping.is_set():
