@@ -68,13 +68,15 @@ class OutboxRelay:
     codec: only for the producer's framing (rows are already encoded).
     catalog: topic metadata for the producer.
     batch_size: most rows per transaction.
+    redirect: publishes a topic's rows to another topic (a benchmark's scratch copy).
     """
 
     def __init__(
-        self, settings: Settings, codec: AvroCodec, catalog: Catalog, *, batch_size: int = 500
-    ) -> None:
+        self, settings: Settings, codec: AvroCodec, catalog: Catalog, *, batch_size: int = 500,
+        redirect: dict[str, str] | None = None,
+    ) -> None:  # fmt: skip
         self.settings = settings
-        self.producer = EventProducer(settings, codec, catalog)
+        self.producer = EventProducer(settings, codec, catalog, redirect)
         self.batch_size = batch_size
         self.stats = RelayStats()
 
@@ -92,7 +94,8 @@ class OutboxRelay:
                 return 0
             ids = [r[0] for r in rows]
             for _, topic, key, value, headers in rows:
-                self.producer.produce_encoded(topic, bytes(key), bytes(value), list(headers.items()))
+                target = self.producer.redirect.get(topic, topic)
+                self.producer.produce_encoded(target, bytes(key), bytes(value), list(headers.items()))
             try:
                 self.producer.flush()
             except DeliveryError as e:

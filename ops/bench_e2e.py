@@ -11,10 +11,10 @@ Deliveries are sent open-loop at `--rate` per second (each on its schedule, what
 answers take), so a slow stage shows as latency, not as a lower rate. A poller sees each
 journal row as soon as it is committed; a delivery's latency is from its send to that
 moment (the bench indexes `recorded_at` in its scratch database for that poller). The
-agent's and the sink's consumer lag is sampled every second from their
-`/metrics`. The agent and the sink start as new groups at the end of their topics, so
-history is not replayed. The card and journal events are written to the real topics: run it
-on a developer stack, not against production.
+agent's and the sink's consumer lag is sampled every second from their `/metrics`. Every
+event goes to scratch copies of the card, journal and balance topics (the relay redirects,
+the agent and the sink read a copy as the topic it stands for), deleted afterwards: the real
+topics see nothing of the run.
 """
 
 from __future__ import annotations
@@ -34,10 +34,9 @@ from functools import partial
 
 import httpx
 import psycopg
-from confluent_kafka import Consumer, TopicPartition
 
 from ops import webhook_senders as send
-from ops.bench import BenchError
+from ops.bench import BenchError, _drop_topic, _scratch_topic
 from ops.serving import free_port
 from ops.stack.process import wait_until
 from sinks.migrate import scratch_database
@@ -45,6 +44,9 @@ from topics.catalog import Catalog
 from topics.settings import REPO_ROOT, Settings
 
 TENANT = "tenant-bench"
+CARDS = "cards.transaction.received.v1"
+POSTED = "ledger.journal.posted.v1"
+BALANCES = "accounts.balance.updated.v1"
 CUSTOMERS = 200
 MAX_SECONDS = 240
 
@@ -83,19 +85,6 @@ class E2eResult:
             + (f", mean {statistics.fmean(self.latencies_ms):,.0f} ms" if self.latencies_ms else ""),
             f"  most messages behind      {lags}",
         ]
-
-
-def _start_at_end(settings: Settings, group: str, topics: list[str]) -> None:
-    consumer = Consumer(settings.kafka_config(**{"group.id": group, "enable.auto.commit": False}))
-    try:
-        offsets = []
-        for topic in topics:
-            for p in consumer.list_topics(topic, timeout=10).topics[topic].partitions:
-                _, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-                offsets.append(TopicPartition(topic, p, high))
-        consumer.commit(offsets=offsets, asynchronous=False)
-    finally:
-        consumer.close()
 
 
 class _Processes:
@@ -211,11 +200,27 @@ def bench_e2e(settings: Settings, catalog: Catalog, rate: int, seconds: int, wor
     if seconds > MAX_SECONDS:
         raise BenchError(f"--seconds must be at most {MAX_SECONDS}: signed deliveries expire after 300 s")
     result = E2eResult(rate, seconds, workers)
-    keys = send.ProviderKeys()
     run = uuid.uuid4().hex[:8]
     groups = {"ledger agent": f"bench-e2e-{run}-agent", "ledger sink": f"bench-e2e-{run}-sink"}
-    _start_at_end(settings, groups["ledger agent"], list(catalog.consumers["ledger_agent"].inputs))
-    _start_at_end(settings, groups["ledger sink"], list(catalog.consumers["ledger_sink"].inputs))
+    copies = {topic: _scratch_topic(settings, f"e2e-{topic.split('.')[0]}", catalog.money_partitions)
+              for topic in (CARDS, POSTED, BALANCES)}  # fmt: skip
+    try:
+        return _measure(settings, rate, seconds, workers, result, groups, copies)
+    finally:
+        for copy in copies.values():
+            _drop_topic(settings, copy)
+
+
+def _measure(
+    settings: Settings,
+    rate: int,
+    seconds: int,
+    workers: int,
+    result: E2eResult,
+    groups: dict[str, str],
+    copies: dict[str, str],
+) -> E2eResult:
+    keys = send.ProviderKeys()
     deliveries = []
     for n in range(rate * seconds):
         body = send.encode(send.stripe_charge(f"cus_bench_{n % CUSTOMERS}", 1_000 + n % 9_000))
@@ -244,10 +249,32 @@ def bench_e2e(settings: Settings, catalog: Catalog, rate: int, seconds: int, wor
             procs.start(
                 "connect", "webhooks", "--port", str(port), "--admin-port", "0", "--workers", str(workers)
             )
-            procs.start("connect", "outbox-relay")
-            procs.start("agent", "ledger", "--operator", "--group", groups["ledger agent"],
-                        "--metrics-port", str(agent_port))  # fmt: skip
+            procs.start(
+                "connect",
+                "outbox-relay",
+                "--operator",
+                "--redirect",
+                f"{CARDS}={copies[CARDS]}",
+                "--redirect",
+                f"{BALANCES}={copies[BALANCES]}",
+            )
+            procs.start(
+                "agent",
+                "ledger",
+                "--operator",
+                "--group",
+                groups["ledger agent"],
+                "--topic",
+                copies[CARDS],
+                "--alias",
+                f"{copies[CARDS]}={CARDS}",
+                "--output-to",
+                f"{POSTED}={copies[POSTED]}",
+                "--metrics-port",
+                str(agent_port),
+            )
             procs.start("sink", "ledger", "--operator", "--group", groups["ledger sink"],
+                        "--topic", copies[POSTED], "--alias", f"{copies[POSTED]}={POSTED}",
                         "--metrics-port", str(sink_port))  # fmt: skip
             url = f"http://127.0.0.1:{port}"
             for probe in (url + "/healthz", f"http://127.0.0.1:{agent_port}/readyz",

@@ -27,6 +27,7 @@ from ops.console import (
     serve_health,
     settings_or_error,
     stop_on_signals,
+    topic_pair,
 )
 from topics.catalog import Catalog
 from topics.errors import LedgerstreamError
@@ -271,6 +272,7 @@ def sink(args: argparse.Namespace) -> int:
         linger=args.linger,
         group_id=args.group,
         topics=args.topic,
+        input_aliases=dict(args.alias or []),
     )
     err.print(f"sink {args.name}: consuming {', '.join(runner.topics)} as {runner.group_id}")
     health = serve_health(args.metrics_port, runner)
@@ -325,6 +327,8 @@ def agent(args: argparse.Namespace) -> int:
         linger=args.linger,
         group_id=args.group,
         topics=args.topic,
+        input_aliases=dict(args.alias or []),
+        output_topics=dict(args.output_to or []),
     )
     err.print(f"agent {args.name}: consuming {', '.join(runtime.topics)} as {runtime.group_id}")
     health = serve_health(args.metrics_port, runtime)
@@ -697,6 +701,13 @@ def build_parser() -> Parser:
     )
     sk.add_argument("--json", action="store_true", help="print the run's figures as one JSON line on stdout")
     sk.add_argument(
+        "--alias",
+        type=topic_pair,
+        action="append",
+        metavar="COPY=TOPIC",
+        help="read COPY (given with --topic) as the catalog topic TOPIC, e.g. a scratch copy (repeatable)",
+    )
+    sk.add_argument(
         "--metrics-port",
         type=port_arg,
         default=None,
@@ -725,6 +736,20 @@ def build_parser() -> Parser:
     ag.add_argument("--group", help="consumer group (default ledgerstream.<agent>; a new group replays)")
     ag.add_argument(
         "--topic", action="append", help="consume this topic instead of the agent's own (repeatable)"
+    )
+    ag.add_argument(
+        "--alias",
+        type=topic_pair,
+        action="append",
+        metavar="COPY=TOPIC",
+        help="read COPY (given with --topic) as the catalog topic TOPIC, e.g. a scratch copy (repeatable)",
+    )
+    ag.add_argument(
+        "--output-to",
+        type=topic_pair,
+        action="append",
+        metavar="TOPIC=COPY",
+        help="write the output topic TOPIC's events to COPY instead, e.g. a scratch copy (repeatable)",
     )
     ag.add_argument(
         "--metrics-port",

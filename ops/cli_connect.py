@@ -16,6 +16,7 @@ from ops.console import (
     seconds_arg,
     settings_or_error,
     stop_on_signals,
+    topic_pair,
 )
 
 PROVIDERS = ("stripe", "plaid", "truelayer", "circle", "sumsub")
@@ -274,9 +275,10 @@ def connect_outbox_relay(args: argparse.Namespace) -> int:
     from topics.catalog import load_catalog
     from topics.codec import codec_from_settings
 
-    settings = component_settings("outbox_relay")
+    settings = settings_or_error() if args.operator else component_settings("outbox_relay")
     stop = stop_on_signals()
-    relay = OutboxRelay(settings, codec_from_settings(settings), load_catalog(), batch_size=args.batch_size)
+    relay = OutboxRelay(settings, codec_from_settings(settings), load_catalog(), batch_size=args.batch_size,
+                        redirect=dict(args.redirect or []))  # fmt: skip
     err.print("outbox relay: publishing pending rows in order per account", markup=False)
     stats = relay.run(stop=stop, idle_exit=args.idle_exit)
     err.print(
@@ -387,6 +389,18 @@ def add_connect_commands(sub: Any, command: Callable[..., Any]) -> None:
         "--batch-size", type=positive_int, default=500, help="most rows per transaction (default 500)"
     )
     rl.add_argument("--idle-exit", type=seconds_arg, default=None, help="stop after this many idle seconds")
+    rl.add_argument(
+        "--redirect",
+        type=topic_pair,
+        action="append",
+        metavar="TOPIC=COPY",
+        help="publish TOPIC's rows to COPY instead, e.g. a benchmark's scratch copy (repeatable)",
+    )
+    rl.add_argument(
+        "--operator",
+        action="store_true",
+        help="run as the operator principal, not the relay's own (to publish to a scratch copy)",
+    )
 
 
 def connect_dispatcher(args: argparse.Namespace) -> int:

@@ -100,6 +100,14 @@ def positive_int(text: str) -> int:
     return value
 
 
+def topic_pair(text: str) -> tuple[str, str]:
+    """`A=B`: two topic names (a scratch copy and the catalog topic it stands for, or back)."""
+    left, sep, right = text.partition("=")
+    if not sep or not left.strip() or not right.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} is not TOPIC=TOPIC")
+    return left.strip(), right.strip()
+
+
 def seconds_arg(text: str) -> float:
     try:
         value = float(text)

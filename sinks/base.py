@@ -132,6 +132,7 @@ class SinkRunner(BatchRuntime):
         group_id: overrides the catalog's group (a new group replays from the start).
         topics: overrides the sink's topics (e.g. a copy of a topic to replay).
         consumer_config: extra librdkafka consumer settings.
+        input_aliases: reads a topic as the catalog topic it stands for (a scratch copy).
     """
 
     def __init__(
@@ -145,11 +146,12 @@ class SinkRunner(BatchRuntime):
         group_id: str | None = None,
         topics: Sequence[str] | None = None,
         consumer_config: dict[str, Any] | None = None,
+        input_aliases: dict[str, str] | None = None,
     ) -> None:
         self.sink = sink
         sink.bind(codec)
         super().__init__(
             settings, SinkWork(settings, sink), codec, None, batch_size=batch_size, linger=linger,
             group_id=group_id, topics=topics,
-            consumer_config=consumer_config,
+            consumer_config=consumer_config, input_aliases=input_aliases,
         )  # fmt: skip

@@ -144,6 +144,7 @@ class AgentRuntime(BatchRuntime):
         topics: overrides the handler's input topics.
         consumer_config: extra librdkafka consumer settings.
         output_topics: writes an output topic's events to another topic (a scratch copy).
+        input_aliases: reads a topic as the catalog topic it stands for (a scratch copy).
     """
 
     def __init__(
@@ -159,11 +160,13 @@ class AgentRuntime(BatchRuntime):
         topics: list[str] | None = None,
         consumer_config: dict[str, Any] | None = None,
         output_topics: dict[str, str] | None = None,
+        input_aliases: dict[str, str] | None = None,
     ) -> None:
         self.handler = handler
         super().__init__(settings, AgentWork(settings, handler), codec, catalog, batch_size=batch_size,
                          linger=linger, group_id=group_id, topics=topics,
-                         consumer_config=consumer_config, output_topics=output_topics)  # fmt: skip
+                         consumer_config=consumer_config, output_topics=output_topics,
+                         input_aliases=input_aliases)  # fmt: skip
 
 
 def run_agent(runtime: AgentRuntime, **kwargs: Any) -> BatchStats:

@@ -167,6 +167,9 @@ class BatchRuntime:
         topics: overrides the work's input topics.
         consumer_config: extra librdkafka consumer settings.
         output_topics: writes an output topic's events to another topic (a scratch copy).
+        input_aliases: reads a topic as another (a scratch copy as the catalog topic it stands
+            for): its events are decoded with, and handed to the work under, the catalog name;
+            offsets are the copy's.
     """
 
     def __init__(
@@ -182,9 +185,11 @@ class BatchRuntime:
         topics: Sequence[str] | None = None,
         consumer_config: dict[str, Any] | None = None,
         output_topics: Mapping[str, str] | None = None,
+        input_aliases: Mapping[str, str] | None = None,
     ) -> None:
         self.settings, self.work, self.codec = settings, work, codec
         self.batch_size, self.linger = batch_size, linger
+        self.aliases = dict(input_aliases or {})
         self.group_id = group_id or f"ledgerstream.{work.name}"
         self.topics = list(topics or work.topics)
         # no delivery timeout: outputs wait for an unreachable broker while the member keeps polling
@@ -249,8 +254,9 @@ class BatchRuntime:
                 if err.code() != KafkaError._PARTITION_EOF:
                     log.warning("%s: consumer error %s", self.work.name, err)
                 continue
-            topic, partition, offset = msg.topic() or "", msg.partition() or 0, msg.offset() or 0
-            batch.offsets[(topic, partition)] = offset
+            physical, partition, offset = msg.topic() or "", msg.partition() or 0, msg.offset() or 0
+            batch.offsets[(physical, partition)] = offset
+            topic = self.aliases.get(physical, physical)
             batch.consumed += 1
             value = msg.value()
             try:
