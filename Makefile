@@ -35,10 +35,11 @@ run: up ## Run the pipeline end to end on the local stack and print what it did
 contracts: ## Recompile the test ERC-20 (solc and OpenZeppelin from npm) into connectors/contracts/TestToken.json
 	cd connectors/contracts && npm ci --silent && node compile.js
 
-lint: install ## ruff (lint and format check) and mypy
+lint: install ## ruff (lint and format check), mypy and the import rules between packages
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 format: install ## Apply ruff's formatting and safe fixes
 	$(BIN)/ruff check --fix .

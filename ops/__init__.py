@@ -1,1 +1,2 @@
-"""What operators, analysts and CI run: the `ledgerstream` command."""
+"""What operators, analysts and CI run: the `ledgerstream` command. Sits on top: may import
+every other package."""

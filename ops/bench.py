@@ -31,11 +31,11 @@ from ops.topic_admin import wait_for_leaders
 from sinks.ledger import TOPIC as JOURNAL_TOPIC
 from sinks.migrate import scratch_database
 from sinks.transfers import TOPIC as TRANSFER_TOPIC
-from streams.ledger.postings import Journal, account_kind, check_balanced, fee_assessed, transaction_completed
-from streams.ledger.records import journal_record
+from streams.ledger.postings import fee_assessed, transaction_completed
 from topics.codec import AvroCodec
 from topics.errors import LedgerstreamError
 from topics.events import derived_event_id, new_metadata
+from topics.journals import Journal, account_kind, check_balanced, journal_record
 from topics.schemas import load_store
 from topics.settings import Settings
 

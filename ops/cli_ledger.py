@@ -92,7 +92,7 @@ def major_units(value: Any, exponent: int) -> str:
 
 
 def ledger_check(args: argparse.Namespace) -> int:
-    from sinks.ledger_check import violations
+    from ops.ledger_check import violations
     from sinks.migrate import connect
     from topics.codec import codec_from_settings
 

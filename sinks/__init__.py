@@ -1,1 +1,2 @@
-"""Consumer groups that write topics into PostgreSQL, in batches and idempotently."""
+"""Consumer groups that write topics into PostgreSQL, in batches and idempotently. May import
+`topics` only."""

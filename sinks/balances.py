@@ -8,7 +8,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
-from streams.ledger.postings import holder_of
+from topics.journals import holder_of
 
 BALANCES = """
 SELECT a.code, a.tenant_id, a.currency, a.exponent, b.credits - b.debits AS posted,

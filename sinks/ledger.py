@@ -23,22 +23,20 @@ import psycopg
 
 from sinks.base import Sink
 from sinks.errors import PoisonEvent
-from streams.ledger.postings import (
-    Journal,
-    Line,
-    PostingError,
-    account,
-    account_kind,
-    card_hold_id,
-    check_balanced,
-    check_tenant,
-    holder_of,
-)
 from topics.balances import BALANCE_TOPIC, BalanceState, balance_record
 from topics.catalog import Catalog, load_catalog
 from topics.codec import AvroCodec
 from topics.currencies import CurrencyError, CurrencyRegistry
 from topics.events import Event
+from topics.journals import (
+    PostedJournal,
+    PostingError,
+    account,
+    account_kind,
+    card_hold_id,
+    holder_of,
+    posted_journal,
+)
 from topics.money import InexactValue, money_parts
 from topics.outbox import enqueue_many
 
@@ -160,45 +158,12 @@ class HoldChange:
     environment: str
 
 
-@dataclass(frozen=True)
-class PostedJournal:
-    journal_entry_id: str
-    journal: Journal
-    tenant_id: str
-    environment: str
-    correlation_id: str
-    source_event_id: str
-    posted_at: datetime
-
-
 def journal_from_event(record: dict[str, Any]) -> PostedJournal:
-    """Map a `JournalPosted` record to a checked journal."""
-    meta = record["metadata"]
-    lines = []
-    for raw in record["lines"]:
-        try:
-            units, currency, exponent = money_parts(raw["amount"])
-        except InexactValue as e:
-            raise PoisonEvent(str(e)) from e
-        lines.append(Line(raw["ledger_account"], raw["side"], units, currency, exponent))
-    journal = Journal(
-        record["reference_id"], record["description"], tuple(lines), record.get("reverses"),
-        record.get("completes_hold"),
-    )  # fmt: skip
+    """Map a `JournalPosted` record to a checked journal; one that cannot be posted is poison."""
     try:
-        check_balanced(journal)
-        check_tenant(journal, meta["tenant_id"])
-    except PostingError as e:
+        return posted_journal(record)
+    except (PostingError, InexactValue) as e:
         raise PoisonEvent(str(e)) from e
-    return PostedJournal(
-        journal_entry_id=str(record["journal_entry_id"]),
-        journal=journal,
-        tenant_id=meta["tenant_id"],
-        environment=meta["environment"],
-        correlation_id=meta["correlation_id"],
-        source_event_id=str(meta.get("causation_id") or meta["event_id"]),
-        posted_at=meta["occurred_at"],
-    )
 
 
 def card_hold(record: dict[str, Any]) -> HoldChange | None:

@@ -15,8 +15,8 @@ from typing import Any
 import psycopg
 from psycopg.rows import tuple_row
 
-from streams.ledger.postings import account
 from topics.currencies import CurrencyError, CurrencyRegistry
+from topics.journals import account
 
 HOLD_SECONDS = 30 * 60
 """A reservation holds funds for 30 minutes unless its money reaches a provider first."""

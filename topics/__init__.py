@@ -1,1 +1,2 @@
-"""Event contracts: the topic catalog, the Avro schemas and the codec every component shares."""
+"""Event contracts: the topic catalog, the Avro schemas, the codec and the ledger's journal
+contract, and the runtime every component shares. Imports no other ledgerstream package."""

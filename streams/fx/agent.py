@@ -43,9 +43,9 @@ from streams.fx.pricing import (
 )
 from streams.fx.rates import RateCache
 from streams.holds import Spend, reserve
-from streams.ledger.postings import fx_hold_id
 from topics.currencies import CurrencyRegistry
 from topics.events import Event, derived_event_id, new_metadata
+from topics.journals import fx_hold_id
 from topics.money import InexactValue, money_parts, money_record
 from topics.settings import Settings
 

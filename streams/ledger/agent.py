@@ -15,8 +15,6 @@ from typing import Any
 
 from streams.base import BatchHandler, Output, Result
 from streams.ledger.postings import (
-    Journal,
-    PostingError,
     bank_transaction,
     card_movement,
     crypto_deposit,
@@ -25,9 +23,9 @@ from streams.ledger.postings import (
     reversal,
     transaction_completed,
 )
-from streams.ledger.records import journal_record
 from topics.currencies import FIAT_ONLY, CurrencyError, CurrencyRegistry
 from topics.events import Event, derived_event_id, derived_metadata
+from topics.journals import Journal, PostingError, journal_record
 from topics.money import InexactValue, money_parts
 
 COMPLETED = "payments.transaction.completed.v1"

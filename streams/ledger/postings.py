@@ -1,116 +1,26 @@
-"""Double-entry postings as plain functions over plain data.
+"""The ledger agent's posting recipes: which journal each kind of money movement posts.
 
-Ledger account codes are `<kind>:<tenant>/<qualifier>:<CURRENCY>`: every account
-belongs to one tenant's books, e.g. `customer:t1/acc-1:EUR`, `clearing:t1/sepa:EUR`,
-`fee_revenue:t1/platform:EUR`, `custody:t1/ethereum:ETH`. The kind fixes the account
-type and normal side. A journal entry balances per currency; amounts are positive
-integers in minor (or base) units and the side carries the sign. Every line of a
-journal belongs to the journal's tenant.
+Plain functions over plain data. The journal, its lines, ledger account codes and the
+balance rules are the contract of `ledger.journal.posted.v1`, in `topics.journals`; the
+recipes here decide, for each event, which accounts are debited and credited.
 """
 
 from __future__ import annotations
 
-import functools
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from typing import Literal
 
-Side = Literal["DEBIT", "CREDIT"]
-
-ACCOUNT_KINDS: dict[str, tuple[str, Side]] = {
-    "customer": ("liability", "CREDIT"),  # what the platform owes its customers
-    "clearing": ("asset", "DEBIT"),  # money held at a provider / rail
-    "fee_revenue": ("revenue", "CREDIT"),
-    "fx_position": ("asset", "DEBIT"),  # the platform's currency positions
-    "network_fees": ("expense", "DEBIT"),  # gas the platform paid
-    "custody": ("asset", "DEBIT"),  # crypto held in the platform's wallets, per chain
-    "suspense": ("asset", "DEBIT"),  # money that arrived and is not yet explained
-}
-
-
-class PostingError(ValueError):
-    """A journal entry that cannot be posted (unbalanced, malformed account, bad amount)."""
-
-
-@dataclass(frozen=True)
-class Line:
-    account: str
-    side: Side
-    units: int
-    currency: str
-    exponent: int
-
-
-@dataclass(frozen=True)
-class Journal:
-    reference_id: str
-    description: str
-    lines: tuple[Line, ...]
-    reverses: str | None = None
-    completes_hold: str | None = None
-    """The hold this posting turns into money moved, in the same database transaction."""
-
-
-def account(kind: str, tenant: str, qualifier: str, currency: str) -> str:
-    """The code of a tenant's ledger account."""
-    if kind not in ACCOUNT_KINDS:
-        raise PostingError(f"unknown ledger account kind {kind!r}")
-    if not tenant or "/" in tenant or ":" in tenant:
-        raise PostingError(f"tenant {tenant!r} cannot name a ledger account ('/' and ':' are separators)")
-    return f"{kind}:{tenant}/{qualifier}:{currency}"
-
-
-def tenant_of(code: str) -> str:
-    """The tenant whose books hold an account (`kind:<tenant>/qualifier:CUR`)."""
-    _, _, rest = code.partition(":")
-    tenant, sep, _ = rest.partition("/")
-    if not sep or not tenant:
-        raise PostingError(f"ledger account {code!r} names no tenant (want kind:tenant/qualifier:CURRENCY)")
-    return tenant
-
-
-def holder_of(code: str) -> str:
-    """The account id a ledger account is kept for (`kind:<tenant>/<account id>:CUR`)."""
-    tenant_of(code)
-    return code.partition("/")[2].rpartition(":")[0]
-
-
-def check_tenant(journal: Journal, tenant: str) -> None:
-    """Raise PostingError unless every line is in `tenant`'s books."""
-    for line in journal.lines:
-        if tenant_of(line.account) != tenant:
-            raise PostingError(f"{journal.reference_id}: {line.account} is not in tenant {tenant!r}'s books")
-
-
-@functools.lru_cache(maxsize=65536)
-def account_kind(code: str) -> tuple[str, Side, str]:
-    """(account type, normal side, currency) of an account code."""
-    kind, sep, rest = code.partition(":")
-    qualifier, sep2, currency = rest.rpartition(":")
-    if not sep or not sep2 or not qualifier or not currency or kind not in ACCOUNT_KINDS:
-        raise PostingError(f"malformed ledger account {code!r} (want kind:qualifier:CURRENCY)")
-    account_type, normal = ACCOUNT_KINDS[kind]
-    return account_type, normal, currency
-
-
-def check_balanced(journal: Journal) -> None:
-    """Raise PostingError unless the journal is well-formed double entry."""
-    if len(journal.lines) < 2:
-        raise PostingError(f"{journal.reference_id}: double entry needs at least two lines")
-    net: dict[str, int] = defaultdict(int)
-    for line in journal.lines:
-        if type(line.units) is not int or line.units <= 0:
-            raise PostingError(f"{journal.reference_id}: amount {line.units!r} must be a positive integer")
-        _, _, currency = account_kind(line.account)
-        if currency != line.currency:
-            raise PostingError(
-                f"{journal.reference_id}: {line.account} holds {currency}, not {line.currency}"
-            )
-        net[line.currency] += line.units if line.side == "DEBIT" else -line.units
-    unbalanced = {c: n for c, n in net.items() if n != 0}
-    if unbalanced:
-        raise PostingError(f"{journal.reference_id}: debits and credits differ by {unbalanced}")
+from topics.journals import (
+    Journal,
+    Line,
+    Side,
+    account,
+    account_kind,
+    card_hold_id,
+    check_balanced,
+    fx_hold_id,
+    transfer_hold_id,
+)
 
 
 def _pair(debit: str, credit: str, units: int, currency: str, exponent: int) -> tuple[Line, Line]:
@@ -123,16 +33,6 @@ def _pair(debit: str, credit: str, units: int, currency: str, exponent: int) -> 
 def _checked(journal: Journal) -> Journal:
     check_balanced(journal)
     return journal
-
-
-def transfer_hold_id(transaction_id: str) -> str:
-    """The hold a transfer's reservation places (completed by its posting)."""
-    return f"txn:{transaction_id}"
-
-
-def card_hold_id(tenant: str, transaction_id: str) -> str:
-    """The hold a card authorization places (completed by its capture)."""
-    return f"card:{tenant}/{transaction_id}"
 
 
 def transaction_completed(
@@ -313,11 +213,6 @@ def fx_conversion(
     return _checked(
         Journal(f"fx:{conversion_id}", f"fx conversion {conversion_id}", lines, completes_hold=hold)
     )
-
-
-def fx_hold_id(order_id: str) -> str:
-    """The hold an FX order places on the sold currency (completed by its conversion)."""
-    return f"fx:{order_id}"
 
 
 def reversal(original: Journal) -> Journal:

@@ -27,7 +27,6 @@ from streams.base import BatchHandler, Output, Result
 from streams.fees.calc import Chargeable, FeeError, assess
 from streams.fees.schedule import FeeBook, ScheduleError
 from streams.holds import Spend, expire, pin, release, reserve
-from streams.ledger.postings import transfer_hold_id
 from streams.pricing import load_pricing
 from streams.status.machine import Applied, Refused, State, block_target, transition
 from topics.balances import BalanceAnnouncer
@@ -35,6 +34,7 @@ from topics.catalog import load_catalog
 from topics.codec import AvroCodec
 from topics.currencies import CurrencyRegistry
 from topics.events import Event, derived_event_id, new_metadata
+from topics.journals import transfer_hold_id
 from topics.money import InexactValue, money_parts, money_record
 from topics.settings import Settings
 

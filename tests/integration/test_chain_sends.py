@@ -22,7 +22,7 @@ from connectors.chain import ChainListener, ChainSpec
 from connectors.chain_sender import ChainSender, LocalKeys
 from connectors.evm_sandbox import start_sandbox
 from connectors.outbox import OutboxRelay
-from sinks.ledger_check import violations
+from ops.ledger_check import violations
 from tests.fixtures.database import private_database
 from tests.fixtures.events import transfer_requested
 from tests.fixtures.ledger import history, money_groups_at_end, money_workers, open_accounts

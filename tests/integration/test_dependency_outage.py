@@ -23,7 +23,6 @@ from ops.stack.services import Postgres, port_open
 from sinks.base import SinkRunner
 from sinks.ledger import LedgerSink
 from streams.ledger.postings import fee_assessed
-from streams.ledger.records import journal_record
 from streams.runtime import AgentRuntime
 from streams.status.agent import StatusHandler
 from tests.fixtures.database import private_database
@@ -35,6 +34,7 @@ from tests.fixtures.waiting import wait_for
 from topics.codec import AvroCodec
 from topics.events import derived_event_id
 from topics.health import HealthServer
+from topics.journals import journal_record
 from topics.schemas import load_store
 from topics.settings import REPO_ROOT
 

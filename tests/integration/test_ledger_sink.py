@@ -10,8 +10,7 @@ import pytest
 
 from sinks.base import SinkRunner
 from sinks.ledger import TOPIC, LedgerSink
-from streams.ledger.postings import Journal, Line, fee_assessed, transaction_completed
-from streams.ledger.records import journal_record
+from streams.ledger.postings import fee_assessed, transaction_completed
 from tests.fixtures.database import private_database
 from tests.fixtures.events import metadata
 from tests.fixtures.kafka import fresh_topic, produce_raw, read_all
@@ -25,6 +24,7 @@ from topics.deadletter import (
     open_value,
 )
 from topics.events import derived_event_id
+from topics.journals import Journal, Line, journal_record
 from topics.schemas import load_store
 from topics.settings import REPO_ROOT
 

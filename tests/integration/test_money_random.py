@@ -13,7 +13,7 @@ from decimal import Decimal
 import psycopg
 import pytest
 
-from sinks.ledger_check import violations
+from ops.ledger_check import violations
 from tests.fixtures.database import private_database
 from tests.fixtures.events import metadata, transfer_confirmed, transfer_requested
 from tests.fixtures.ledger import money_groups_at_end, money_workers, open_accounts

@@ -11,13 +11,13 @@ import uuid
 import psycopg
 
 from streams.ledger.postings import fee_assessed, transaction_completed
-from streams.ledger.records import journal_record
 from tests.fixtures.database import private_database
 from tests.fixtures.events import metadata
 from tests.fixtures.kafka import fresh_topic, produce_raw
 from tests.fixtures.waiting import wait_for
 from topics.codec import AvroCodec
 from topics.events import derived_event_id
+from topics.journals import journal_record
 from topics.schemas import load_store
 from topics.settings import REPO_ROOT
 

@@ -9,11 +9,11 @@ import pytest
 
 from streams.fees.agent import FeesHandler, chargeable
 from streams.ledger.agent import LedgerHandler, journal_for
-from streams.ledger.postings import check_balanced
 from streams.pricing import load_pricing
 from tests.fixtures.events import metadata, transfer_confirmed
 from topics.codec import AvroCodec
 from topics.events import Event
+from topics.journals import check_balanced
 from topics.settings import REPO_ROOT
 
 PRICING = load_pricing(REPO_ROOT / "streams" / "pricing.toml")

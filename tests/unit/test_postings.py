@@ -3,15 +3,8 @@ from __future__ import annotations
 import pytest
 
 from streams.ledger.postings import (
-    Journal,
-    Line,
-    PostingError,
-    account,
-    account_kind,
     bank_transaction,
     card_movement,
-    check_balanced,
-    check_tenant,
     crypto_deposit,
     fee_assessed,
     fx_conversion,
@@ -20,6 +13,7 @@ from streams.ledger.postings import (
     transaction_completed,
     trial_balance,
 )
+from topics.journals import Journal, Line, PostingError, account, account_kind, check_balanced, check_tenant
 
 
 def test_money_out_debits_the_customer_and_credits_the_rail():

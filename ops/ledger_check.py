@@ -23,9 +23,9 @@ from typing import Any
 import psycopg
 
 from streams.ledger.agent import BANK, CARDS, journal_for
-from streams.ledger.postings import PostingError
 from topics.codec import AvroCodec
 from topics.errors import CodecError
+from topics.journals import PostingError
 
 
 @dataclass(frozen=True)
