@@ -226,8 +226,10 @@ def test_replaying_the_topics_neither_double_counts_windows_nor_duplicates_flags
     windows = Windows(client, services.environment, RULES.horizon_ms)
     sizes = {name: client.zcard(windows.keys(acct(name), "EUR")[0]) for name in ("burst", "smurf", "mule")}
     assert sizes == {"burst": 11, "smurf": 3, "mule": 2}
-    for work in workers(db, codec, catalog, f"replay-{uuid.uuid4().hex[:6]}"):
-        work(idle_exit=3)
+    consumed = [
+        work(idle_exit=3).consumed for work in workers(db, codec, catalog, f"replay-{uuid.uuid4().hex[:6]}")
+    ]
+    assert all(n > 0 for n in consumed), consumed  # each stage replayed something
     assert snapshot(conn) == before
     assert {name: client.zcard(windows.keys(acct(name), "EUR")[0]) for name in sizes} == sizes
     client.close()

@@ -274,7 +274,10 @@ def test_replaying_every_input_topic_changes_no_table(services, codec, catalog, 
     db, conn, _ = lifecycle
     before = snapshot(conn)
     replay = f"replay-{uuid.uuid4().hex[:6]}"
-    run_agent(status_runtime(db, codec, catalog, replay), idle_exit=3)
-    run_agent(ledger_agent(db, codec, catalog, replay), idle_exit=3)
-    ledger_sink(db, codec, replay).run(idle_exit=3)
+    consumed = [
+        run_agent(status_runtime(db, codec, catalog, replay), idle_exit=3).consumed,
+        run_agent(ledger_agent(db, codec, catalog, replay), idle_exit=3).consumed,
+        ledger_sink(db, codec, replay).run(idle_exit=3).consumed,
+    ]
+    assert all(n > 0 for n in consumed), consumed  # each stage replayed something
     assert snapshot(conn) == before

@@ -454,8 +454,8 @@ def test_replaying_every_input_topic_changes_no_row(services, codec, catalog, pr
     db, conn, _ = money
     before = snapshot(conn)
     replay = f"replay-{uuid.uuid4().hex[:6]}"
-    for build in pipeline(db, codec, catalog, pricing, replay):
-        build()(idle_exit=3)
+    consumed = [build()(idle_exit=3).consumed for build in pipeline(db, codec, catalog, pricing, replay)]
+    assert all(n > 0 for n in consumed), consumed  # each agent and sink replayed something
     assert snapshot(conn) == before
 
 
