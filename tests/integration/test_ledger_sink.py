@@ -235,9 +235,19 @@ def test_the_database_refuses_unbalanced_or_edited_entries(db):
                 "INSERT INTO journal_entries VALUES (%s,'r-empty','x','t','sandbox','c',%s,NULL,now())",
                 (jid, jid),
             )
+        edited = uuid.uuid4()  # a journal of this test's own, so the edit below has a row to refuse
+        with conn.transaction():
+            conn.execute(
+                "INSERT INTO journal_entries VALUES (%s,%s,'x','t','sandbox','c',%s,NULL,now())",
+                (edited, f"r-edit-{edited}", edited),
+            )
+            conn.execute(
+                "INSERT INTO entries VALUES (%s,1,'customer:t/z:EUR','DEBIT',10,'EUR',2),(%s,2,'clearing:t/z:EUR','CREDIT',10,'EUR',2)",
+                (edited, edited),
+            )
         with pytest.raises(psycopg.errors.IntegrityConstraintViolation, match="append-only"):
             with conn.transaction():
-                conn.execute("UPDATE entries SET amount = amount + 1 WHERE line_no = 1")
+                conn.execute("UPDATE entries SET amount = amount + 1 WHERE journal_entry_id = %s", (edited,))
 
 
 def test_entries_must_name_a_journal_and_an_account_that_exist(db):
