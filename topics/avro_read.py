@@ -29,12 +29,14 @@ from topics.guard import (
     INT_RANGE,
     LONG_RANGE,
     MAX_DEPTH,
-    MAX_ZERO_SIZE_ITEMS,
     PRIMITIVES,
     GuardViolation,
     _fullname,
     _references,
     _varint,
+    block_header,
+    min_size,
+    varint_lines,
 )
 
 _FLOAT = struct.Struct("<f")
@@ -56,40 +58,6 @@ class _ReaderGenerator:
         name = self.fresh(prefix)
         self.constants[name] = value
         return name
-
-    def min_size(self, node: Any, ns: str, seen: frozenset[str] = frozenset()) -> int:
-        if isinstance(node, str):
-            sizes = {"null": 0, "boolean": 1, "int": 1, "long": 1, "float": 4, "double": 8}
-            sizes |= {"bytes": 1, "string": 1}
-            if node in sizes:
-                return sizes[node]
-            full = node if "." in node or not ns else f"{ns}.{node}"
-            if full in seen or full not in self.named:
-                return 0
-            definition, def_ns = self.named[full]
-            return self.min_size(definition, def_ns, seen | {full})
-        if isinstance(node, list):
-            return 1
-        kind = node["type"]
-        if kind in ("record", "error"):
-            full, own_ns = _fullname(node, ns)
-            return sum(self.min_size(f["type"], own_ns, seen | {full}) for f in node["fields"])
-        if kind in ("enum", "array", "map"):
-            return 1
-        if kind == "fixed":
-            return int(node["size"])
-        return self.min_size(kind, ns, seen)
-
-    @staticmethod
-    def varint(var: str, max_bytes: int, pad: str) -> list[str]:
-        return [
-            f"{pad}b = buf[pos]",
-            f"{pad}if b < 0x80:",
-            f"{pad}    {var} = (b >> 1) ^ -(b & 1)",
-            f"{pad}    pos += 1",
-            f"{pad}else:",
-            f"{pad}    {var}, pos = _varint(buf, pos, {max_bytes})",
-        ]
 
     @staticmethod
     def span(size: str, pad: str) -> list[str]:
@@ -115,7 +83,7 @@ class _ReaderGenerator:
             symbols = self.constant("_symbols", tuple(node["symbols"]))
             v = self.fresh("e")
             return [
-                *self.varint(v, 5, pad),
+                *varint_lines(v, 5, pad),
                 f"{pad}if not 0 <= {v} < {len(node['symbols'])}:",
                 f"{pad}    raise GuardViolation(",
                 f"{pad}        f'enum symbol index {{{v}}} out of range 0..{len(node['symbols']) - 1}')",
@@ -157,7 +125,7 @@ class _ReaderGenerator:
         if name in ("int", "long"):
             low, high = INT_RANGE if name == "int" else LONG_RANGE
             return [
-                *self.varint(target, 5 if name == "int" else 10, pad),
+                *varint_lines(target, 5 if name == "int" else 10, pad),
                 f"{pad}if not {low} <= {target} <= {high}:",
                 f"{pad}    raise GuardViolation(f'{{{target}}} does not fit an Avro {name}')",
             ]
@@ -173,7 +141,7 @@ class _ReaderGenerator:
             n = self.fresh("n")
             value = f"str(buf[pos:pos + {n}], 'utf-8')" if name == "string" else f"bytes(buf[pos:pos + {n}])"
             return [
-                *self.varint(n, 10, pad),
+                *varint_lines(n, 10, pad),
                 f"{pad}if {n} < 0:",
                 f"{pad}    raise GuardViolation(f'negative length {{{n}}}')",
                 f"{pad}{target} = {value}",
@@ -222,7 +190,7 @@ class _ReaderGenerator:
 
     def emit_union(self, branches: list[Any], ns: str, pad: str, target: str) -> list[str]:
         v = self.fresh("u")
-        lines = self.varint(v, 5, pad)
+        lines = varint_lines(v, 5, pad)
         for i, branch in enumerate(branches):
             body = self.emit(branch, ns, pad + "    ", target)
             lines += [f"{pad}{'if' if i == 0 else 'elif'} {v} == {i}:", *body]
@@ -235,36 +203,14 @@ class _ReaderGenerator:
     def emit_collection(self, node: dict[str, Any], ns: str, pad: str, target: str) -> list[str]:
         keyed = node["type"] == "map"
         item = node["values"] if keyed else node["items"]
-        item_min = self.min_size(item, ns) + (1 if keyed else 0)
+        item_min = min_size(self.named, item, ns) + (1 if keyed else 0)
         count, size, loop = self.fresh("c"), self.fresh("z"), self.fresh("_")
         key, value = self.fresh("k"), self.fresh("v")
         inner = pad + "        "
         lines = [
             f"{pad}{target} = {{}}" if keyed else f"{pad}{target} = []",
-            f"{pad}while True:",
-            *self.varint(count, 10, pad + "    "),
-            f"{pad}    if {count} == 0:",
-            f"{pad}        break",
-            f"{pad}    if {count} < 0:",
-            f"{pad}        {count} = -{count}",
-            *self.varint(size, 10, pad + "        "),
-            f"{pad}        if {size} < 0 or {size} > end - pos:",
-            f"{pad}            raise GuardViolation(f'block size {{{size}}} out of range')",
+            *block_header(count, size, item_min, pad),
         ]
-        if item_min > 0:
-            lines += [
-                f"{pad}    if {count} * {item_min} > end - pos:",
-                f"{pad}        raise GuardViolation(",
-                f"{pad}            f'block of {{{count}}} items cannot fit in the {{end - pos}} bytes left')",
-            ]
-        else:
-            lines += [
-                f"{pad}    zeros[0] += {count}",
-                f"{pad}    if zeros[0] > {MAX_ZERO_SIZE_ITEMS}:",
-                f"{pad}        raise GuardViolation(",
-                f"{pad}            f'{{zeros[0]}} zero-size items in one message exceed '",
-                f"{pad}            '{MAX_ZERO_SIZE_ITEMS}')",
-            ]
         body = self.emit(item, ns, inner, value)
         if keyed:
             body = [*self.emit_name("string", ns, inner, key), *body, f"{inner}{target}[{key}] = {value}"]

@@ -42,10 +42,6 @@ def _long(z: int) -> bytes:
     return bytes(out)
 
 
-def _record_fields(node: dict[str, Any]) -> frozenset[str]:
-    return frozenset(f["name"] for f in node["fields"])
-
-
 # What fastavro's validation could accept, by Python type (a superset: a branch whose test
 # fails is one fastavro cannot choose).
 _MIGHT = {

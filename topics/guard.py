@@ -76,6 +76,78 @@ def _references(node: Any, ns: str, out: set[str]) -> None:
             _references(kind, ns, out)
 
 
+def varint_lines(var: str, max_bytes: int, pad: str) -> list[str]:
+    """Statements reading a zigzag varint at `pos` into `var` (the one-byte case inlined)."""
+    return [
+        f"{pad}b = buf[pos]",
+        f"{pad}if b < 0x80:",
+        f"{pad}    {var} = (b >> 1) ^ -(b & 1)",
+        f"{pad}    pos += 1",
+        f"{pad}else:",
+        f"{pad}    {var}, pos = _varint(buf, pos, {max_bytes})",
+    ]
+
+
+def block_header(count: str, size: str, item_min: int, pad: str) -> list[str]:
+    """The head of an array's or map's block loop: read the block's item count into `count`
+    (0 ends the loop), its byte size when the count is negative, and refuse a block that cannot
+    fit in what is left, or zero-size items past the message's budget. The caller's
+    `for ... in range(count):` follows, one level in."""
+    lines = [
+        f"{pad}while True:",
+        *varint_lines(count, 10, pad + "    "),
+        f"{pad}    if {count} == 0:",
+        f"{pad}        break",
+        f"{pad}    if {count} < 0:",
+        f"{pad}        {count} = -{count}",
+        *varint_lines(size, 10, pad + "        "),
+        f"{pad}        if {size} < 0 or {size} > end - pos:",
+        f"{pad}            raise GuardViolation(f'block size {{{size}}} out of range')",
+    ]
+    if item_min > 0:
+        return [
+            *lines,
+            f"{pad}    if {count} * {item_min} > end - pos:",
+            f"{pad}        raise GuardViolation(",
+            f"{pad}            f'block of {{{count}}} items cannot fit in the {{end - pos}} bytes left')",
+        ]
+    return [
+        *lines,
+        f"{pad}    zeros[0] += {count}",
+        f"{pad}    if zeros[0] > {MAX_ZERO_SIZE_ITEMS}:",
+        f"{pad}        raise GuardViolation(",
+        f"{pad}            f'{{zeros[0]}} zero-size items in one message exceed '",
+        f"{pad}            '{MAX_ZERO_SIZE_ITEMS}')",
+    ]
+
+
+def min_size(
+    named: dict[str, tuple[Any, str]], node: Any, ns: str, seen: frozenset[str] = frozenset()
+) -> int:
+    """The fewest bytes one datum of `node` takes (named types resolved through `named`)."""
+    if isinstance(node, str):
+        sizes = {"null": 0, "boolean": 1, "int": 1, "long": 1, "float": 4, "double": 8}
+        sizes |= {"bytes": 1, "string": 1}
+        if node in sizes:
+            return sizes[node]
+        full = node if "." in node or not ns else f"{ns}.{node}"
+        if full in seen or full not in named:
+            return 0
+        definition, def_ns = named[full]
+        return min_size(named, definition, def_ns, seen | {full})
+    if isinstance(node, list):
+        return 1
+    kind = node["type"]
+    if kind in ("record", "error"):
+        full, own_ns = _fullname(node, ns)
+        return sum(min_size(named, f["type"], own_ns, seen | {full}) for f in node["fields"])
+    if kind in ("enum", "array", "map"):
+        return 1
+    if kind == "fixed":
+        return int(node["size"])
+    return min_size(named, kind, ns, seen)
+
+
 class _Generator:
     def __init__(self) -> None:
         self.named: dict[str, tuple[Any, str]] = {}
@@ -88,41 +160,12 @@ class _Generator:
 
     # sizes ---------------------------------------------------------------------
 
-    def min_size(self, node: Any, ns: str, seen: frozenset[str] = frozenset()) -> int:
-        if isinstance(node, str):
-            sizes = {"null": 0, "boolean": 1, "int": 1, "long": 1, "float": 4, "double": 8}
-            sizes |= {"bytes": 1, "string": 1}
-            if node in sizes:
-                return sizes[node]
-            full = node if "." in node or not ns else f"{ns}.{node}"
-            if full in seen or full not in self.named:
-                return 0
-            definition, def_ns = self.named[full]
-            return self.min_size(definition, def_ns, seen | {full})
-        if isinstance(node, list):
-            return 1
-        kind = node["type"]
-        if kind in ("record", "error"):
-            full, own_ns = _fullname(node, ns)
-            return sum(self.min_size(f["type"], own_ns, seen | {full}) for f in node["fields"])
-        if kind == "enum" or kind in ("array", "map"):
-            return 1
-        if kind == "fixed":
-            return int(node["size"])
-        return self.min_size(kind, ns, seen)
+    def min_size(self, node: Any, ns: str) -> int:
+        return min_size(self.named, node, ns)
 
     # code ----------------------------------------------------------------------
 
-    @staticmethod
-    def value(var: str, max_bytes: int, pad: str) -> list[str]:
-        return [
-            f"{pad}b = buf[pos]",
-            f"{pad}if b < 0x80:",
-            f"{pad}    {var} = (b >> 1) ^ -(b & 1)",
-            f"{pad}    pos += 1",
-            f"{pad}else:",
-            f"{pad}    {var}, pos = _varint(buf, pos, {max_bytes})",
-        ]
+    value = staticmethod(varint_lines)
 
     def emit(self, node: Any, ns: str, pad: str) -> list[str]:
         """Statements that advance `pos` over one datum of `node`."""
@@ -243,31 +286,7 @@ class _Generator:
         item_min = self.min_size(item, ns) + (1 if keyed else 0)
         count, size, loop = self.fresh("c"), self.fresh("z"), self.fresh("_")
         inner = pad + "        "
-        lines = [
-            f"{pad}while True:",
-            *self.value(count, 10, pad + "    "),
-            f"{pad}    if {count} == 0:",
-            f"{pad}        break",
-            f"{pad}    if {count} < 0:",
-            f"{pad}        {count} = -{count}",
-            *self.value(size, 10, pad + "        "),
-            f"{pad}        if {size} < 0 or {size} > end - pos:",
-            f"{pad}            raise GuardViolation(f'block size {{{size}}} out of range')",
-        ]
-        if item_min > 0:
-            lines += [
-                f"{pad}    if {count} * {item_min} > end - pos:",
-                f"{pad}        raise GuardViolation(",
-                f"{pad}            f'block of {{{count}}} items cannot fit in the {{end - pos}} bytes left')",
-            ]
-        else:
-            lines += [
-                f"{pad}    zeros[0] += {count}",
-                f"{pad}    if zeros[0] > {MAX_ZERO_SIZE_ITEMS}:",
-                f"{pad}        raise GuardViolation(",
-                f"{pad}            f'{{zeros[0]}} zero-size items in one message exceed '",
-                f"{pad}            '{MAX_ZERO_SIZE_ITEMS}')",
-            ]
+        lines = block_header(count, size, item_min, pad)
         body = (self.emit_name("string", ns, inner) if keyed else []) + self.emit(item, ns, inner)
         lines += [f"{pad}    for {loop} in range({count}):", *(body or [f"{inner}pass"])]
         return lines
