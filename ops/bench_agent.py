@@ -17,13 +17,13 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from confluent_kafka import Producer
 
 from ops.bench import BenchError, _drop_topic, _produce, _scratch_topic
 from ops.process_stats import peak_rss_kb
-from streams.base import BatchHandler, Result
+from streams.base import BatchHandler
 from streams.registry import AGENTS
 from streams.runtime import AgentRuntime, run_agent
 from topics.catalog import Catalog
@@ -67,22 +67,6 @@ class AgentBenchResult:
             f"encode {self.encode_us:.1f} us per output",
             f"  process peak RSS                 {self.peak_rss_mb:>10.0f} MB",
         ]
-
-
-class _Relabelled(BatchHandler):
-    """The agent's handler reading the scratch topic as the topic it stands for."""
-
-    def __init__(self, inner: BatchHandler, scratch: str) -> None:
-        self.inner, self.scratch = inner, scratch
-        self.name, self.topics = inner.name, inner.topics
-
-    def handle(self, events: list[Event]) -> Result:
-        return self.inner.handle(
-            [replace(e, topic=COMPLETED) if e.topic == self.scratch else e for e in events]
-        )
-
-    def close(self) -> None:
-        self.inner.close()
 
 
 def _completed(settings: Settings, codec: AvroCodec, events: int) -> Iterator[tuple[bytes, bytes]]:
@@ -181,15 +165,13 @@ def bench_agent(
         values = list(_completed(settings, codec, events))
         produce_rate = _produce(settings, topic, iter(values), events)
         decode_us, handle_us, encode_us = _per_event_micros(make(), codec, values)
-        runtime = AgentRuntime(settings, _Relabelled(make(), topic), codec, catalog, batch_size=batch_size,
-                               linger=0.05, group_id=f"bench-{uuid.uuid4()}", topics=[topic],
-                               output_topics=outputs)  # fmt: skip
+        runtime = AgentRuntime(settings, make(), codec, catalog, batch_size=batch_size, linger=0.05,
+                               group_id=f"bench-{uuid.uuid4()}", topics=[topic],
+                               input_aliases={topic: COMPLETED}, output_topics=outputs)  # fmt: skip
         stats = run_agent(runtime, idle_exit=3)
         if stats.consumed != events:
             raise BenchError(f"the agent consumed {stats.consumed} of {events} events")
-        minimal = _minimal_loop(
-            settings, codec, _Relabelled(make(), topic), topic, outputs, events, batch_size
-        )
+        minimal = _minimal_loop(settings, codec, make(), topic, outputs, events, batch_size)
     finally:
         for name in [topic, *outputs.values()]:
             _drop_topic(settings, name)

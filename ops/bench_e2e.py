@@ -20,7 +20,6 @@ topics see nothing of the run.
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import statistics
 import subprocess
@@ -37,6 +36,7 @@ import psycopg
 
 from ops import webhook_senders as send
 from ops.bench import BenchError, _drop_topic, _scratch_topic
+from ops.bench_webhooks import service_environment
 from ops.serving import free_port
 from ops.stack.process import wait_until
 from sinks.migrate import scratch_database
@@ -236,14 +236,7 @@ def _measure(
             # the poller's way in (this scratch database only): each look reads just the new rows
             cur.execute("CREATE INDEX ON journal_entries (recorded_at)")
         port, agent_port, sink_port = free_port(), free_port(), free_port()
-        unlimited = {
-            "WEBHOOK_RATE_PER_SECOND": "1000000",
-            "WEBHOOK_BURST": "1000000",
-            "WEBHOOK_CLIENT_RATE_PER_SECOND": "1000000",
-            "WEBHOOK_CLIENT_BURST": "1000000",
-        }
-        env = {**os.environ, **keys.environment(), **unlimited, "DATABASE_URL": db_url,
-               "REDIS_URL": settings.redis_url, "SCHEMA_REGISTRY_URL": ""}  # fmt: skip
+        env = service_environment(settings, keys, db_url)
         procs = _Processes(env)
         try:
             procs.start(

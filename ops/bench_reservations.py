@@ -14,18 +14,17 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import psycopg
 
 from ops.bench import BenchError, _drop_topic, _produce, _scratch_topic
 from sinks.migrate import scratch_database
-from streams.base import Result
 from streams.runtime import AgentRuntime, run_agent
 from streams.status.agent import StatusHandler
 from topics.catalog import Catalog
 from topics.codec import AvroCodec
-from topics.events import Event, new_metadata
+from topics.events import new_metadata
 from topics.schemas import load_store
 from topics.settings import Settings
 
@@ -87,10 +86,9 @@ def bench_reservations(
                     yield account.encode(), codec.encode(TOPIC, record)
 
             produce_rate = _produce(settings, topic, messages(), requests)
-            handler = _ScratchStatus(db, codec, topic)
-            runtime = AgentRuntime(db, handler, codec, catalog, batch_size=batch_size, linger=0.05,
-                                   group_id=f"bench-{uuid.uuid4()}", topics=[topic],
-                                   output_topics=outputs)  # fmt: skip
+            runtime = AgentRuntime(db, StatusHandler(db, codec), codec, catalog, batch_size=batch_size,
+                                   linger=0.05, group_id=f"bench-{uuid.uuid4()}", topics=[topic],
+                                   input_aliases={topic: TOPIC}, output_topics=outputs)  # fmt: skip
             stats = run_agent(runtime, idle_exit=3)
             if stats.consumed != requests:
                 raise BenchError(f"the agent consumed {stats.consumed} of {requests} requests")
@@ -113,17 +111,6 @@ def bench_reservations(
         busy_seconds=stats.busy_seconds, reserved=int(reserved), refused=int(refused),
         overdrawn=int(overdrawn),
     )  # fmt: skip
-
-
-class _ScratchStatus(StatusHandler):
-    """The status agent reading the scratch topic as the transfer-request topic it stands for."""
-
-    def __init__(self, settings: Settings, codec: AvroCodec, scratch: str) -> None:
-        super().__init__(settings, codec)
-        self.scratch = scratch
-
-    def handle(self, events: list[Event]) -> Result:
-        return super().handle([replace(e, topic=TOPIC) if e.topic == self.scratch else e for e in events])
 
 
 def _fund(url: str, accounts: int, environment: str) -> None:

@@ -33,6 +33,20 @@ from topics.settings import REPO_ROOT, Settings
 MAX_SECONDS = 240
 
 
+def service_environment(settings: Settings, keys: send.ProviderKeys, db_url: str) -> dict[str, str]:
+    """The environment of a benchmarked `connect webhooks` (and the processes beside it): the
+    bench's provider keys, its scratch database, and no rate limit (the load comes from one
+    client on loopback, which the per-client limit would otherwise hold to 200/s)."""
+    unlimited = {
+        "WEBHOOK_RATE_PER_SECOND": "1000000",
+        "WEBHOOK_BURST": "1000000",
+        "WEBHOOK_CLIENT_RATE_PER_SECOND": "1000000",
+        "WEBHOOK_CLIENT_BURST": "1000000",
+    }
+    return {**os.environ, **keys.environment(), **unlimited, "DATABASE_URL": db_url,
+            "REDIS_URL": settings.redis_url, "SCHEMA_REGISTRY_URL": ""}  # fmt: skip
+
+
 class BenchLimit(ValueError):
     """An argument outside what the benchmark can measure."""
 
@@ -136,14 +150,7 @@ def bench_webhooks(
                 "INSERT INTO provider_links VALUES ('stripe', 'cus_bench', 'tenant-bench', 'acc-bench')"
             )
         port = free_port()
-        unlimited = {
-            "WEBHOOK_RATE_PER_SECOND": "1000000",
-            "WEBHOOK_BURST": "1000000",
-            "WEBHOOK_CLIENT_RATE_PER_SECOND": "1000000",
-            "WEBHOOK_CLIENT_BURST": "1000000",
-        }
-        env = {**os.environ, **keys.environment(), **unlimited, "DATABASE_URL": db_url,
-               "REDIS_URL": settings.redis_url, "SCHEMA_REGISTRY_URL": ""}  # fmt: skip
+        env = service_environment(settings, keys, db_url)
         server = subprocess.Popen(
             [sys.executable, "-m", "ops.cli", "connect", "webhooks", "--port", str(port),
              "--workers", str(workers), "--admin-port", "0"],
