@@ -36,6 +36,7 @@ from web3 import Web3
 from topics.catalog import Catalog
 from topics.codec import AvroCodec
 from topics.events import LEDGERSTREAM_NAMESPACE, derived_event_id, new_metadata
+from topics.health import LoopProbe
 from topics.outbox import enqueue
 from topics.settings import Settings
 
@@ -157,6 +158,7 @@ class ChainListener:
             raise WrongChain(f"the node serves chain id {self.chain_id}, not {spec.name} ({spec.chain_id})")
         self.emitted = {"detected": 0, "confirmed": 0, "reorged": 0}
         self._watched: Watched | None = None
+        self.probe = LoopProbe(f"chain listener {spec.name}")
 
     # -- one step ---------------------------------------------------------------------------
     def step(self, conn: psycopg.Connection[Any]) -> bool:
@@ -497,9 +499,11 @@ class ChainListener:
                 try:
                     moved = self.catch_up(conn, limit=500)
                     delay = poll
+                    self.probe.turned(True)
                 except DeepReorg:
                     raise
                 except (psycopg.OperationalError, OSError, RuntimeError) as e:
+                    self.probe.turned(False, str(e)[:200])
                     log.warning("%s: %s; retrying in %.1fs", self.spec.name, e, delay)
                     stop.wait(delay)
                     delay = min(2 * delay, 30.0)

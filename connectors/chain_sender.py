@@ -38,6 +38,7 @@ from connectors.chain import ChainSpec, report_status
 from connectors.polling import step_until_idle
 from topics.catalog import Catalog
 from topics.codec import AvroCodec
+from topics.health import LoopProbe
 from topics.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -115,6 +116,7 @@ class ChainSender:
         self.w3, self.spec, self.signer = w3, spec, signer
         self.chain_id = int(w3.eth.chain_id)
         self.stats = SenderStats()
+        self.probe = LoopProbe(f"chain sender {spec.name}")
 
     def claim(self, conn: psycopg.Connection[Any], limit: int = 50) -> int:
         """Sign reserved transfers: the send row, its signed bytes and SENT_TO_PROVIDER in one transaction."""
@@ -265,7 +267,7 @@ class ChainSender:
         self, *, stop: threading.Event | None = None, poll: float = 0.5, idle_exit: float | None = None
     ) -> SenderStats:
         """Sign, broadcast and watch for reverts until stopped (or idle for `idle_exit` seconds)."""
-        step_until_idle(self.settings, self.step, stop=stop, poll=poll, idle_exit=idle_exit)
+        step_until_idle(self.settings, self.step, stop=stop, poll=poll, idle_exit=idle_exit, probe=self.probe)
         return self.stats
 
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 
 from topics.catalog import Catalog
 from topics.codec import AvroCodec
@@ -30,6 +30,16 @@ from topics.settings import Settings
 
 log = logging.getLogger(__name__)
 RELAYED = Counter("ledgerstream_outbox_rows_total", "Outbox rows relayed to Kafka", ["outcome"])
+PENDING = Gauge("ledgerstream_outbox_pending_rows", "Outbox rows waiting to be published (the relay's lag)")
+OLDEST = Gauge("ledgerstream_outbox_oldest_pending_seconds", "Age of the oldest outbox row not yet published")
+BACKLOG = """
+SELECT count(*), COALESCE(extract(epoch FROM now() - min(created_at)), 0)::float8
+  FROM outbox WHERE status = 'pending'
+"""
+BACKLOG_EVERY = 1.0
+"""Seconds between two looks at the backlog for the gauges (an index-only count of pending rows)."""
+STALL_SECONDS = 60.0
+"""A relay whose loop has not turned for this long answers /healthz with 503."""
 
 ACCOUNTS = """
 WITH pending AS MATERIALIZED (
@@ -79,6 +89,31 @@ class OutboxRelay:
         self.producer = EventProducer(settings, codec, catalog, redirect)
         self.batch_size = batch_size
         self.stats = RelayStats()
+        self._turned = time.monotonic()
+        self._backlog_at = 0.0
+        self._database_ok = False
+        self._kafka_ok = True
+
+    def live(self) -> tuple[bool, dict[str, Any]]:
+        """Alive while the loop turns: a wedged relay answers False."""
+        since = time.monotonic() - self._turned
+        return since < STALL_SECONDS, {"worker": "outbox_relay", "seconds_since_turn": round(since, 1)}
+
+    def ready(self) -> tuple[bool, dict[str, Any]]:
+        """Ready while the database answers and Kafka acknowledged the last batch."""
+        ok = self._database_ok and self._kafka_ok
+        return ok, {"worker": "outbox_relay", "database": self._database_ok, "kafka": self._kafka_ok,
+                    "published": self.stats.published}  # fmt: skip
+
+    def _report_backlog(self, conn: psycopg.Connection[Any]) -> None:
+        now = time.monotonic()
+        if now - self._backlog_at < BACKLOG_EVERY:
+            return
+        self._backlog_at = now
+        row = conn.execute(BACKLOG).fetchone()
+        if row is not None:
+            PENDING.set(row[0])
+            OLDEST.set(row[1])
 
     def publish_batch(self, conn: psycopg.Connection[Any]) -> int:
         """Publish one batch; returns how many rows it published."""
@@ -100,11 +135,13 @@ class OutboxRelay:
                 self.producer.flush()
             except DeliveryError as e:
                 conn.execute(FAILED, (str(e)[:500], ids))
+                self._kafka_ok = False
                 self.stats.failures += 1
                 RELAYED.labels("not_acknowledged").inc(len(ids))
                 log.warning("outbox: %d rows not acknowledged (%s); they stay pending", len(ids), e)
                 return 0
             conn.execute(MARK, (ids,))
+        self._kafka_ok = True
         self.stats.published += len(ids)
         RELAYED.labels("published").inc(len(ids))
         self.stats.batches += 1
@@ -119,12 +156,16 @@ class OutboxRelay:
         conn: psycopg.Connection[Any] | None = None
         try:
             while not stop.is_set():
+                self._turned = time.monotonic()
                 try:
                     if conn is None or conn.closed:
                         conn = psycopg.connect(self.settings.database_url.get_secret_value(), autocommit=True)
+                    self._report_backlog(conn)
                     published = self.publish_batch(conn)
+                    self._database_ok = True
                     delay = 0.2
                 except (psycopg.OperationalError, psycopg.InterfaceError) as e:
+                    self._database_ok = False
                     log.warning("outbox: database unavailable (%s); retrying in %.1fs", e, delay)
                     if conn is not None:
                         conn.close()

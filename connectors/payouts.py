@@ -33,6 +33,7 @@ from topics.catalog import Catalog
 from topics.codec import AvroCodec
 from topics.errors import LedgerstreamError
 from topics.events import LEDGERSTREAM_NAMESPACE, derived_event_id, new_metadata
+from topics.health import LoopProbe
 from topics.outbox import enqueue
 from topics.settings import Settings
 
@@ -194,6 +195,7 @@ class PayoutDispatcher:
             self.rails.setdefault(client.name, []).append(rail)
             self.clients[client.name] = client
         self.sent = 0
+        self.probe = LoopProbe("payout dispatcher")
 
     def claim(self, conn: psycopg.Connection[Any], limit: int = 100) -> int:
         """Claim reserved transfers: payout row, link and SENT_TO_PROVIDER report in one transaction."""
@@ -259,5 +261,5 @@ class PayoutDispatcher:
     ) -> int:
         """Claim and send until stopped (or idle for `idle_exit` seconds); the payouts sent."""
         step_until_idle(self.settings, lambda conn: self.claim(conn) + self.send(conn), stop=stop, poll=poll,
-                        idle_exit=idle_exit)  # fmt: skip
+                        idle_exit=idle_exit, probe=self.probe)  # fmt: skip
         return self.sent

@@ -12,8 +12,10 @@ from ops.console import (
     component_settings,
     err,
     out,
+    port_arg,
     positive_int,
     seconds_arg,
+    serve_health,
     settings_or_error,
     stop_on_signals,
     topic_pair,
@@ -133,7 +135,12 @@ def connect_chain(args: argparse.Namespace) -> int:
         markup=False,
     )
     try:
-        emitted = listener.run(stop=stop, poll=args.poll)
+        health = serve_health(args.metrics_port, listener.probe)
+        try:
+            emitted = listener.run(stop=stop, poll=args.poll)
+        finally:
+            if health is not None:
+                health.close()
     except DeepReorg as e:
         err.print(f"connect chain: {e}", markup=False)
         return 1
@@ -182,7 +189,12 @@ def connect_chain_sender(args: argparse.Namespace) -> int:
     err.print(
         f"chain sender: reserved CRYPTO transfers on {spec.name} from {len(keys)} wallets", markup=False
     )
-    stats = sender.run(stop=stop_on_signals(), poll=args.poll)
+    health = serve_health(args.metrics_port, sender.probe)
+    try:
+        stats = sender.run(stop=stop_on_signals(), poll=args.poll)
+    finally:
+        if health is not None:
+            health.close()
     err.print(
         f"chain sender: {stats.signed} signed, {stats.broadcast} broadcast, {stats.failed} failed",
         markup=False,
@@ -280,7 +292,12 @@ def connect_outbox_relay(args: argparse.Namespace) -> int:
     relay = OutboxRelay(settings, codec_from_settings(settings), load_catalog(), batch_size=args.batch_size,
                         redirect=dict(args.redirect or []))  # fmt: skip
     err.print("outbox relay: publishing pending rows in order per account", markup=False)
-    stats = relay.run(stop=stop, idle_exit=args.idle_exit)
+    health = serve_health(args.metrics_port, relay)
+    try:
+        stats = relay.run(stop=stop, idle_exit=args.idle_exit)
+    finally:
+        if health is not None:
+            health.close()
     err.print(
         f"outbox relay: {stats.published} published in {stats.batches} batches, {stats.failures} failures",
         markup=False,
@@ -323,6 +340,11 @@ def add_connect_commands(sub: Any, command: Callable[..., Any]) -> None:
                     help="the Circle bank account (wire) id paid to")  # fmt: skip
     dp.add_argument("--poll", type=seconds_arg, default=0.5, help="seconds between looks (default 0.5)")
     dp.add_argument("--idle-exit", type=seconds_arg, default=None, help="stop after this many idle seconds")
+    dp.add_argument(
+        "--metrics-port",
+        type=port_arg,
+        help="serve /healthz, /readyz and /metrics on this port (0 picks a free one; default: none)",
+    )
     sb = command(conn_sub, "provider-sandbox", connect_provider_sandbox,
                  "a local stand-in for TrueLayer's and Circle's payout APIs (signed webhooks)")  # fmt: skip
     sb.add_argument("--webhook-url", default="http://127.0.0.1:18090/v1/webhooks/truelayer",
@@ -346,10 +368,20 @@ def add_connect_commands(sub: Any, command: Callable[..., Any]) -> None:
     cs.add_argument("--keys", required=True,
                     help="a mode-0600 JSON file of wallet address: hex private key")  # fmt: skip
     cs.add_argument("--poll", type=seconds_arg, default=1.0, help="seconds between looks (default 1)")
+    cs.add_argument(
+        "--metrics-port",
+        type=port_arg,
+        help="serve /healthz, /readyz and /metrics on this port (0 picks a free one; default: none)",
+    )
     ch = command(
         conn_sub, "chain", connect_chain, "follow an EVM chain for transfers touching watched wallets"
     )
     ch.add_argument("--chain", choices=("ethereum", "polygon", "arbitrum", "optimism"), required=True)
+    ch.add_argument(
+        "--metrics-port",
+        type=port_arg,
+        help="serve /healthz, /readyz and /metrics on this port (0 picks a free one; default: none)",
+    )
     ch.add_argument("--rpc-url", required=True, help="the node's JSON-RPC endpoint (http:// or https://)")
     ch.add_argument("--confirmations", type=positive_int, help="blocks before a transfer is confirmed "
                     "(default: ethereum 12, polygon 128, arbitrum and optimism 20)")  # fmt: skip
@@ -390,6 +422,11 @@ def add_connect_commands(sub: Any, command: Callable[..., Any]) -> None:
     )
     rl.add_argument("--idle-exit", type=seconds_arg, default=None, help="stop after this many idle seconds")
     rl.add_argument(
+        "--metrics-port",
+        type=port_arg,
+        help="serve /healthz, /readyz and /metrics on this port (0 picks a free one; default: none)",
+    )
+    rl.add_argument(
         "--redirect",
         type=topic_pair,
         action="append",
@@ -422,7 +459,12 @@ def connect_dispatcher(args: argparse.Namespace) -> int:
             f"ACH to Circle at {circle_url}",
             markup=False,
         )
-        sent = dispatcher.run(stop=stop, poll=args.poll, idle_exit=args.idle_exit)
+        health = serve_health(args.metrics_port, dispatcher.probe)
+        try:
+            sent = dispatcher.run(stop=stop, poll=args.poll, idle_exit=args.idle_exit)
+        finally:
+            if health is not None:
+                health.close()
     err.print(f"payout dispatcher: {sent} payouts sent", markup=False)
     return 0
 

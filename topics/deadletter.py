@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import time
+import traceback
 from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
@@ -38,6 +39,10 @@ ERROR_CLASS, ERROR_MESSAGE, CONSUMER, TIME = (
     "dlq.time",
 )
 SEAL, KEY_ID = "dlq.value.seal", "dlq.value.key_id"
+KIP_1034 = "__streams.errors."
+"""Kafka Streams' dead-letter header prefix (KIP-1034): `exception`, `message`, `stacktrace`,
+`topic`, `partition` and `offset` carry the same facts as the `dlq.*` headers, so Kafka tooling
+reads them."""
 AES_GCM = b"aes-256-gcm"
 NONCE_BYTES = 12
 
@@ -118,20 +123,28 @@ class DeadLetters:
         headers: list[tuple[str, Any]] | None,
         error_class: str,
         reason: str,
+        stacktrace: str = "",
     ) -> None:
         """Queue one dead letter; `flush` confirms it."""
-        kept = [(k, v) for k, v in headers or [] if not k.startswith("dlq.")]
+        kept = [(k, v) for k, v in headers or [] if not k.startswith(("dlq.", KIP_1034))]
         if value is not None:
             value = seal_value(self._key, value, topic, partition, offset)
             kept += [(SEAL, AES_GCM), (KEY_ID, key_id(self._key).encode())]
+        message = redact_pans(reason[:4000])[0].encode()
         kept += [
             (ORIGIN_TOPIC, topic.encode()),
             (ORIGIN_PARTITION, str(partition).encode()),
             (ORIGIN_OFFSET, str(offset).encode()),
             (ERROR_CLASS, error_class.encode()),
-            (ERROR_MESSAGE, redact_pans(reason[:4000])[0].encode()),
+            (ERROR_MESSAGE, message),
             (CONSUMER, self.consumer.encode()),
             (TIME, str(time.time_ns() // 1_000_000).encode()),
+            (KIP_1034 + "exception", error_class.encode()),
+            (KIP_1034 + "message", message),
+            (KIP_1034 + "stacktrace", redact_pans(stacktrace[-8000:])[0].encode()),
+            (KIP_1034 + "topic", topic.encode()),
+            (KIP_1034 + "partition", str(partition).encode()),
+            (KIP_1034 + "offset", str(offset).encode()),
         ]
         self._producer.produce(self.topic, value=value, key=key, headers=kept, on_delivery=self._delivered)
         self._producer.poll(0)
@@ -147,6 +160,7 @@ class DeadLetters:
             headers=msg.headers(),  # type: ignore[arg-type]
             error_class=type(error).__name__,
             reason=str(error),
+            stacktrace="".join(traceback.format_exception(error)),
         )
 
     def flush(self, timeout: float = 30.0) -> None:

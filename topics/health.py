@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -70,3 +71,30 @@ class HealthServer:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(5)
+
+
+class LoopProbe:
+    """The probes of a polling loop (a connector that is not a consumer group): alive while the
+    loop turns, ready while its last turn succeeded.
+
+    Args:
+        name: the worker, as the probes' answers name it.
+        stall_seconds: a loop that has not turned for this long is not alive.
+    """
+
+    def __init__(self, name: str, stall_seconds: float = 60.0) -> None:
+        self.name, self.stall_seconds = name, stall_seconds
+        self._turned = time.monotonic()
+        self._ok = False
+        self._error = ""
+
+    def turned(self, ok: bool, error: str = "") -> None:
+        """Record one turn of the loop and whether it succeeded (why not, when it did not)."""
+        self._turned, self._ok, self._error = time.monotonic(), ok, error
+
+    def live(self) -> tuple[bool, dict[str, Any]]:
+        since = time.monotonic() - self._turned
+        return since < self.stall_seconds, {"worker": self.name, "seconds_since_turn": round(since, 1)}
+
+    def ready(self) -> tuple[bool, dict[str, Any]]:
+        return self._ok, {"worker": self.name, "last_turn_ok": self._ok, "error": self._error or None}

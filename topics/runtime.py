@@ -64,8 +64,25 @@ LAG = Gauge(
     "kafka_consumergroup_lag", "Messages behind the partition's high watermark after this member's commit",
     ["consumergroup", "topic", "partition"],
 )  # fmt: skip
+BATCH_SIZE = Histogram(
+    "ledgerstream_consumer_batch_size", "Events per batch", ["consumer"],
+    buckets=(1, 5, 10, 50, 100, 250, 500, 1000, 2000, 5000),
+)  # fmt: skip
+LAST_EVENT = Gauge(
+    "ledgerstream_consumer_last_event_timestamp_seconds", "Kafka timestamp of the newest event consumed",
+    ["consumer"],
+)  # fmt: skip
+STUCK = Gauge(
+    "ledgerstream_consumer_partition_stuck",
+    "1 while a partition has events waiting and its offset has not moved for STUCK_SECONDS",
+    ["consumergroup", "topic", "partition"],
+)  # fmt: skip
 STALL_SECONDS = 60.0
 """A loop that has not polled Kafka for this long is not alive (`/healthz` answers 503)."""
+STUCK_SECONDS = 120.0
+"""A partition with events waiting whose offset has not moved for this long is stuck."""
+WATCH_SECONDS = 5.0
+"""How often lag and stuck partitions are looked at again between commits."""
 
 REFUSED_COMMIT = {
     KafkaError.UNKNOWN_MEMBER_ID,
@@ -210,6 +227,10 @@ class BatchRuntime:
             self.topics, on_assign=self._assigned, on_revoke=lambda c, parts: self._on_revoke(parts)
         )
         self._degraded = threading.Event()
+        self._progress: dict[tuple[str, int], tuple[int, float]] = {}
+        """Per partition: the next offset to commit, and when it last moved."""
+        self._watched_at = 0.0
+        self._newest_ms = 0
         self._polled_at = time.monotonic()
         self._running = False
         self.stats = BatchStats()
@@ -235,15 +256,42 @@ class BatchRuntime:
         }  # fmt: skip
 
     def _report_offsets(self, offsets: dict[tuple[str, int], int]) -> None:
+        now = time.monotonic()
         for (topic, partition), offset in offsets.items():
             labels = (self.group_id, topic, str(partition))
             CURRENT_OFFSET.labels(*labels).set(offset + 1)
+            self._progress[(topic, partition)] = (offset + 1, now)
+            STUCK.labels(*labels).set(0)
             try:
                 _, high = self.consumer.get_watermark_offsets(TopicPartition(topic, partition), cached=True)
             except KafkaException:
                 continue
             if high >= 0:
                 LAG.labels(*labels).set(max(high - offset - 1, 0))
+
+    def _watch_partitions(self) -> None:
+        """Between commits: each partition's lag against the latest high watermark the consumer
+        saw, and whether it is stuck (events waiting, its offset unmoved for `STUCK_SECONDS`)."""
+        now = time.monotonic()
+        if now - self._watched_at < WATCH_SECONDS:
+            return
+        self._watched_at = now
+        for (topic, partition), (position, since) in list(self._progress.items()):
+            try:
+                _, high = self.consumer.get_watermark_offsets(TopicPartition(topic, partition), cached=True)
+            except KafkaException:
+                continue
+            if high < 0:
+                continue
+            labels = (self.group_id, topic, str(partition))
+            behind = max(high - position, 0)
+            LAG.labels(*labels).set(behind)
+            STUCK.labels(*labels).set(1 if behind and now - since >= STUCK_SECONDS else 0)
+
+    def _forget(self, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            if self._progress.pop((tp.topic, tp.partition), None) is not None:
+                STUCK.labels(self.group_id, tp.topic, str(tp.partition)).set(0)
 
     # decoding ------------------------------------------------------------------
 
@@ -256,6 +304,12 @@ class BatchRuntime:
                 continue
             physical, partition, offset = msg.topic() or "", msg.partition() or 0, msg.offset() or 0
             batch.offsets[(physical, partition)] = offset
+            if (physical, partition) not in self._progress:  # where this member found the partition
+                self._progress[(physical, partition)] = (offset, time.monotonic())
+            kind, ms = msg.timestamp()
+            if kind and ms > self._newest_ms:
+                self._newest_ms = ms
+                LAST_EVENT.labels(self.work.name).set(ms / 1000)
             topic = self.aliases.get(physical, physical)
             batch.consumed += 1
             value = msg.value()
@@ -290,6 +344,7 @@ class BatchRuntime:
                 elapsed = time.monotonic() - started
                 self.stats.db_seconds += elapsed
                 BATCH_SECONDS.labels(self.work.name).observe(elapsed)
+                BATCH_SIZE.labels(self.work.name).observe(len(batch.events))
                 self._degraded.clear()
                 return outcome
             except self.work.transient as e:
@@ -403,6 +458,7 @@ class BatchRuntime:
 
         def poll_into_ready(timeout: float) -> bool:
             self._polled_at = time.monotonic()
+            self._watch_partitions()
             try:
                 messages = self.consumer.consume(self.batch_size, timeout=timeout)
             except KafkaException as e:
@@ -464,6 +520,7 @@ class BatchRuntime:
             finally:
                 rebalancing.clear()
             ready = _Batch()  # fetched, not worked: the next owner reads them from the committed offsets
+            self._forget(partitions)
 
         rebalancing = threading.Event()
         self._on_revoke = revoked
