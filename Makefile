@@ -35,11 +35,12 @@ run: up ## Run the pipeline end to end on the local stack and print what it did
 contracts: ## Recompile the test ERC-20 (solc and OpenZeppelin from npm) into connectors/contracts/TestToken.json
 	cd connectors/contracts && npm ci --silent && node compile.js
 
-lint: install ## ruff (lint and format check), mypy and the import rules between packages
+lint: install ## ruff, mypy, the import rules between packages, and the deployment files (render and schemas)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+	$(CLI) deploy check
 
 format: install ## Apply ruff's formatting and safe fixes
 	$(BIN)/ruff check --fix .

@@ -15,7 +15,10 @@ from rich.table import Table
 
 from ops.cli_auth import add_auth_commands
 from ops.cli_connect import add_connect_commands
+from ops.cli_data import add_data_commands
 from ops.cli_ledger import add_ledger_commands, balance_cells
+from ops.cli_operate import add_operate_commands
+from ops.cli_run import add_deploy_command, add_run_command
 from ops.console import (
     Parser,
     component_settings,
@@ -519,18 +522,45 @@ def demo(args: argparse.Namespace) -> int:
         codec.close()
     if failed:
         return 1
-    _pipeline(settings, catalog)
+    _pipeline(settings, catalog, in_process=args.in_process)
     return 0
 
 
-def _pipeline(settings: Settings, catalog: Catalog) -> None:
+def _pipeline(settings: Settings, catalog: Catalog, *, in_process: bool) -> None:
     from ops.pipeline_demo import run_pipeline
+    from ops.supervise import Supervisor, plan
     from topics.codec import codec_from_settings
 
     codec = codec_from_settings(settings)
-    with err.status("running the status, fees, FX, billing, AML and ledger agents and their sinks"):
-        report = run_pipeline(settings, codec, catalog)
-    codec.close()
+    supervisor, started = Supervisor(settings.stack_dir / "run"), False
+    if not in_process:
+        needed = {w.name for w in plan(catalog, only=["agents", "sinks", "outbox_relay"])}
+        if supervisor.pid() is None:
+            workers = plan(catalog, only=["agents", "sinks", "outbox_relay"])
+            supervisor.write(workers)
+            err.print(f"demo: `ledgerstream run` starts {len(workers)} workers (logs in {supervisor.folder})")
+            supervisor.start_detached()
+            started = True
+            try:
+                supervisor.wait_running(120)
+                supervisor.wait_ready(workers, 120)
+            except BaseException:
+                supervisor.stop()
+                raise
+        elif missing := needed - {s.name for s in supervisor.states()}:
+            raise LedgerstreamError(
+                f"the run going in {supervisor.folder} lacks {', '.join(sorted(missing))}"
+            )
+        else:
+            err.print(f"demo: using the workers of the run going in {supervisor.folder}")
+    try:
+        with err.status("the status, fees, FX, billing, AML and ledger agents and their sinks at work"):
+            report = run_pipeline(settings, codec, catalog, workers_running=not in_process)
+    finally:
+        codec.close()
+        if started:
+            supervisor.stop()
+            err.print("demo: the run's workers stopped")
     inputs = Table("connector", "sent", "answer", "result")
     for row in report.connectors:
         inputs.add_row(*row)
@@ -778,6 +808,10 @@ def build_parser() -> Parser:
     inv.add_argument("--period", type=_period, help="only this period, YYYY-MM")
 
     add_connect_commands(sub, command)
+    add_run_command(sub, command)
+    add_deploy_command(sub, command)
+    add_data_commands(sub, command)
+    add_operate_commands(sub, command)
     add_ledger_commands(sub, command)
     add_auth_commands(sub, command)
 
@@ -845,6 +879,11 @@ def build_parser() -> Parser:
         "--accounts", type=positive_int, default=8, help="accounts to spread events over (default 8)"
     )
     dm.add_argument("--events", type=positive_int, default=25, help="events per account (default 25)")
+    dm.add_argument(
+        "--in-process",
+        action="store_true",
+        help="run the agents, sinks and relay as threads of the demo, not as `ledgerstream run` processes",
+    )
     return parser
 
 

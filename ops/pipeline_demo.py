@@ -101,7 +101,54 @@ def _wait(condition: Callable[[], bool], timeout: float, what: str) -> None:
         raise TimeoutError(f"demo: {what} did not happen within {timeout:.0f}s")
 
 
-def run_pipeline(settings: Settings, codec: AvroCodec, catalog: Catalog, *, transfers: int = 4) -> DemoReport:
+def in_process_workers(
+    settings: Settings, codec: AvroCodec, catalog: Catalog, stop: threading.Event
+) -> list[Callable[[], Any]]:
+    """Every agent, sink and the outbox relay as threads of this process, each under its own
+    Kafka principal (the catalog's ACLs hold here too), until `stop` is set."""
+    pricing = load_pricing(settings.pricing_file)
+    handlers = [
+        StatusHandler(settings, codec),
+        LedgerHandler(),
+        FeesHandler(pricing.fees),
+        FxHandler(settings, pricing.fx),
+        BillingHandler(settings, pricing.billing),
+        AmlHandler(settings, load_rules(settings.aml_rules_file)),
+    ]
+    workers: list[Callable[[], Any]] = [
+        partial(
+            run_agent, AgentRuntime(settings.as_principal(h.name), h, codec, catalog, linger=0.05), stop=stop
+        )
+        for h in handlers
+    ]
+    sinks: list[Sink[Any]] = [
+        LedgerSink(),
+        FeesSink(),
+        FxSink(),
+        BillingSink(),
+        AmlSink(),
+        AuditSink(catalog),
+    ]
+    # each component under its own Kafka principal: the catalog's ACLs hold in the demo too
+    workers += [
+        partial(SinkRunner(settings.as_principal(s.name), s, codec, linger=0.05).run, stop=stop)
+        for s in sinks
+    ]
+    relay = OutboxRelay(settings.as_principal("outbox_relay"), codec, catalog)
+    workers.append(partial(relay.run, stop=stop, poll=0.05))
+    return workers
+
+
+def run_pipeline(
+    settings: Settings,
+    codec: AvroCodec,
+    catalog: Catalog,
+    *,
+    transfers: int = 4,
+    workers_running: bool = False,
+) -> DemoReport:
+    """The demo's round trip; `workers_running`: the agents, sinks and relay run elsewhere (`ledgerstream
+    run`), else they run as threads here."""
     run = uuid.uuid4().hex[:6]
     report = DemoReport(run)
     started = time.monotonic()
@@ -150,36 +197,9 @@ def run_pipeline(settings: Settings, codec: AvroCodec, catalog: Catalog, *, tran
 
     stop = threading.Event()
     errors: list[BaseException] = []
-    pricing = load_pricing(settings.pricing_file)
-    handlers = [
-        StatusHandler(settings, codec),
-        LedgerHandler(),
-        FeesHandler(pricing.fees),
-        FxHandler(settings, pricing.fx),
-        BillingHandler(settings, pricing.billing),
-        AmlHandler(settings, load_rules(settings.aml_rules_file)),
-    ]
-    workers: list[Callable[[], Any]] = [
-        partial(
-            run_agent, AgentRuntime(settings.as_principal(h.name), h, codec, catalog, linger=0.05), stop=stop
-        )
-        for h in handlers
-    ]
-    sinks: list[Sink[Any]] = [
-        LedgerSink(),
-        FeesSink(),
-        FxSink(),
-        BillingSink(),
-        AmlSink(),
-        AuditSink(catalog),
-    ]
-    # each component under its own Kafka principal: the catalog's ACLs hold in the demo too
-    workers += [
-        partial(SinkRunner(settings.as_principal(s.name), s, codec, linger=0.05).run, stop=stop)
-        for s in sinks
-    ]
-    relay = OutboxRelay(settings.as_principal("outbox_relay"), codec, catalog)
-    workers.append(partial(relay.run, stop=stop, poll=0.05))
+    workers: list[Callable[[], Any]] = (
+        [] if workers_running else in_process_workers(settings, codec, catalog, stop)
+    )
 
     def guarded(work: Callable[[], Any]) -> None:
         try:

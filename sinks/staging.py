@@ -22,6 +22,9 @@ Row = tuple[Any, ...]
 _CONFLICTED: set[str] = set()
 """Tables whose last batch in this process met a row already there (a redelivery, a replay):
 they take the staging path until a batch inserts every row again."""
+STAGING_ONLY = False
+"""Every batch takes the staging path (`ledgerstream replay`: nothing is attempted and rolled
+back, so the transaction's statistics count only rows really changed)."""
 
 
 def copy_new(
@@ -46,7 +49,7 @@ def copy_new(
     if not rows:
         return []
     cols = sql.SQL(", ").join(map(sql.Identifier, columns))
-    if table not in _CONFLICTED:
+    if table not in _CONFLICTED and not STAGING_ONLY:
         try:
             with cur.connection.transaction():
                 _copy(cur, sql.Identifier(table), cols, rows)
