@@ -616,6 +616,29 @@ def _pipeline(settings: Settings, catalog: Catalog, *, in_process: bool) -> None
 # wiring -------------------------------------------------------------------------
 
 
+def schemas_decode_check(args: argparse.Namespace) -> int:
+    from ops.stock_decode import stock_decode
+    from topics.catalog import load_catalog
+
+    if not settings_or_error().schema_registry_url:
+        out.print(
+            "schemas decode-check: skipped, no schema registry (the topics hold the single-object framing)"
+        )
+        return 0
+    with err.status("decoding") as status:
+        results = stock_decode(settings_or_error(), load_catalog(), lambda t: status.update(f"decoding {t}"))
+    decoded, failed = sum(r.decoded for r in results), sum(r.failed for r in results)
+    for r in results:
+        for line in r.first_failures:
+            err.print(f"  {line}", markup=False)
+    out.print(
+        f"schemas decode-check: confluent-kafka's AvroDeserializer decoded {decoded} messages of "
+        f"{len(results)} topics, {failed} failed"
+        + ("" if failed else " (every topic in the registry framing)")
+    )
+    return 1 if failed else 0
+
+
 def build_parser() -> Parser:
     parser = Parser(
         prog="ledgerstream",
@@ -701,6 +724,12 @@ def build_parser() -> Parser:
         "register every schema version with the schema registry",
     )
     reg.add_argument("-v", "--verbose", action="store_true", help="print each subject and id")
+    command(
+        schemas_sub,
+        "decode-check",
+        schemas_decode_check,
+        "decode every message of every topic with confluent-kafka's stock AvroDeserializer (1 on a failure)",
+    )
 
     db = sub.add_parser("db", help="the PostgreSQL schema: versioned migrations")
     db_sub = db.add_subparsers(dest="action", required=True, parser_class=Parser, metavar="ACTION")

@@ -482,3 +482,24 @@ def test_a_partition_and_one_account_replayed_under_live_traffic_change_no_row(d
             ("check one account", accounts[2]),
             ("restore the lost row", accounts[2]),
         ]
+
+
+def test_the_stock_deserializer_check_counts_what_a_registry_based_consumer_cannot_read(services, catalog):
+    if not services.schema_registry_url:
+        pytest.skip("no schema registry in this environment (containers run without one)")
+    from ops.stock_decode import stock_decode
+
+    topic = fresh_topic(services, "stock", partitions=1)
+    single = AvroCodec(load_store(REPO_ROOT / "avro"))
+    registry = codec_from_settings(services, auto_register=True)
+    record = transfer_requested(f"acc-stock-{RUN}", 42)
+    produce_raw(
+        services,
+        topic,
+        [(b"k", registry.encode(topic_of_transfers(), record))] * 2
+        + [(b"k", single.encode(topic_of_transfers(), record))],
+    )
+    registry.close()
+    [result] = stock_decode(services, catalog, topics=[topic])
+    assert (result.decoded, result.failed) == (2, 1)
+    assert result.first_failures[0].startswith(f"{topic}/0/2: ")
