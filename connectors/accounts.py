@@ -64,10 +64,20 @@ class Opened:
 
 
 def open_account(
-    conn: psycopg.Connection[Any], codec: AvroCodec, catalog: Catalog, *, tenant: str, environment: str,
-    account_id: str, currency: str, holder: str, kind: str = "customer", overdraft_limit: int = 0,
-    correlation_id: str | None = None, user_id: str | None = None,
-) -> Opened:  # fmt: skip
+    conn: psycopg.Connection[Any],
+    codec: AvroCodec,
+    catalog: Catalog,
+    *,
+    tenant: str,
+    environment: str,
+    account_id: str,
+    currency: str,
+    holder: str,
+    kind: str = "customer",
+    overdraft_limit: int = 0,
+    correlation_id: str | None = None,
+    user_id: str | None = None,
+) -> Opened:
     """Open `account_id` in `currency` for `tenant`; opening it again changes nothing."""
     if kind not in KINDS:
         raise AccountError(f"unknown account kind {kind!r} (one of {', '.join(KINDS)})")
@@ -81,22 +91,45 @@ def open_account(
             OPEN, (tenant, account_id, currency, exponent, environment, holder, kind, overdraft_limit)
         ).fetchone()
         if row is not None:
-            enqueue(conn, codec, catalog, OPENED, {
-                "metadata": new_metadata("accounts.account.opened", tenant_id=tenant,
-                                         environment=environment,  # type: ignore[arg-type]
-                                         source="connectors.accounts", correlation_id=correlation_id,
-                                         user_id=user_id),
-                "account_id": account_id, "currency": currency, "exponent": exponent, "holder": holder,
-                "kind": kind, "overdraft_limit": money_record(overdraft_limit, currency, exponent)[1],
-            })  # fmt: skip
+            enqueue(
+                conn,
+                codec,
+                catalog,
+                OPENED,
+                {
+                    "metadata": new_metadata(
+                        "accounts.account.opened",
+                        tenant_id=tenant,
+                        environment=environment,  # type: ignore[arg-type]
+                        source="connectors.accounts",
+                        correlation_id=correlation_id,
+                        user_id=user_id,
+                    ),
+                    "account_id": account_id,
+                    "currency": currency,
+                    "exponent": exponent,
+                    "holder": holder,
+                    "kind": kind,
+                    "overdraft_limit": money_record(overdraft_limit, currency, exponent)[1],
+                },
+            )
     return Opened(account_id, currency, exponent, row is not None)
 
 
 def set_status(
-    conn: psycopg.Connection[Any], codec: AvroCodec, catalog: Catalog, *, tenant: str, environment: str,
-    account_id: str, status: Status, currency: str | None = None, reason: str | None = None,
-    correlation_id: str | None = None, user_id: str | None = None,
-) -> list[tuple[str, str, str]]:  # fmt: skip
+    conn: psycopg.Connection[Any],
+    codec: AvroCodec,
+    catalog: Catalog,
+    *,
+    tenant: str,
+    environment: str,
+    account_id: str,
+    status: Status,
+    currency: str | None = None,
+    reason: str | None = None,
+    correlation_id: str | None = None,
+    user_id: str | None = None,
+) -> list[tuple[str, str, str]]:
     """Move an account (every currency of it, or one) to `status`; returns (currency, from, to) per change.
     A closed account stays closed."""
     with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
@@ -111,13 +144,26 @@ def set_status(
             if row["status"] == "closed":
                 raise AccountError(f"account {account_id} ({row['currency']}) is closed")
             cur.execute(SET_STATUS, (status, tenant, account_id, row["currency"]))
-            enqueue(conn, codec, catalog, CHANGED, {
-                "metadata": new_metadata("accounts.account.status_changed", tenant_id=tenant,
-                                         environment=environment,  # type: ignore[arg-type]
-                                         source="connectors.accounts", correlation_id=correlation_id,
-                                         user_id=user_id),
-                "account_id": account_id, "currency": row["currency"], "from_status": row["status"],
-                "to_status": status, "reason": reason,
-            })  # fmt: skip
+            enqueue(
+                conn,
+                codec,
+                catalog,
+                CHANGED,
+                {
+                    "metadata": new_metadata(
+                        "accounts.account.status_changed",
+                        tenant_id=tenant,
+                        environment=environment,  # type: ignore[arg-type]
+                        source="connectors.accounts",
+                        correlation_id=correlation_id,
+                        user_id=user_id,
+                    ),
+                    "account_id": account_id,
+                    "currency": row["currency"],
+                    "from_status": row["status"],
+                    "to_status": status,
+                    "reason": reason,
+                },
+            )
             changes.append((row["currency"], row["status"], status))
         return changes

@@ -205,10 +205,13 @@ class Command:
 IdempotencyKey = Annotated[
     str,
     Header(
-        alias="Idempotency-Key", min_length=8, max_length=128, pattern=r"^[!-~]+$",
+        alias="Idempotency-Key",
+        min_length=8,
+        max_length=128,
+        pattern=r"^[!-~]+$",
         description="8-128 printable ASCII characters; missing or malformed: 400",
     ),
-]  # fmt: skip
+]
 BEARER = HTTPBearer(
     auto_error=False, description="an API key, `lsk_<key id>_<secret>` (`ledgerstream keys issue`)"
 )
@@ -233,23 +236,34 @@ def create_app(settings: Settings, codec: AvroCodec, catalog: Catalog, *, pool_s
             pool.close()
 
     # the public port answers commands only: /docs, /openapi.json and /metrics are on the admin port
-    app = FastAPI(title="ledgerstream command API", version="1", lifespan=lifespan,
-                  docs_url=None, redoc_url=None, openapi_url=None)  # fmt: skip
+    app = FastAPI(
+        title="ledgerstream command API",
+        version="1",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
 
     @app.exception_handler(RequestValidationError)
     async def refused(request: Request, exc: RequestValidationError) -> JSONResponse:
         """A missing or malformed Idempotency-Key is 400 (the IETF draft), other validation 422."""
-        if any(tuple(str(p).lower() for p in e.get("loc", ()))[:2] == ("header", "idempotency-key")
-               for e in exc.errors()):  # fmt: skip
+        if any(
+            tuple(str(p).lower() for p in e.get("loc", ()))[:2] == ("header", "idempotency-key")
+            for e in exc.errors()
+        ):
             return JSONResponse(
                 {"detail": "Idempotency-Key must be 8 to 128 printable ASCII characters"}, 400
             )
         return await request_validation_exception_handler(request, exc)
 
     errors: dict[int | str, dict[str, Any]] = {
-        400: {"model": Problem}, 401: {"model": Problem}, 403: {"model": Problem}, 409: {"model": Problem},
+        400: {"model": Problem},
+        401: {"model": Problem},
+        403: {"model": Problem},
+        409: {"model": Problem},
         422: {"model": Invalid},
-    }  # fmt: skip
+    }
 
     def caller(scope: str) -> Any:
         """The dependency that authenticates a command's API key and requires `scope`: 401 without a
@@ -263,8 +277,11 @@ def create_app(settings: Settings, codec: AvroCodec, catalog: Catalog, *, pool_s
         ) -> Command:
             if credentials is None:
                 COMMANDS.labels(scope, "unauthenticated").inc()
-                raise HTTPException(401, "an API key is required: Authorization: Bearer lsk_...",
-                                    headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
+                raise HTTPException(
+                    401,
+                    "an API key is required: Authorization: Bearer lsk_...",
+                    headers={"WWW-Authenticate": "Bearer"},
+                )
             with state["pool"].connection() as conn:
                 principal = authenticate(conn, credentials.credentials)
             if principal is None:
@@ -289,9 +306,13 @@ def create_app(settings: Settings, codec: AvroCodec, catalog: Catalog, *, pool_s
     fx_approvals, accounts = caller("fx:approve"), caller("accounts:write")
 
     def accept(
-        command: Command, body: BaseModel, response: Response, write: Write, scope: str = "",
+        command: Command,
+        body: BaseModel,
+        response: Response,
+        write: Write,
+        scope: str = "",
         money: tuple[tuple[str, int | None], ...] = (),
-    ) -> Any:  # fmt: skip
+    ) -> Any:
         kind = type(body).__name__
         if command.environment != settings.environment:
             COMMANDS.labels(kind, "wrong_environment").inc()
@@ -331,16 +352,22 @@ def create_app(settings: Settings, codec: AvroCodec, catalog: Catalog, *, pool_s
         return answer
 
     def metadata(event_type: str, command: Command) -> dict[str, Any]:
-        return new_metadata(event_type, tenant_id=command.tenant, environment=settings.environment,
-                            source="connectors.api", correlation_id=command.correlation,
-                            idempotency_key=command.key, user_id=command.user)  # fmt: skip
+        return new_metadata(
+            event_type,
+            tenant_id=command.tenant,
+            environment=settings.environment,
+            source="connectors.api",
+            correlation_id=command.correlation,
+            idempotency_key=command.key,
+            user_id=command.user,
+        )
 
     def accepted(model: type[Accepted], meta: dict[str, Any], **ids: str) -> dict[str, Any]:
-        return model(status="accepted", correlation_id=meta["correlation_id"], event_id=str(meta["event_id"]),
-                     **ids).model_dump()  # fmt: skip
+        return model(
+            status="accepted", correlation_id=meta["correlation_id"], event_id=str(meta["event_id"]), **ids
+        ).model_dump()
 
-    @app.post("/v1/transfers", status_code=201, response_model=TransferAccepted,
-              responses=errors)  # fmt: skip
+    @app.post("/v1/transfers", status_code=201, response_model=TransferAccepted, responses=errors)
     def request_transfer(body: TransferRequest, response: Response, command: Command = transfers) -> Any:
         transfer_id = str(uuid.uuid4())  # a key reused after it expired is a new transfer
 
@@ -349,22 +376,43 @@ def create_app(settings: Settings, codec: AvroCodec, catalog: Catalog, *, pool_s
             meta = metadata("payments.transfer.requested", command)
             amount = body.amount
             _, money = money_record(amount.units, amount.currency, amount.exponent, "ethereum")
-            enqueue(conn, codec, catalog, "payments.transfer.requested.v1", {
-                "metadata": meta, "account_id": body.account_id, "transfer_id": transfer_id, "amount": money,
-                "destination_account_id": body.destination_account_id,
-                "beneficiary_reference": body.beneficiary_reference, "rail": body.rail,
-                "reference": body.reference,
-            })  # fmt: skip
-            conn.execute(TRANSFER_COMMAND, (
-                transfer_id, body.account_id, command.tenant, settings.environment, command.user,
-                amount.units, amount.currency, amount.exponent, body.rail, command.correlation, command.key,
-            ))  # fmt: skip
+            enqueue(
+                conn,
+                codec,
+                catalog,
+                "payments.transfer.requested.v1",
+                {
+                    "metadata": meta,
+                    "account_id": body.account_id,
+                    "transfer_id": transfer_id,
+                    "amount": money,
+                    "destination_account_id": body.destination_account_id,
+                    "beneficiary_reference": body.beneficiary_reference,
+                    "rail": body.rail,
+                    "reference": body.reference,
+                },
+            )
+            conn.execute(
+                TRANSFER_COMMAND,
+                (
+                    transfer_id,
+                    body.account_id,
+                    command.tenant,
+                    settings.environment,
+                    command.user,
+                    amount.units,
+                    amount.currency,
+                    amount.exponent,
+                    body.rail,
+                    command.correlation,
+                    command.key,
+                ),
+            )
             return accepted(TransferAccepted, meta, transfer_id=transfer_id)
 
         return accept(command, body, response, write, money=((body.amount.currency, body.amount.exponent),))
 
-    @app.post("/v1/fx/orders", status_code=201, response_model=FxOrderAccepted,
-              responses=errors)  # fmt: skip
+    @app.post("/v1/fx/orders", status_code=201, response_model=FxOrderAccepted, responses=errors)
     def request_fx_order(body: FxOrderRequest, response: Response, command: Command = fx_orders) -> Any:
         if body.sell.currency == body.buy_currency:
             raise HTTPException(422, "an FX order must buy a different currency than it sells")
@@ -376,23 +424,50 @@ def create_app(settings: Settings, codec: AvroCodec, catalog: Catalog, *, pool_s
             sell = body.sell
             buy_exponent = CurrencyRegistry.load(conn).exponent(body.buy_currency)
             _, money = money_record(sell.units, sell.currency, sell.exponent, "ethereum")
-            enqueue(conn, codec, catalog, "fx.order.requested.v1", {
-                "metadata": meta, "account_id": body.account_id, "order_id": order_id, "sell": money,
-                "buy_currency": body.buy_currency, "buy_exponent": buy_exponent,
-                "order_type": body.order_type,
-            })  # fmt: skip
-            conn.execute(FX_COMMAND, (
-                order_id, body.account_id, command.tenant, settings.environment, command.user, sell.units,
-                sell.currency, sell.exponent, body.buy_currency, buy_exponent, body.order_type,
-                command.correlation, command.key,
-            ))  # fmt: skip
+            enqueue(
+                conn,
+                codec,
+                catalog,
+                "fx.order.requested.v1",
+                {
+                    "metadata": meta,
+                    "account_id": body.account_id,
+                    "order_id": order_id,
+                    "sell": money,
+                    "buy_currency": body.buy_currency,
+                    "buy_exponent": buy_exponent,
+                    "order_type": body.order_type,
+                },
+            )
+            conn.execute(
+                FX_COMMAND,
+                (
+                    order_id,
+                    body.account_id,
+                    command.tenant,
+                    settings.environment,
+                    command.user,
+                    sell.units,
+                    sell.currency,
+                    sell.exponent,
+                    body.buy_currency,
+                    buy_exponent,
+                    body.order_type,
+                    command.correlation,
+                    command.key,
+                ),
+            )
             return accepted(FxOrderAccepted, meta, order_id=order_id)
 
         money = ((body.sell.currency, body.sell.exponent), (body.buy_currency, body.buy_exponent))
         return accept(command, body, response, write, money=money)
 
-    @app.post("/v1/fx/orders/{order_id}/approval", status_code=201, response_model=FxApprovalAccepted,
-              responses={404: {"model": Problem}, **errors})  # fmt: skip
+    @app.post(
+        "/v1/fx/orders/{order_id}/approval",
+        status_code=201,
+        response_model=FxApprovalAccepted,
+        responses={404: {"model": Problem}, **errors},
+    )
     def decide_fx_order(
         order_id: Annotated[str, Path(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")],
         body: FxApprovalRequest,
@@ -410,34 +485,57 @@ def create_app(settings: Settings, codec: AvroCodec, catalog: Catalog, *, pool_s
             if order[2] != body.account_id:
                 raise HTTPException(422, f"order {order_id} is for account {order[2]!r}")
             meta = metadata("fx.order.approved", command)
-            enqueue(conn, codec, catalog, "fx.order.approved.v1", {
-                "metadata": meta, "account_id": body.account_id, "order_id": order_id,
-                "approved_by": command.user, "decision": body.decision, "reason": body.reason,
-            })  # fmt: skip
+            enqueue(
+                conn,
+                codec,
+                catalog,
+                "fx.order.approved.v1",
+                {
+                    "metadata": meta,
+                    "account_id": body.account_id,
+                    "order_id": order_id,
+                    "approved_by": command.user,
+                    "decision": body.decision,
+                    "reason": body.reason,
+                },
+            )
             return accepted(FxApprovalAccepted, meta, order_id=order_id)
 
         return accept(command, body, response, write, scope=order_id)
 
-    @app.post("/v1/accounts", status_code=201, response_model=AccountAnswer,
-              responses=errors)  # fmt: skip
+    @app.post("/v1/accounts", status_code=201, response_model=AccountAnswer, responses=errors)
     def open_account_command(body: AccountRequest, response: Response, command: Command = accounts) -> Any:
         def write(conn: psycopg.Connection[Any]) -> dict[str, Any]:
             opened = open_account(
-                conn, codec, catalog, tenant=command.tenant, environment=settings.environment,
-                account_id=body.account_id, currency=body.currency, holder=body.holder, kind=body.kind,
-                overdraft_limit=body.overdraft_limit, correlation_id=command.correlation,
+                conn,
+                codec,
+                catalog,
+                tenant=command.tenant,
+                environment=settings.environment,
+                account_id=body.account_id,
+                currency=body.currency,
+                holder=body.holder,
+                kind=body.kind,
+                overdraft_limit=body.overdraft_limit,
+                correlation_id=command.correlation,
                 user_id=command.user,
-            )  # fmt: skip
+            )
             answer = AccountAnswer(
-                status="opened" if opened.created else "already_open", account_id=body.account_id,
-                correlation_id=command.correlation, currencies=[opened.currency],
-            )  # fmt: skip
+                status="opened" if opened.created else "already_open",
+                account_id=body.account_id,
+                correlation_id=command.correlation,
+                currencies=[opened.currency],
+            )
             return answer.model_dump()
 
         return accept(command, body, response, write, money=((body.currency, None),))
 
-    @app.post("/v1/accounts/{account_id}/status", status_code=201, response_model=AccountAnswer,
-              responses={404: {"model": Problem}, **errors})  # fmt: skip
+    @app.post(
+        "/v1/accounts/{account_id}/status",
+        status_code=201,
+        response_model=AccountAnswer,
+        responses={404: {"model": Problem}, **errors},
+    )
     def account_status_command(
         account_id: Annotated[str, Path(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:@/-]+$")],
         body: AccountStatusRequest,
@@ -447,16 +545,26 @@ def create_app(settings: Settings, codec: AvroCodec, catalog: Catalog, *, pool_s
         def write(conn: psycopg.Connection[Any]) -> dict[str, Any]:
             try:
                 changes = set_status(
-                    conn, codec, catalog, tenant=command.tenant, environment=settings.environment,
-                    account_id=account_id, status=body.status, currency=body.currency, reason=body.reason,
-                    correlation_id=command.correlation, user_id=command.user,
-                )  # fmt: skip
+                    conn,
+                    codec,
+                    catalog,
+                    tenant=command.tenant,
+                    environment=settings.environment,
+                    account_id=account_id,
+                    status=body.status,
+                    currency=body.currency,
+                    reason=body.reason,
+                    correlation_id=command.correlation,
+                    user_id=command.user,
+                )
             except AccountError as e:
                 raise HTTPException(404 if "has no account" in str(e) else 409, str(e)) from e
             answer = AccountAnswer(
-                status="changed" if changes else "unchanged", account_id=account_id,
-                correlation_id=command.correlation, currencies=[currency for currency, _, _ in changes],
-            )  # fmt: skip
+                status="changed" if changes else "unchanged",
+                account_id=account_id,
+                correlation_id=command.correlation,
+                currencies=[currency for currency, _, _ in changes],
+            )
             return answer.model_dump()
 
         return accept(command, body, response, write, scope=account_id)

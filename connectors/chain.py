@@ -117,10 +117,25 @@ def _address(topic: Any) -> str:
 
 
 FIELDS = (
-    "chain", "tx_hash", "log_index", "account_id", "block_hash", "block_number", "tenant_id", "chain_id",
-    "direction", "from_address", "to_address", "amount_units", "asset", "decimals", "token_contract",
-    "gas_used", "base_fee_per_gas", "priority_fee_per_gas",
-)  # fmt: skip
+    "chain",
+    "tx_hash",
+    "log_index",
+    "account_id",
+    "block_hash",
+    "block_number",
+    "tenant_id",
+    "chain_id",
+    "direction",
+    "from_address",
+    "to_address",
+    "amount_units",
+    "asset",
+    "decimals",
+    "token_contract",
+    "gas_used",
+    "base_fee_per_gas",
+    "priority_fee_per_gas",
+)
 COLUMNS = ", ".join(FIELDS)
 INSERT_TRANSFER = (
     f"INSERT INTO chain_transfers ({COLUMNS}, status)"
@@ -247,10 +262,16 @@ class ChainListener:
             priority = None
             if base_fee is not None and receipt.get("effectiveGasPrice") is not None:
                 priority = int(receipt["effectiveGasPrice"]) - int(base_fee)
-            transfer = {**hit, "chain": self.spec.name, "block_hash": block_hash, "block_number": number,
-                        "chain_id": self.chain_id, "gas_used": int(receipt["gasUsed"]),
-                        "base_fee_per_gas": int(base_fee) if base_fee is not None else None,
-                        "priority_fee_per_gas": priority}  # fmt: skip
+            transfer = {
+                **hit,
+                "chain": self.spec.name,
+                "block_hash": block_hash,
+                "block_number": number,
+                "chain_id": self.chain_id,
+                "gas_used": int(receipt["gasUsed"]),
+                "base_fee_per_gas": int(base_fee) if base_fee is not None else None,
+                "priority_fee_per_gas": priority,
+            }
             if conn.execute(INSERT_TRANSFER, transfer).fetchone():
                 self._emit(conn, "detected", transfer, 1, int(block["timestamp"]))
                 if transfer["direction"] == "OUTBOUND":
@@ -287,23 +308,36 @@ class ChainListener:
     ) -> list[dict[str, Any]]:
         """The transfer as seen from each watched side (without its block and receipt fields)."""
         return [
-            {"tx_hash": tx, "log_index": index, "tenant_id": wallets[address][0],
-             "account_id": wallets[address][1], "direction": direction, "from_address": sender,
-             "to_address": receiver, "amount_units": units, "asset": asset, "decimals": decimals,
-             "token_contract": token}
+            {
+                "tx_hash": tx,
+                "log_index": index,
+                "tenant_id": wallets[address][0],
+                "account_id": wallets[address][1],
+                "direction": direction,
+                "from_address": sender,
+                "to_address": receiver,
+                "amount_units": units,
+                "asset": asset,
+                "decimals": decimals,
+                "token_contract": token,
+            }
             for address, direction in ((sender, "OUTBOUND"), (receiver, "INBOUND"))
             if address in wallets
-        ]  # fmt: skip
+        ]
 
     def _settle(
         self, conn: psycopg.Connection[Any], status: str, compare: str, height: int, was: str = "detected"
     ) -> list[dict[str, Any]]:
         """Move `was` transfers at heights `compare height` to `status`; returns them in chain order."""
-        rows = conn.cursor(row_factory=dict_row).execute(
-            f"UPDATE chain_transfers SET status = %s, settled_at = now() WHERE chain = %s"
-            f" AND status = %s AND block_number {compare} %s RETURNING {COLUMNS}",
-            (status, self.spec.name, was, height),
-        ).fetchall()  # fmt: skip
+        rows = (
+            conn.cursor(row_factory=dict_row)
+            .execute(
+                f"UPDATE chain_transfers SET status = %s, settled_at = now() WHERE chain = %s"
+                f" AND status = %s AND block_number {compare} %s RETURNING {COLUMNS}",
+                (status, self.spec.name, was, height),
+            )
+            .fetchall()
+        )
         return sorted(rows, key=_chain_order)
 
     def _confirm(self, conn: psycopg.Connection[Any], number: int, timestamp: int) -> None:
@@ -321,11 +355,22 @@ class ChainListener:
             SEND_MINED, (self.spec.name, transfer["tx_hash"])
         ).fetchall():
             block = f"{transfer['tx_hash']}@{transfer['block_hash']}"
-            report_status(conn, self.codec, self.catalog, self.settings, tenant=tenant, account=account,
-                          transaction_id=tid, correlation_id=correlation, status="PROVIDER_PROCESSING",
-                          reason=f"{transfer['tx_hash']} mined in block {transfer['block_number']}",
-                          provider=self.spec.name, source=f"chain_send:{tid}", step="mined",
-                          provider_update_id=block)  # fmt: skip
+            report_status(
+                conn,
+                self.codec,
+                self.catalog,
+                self.settings,
+                tenant=tenant,
+                account=account,
+                transaction_id=tid,
+                correlation_id=correlation,
+                status="PROVIDER_PROCESSING",
+                reason=f"{transfer['tx_hash']} mined in block {transfer['block_number']}",
+                provider=self.spec.name,
+                source=f"chain_send:{tid}",
+                step="mined",
+                provider_update_id=block,
+            )
 
     def _sent_confirmed(self, conn: psycopg.Connection[Any], transfer: dict[str, Any]) -> None:
         """A transaction of the chain sender has its confirmations: the transfer completes. Money
@@ -340,17 +385,32 @@ class ChainListener:
                 UNMATCHED.labels(self.spec.name).inc()
                 log.error(
                     "%s: %s left wallet %s (%s), matching no transfer we sent: reconcile it (not posted)",
-                    self.spec.name, transfer["tx_hash"], transfer["from_address"], transfer["account_id"],
-                )  # fmt: skip
+                    self.spec.name,
+                    transfer["tx_hash"],
+                    transfer["from_address"],
+                    transfer["account_id"],
+                )
             return
         block = f"{transfer['tx_hash']}@{transfer['block_hash']}"
         for tid, tenant, account, correlation in sent:
             for status in ("PROVIDER_CONFIRMING", "COMPLETED"):
-                report_status(conn, self.codec, self.catalog, self.settings, tenant=tenant, account=account,
-                              transaction_id=tid, correlation_id=correlation, status=status,
-                              reason=f"{transfer['tx_hash']} has {self.spec.confirmations} confirmations on "
-                              f"{self.spec.name}", provider=self.spec.name, source=f"chain_send:{tid}",
-                              step="confirmed", provider_update_id=block)  # fmt: skip
+                report_status(
+                    conn,
+                    self.codec,
+                    self.catalog,
+                    self.settings,
+                    tenant=tenant,
+                    account=account,
+                    transaction_id=tid,
+                    correlation_id=correlation,
+                    status=status,
+                    reason=f"{transfer['tx_hash']} has {self.spec.confirmations} confirmations on "
+                    f"{self.spec.name}",
+                    provider=self.spec.name,
+                    source=f"chain_send:{tid}",
+                    step="confirmed",
+                    provider_update_id=block,
+                )
 
     def _rewind(self, conn: psycopg.Connection[Any], number: int) -> None:
         kept = conn.execute(
@@ -383,8 +443,15 @@ class ChainListener:
                     replaced[height] = _hex(self.w3.eth.get_block(height)["hash"])
                 except Exception:  # the new chain may be shorter
                     replaced[height] = None
-            self._emit(conn, "reorged", transfer, 0, int(time.time()), replaced_by=replaced[height],
-                       was_confirmed=transfer in unconfirmed)  # fmt: skip
+            self._emit(
+                conn,
+                "reorged",
+                transfer,
+                0,
+                int(time.time()),
+                replaced_by=replaced[height],
+                was_confirmed=transfer in unconfirmed,
+            )
         conn.execute("DELETE FROM chain_blocks WHERE chain = %s AND number > %s", (self.spec.name, ancestor))
         ancestor_hash = next(h for n, h in kept if int(n) == ancestor)
         conn.execute(
@@ -475,7 +542,7 @@ class ChainListener:
                 f"{self.spec.name}: watched tokens the currency registry does not have with these decimals: "
                 f"{', '.join(unregistered)}; register them with `ledgerstream connect watch --token`"
             )
-        return wallets, tokens  # fmt: skip
+        return wallets, tokens
 
     # -- running ----------------------------------------------------------------------------
     def catch_up(self, conn: psycopg.Connection[Any], limit: int = 10_000) -> int:
@@ -517,17 +584,43 @@ class ChainListener:
 
 
 def report_status(
-    conn: psycopg.Connection[Any], codec: AvroCodec, catalog: Catalog, settings: Settings, *, tenant: str,
-    account: str, transaction_id: str, correlation_id: str, status: str, reason: str, provider: str,
-    source: str, step: str, provider_update_id: str | None = None,
-) -> None:  # fmt: skip
+    conn: psycopg.Connection[Any],
+    codec: AvroCodec,
+    catalog: Catalog,
+    settings: Settings,
+    *,
+    tenant: str,
+    account: str,
+    transaction_id: str,
+    correlation_id: str,
+    status: str,
+    reason: str,
+    provider: str,
+    source: str,
+    step: str,
+    provider_update_id: str | None = None,
+) -> None:
     """A chain transfer's status report into the outbox, its id derived from its source and step."""
-    enqueue(conn, codec, catalog, REPORTED, {
-        "metadata": new_metadata(
-            "payments.transaction.status_reported", tenant_id=tenant, environment=settings.environment,
-            source="connectors.chain", correlation_id=correlation_id,
-            event_id=derived_event_id(source, "chain", f"{step}:{status}"),
-        ),
-        "account_id": account, "transaction_id": transaction_id, "status": status, "reason": reason,
-        "provider": provider, "provider_update_id": provider_update_id, "expected_version": None,
-    })  # fmt: skip
+    enqueue(
+        conn,
+        codec,
+        catalog,
+        REPORTED,
+        {
+            "metadata": new_metadata(
+                "payments.transaction.status_reported",
+                tenant_id=tenant,
+                environment=settings.environment,
+                source="connectors.chain",
+                correlation_id=correlation_id,
+                event_id=derived_event_id(source, "chain", f"{step}:{status}"),
+            ),
+            "account_id": account,
+            "transaction_id": transaction_id,
+            "status": status,
+            "reason": reason,
+            "provider": provider,
+            "provider_update_id": provider_update_id,
+            "expected_version": None,
+        },
+    )

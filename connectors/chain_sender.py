@@ -163,13 +163,23 @@ class ChainSender:
             if int(token["decimals"]) != int(row["exponent"]):
                 raise SendRefused(f"{asset} has {token['decimals']} decimals, not {row['exponent']}")
             data = _erc20_transfer(beneficiary, units)
-            call = {"to": Web3.to_checksum_address(token["contract"]), "value": 0, "data": data,
-                    "gas": ERC20_TRANSFER_GAS}  # fmt: skip
+            call = {
+                "to": Web3.to_checksum_address(token["contract"]),
+                "value": 0,
+                "data": data,
+                "gas": ERC20_TRANSFER_GAS,
+            }
         nonce = self._next_nonce(cur, wallet)
         base = self.w3.eth.get_block("latest").get("baseFeePerGas") or 0
         tip = 1_000_000_000
-        transaction = {**call, "nonce": nonce, "chainId": self.chain_id, "maxPriorityFeePerGas": tip,
-                       "maxFeePerGas": 2 * int(base) + tip, "type": 2}  # fmt: skip
+        transaction = {
+            **call,
+            "nonce": nonce,
+            "chainId": self.chain_id,
+            "maxPriorityFeePerGas": tip,
+            "maxFeePerGas": 2 * int(base) + tip,
+            "type": 2,
+        }
         raw, tx_hash = self.signer.sign(wallet, transaction)
         return beneficiary.lower(), asset, raw, tx_hash, nonce
 
@@ -186,26 +196,52 @@ class ChainSender:
         return max(seen, -1 if last is None else int(last) + 1)
 
     def _record(
-        self, cur: psycopg.Cursor[Any], row: dict[str, Any], to_address: str | None, asset: str | None,
-        signed: tuple[bytes, str] | None, nonce: int | None, status: str,
-    ) -> None:  # fmt: skip
+        self,
+        cur: psycopg.Cursor[Any],
+        row: dict[str, Any],
+        to_address: str | None,
+        asset: str | None,
+        signed: tuple[bytes, str] | None,
+        nonce: int | None,
+        status: str,
+    ) -> None:
         raw, tx_hash = signed if signed else (None, None)
-        cur.execute(CLAIM, {
-            "transaction_id": row["transaction_id"], "tenant_id": row["tenant_id"],
-            "account_id": row["account_id"], "chain": self.spec.name, "from_address": row["address"],
-            "to_address": to_address,
-            "asset": asset or row["currency"], "amount_units": row["amount_units"], "nonce": nonce,
-            "tx_hash": tx_hash, "raw_tx": raw, "status": status,
-        })  # fmt: skip
+        cur.execute(
+            CLAIM,
+            {
+                "transaction_id": row["transaction_id"],
+                "tenant_id": row["tenant_id"],
+                "account_id": row["account_id"],
+                "chain": self.spec.name,
+                "from_address": row["address"],
+                "to_address": to_address,
+                "asset": asset or row["currency"],
+                "amount_units": row["amount_units"],
+                "nonce": nonce,
+                "tx_hash": tx_hash,
+                "raw_tx": raw,
+                "status": status,
+            },
+        )
 
     def _report(
         self, conn: psycopg.Connection[Any], row: dict[str, Any], status: str, reason: str, step: str
     ) -> None:
         report_status(
-            conn, self.codec, self.catalog, self.settings, tenant=row["tenant_id"], account=row["account_id"],
-            transaction_id=row["transaction_id"], correlation_id=row["correlation_id"], status=status,
-            reason=reason, provider=self.spec.name, source=f"chain_send:{row['transaction_id']}", step=step,
-        )  # fmt: skip
+            conn,
+            self.codec,
+            self.catalog,
+            self.settings,
+            tenant=row["tenant_id"],
+            account=row["account_id"],
+            transaction_id=row["transaction_id"],
+            correlation_id=row["correlation_id"],
+            status=status,
+            reason=reason,
+            provider=self.spec.name,
+            source=f"chain_send:{row['transaction_id']}",
+            step=step,
+        )
 
     def broadcast(self, conn: psycopg.Connection[Any], limit: int = 50) -> int:
         """Broadcast what was signed (again after a crash: the chain takes the same bytes once)."""
@@ -254,8 +290,13 @@ class ChainSender:
                 if int(receipt["status"]) == 1:
                     continue
                 cur.execute(SET_STATUS, ("reverted", row["transaction_id"]))
-                self._report(conn, {**row, "address": None}, "FAILED",
-                             f"{row['tx_hash']} reverted on {self.spec.name}", "reverted")  # fmt: skip
+                self._report(
+                    conn,
+                    {**row, "address": None},
+                    "FAILED",
+                    f"{row['tx_hash']} reverted on {self.spec.name}",
+                    "reverted",
+                )
                 failed += 1
         self.stats.failed += failed
         return failed

@@ -82,9 +82,14 @@ class OutboxRelay:
     """
 
     def __init__(
-        self, settings: Settings, codec: AvroCodec, catalog: Catalog, *, batch_size: int = 500,
+        self,
+        settings: Settings,
+        codec: AvroCodec,
+        catalog: Catalog,
+        *,
+        batch_size: int = 500,
         redirect: dict[str, str] | None = None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.settings = settings
         self.producer = EventProducer(settings, codec, catalog, redirect)
         self.batch_size = batch_size
@@ -102,8 +107,12 @@ class OutboxRelay:
     def ready(self) -> tuple[bool, dict[str, Any]]:
         """Ready while the database answers and Kafka acknowledged the last batch."""
         ok = self._database_ok and self._kafka_ok
-        return ok, {"worker": "outbox_relay", "database": self._database_ok, "kafka": self._kafka_ok,
-                    "published": self.stats.published}  # fmt: skip
+        return ok, {
+            "worker": "outbox_relay",
+            "database": self._database_ok,
+            "kafka": self._kafka_ok,
+            "published": self.stats.published,
+        }
 
     def _report_backlog(self, conn: psycopg.Connection[Any]) -> None:
         now = time.monotonic()
@@ -147,8 +156,13 @@ class OutboxRelay:
         self.stats.batches += 1
         return len(ids)
 
-    def run(self, *, stop: threading.Event | None = None, idle_exit: float | None = None,
-            poll: float = POLL_SECONDS) -> RelayStats:  # fmt: skip
+    def run(
+        self,
+        *,
+        stop: threading.Event | None = None,
+        idle_exit: float | None = None,
+        poll: float = POLL_SECONDS,
+    ) -> RelayStats:
         """Publish until `stop` is set (or `idle_exit` seconds pass with nothing pending)."""
         stop = stop or threading.Event()
         last = time.monotonic()

@@ -141,12 +141,18 @@ class TrueLayerPayouts(_HttpPayouts):
         self.merchant_account_id = merchant_account_id
 
     def create_payout(self, payout: Payout) -> str:
-        answer = self._post("/v3/payouts", {
-            "merchant_account_id": self.merchant_account_id, "amount_in_minor": payout.units,
-            "currency": payout.currency,
-            "beneficiary": {"type": "external_account", "reference": payout.transaction_id},
-            "metadata": {"transaction_id": payout.transaction_id},
-        }, (200, 201, 202), **{"Idempotency-Key": payout.transaction_id})  # fmt: skip
+        answer = self._post(
+            "/v3/payouts",
+            {
+                "merchant_account_id": self.merchant_account_id,
+                "amount_in_minor": payout.units,
+                "currency": payout.currency,
+                "beneficiary": {"type": "external_account", "reference": payout.transaction_id},
+                "metadata": {"transaction_id": payout.transaction_id},
+            },
+            (200, 201, 202),
+            **{"Idempotency-Key": payout.transaction_id},
+        )
         return self._payout_id(answer.get("id"))
 
 
@@ -163,12 +169,16 @@ class CirclePayouts(_HttpPayouts):
 
     def create_payout(self, payout: Payout) -> str:
         amount = Decimal(payout.units).scaleb(-payout.exponent)
-        answer = self._post("/v1/payouts", {
-            "idempotencyKey": str(uuid.uuid5(LEDGERSTREAM_NAMESPACE, f"payout:{payout.transaction_id}")),
-            "source": {"type": "wallet", "id": self.wallet_id},
-            "destination": {"type": "wire", "id": self.destination_id},
-            "amount": {"amount": f"{amount:f}", "currency": payout.currency},
-        }, (200, 201))  # fmt: skip
+        answer = self._post(
+            "/v1/payouts",
+            {
+                "idempotencyKey": str(uuid.uuid5(LEDGERSTREAM_NAMESPACE, f"payout:{payout.transaction_id}")),
+                "source": {"type": "wallet", "id": self.wallet_id},
+                "destination": {"type": "wire", "id": self.destination_id},
+                "amount": {"amount": f"{amount:f}", "currency": payout.currency},
+            },
+            (200, 201),
+        )
         data = answer.get("data")
         return self._payout_id(data.get("id") if isinstance(data, dict) else None)
 
@@ -181,9 +191,12 @@ class PayoutDispatcher:
     """
 
     def __init__(
-        self, settings: Settings, codec: AvroCodec, catalog: Catalog,
+        self,
+        settings: Settings,
+        codec: AvroCodec,
+        catalog: Catalog,
         clients: PayoutClient | Mapping[str, PayoutClient],
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.settings, self.codec, self.catalog = settings, codec, catalog
         routes = clients if isinstance(clients, Mapping) else dict.fromkeys(RAILS, clients)
         unknown = set(routes) - set(RAILS)
@@ -203,10 +216,18 @@ class PayoutDispatcher:
 
     def _claim(self, conn: psycopg.Connection[Any], provider: str, limit: int) -> int:
         with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
-            claimed = [r["transaction_id"] for r in cur.execute(CLAIM, {
-                "rails": self.rails[provider], "environment": self.settings.environment, "limit": limit,
-                "provider": provider,
-            }).fetchall()]  # fmt: skip
+            claimed = [
+                r["transaction_id"]
+                for r in cur.execute(
+                    CLAIM,
+                    {
+                        "rails": self.rails[provider],
+                        "environment": self.settings.environment,
+                        "limit": limit,
+                        "provider": provider,
+                    },
+                ).fetchall()
+            ]
             if not claimed:
                 return 0
             rows = cur.execute(
@@ -217,17 +238,29 @@ class PayoutDispatcher:
             for row in rows:
                 cur.execute(LINK, (provider, row["transaction_id"], row["tenant_id"], row["account_id"]))
                 source = f"payout:{row['transaction_id']}"
-                enqueue(conn, self.codec, self.catalog, REPORTED, {
-                    "metadata": new_metadata(
-                        "payments.transaction.status_reported", tenant_id=row["tenant_id"],
-                        environment=self.settings.environment,
-                        source="connectors.payouts", correlation_id=row["correlation_id"],
-                        event_id=derived_event_id(source, "payout_dispatcher", "sent"),
-                    ),
-                    "account_id": row["account_id"], "transaction_id": row["transaction_id"],
-                    "status": "SENT_TO_PROVIDER", "reason": f"payout requested from {provider}",
-                    "provider": provider, "provider_update_id": None, "expected_version": None,
-                })  # fmt: skip
+                enqueue(
+                    conn,
+                    self.codec,
+                    self.catalog,
+                    REPORTED,
+                    {
+                        "metadata": new_metadata(
+                            "payments.transaction.status_reported",
+                            tenant_id=row["tenant_id"],
+                            environment=self.settings.environment,
+                            source="connectors.payouts",
+                            correlation_id=row["correlation_id"],
+                            event_id=derived_event_id(source, "payout_dispatcher", "sent"),
+                        ),
+                        "account_id": row["account_id"],
+                        "transaction_id": row["transaction_id"],
+                        "status": "SENT_TO_PROVIDER",
+                        "reason": f"payout requested from {provider}",
+                        "provider": provider,
+                        "provider_update_id": None,
+                        "expected_version": None,
+                    },
+                )
         return len(claimed)
 
     def send(self, conn: psycopg.Connection[Any], limit: int = 100) -> int:
@@ -236,9 +269,14 @@ class PayoutDispatcher:
         with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
             for row in cur.execute(SENDING, (limit,)).fetchall():
                 payout = Payout(
-                    row["transaction_id"], row["tenant_id"], row["account_id"], int(row["amount_units"]),
-                    row["currency"], int(row["exponent"]), row["rail"],
-                )  # fmt: skip
+                    row["transaction_id"],
+                    row["tenant_id"],
+                    row["account_id"],
+                    int(row["amount_units"]),
+                    row["currency"],
+                    int(row["exponent"]),
+                    row["rail"],
+                )
                 client = self.clients.get(row["provider"])
                 if client is None:
                     log.warning(
@@ -260,6 +298,12 @@ class PayoutDispatcher:
         self, *, stop: threading.Event | None = None, poll: float = 0.2, idle_exit: float | None = None
     ) -> int:
         """Claim and send until stopped (or idle for `idle_exit` seconds); the payouts sent."""
-        step_until_idle(self.settings, lambda conn: self.claim(conn) + self.send(conn), stop=stop, poll=poll,
-                        idle_exit=idle_exit, probe=self.probe)  # fmt: skip
+        step_until_idle(
+            self.settings,
+            lambda conn: self.claim(conn) + self.send(conn),
+            stop=stop,
+            poll=poll,
+            idle_exit=idle_exit,
+            probe=self.probe,
+        )
         return self.sent

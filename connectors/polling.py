@@ -14,9 +14,14 @@ from topics.settings import Settings
 
 
 def step_until_idle(
-    settings: Settings, step: Callable[[psycopg.Connection[Any]], int], *, stop: threading.Event | None,
-    poll: float, idle_exit: float | None, probe: LoopProbe | None = None,
-) -> None:  # fmt: skip
+    settings: Settings,
+    step: Callable[[psycopg.Connection[Any]], int],
+    *,
+    stop: threading.Event | None,
+    poll: float,
+    idle_exit: float | None,
+    probe: LoopProbe | None = None,
+) -> None:
     """Run `step` (how much it did) on one autocommit connection until `stop` is set, waiting
     `poll` seconds after a step that did nothing, or until `idle_exit` seconds pass idle. Each
     step that returns is a turn of `probe` (an error ends the loop, and the process)."""

@@ -56,9 +56,13 @@ class CirclePayoutRequest(BaseModel):
 
 
 def create_sandbox(
-    webhook_url: str, sign: Sign, *, circle_url: str | None = None, circle_sign: Sign | None = None,
+    webhook_url: str,
+    sign: Sign,
+    *,
+    circle_url: str | None = None,
+    circle_sign: Sign | None = None,
     delay: float = 0.05,
-) -> FastAPI:  # fmt: skip
+) -> FastAPI:
     """The sandbox app; TrueLayer's webhooks go to `webhook_url` (`/v1/webhooks/truelayer`), and
     Circle's (when given) to `circle_url`."""
     payouts: dict[str, dict[str, Any]] = {}
@@ -107,9 +111,12 @@ def create_sandbox(
         now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         failed = body.amount_in_minor % 100 == FAILING_UNITS
         event: dict[str, Any] = {
-            "type": "payout_failed" if failed else "payout_executed", "event_id": str(uuid.uuid4()),
-            "event_version": 1, "payout_id": payout_id, "metadata": body.metadata,
-        }  # fmt: skip
+            "type": "payout_failed" if failed else "payout_executed",
+            "event_id": str(uuid.uuid4()),
+            "event_version": 1,
+            "payout_id": payout_id,
+            "metadata": body.metadata,
+        }
         event.update(
             {"failed_at": now, "failure_reason": "insufficient_funds"} if failed else {"executed_at": now}
         )
@@ -129,20 +136,33 @@ def create_sandbox(
                 return {"data": known["payout"]}
             now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
             payout = {
-                "id": str(uuid.uuid4()), "sourceWalletId": body.source.get("id"),
-                "destination": body.destination, "amount": body.amount.model_dump(), "status": "pending",
-                "createDate": now, "updateDate": now,
-            }  # fmt: skip
+                "id": str(uuid.uuid4()),
+                "sourceWalletId": body.source.get("id"),
+                "destination": body.destination,
+                "amount": body.amount.model_dump(),
+                "status": "pending",
+                "createDate": now,
+                "updateDate": now,
+            }
             payouts[key] = {"payout": payout, "request": body.model_dump(mode="json")}
         minor = body.amount.amount.replace(".", "")
         failed = minor.endswith(f"{FAILING_UNITS:02d}")
         outcome = {**payout, "status": "failed" if failed else "complete", "updateDate": now}
         if failed:
             outcome["errorCode"] = "insufficient_funds"
-        outgoing.put((circle_url, circle_sign, {
-            "subscriptionId": str(uuid.uuid4()), "notificationId": str(uuid.uuid4()),
-            "notificationType": "payouts", "notification": outcome, "timestamp": now,
-        }))  # fmt: skip
+        outgoing.put(
+            (
+                circle_url,
+                circle_sign,
+                {
+                    "subscriptionId": str(uuid.uuid4()),
+                    "notificationId": str(uuid.uuid4()),
+                    "notificationType": "payouts",
+                    "notification": outcome,
+                    "timestamp": now,
+                },
+            )
+        )
         return {"data": payout}
 
     return app

@@ -25,18 +25,23 @@ class Purged:
     inbox_rows: int
 
 
-def purge(conn: psycopg.Connection[Any], *, outbox_days: int = 7, inbox_days: int = 30,
-          dry_run: bool = False) -> Purged:  # fmt: skip
+def purge(
+    conn: psycopg.Connection[Any], *, outbox_days: int = 7, inbox_days: int = 30, dry_run: bool = False
+) -> Purged:
     """Delete (or with `dry_run`, count) what retention allows, in one transaction."""
     verb = "SELECT count(*) FROM" if dry_run else "WITH gone AS (DELETE FROM"
     tail = "" if dry_run else " RETURNING 1) SELECT count(*) FROM gone"
     statements = [
         ("api_idempotency WHERE expires_at < now()", ()),
-        ("outbox WHERE status = 'published' AND published_at < now() - make_interval(days => %s)",
-         (outbox_days,)),
-    ]  # fmt: skip
-    inbox = ("webhook_inbox WHERE status IN ('processed', 'ignored')"
-             " AND received_at < now() - make_interval(days => %s)")  # fmt: skip
+        (
+            "outbox WHERE status = 'published' AND published_at < now() - make_interval(days => %s)",
+            (outbox_days,),
+        ),
+    ]
+    inbox = (
+        "webhook_inbox WHERE status IN ('processed', 'ignored')"
+        " AND received_at < now() - make_interval(days => %s)"
+    )
     counts = []
     with conn.transaction():
         for where, params in statements:

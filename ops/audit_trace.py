@@ -12,13 +12,23 @@ from typing import Any
 import psycopg
 
 FLOW = [
-    "audit.events.log.v1", "payments.transfer.requested.v1", "fx.order.requested.v1", "fx.order.approved.v1",
-    "payments.transaction.created.v1", "compliance.aml.flagged.v1", "compliance.transaction.blocked.v1",
-    "payments.transaction.status_reported.v1", "payments.transaction.status_changed.v1",
-    "payments.transaction.completed.v1", "payments.transaction.failed.v1", "fx.conversion.executed.v1",
-    "billing.fee.assessed.v1", "billing.invoice.line_item_added.v1", "ledger.journal.posted.v1",
+    "audit.events.log.v1",
+    "payments.transfer.requested.v1",
+    "fx.order.requested.v1",
+    "fx.order.approved.v1",
+    "payments.transaction.created.v1",
+    "compliance.aml.flagged.v1",
+    "compliance.transaction.blocked.v1",
+    "payments.transaction.status_reported.v1",
+    "payments.transaction.status_changed.v1",
+    "payments.transaction.completed.v1",
+    "payments.transaction.failed.v1",
+    "fx.conversion.executed.v1",
+    "billing.fee.assessed.v1",
+    "billing.invoice.line_item_added.v1",
+    "ledger.journal.posted.v1",
     "accounts.balance.updated.v1",
-]  # fmt: skip
+]
 TRACE = """
 SELECT occurred_at, topic, entity_type, entity_id, actor, before, after, pan_redacted, payload
   FROM audit_log
@@ -54,6 +64,14 @@ def trace(conn: psycopg.Connection[Any], correlation_id: str, environment: str) 
         TRACE, (correlation_id, environment, FLOW)
     ).fetchall():
         notes = "PAN redacted" if pan else ""
-        steps.append(Step(at.isoformat(timespec="milliseconds"), topic, f"{etype or '-'} {eid or ''}".strip(),
-                          actor or "-", _change(before, after, payload), notes))  # fmt: skip
+        steps.append(
+            Step(
+                at.isoformat(timespec="milliseconds"),
+                topic,
+                f"{etype or '-'} {eid or ''}".strip(),
+                actor or "-",
+                _change(before, after, payload),
+                notes,
+            )
+        )
     return steps

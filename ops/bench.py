@@ -96,10 +96,16 @@ def _drop_topic(settings: Settings, name: str) -> None:
 def _produce(settings: Settings, topic: str, messages: Iterator[tuple[bytes, bytes]], total: int) -> float:
     producer = Producer(
         settings.kafka_config(
-            **{"acks": "all", "enable.idempotence": True, "linger.ms": 20, "batch.size": 1_000_000,
-               "compression.type": "lz4", "queue.buffering.max.messages": 500_000}
+            **{
+                "acks": "all",
+                "enable.idempotence": True,
+                "linger.ms": 20,
+                "batch.size": 1_000_000,
+                "compression.type": "lz4",
+                "queue.buffering.max.messages": 500_000,
+            }
         )
-    )  # fmt: skip
+    )
     started = time.monotonic()
     with Progress(transient=True) as progress:
         task = progress.add_task(f"producing {total:,} events", total=total)
@@ -150,10 +156,28 @@ def _start_sink(
         "LEDGERSTREAM_ENVIRONMENT": settings.environment,
     }
     return subprocess.Popen(
-        [sys.executable, "-m", "ops.cli", "sink", sink, "--topic", topic, "--group", group,
-         "--batch-size", str(batch_size), "--idle-exit", "3", "--json", "--operator"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "ops.cli",
+            "sink",
+            sink,
+            "--topic",
+            topic,
+            "--group",
+            group,
+            "--batch-size",
+            str(batch_size),
+            "--idle-exit",
+            "3",
+            "--json",
+            "--operator",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 Load = tuple[str, tuple[str, ...], list[tuple[Any, ...]]]
@@ -258,13 +282,20 @@ def bench_sink(settings: Settings, events: int, batch_size: int, workers: int = 
     def make(i: int) -> tuple[bytes, bytes]:
         account = f"acc-{i % 5000}"
         record = {
-            "metadata": new_metadata("payments.transfer.requested", tenant_id="tenant-bench",
-                                     environment=settings.environment, source="ops.bench"),
-            "account_id": account, "transfer_id": f"tr-{i}",
+            "metadata": new_metadata(
+                "payments.transfer.requested",
+                tenant_id="tenant-bench",
+                environment=settings.environment,
+                source="ops.bench",
+            ),
+            "account_id": account,
+            "transfer_id": f"tr-{i}",
             "amount": {"units": 100 + i, "currency": "EUR", "exponent": 2},
-            "destination_account_id": None, "beneficiary_reference": "GB33BUKB20201555555555",
-            "rail": "SEPA", "reference": f"invoice {i}",
-        }  # fmt: skip
+            "destination_account_id": None,
+            "beneficiary_reference": "GB33BUKB20201555555555",
+            "rail": "SEPA",
+            "reference": f"invoice {i}",
+        }
         return account.encode(), codec.encode(TRANSFER_TOPIC, record)
 
     def raw_rows(messages: list[tuple[bytes, bytes]]) -> RawLoad:
@@ -285,9 +316,15 @@ def transfer_with_fee(i: int) -> tuple[str, Journal]:
     credited to the one hot revenue account every journal touches."""
     account = f"acc-{i % 5000}"
     payout = transaction_completed(
-        tenant=BENCH_TENANT, transaction_id=f"b{i}", account_id=account, direction="DEBIT", units=10_000 + i,
-        currency="EUR", exponent=2, rail="sepa",
-    )  # fmt: skip
+        tenant=BENCH_TENANT,
+        transaction_id=f"b{i}",
+        account_id=account,
+        direction="DEBIT",
+        units=10_000 + i,
+        currency="EUR",
+        exponent=2,
+        rail="sepa",
+    )
     fee = fee_assessed(
         tenant=BENCH_TENANT, fee_id=f"b{i}", account_id=account, units=25 + i % 50, currency="EUR", exponent=2
     )
@@ -304,8 +341,12 @@ def bench_ledger(settings: Settings, events: int, batch_size: int, workers: int 
     def make(i: int) -> tuple[bytes, bytes]:
         account, journal = transfer_with_fee(i)
         journals[i] = (account, journal)
-        meta = new_metadata("ledger.journal.posted", tenant_id="tenant-bench",
-                            environment=settings.environment, source="ops.bench")  # fmt: skip
+        meta = new_metadata(
+            "ledger.journal.posted",
+            tenant_id="tenant-bench",
+            environment=settings.environment,
+            source="ops.bench",
+        )
         record = journal_record(
             journal,
             journal_entry_id=derived_event_id(journal.reference_id, "ledger_agent"),
@@ -319,24 +360,67 @@ def bench_ledger(settings: Settings, events: int, batch_size: int, workers: int 
         for i in range(len(messages)):
             _, journal = journals[i]
             jid = derived_event_id(journal.reference_id, "ledger_agent")
-            journal_rows.append((jid, journal.reference_id, journal.description, "tenant-bench",
-                                 settings.environment, "bench", jid, datetime.now(UTC)))  # fmt: skip
+            journal_rows.append(
+                (
+                    jid,
+                    journal.reference_id,
+                    journal.description,
+                    "tenant-bench",
+                    settings.environment,
+                    "bench",
+                    jid,
+                    datetime.now(UTC),
+                )
+            )
             for n, line in enumerate(journal.lines, start=1):
                 account_type, normal, _ = account_kind(line.account)
-                accounts[line.account] = (line.account, account_type, normal, line.currency, line.exponent,
-                                          BENCH_TENANT)  # fmt: skip
+                accounts[line.account] = (
+                    line.account,
+                    account_type,
+                    normal,
+                    line.currency,
+                    line.exponent,
+                    BENCH_TENANT,
+                )
                 entry_rows.append((jid, n, line.account, line.side, line.units, line.currency, line.exponent))
         return RawLoad(
-            setup=[("ledger_accounts", ("code", "account_type", "normal_side", "currency", "exponent",
-                                        "tenant_id"), list(accounts.values()))],
-            timed=[
-                ("journal_entries", ("journal_entry_id", "reference_id", "description", "tenant_id",
-                                     "environment", "correlation_id", "source_event_id", "posted_at"),
-                 journal_rows),
-                ("entries", ("journal_entry_id", "line_no", "ledger_account", "side", "amount", "currency",
-                             "exponent"), entry_rows),
+            setup=[
+                (
+                    "ledger_accounts",
+                    ("code", "account_type", "normal_side", "currency", "exponent", "tenant_id"),
+                    list(accounts.values()),
+                )
             ],
-        )  # fmt: skip
+            timed=[
+                (
+                    "journal_entries",
+                    (
+                        "journal_entry_id",
+                        "reference_id",
+                        "description",
+                        "tenant_id",
+                        "environment",
+                        "correlation_id",
+                        "source_event_id",
+                        "posted_at",
+                    ),
+                    journal_rows,
+                ),
+                (
+                    "entries",
+                    (
+                        "journal_entry_id",
+                        "line_no",
+                        "ledger_account",
+                        "side",
+                        "amount",
+                        "currency",
+                        "exponent",
+                    ),
+                    entry_rows,
+                ),
+            ],
+        )
 
     result = _bench(settings, "ledger", "ledger", events, batch_size, make, raw_rows, workers)
     result.name = "ledger (4-line transfers with fee, hot fee_revenue account; COPY: journal + entry rows)"

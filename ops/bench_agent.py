@@ -73,12 +73,21 @@ def _completed(settings: Settings, codec: AvroCodec, events: int) -> Iterator[tu
     for i in range(events):
         account = f"acc-{i % 5000}"
         record = {
-            "metadata": new_metadata("payments.transaction.completed", tenant_id=TENANT,
-                                     environment=settings.environment, source="ops.bench"),
-            "account_id": account, "transaction_id": f"bench-{i}", "transaction_type": "TRANSFER",
-            "direction": "DEBIT", "amount": {"units": 10_000 + i % 90_000, "currency": "EUR", "exponent": 2},
-            "counterparty_account_id": None, "version": 7, "rail": "SEPA",
-        }  # fmt: skip
+            "metadata": new_metadata(
+                "payments.transaction.completed",
+                tenant_id=TENANT,
+                environment=settings.environment,
+                source="ops.bench",
+            ),
+            "account_id": account,
+            "transaction_id": f"bench-{i}",
+            "transaction_type": "TRANSFER",
+            "direction": "DEBIT",
+            "amount": {"units": 10_000 + i % 90_000, "currency": "EUR", "exponent": 2},
+            "counterparty_account_id": None,
+            "version": 7,
+            "rail": "SEPA",
+        }
         yield account.encode(), codec.encode(COMPLETED, record)
 
 
@@ -118,8 +127,11 @@ def _minimal_loop(
 ) -> float:
     """The same handler behind the least a correct consumer does: events/s, first message to last commit."""
     consumer = batch_consumer(settings, f"bench-minimal-{uuid.uuid4()}", batch_size)
-    producer = Producer(settings.kafka_config(**{"acks": "all", "enable.idempotence": True, "linger.ms": 5,
-                                                 "compression.type": "lz4"}))  # fmt: skip
+    producer = Producer(
+        settings.kafka_config(
+            **{"acks": "all", "enable.idempotence": True, "linger.ms": 5, "compression.type": "lz4"}
+        )
+    )
     consumer.subscribe([topic])
     seen, first, deadline = 0, 0.0, time.monotonic() + 600
     try:
@@ -131,10 +143,16 @@ def _minimal_loop(
                 continue
             first = first or time.monotonic()
             batch = [
-                Event(codec.decode(m.value() or b"", topic=COMPLETED), COMPLETED, m.partition() or 0,
-                      m.offset() or 0, m.key(), m.value())
+                Event(
+                    codec.decode(m.value() or b"", topic=COMPLETED),
+                    COMPLETED,
+                    m.partition() or 0,
+                    m.offset() or 0,
+                    m.key(),
+                    m.value(),
+                )
                 for m in messages
-            ]  # fmt: skip
+            ]
             result = handler.handle(batch)
             for output in result.outputs:
                 value = codec.encode(output.topic, output.record)
@@ -165,9 +183,18 @@ def bench_agent(
         values = list(_completed(settings, codec, events))
         produce_rate = _produce(settings, topic, iter(values), events)
         decode_us, handle_us, encode_us = _per_event_micros(make(), codec, values)
-        runtime = AgentRuntime(settings, make(), codec, catalog, batch_size=batch_size, linger=0.05,
-                               group_id=f"bench-{uuid.uuid4()}", topics=[topic],
-                               input_aliases={topic: COMPLETED}, output_topics=outputs)  # fmt: skip
+        runtime = AgentRuntime(
+            settings,
+            make(),
+            codec,
+            catalog,
+            batch_size=batch_size,
+            linger=0.05,
+            group_id=f"bench-{uuid.uuid4()}",
+            topics=[topic],
+            input_aliases={topic: COMPLETED},
+            output_topics=outputs,
+        )
         stats = run_agent(runtime, idle_exit=3)
         if stats.consumed != events:
             raise BenchError(f"the agent consumed {stats.consumed} of {events} events")
@@ -176,8 +203,15 @@ def bench_agent(
         for name in [topic, *outputs.values()]:
             _drop_topic(settings, name)
     return AgentBenchResult(
-        agent=agent, events=events, outputs=stats.emitted, produce_per_s=produce_rate,
+        agent=agent,
+        events=events,
+        outputs=stats.emitted,
+        produce_per_s=produce_rate,
         runtime_per_s=events / stats.busy_seconds if stats.busy_seconds else 0.0,
-        runtime_seconds=stats.busy_seconds, minimal_per_s=minimal, decode_us=decode_us, handle_us=handle_us,
-        encode_us=encode_us, peak_rss_mb=peak_rss_kb() / 1024,
-    )  # fmt: skip
+        runtime_seconds=stats.busy_seconds,
+        minimal_per_s=minimal,
+        decode_us=decode_us,
+        handle_us=handle_us,
+        encode_us=encode_us,
+        peak_rss_mb=peak_rss_kb() / 1024,
+    )

@@ -95,8 +95,13 @@ class _Processes:
         self.procs: list[subprocess.Popen[bytes]] = []
 
     def start(self, *args: str) -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen([sys.executable, "-m", "ops.cli", *args], env=self.env, cwd=REPO_ROOT,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "ops.cli", *args],
+            env=self.env,
+            cwd=REPO_ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
         self.procs.append(proc)
         return proc
 
@@ -132,8 +137,13 @@ def _ok(url: str) -> bool:
         return False
 
 
-async def _drive(url: str, deliveries: list[tuple[str, dict[str, str], bytes]], rate: int,
-                 sent_at: dict[str, float], answered: list[float]) -> tuple[int, str, float]:  # fmt: skip
+async def _drive(
+    url: str,
+    deliveries: list[tuple[str, dict[str, str], bytes]],
+    rate: int,
+    sent_at: dict[str, float],
+    answered: list[float],
+) -> tuple[int, str, float]:
     """Send each delivery at its scheduled time (open loop) over keep-alive connections; returns
     the refusals, the first refusal's answer, and the achieved rate.
 
@@ -168,8 +178,16 @@ async def _drive(url: str, deliveries: list[tuple[str, dict[str, str], bytes]], 
     requests = []
     for charge, headers, body in deliveries:
         head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-        requests.append((charge, (f"POST /v1/webhooks/stripe HTTP/1.1\r\nHost: {host}\r\n{head}"
-                                  f"Content-Length: {len(body)}\r\n\r\n").encode() + body))  # fmt: skip
+        requests.append(
+            (
+                charge,
+                (
+                    f"POST /v1/webhooks/stripe HTTP/1.1\r\nHost: {host}\r\n{head}"
+                    f"Content-Length: {len(body)}\r\n\r\n"
+                ).encode()
+                + body,
+            )
+        )
     workers = [asyncio.create_task(connection()) for _ in range(64)]
     started = time.monotonic()
     for n, (charge, request) in enumerate(requests):
@@ -202,8 +220,10 @@ def bench_e2e(settings: Settings, catalog: Catalog, rate: int, seconds: int, wor
     result = E2eResult(rate, seconds, workers)
     run = uuid.uuid4().hex[:8]
     groups = {"ledger agent": f"bench-e2e-{run}-agent", "ledger sink": f"bench-e2e-{run}-sink"}
-    copies = {topic: _scratch_topic(settings, f"e2e-{topic.split('.')[0]}", catalog.money_partitions)
-              for topic in (CARDS, POSTED, BALANCES)}  # fmt: skip
+    copies = {
+        topic: _scratch_topic(settings, f"e2e-{topic.split('.')[0]}", catalog.money_partitions)
+        for topic in (CARDS, POSTED, BALANCES)
+    }
     try:
         return _measure(settings, rate, seconds, workers, result, groups, copies)
     finally:
@@ -231,8 +251,10 @@ def _measure(
         deliveries.append((charge.group(1).decode(), headers, body))
     with scratch_database(settings.database_url.get_secret_value(), prefix="ledgerstream_bench") as db_url:
         with psycopg.connect(db_url, autocommit=True) as conn, conn.cursor() as cur:
-            cur.executemany("INSERT INTO provider_links VALUES ('stripe', %s, %s, %s)",
-                            [(f"cus_bench_{n}", TENANT, f"acc-{n}") for n in range(CUSTOMERS)])  # fmt: skip
+            cur.executemany(
+                "INSERT INTO provider_links VALUES ('stripe', %s, %s, %s)",
+                [(f"cus_bench_{n}", TENANT, f"acc-{n}") for n in range(CUSTOMERS)],
+            )
             # the poller's way in (this scratch database only): each look reads just the new rows
             cur.execute("CREATE INDEX ON journal_entries (recorded_at)")
         port, agent_port, sink_port = free_port(), free_port(), free_port()
@@ -266,12 +288,25 @@ def _measure(
                 "--metrics-port",
                 str(agent_port),
             )
-            procs.start("sink", "ledger", "--operator", "--group", groups["ledger sink"],
-                        "--topic", copies[POSTED], "--alias", f"{copies[POSTED]}={POSTED}",
-                        "--metrics-port", str(sink_port))  # fmt: skip
+            procs.start(
+                "sink",
+                "ledger",
+                "--operator",
+                "--group",
+                groups["ledger sink"],
+                "--topic",
+                copies[POSTED],
+                "--alias",
+                f"{copies[POSTED]}={POSTED}",
+                "--metrics-port",
+                str(sink_port),
+            )
             url = f"http://127.0.0.1:{port}"
-            for probe in (url + "/healthz", f"http://127.0.0.1:{agent_port}/readyz",
-                          f"http://127.0.0.1:{sink_port}/readyz"):  # fmt: skip
+            for probe in (
+                url + "/healthz",
+                f"http://127.0.0.1:{agent_port}/readyz",
+                f"http://127.0.0.1:{sink_port}/readyz",
+            ):
                 if not wait_until(partial(_up, probe, procs), 90, 0.2):
                     raise BenchError(f"{probe} did not answer")
                 procs.check()
@@ -301,8 +336,10 @@ def _measure(
                     for name, lag_port in (("ledger agent", agent_port), ("ledger sink", sink_port)):
                         lags[name] = max(lags[name], _lag(lag_port, groups[name]))
 
-            pollers = [threading.Thread(target=poll_ledger, daemon=True),
-                       threading.Thread(target=sample_lag, daemon=True)]  # fmt: skip
+            pollers = [
+                threading.Thread(target=poll_ledger, daemon=True),
+                threading.Thread(target=sample_lag, daemon=True),
+            ]
             for t in pollers:
                 t.start()
             result.refused, result.first_refusal, result.achieved_per_s = asyncio.run(

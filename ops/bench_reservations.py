@@ -76,19 +76,35 @@ def bench_reservations(
                 for i in range(requests):
                     account = f"acc-{i % accounts}"
                     record = {
-                        "metadata": new_metadata("payments.transfer.requested", tenant_id=TENANT,
-                                                 environment=settings.environment, source="ops.bench"),
-                        "account_id": account, "transfer_id": f"bench-{uuid.uuid4()}",
+                        "metadata": new_metadata(
+                            "payments.transfer.requested",
+                            tenant_id=TENANT,
+                            environment=settings.environment,
+                            source="ops.bench",
+                        ),
+                        "account_id": account,
+                        "transfer_id": f"bench-{uuid.uuid4()}",
                         "amount": {"units": 100 + (i * 7919) % 3_900, "currency": "EUR", "exponent": 2},
-                        "destination_account_id": None, "beneficiary_reference": None, "rail": "SEPA",
+                        "destination_account_id": None,
+                        "beneficiary_reference": None,
+                        "rail": "SEPA",
                         "reference": None,
-                    }  # fmt: skip
+                    }
                     yield account.encode(), codec.encode(TOPIC, record)
 
             produce_rate = _produce(settings, topic, messages(), requests)
-            runtime = AgentRuntime(db, StatusHandler(db, codec), codec, catalog, batch_size=batch_size,
-                                   linger=0.05, group_id=f"bench-{uuid.uuid4()}", topics=[topic],
-                                   input_aliases={topic: TOPIC}, output_topics=outputs)  # fmt: skip
+            runtime = AgentRuntime(
+                db,
+                StatusHandler(db, codec),
+                codec,
+                catalog,
+                batch_size=batch_size,
+                linger=0.05,
+                group_id=f"bench-{uuid.uuid4()}",
+                topics=[topic],
+                input_aliases={topic: TOPIC},
+                output_topics=outputs,
+            )
             stats = run_agent(runtime, idle_exit=3)
             if stats.consumed != requests:
                 raise BenchError(f"the agent consumed {stats.consumed} of {requests} requests")
@@ -106,11 +122,15 @@ def bench_reservations(
         for name in [topic, *outputs.values()]:
             _drop_topic(settings, name)
     return ReservationResult(
-        requests=requests, accounts=accounts, produce_per_s=produce_rate,
+        requests=requests,
+        accounts=accounts,
+        produce_per_s=produce_rate,
         decided_per_s=requests / stats.busy_seconds if stats.busy_seconds else 0.0,
-        busy_seconds=stats.busy_seconds, reserved=int(reserved), refused=int(refused),
+        busy_seconds=stats.busy_seconds,
+        reserved=int(reserved),
+        refused=int(refused),
         overdrawn=int(overdrawn),
-    )  # fmt: skip
+    )
 
 
 def _fund(url: str, accounts: int, environment: str) -> None:
@@ -122,8 +142,9 @@ def _fund(url: str, accounts: int, environment: str) -> None:
             for n in range(accounts):
                 copy.write_row((TENANT, f"acc-{n}", "EUR", 2, environment, f"holder {n}", "customer"))
         codes = [f"customer:{TENANT}/acc-{n}:EUR" for n in range(accounts)]
-        with cur.copy("COPY ledger_accounts (code, account_type, normal_side, currency, exponent, tenant_id) "
-                      "FROM STDIN") as copy:  # fmt: skip
+        with cur.copy(
+            "COPY ledger_accounts (code, account_type, normal_side, currency, exponent, tenant_id) FROM STDIN"
+        ) as copy:
             for code in codes:
                 copy.write_row((code, "liability", "CREDIT", "EUR", 2, TENANT))
         with cur.copy("COPY balances (ledger_account, currency, debits, credits) FROM STDIN") as copy:

@@ -43,8 +43,14 @@ def service_environment(settings: Settings, keys: send.ProviderKeys, db_url: str
         "WEBHOOK_CLIENT_RATE_PER_SECOND": "1000000",
         "WEBHOOK_CLIENT_BURST": "1000000",
     }
-    return {**os.environ, **keys.environment(), **unlimited, "DATABASE_URL": db_url,
-            "REDIS_URL": settings.redis_url, "SCHEMA_REGISTRY_URL": ""}  # fmt: skip
+    return {
+        **os.environ,
+        **keys.environment(),
+        **unlimited,
+        "DATABASE_URL": db_url,
+        "REDIS_URL": settings.redis_url,
+        "SCHEMA_REGISTRY_URL": "",
+    }
 
 
 class BenchLimit(ValueError):
@@ -105,20 +111,41 @@ class WebhookBench:
         ]
         for p in self.phases:
             lat = ", ".join(f"p{k} {v}" for k, v in p.latency.items())
-            out.append(f"  {p.name}: {p.requests} requests, {p.per_second:,.0f} req/s, {lat}; "
-                       f"non-2xx {p.non_2xx}{'; ' + p.errors if p.errors else ''}")  # fmt: skip
-        out.append(f"  kept: {self.inbox_rows} inbox rows and {self.outbox_rows} outbox rows, one each per "
-                   f"unique delivery (wrk counts only answers received before it stopped)")  # fmt: skip
+            out.append(
+                f"  {p.name}: {p.requests} requests, {p.per_second:,.0f} req/s, {lat}; "
+                f"non-2xx {p.non_2xx}{'; ' + p.errors if p.errors else ''}"
+            )
+        out.append(
+            f"  kept: {self.inbox_rows} inbox rows and {self.outbox_rows} outbox rows, one each per "
+            f"unique delivery (wrk counts only answers received before it stopped)"
+        )
         return out
 
 
-def _wrk(url: str, data: Path, script: Path, seconds: int, connections: int, threads: int,
-         limit: int | None = None) -> Phase:  # fmt: skip
+def _wrk(
+    url: str, data: Path, script: Path, seconds: int, connections: int, threads: int, limit: int | None = None
+) -> Phase:
     done = subprocess.run(
-        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", "--timeout", "10s",
-         "-s", str(script), url, "--", str(data), str(threads), str(limit or "")],
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
+        [
+            "wrk",
+            f"-t{threads}",
+            f"-c{connections}",
+            f"-d{seconds}s",
+            "--latency",
+            "--timeout",
+            "10s",
+            "-s",
+            str(script),
+            url,
+            "--",
+            str(data),
+            str(threads),
+            str(limit or ""),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     text = done.stdout
     phase = Phase("")
     if m := re.search(r"(\d+) requests in", text):
@@ -152,10 +179,24 @@ def bench_webhooks(
         port = free_port()
         env = service_environment(settings, keys, db_url)
         server = subprocess.Popen(
-            [sys.executable, "-m", "ops.cli", "connect", "webhooks", "--port", str(port),
-             "--workers", str(workers), "--admin-port", "0"],
-            env=env, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "ops.cli",
+                "connect",
+                "webhooks",
+                "--port",
+                str(port),
+                "--workers",
+                str(workers),
+                "--admin-port",
+                "0",
+            ],
+            env=env,
+            cwd=REPO_ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
         url = f"http://127.0.0.1:{port}"
         try:
 

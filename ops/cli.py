@@ -773,10 +773,11 @@ def build_parser() -> Parser:
         help="serve /healthz, /readyz and /metrics on this port (0 picks a free one; default: none)",
     )
     sk.add_argument(
-        "--operator", action="store_true",
+        "--operator",
+        action="store_true",
         help="run as the operator principal, not the component's own "
         "(a replay onto a scratch topic or a group outside the catalog)",
-    )  # fmt: skip
+    )
 
     from streams.registry import AGENTS
 
@@ -817,10 +818,11 @@ def build_parser() -> Parser:
         help="serve /healthz, /readyz and /metrics on this port (0 picks a free one; default: none)",
     )
     ag.add_argument(
-        "--operator", action="store_true",
+        "--operator",
+        action="store_true",
         help="run as the operator principal, not the component's own "
         "(a replay onto a scratch topic or a group outside the catalog)",
-    )  # fmt: skip
+    )
 
     billing = sub.add_parser("billing", help="invoices: totals per tenant and period, closing a period")
     billing_sub = billing.add_subparsers(dest="action", required=True, parser_class=Parser, metavar="ACTION")

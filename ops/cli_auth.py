@@ -32,8 +32,11 @@ def keys_issue(args: argparse.Namespace) -> int:
     scopes = [s.strip() for s in args.scopes.split(",") if s.strip()]
     with _connection() as conn:
         key_id, token = issue_key(conn, args.tenant, args.principal, scopes)
-    err.print(f"key {key_id} for {args.principal} of {args.tenant} ({', '.join(sorted(scopes))}); "
-              "the token below is shown once", markup=False)  # fmt: skip
+    err.print(
+        f"key {key_id} for {args.principal} of {args.tenant} ({', '.join(sorted(scopes))}); "
+        "the token below is shown once",
+        markup=False,
+    )
     out.print(token, markup=False)
     return 0
 
@@ -56,8 +59,14 @@ def keys_list(args: argparse.Namespace) -> int:
     table = Table("key", "tenant", "principal", "scopes", "created (UTC)", "revoked (UTC)")
     with _connection() as conn:
         for key_id, tenant, principal, scopes, created, revoked in list_keys(conn, args.tenant):
-            table.add_row(key_id, tenant, principal, ", ".join(scopes), f"{created:%Y-%m-%d %H:%M}",
-                          f"{revoked:%Y-%m-%d %H:%M}" if revoked else "")  # fmt: skip
+            table.add_row(
+                key_id,
+                tenant,
+                principal,
+                ", ".join(scopes),
+                f"{created:%Y-%m-%d %H:%M}",
+                f"{revoked:%Y-%m-%d %H:%M}" if revoked else "",
+            )
     out.print(table)
     return 0
 

@@ -75,8 +75,14 @@ def connect_webhooks(args: argparse.Namespace) -> int:
         _serve_metrics(args.admin_host, args.admin_port, args.workers)
         err.print(f"metrics on http://{args.admin_host}:{args.admin_port}/metrics", markup=False)
     # h11, whatever else is installed: it bounds a request's head (16 KiB here)
-    options = {"host": args.host, "port": args.port, "log_level": "warning", "timeout_keep_alive": 5,
-               "http": "h11", "h11_max_incomplete_event_size": 16 * 1024}  # fmt: skip
+    options = {
+        "host": args.host,
+        "port": args.port,
+        "log_level": "warning",
+        "timeout_keep_alive": 5,
+        "http": "h11",
+        "h11_max_incomplete_event_size": 16 * 1024,
+    }
     if args.workers > 1:
         uvicorn.run("connectors.webhooks.app:from_environment", factory=True, workers=args.workers, **options)
     else:
@@ -124,8 +130,9 @@ def connect_chain(args: argparse.Namespace) -> int:
         return 1
     stop = stop_on_signals()
     try:
-        listener = ChainListener(settings, codec_from_settings(settings), load_catalog(), w3, spec,
-                                 start_block=args.from_block)  # fmt: skip
+        listener = ChainListener(
+            settings, codec_from_settings(settings), load_catalog(), w3, spec, start_block=args.from_block
+        )
     except WrongChain as e:
         err.print(f"connect chain: {e}", markup=False)
         return 2
@@ -289,8 +296,13 @@ def connect_outbox_relay(args: argparse.Namespace) -> int:
 
     settings = settings_or_error() if args.operator else component_settings("outbox_relay")
     stop = stop_on_signals()
-    relay = OutboxRelay(settings, codec_from_settings(settings), load_catalog(), batch_size=args.batch_size,
-                        redirect=dict(args.redirect or []))  # fmt: skip
+    relay = OutboxRelay(
+        settings,
+        codec_from_settings(settings),
+        load_catalog(),
+        batch_size=args.batch_size,
+        redirect=dict(args.redirect or []),
+    )
     err.print("outbox relay: publishing pending rows in order per account", markup=False)
     health = serve_health(args.metrics_port, relay)
     try:
@@ -315,12 +327,18 @@ def add_connect_commands(sub: Any, command: Callable[..., Any]) -> None:
     api.add_argument(
         "--admin-host", default="127.0.0.1", help="address of the admin port (default 127.0.0.1)"
     )
-    api.add_argument("--admin-port", type=int, default=18082,
-                     help="port of /docs, /openapi.json and /metrics (default 18082; 0: none)")  # fmt: skip
+    api.add_argument(
+        "--admin-port",
+        type=int,
+        default=18082,
+        help="port of /docs, /openapi.json and /metrics (default 18082; 0: none)",
+    )
     wh = command(
-        conn_sub, "webhooks", connect_webhooks,
+        conn_sub,
+        "webhooks",
+        connect_webhooks,
         "serve provider webhooks (Stripe, Plaid, TrueLayer, Circle, Sumsub) at /v1/webhooks/<provider>",
-    )  # fmt: skip
+    )
     wh.epilog = (
         "Keys come from the environment; a provider without them is not served: STRIPE_WEBHOOK_SECRETS "
         "(comma-separated), SUMSUB_WEBHOOK_SECRET, PLAID_WEBHOOK_JWKS and TRUELAYER_WEBHOOK_JWKS "
@@ -328,16 +346,23 @@ def add_connect_commands(sub: Any, command: Callable[..., Any]) -> None:
         "Limits: WEBHOOK_MAX_BODY_BYTES, WEBHOOK_READ_TIMEOUT_SECONDS, WEBHOOK_RATE_PER_SECOND, "
         "WEBHOOK_BURST, WEBHOOK_DEDUPE_TTL_SECONDS."
     )
-    dp = command(conn_sub, "dispatcher", connect_dispatcher,
-                 "send reserved bank transfers to their payout provider (SENT_TO_PROVIDER)")  # fmt: skip
+    dp = command(
+        conn_sub,
+        "dispatcher",
+        connect_dispatcher,
+        "send reserved bank transfers to their payout provider (SENT_TO_PROVIDER)",
+    )
     dp.add_argument("--provider-url", default="http://127.0.0.1:18095", help="the payout provider's API")
     dp.add_argument("--merchant-account", default="ma-ledgerstream", help="the merchant account paid from")
     dp.add_argument("--circle-url", help="Circle's API (default: the --provider-url sandbox)")
     dp.add_argument(
         "--circle-wallet", default="1000216185", help="the Circle wallet ACH payouts are paid from"
     )
-    dp.add_argument("--circle-destination", default="0f9a1c3e-0000-4000-8000-00000000ac01",
-                    help="the Circle bank account (wire) id paid to")  # fmt: skip
+    dp.add_argument(
+        "--circle-destination",
+        default="0f9a1c3e-0000-4000-8000-00000000ac01",
+        help="the Circle bank account (wire) id paid to",
+    )
     dp.add_argument("--poll", type=seconds_arg, default=0.5, help="seconds between looks (default 0.5)")
     dp.add_argument("--idle-exit", type=seconds_arg, default=None, help="stop after this many idle seconds")
     dp.add_argument(
@@ -345,10 +370,17 @@ def add_connect_commands(sub: Any, command: Callable[..., Any]) -> None:
         type=port_arg,
         help="serve /healthz, /readyz and /metrics on this port (0 picks a free one; default: none)",
     )
-    sb = command(conn_sub, "provider-sandbox", connect_provider_sandbox,
-                 "a local stand-in for TrueLayer's and Circle's payout APIs (signed webhooks)")  # fmt: skip
-    sb.add_argument("--webhook-url", default="http://127.0.0.1:18090/v1/webhooks/truelayer",
-                    help="where TrueLayer's payout webhooks go (Circle's: .../circle beside it)")  # fmt: skip
+    sb = command(
+        conn_sub,
+        "provider-sandbox",
+        connect_provider_sandbox,
+        "a local stand-in for TrueLayer's and Circle's payout APIs (signed webhooks)",
+    )
+    sb.add_argument(
+        "--webhook-url",
+        default="http://127.0.0.1:18090/v1/webhooks/truelayer",
+        help="where TrueLayer's payout webhooks go (Circle's: .../circle beside it)",
+    )
     sb.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     sb.add_argument("--port", type=positive_int, default=18095, help="port (default 18095)")
     wh.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
@@ -356,17 +388,24 @@ def add_connect_commands(sub: Any, command: Callable[..., Any]) -> None:
     wh.add_argument(
         "--admin-host", default="127.0.0.1", help="address of the metrics port (default 127.0.0.1)"
     )
-    wh.add_argument("--admin-port", type=int, default=18091,
-                    help="port of /metrics, apart from the public one (default 18091; 0: none)")  # fmt: skip
+    wh.add_argument(
+        "--admin-port",
+        type=int,
+        default=18091,
+        help="port of /metrics, apart from the public one (default 18091; 0: none)",
+    )
     wh.add_argument(
         "--workers", type=positive_int, default=1, help="processes (default 1; rate limits are per process)"
     )
-    cs = command(conn_sub, "chain-sender", connect_chain_sender,
-                 "sign and broadcast reserved CRYPTO transfers from each account's wallet")  # fmt: skip
+    cs = command(
+        conn_sub,
+        "chain-sender",
+        connect_chain_sender,
+        "sign and broadcast reserved CRYPTO transfers from each account's wallet",
+    )
     cs.add_argument("--chain", choices=("ethereum", "polygon", "arbitrum", "optimism"), required=True)
     cs.add_argument("--rpc-url", required=True, help="the node's JSON-RPC endpoint")
-    cs.add_argument("--keys", required=True,
-                    help="a mode-0600 JSON file of wallet address: hex private key")  # fmt: skip
+    cs.add_argument("--keys", required=True, help="a mode-0600 JSON file of wallet address: hex private key")
     cs.add_argument("--poll", type=seconds_arg, default=1.0, help="seconds between looks (default 1)")
     cs.add_argument(
         "--metrics-port",
@@ -383,8 +422,12 @@ def add_connect_commands(sub: Any, command: Callable[..., Any]) -> None:
         help="serve /healthz, /readyz and /metrics on this port (0 picks a free one; default: none)",
     )
     ch.add_argument("--rpc-url", required=True, help="the node's JSON-RPC endpoint (http:// or https://)")
-    ch.add_argument("--confirmations", type=positive_int, help="blocks before a transfer is confirmed "
-                    "(default: ethereum 12, polygon 128, arbitrum and optimism 20)")  # fmt: skip
+    ch.add_argument(
+        "--confirmations",
+        type=positive_int,
+        help="blocks before a transfer is confirmed "
+        "(default: ethereum 12, polygon 128, arbitrum and optimism 20)",
+    )
     ch.add_argument(
         "--from-block", type=positive_int, help="first block when there is no checkpoint (default: head)"
     )
@@ -485,7 +528,11 @@ def connect_provider_sandbox(args: argparse.Namespace) -> int:
         f"CIRCLE_WEBHOOK_KEYS='{trusted['CIRCLE_WEBHOOK_KEYS']}'",
         markup=False,
     )
-    app = create_sandbox(args.webhook_url, keys.truelayer, circle_url=circle_url,
-                         circle_sign=lambda body, path: keys.circle(body))  # fmt: skip
+    app = create_sandbox(
+        args.webhook_url,
+        keys.truelayer,
+        circle_url=circle_url,
+        circle_sign=lambda body, path: keys.circle(body),
+    )
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0

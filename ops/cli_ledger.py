@@ -31,10 +31,17 @@ def accounts_open(args: argparse.Namespace) -> int:
     settings, codec, catalog = _tools()
     with connect(settings.database_url.get_secret_value()) as conn:
         opened = open_account(
-            conn, codec, catalog, tenant=args.tenant, environment=settings.environment,
-            account_id=args.account, currency=args.currency, holder=args.holder or args.account,
-            kind=args.kind, overdraft_limit=args.overdraft,
-        )  # fmt: skip
+            conn,
+            codec,
+            catalog,
+            tenant=args.tenant,
+            environment=settings.environment,
+            account_id=args.account,
+            currency=args.currency,
+            holder=args.holder or args.account,
+            kind=args.kind,
+            overdraft_limit=args.overdraft,
+        )
     verb = "opened" if opened.created else "already open:"
     out.print(
         f"{verb} {args.tenant}/{opened.account_id} in {opened.currency} (exponent {opened.exponent})",
@@ -51,10 +58,16 @@ def _status_command(status: str) -> Callable[[argparse.Namespace], int]:
         settings, codec, catalog = _tools()
         with connect(settings.database_url.get_secret_value()) as conn:
             changes = set_status(
-                conn, codec, catalog, tenant=args.tenant, environment=settings.environment,
-                account_id=args.account, status=status, currency=args.currency,  # type: ignore[arg-type]
+                conn,
+                codec,
+                catalog,
+                tenant=args.tenant,
+                environment=settings.environment,
+                account_id=args.account,
+                status=status,  # type: ignore[arg-type]
+                currency=args.currency,
                 reason=args.reason,
-            )  # fmt: skip
+            )
         if not changes:
             out.print(f"{args.tenant}/{args.account} is already {status}", markup=False)
         for currency, before, after in changes:
@@ -126,8 +139,12 @@ def add_ledger_commands(sub: Any, command: Callable[..., Any]) -> None:
 
     acc = sub.add_parser("accounts", help="the accounts registry: open, freeze, unfreeze, close")
     acc_sub = acc.add_subparsers(dest="action", required=True, parser_class=Parser, metavar="ACTION")
-    op = command(acc_sub, "open", accounts_open,
-                 "open an account in a currency (the exponent comes from the currency registry)")  # fmt: skip
+    op = command(
+        acc_sub,
+        "open",
+        accounts_open,
+        "open an account in a currency (the exponent comes from the currency registry)",
+    )
     op.add_argument("--tenant", required=True, help="the tenant the account belongs to")
     op.add_argument("--account", required=True, help="the account id")
     op.add_argument(
@@ -135,8 +152,9 @@ def add_ledger_commands(sub: Any, command: Callable[..., Any]) -> None:
     )
     op.add_argument("--holder", help="who holds it (default: the account id)")
     op.add_argument("--kind", choices=KINDS, default="customer", help="account kind (default customer)")
-    op.add_argument("--overdraft", type=_non_negative, default=0,
-                    help="overdraft limit in minor units (default 0)")  # fmt: skip
+    op.add_argument(
+        "--overdraft", type=_non_negative, default=0, help="overdraft limit in minor units (default 0)"
+    )
     for status, verb in (("frozen", "freeze"), ("active", "unfreeze"), ("closed", "close")):
         p = command(acc_sub, verb, _status_command(status), f"{verb} an account (every currency, or one)")
         p.add_argument("--tenant", required=True, help="the tenant the account belongs to")
@@ -146,8 +164,12 @@ def add_ledger_commands(sub: Any, command: Callable[..., Any]) -> None:
 
     led = sub.add_parser("ledger", help="the ledger: balances and its invariants")
     led_sub = led.add_subparsers(dest="action", required=True, parser_class=Parser, metavar="ACTION")
-    command(led_sub, "check", ledger_check,
-            "check every invariant of the ledger; exit 1 and print each violation if one fails")  # fmt: skip
+    command(
+        led_sub,
+        "check",
+        ledger_check,
+        "check every invariant of the ledger; exit 1 and print each violation if one fails",
+    )
     bal = command(led_sub, "balances", ledger_balances, "posted, held and available per customer account")
     bal.add_argument("--tenant", help="only this tenant")
     bal.add_argument("--account", help="only this account")

@@ -97,9 +97,14 @@ def apply_acls(settings: Settings, catalog: Catalog, *, timeout: float = 30.0) -
     admin = AdminClient(settings.kafka_config(**{"socket.timeout.ms": 10000}))
     # None matches anything in a filter (the stubs say str)
     everything = AclBindingFilter(
-        ResourceType.ANY, None, ResourcePatternType.ANY, None, None,  # type: ignore[arg-type]
-        AclOperation.ANY, AclPermissionType.ANY,
-    )  # fmt: skip
+        ResourceType.ANY,
+        None,  # type: ignore[arg-type]
+        ResourcePatternType.ANY,
+        None,  # type: ignore[arg-type]
+        None,  # type: ignore[arg-type]
+        AclOperation.ANY,
+        AclPermissionType.ANY,
+    )
     try:
         present = admin.describe_acls(everything, request_timeout=timeout).result(timeout)
     except KafkaException as e:

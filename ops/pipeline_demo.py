@@ -183,8 +183,16 @@ def run_pipeline(
         create_tenant(conn, "tenant-demo", "Demo tenant")
         _, token = issue_key(conn, "tenant-demo", "demo-operator", ["transfers:write", "fx:write"])
         for account, currency in [*((a, "EUR") for a in (*accounts, card_account)), (wallet_account, "TUSD")]:
-            open_account(conn, codec, catalog, tenant="tenant-demo", environment=settings.environment,
-                         account_id=account, currency=currency, holder=f"customer {account}")  # fmt: skip
+            open_account(
+                conn,
+                codec,
+                catalog,
+                tenant="tenant-demo",
+                environment=settings.environment,
+                account_id=account,
+                currency=currency,
+                holder=f"customer {account}",
+            )
 
     def meta(kind: str, i: int) -> dict[str, Any]:
         return new_metadata(
@@ -401,10 +409,14 @@ def run_pipeline(
                 "AND external_ref = ANY(%s)"
             )
             _wait(lambda: count(paid, tids) == settled, 60, "the provider's payout webhooks")
-            report.connectors.append((
-                "payout dispatcher", f"{settled} reserved transfers", "202 from the provider sandbox",
-                f"{settled} signed payout_executed webhooks",
-            ))  # fmt: skip
+            report.connectors.append(
+                (
+                    "payout dispatcher",
+                    f"{settled} reserved transfers",
+                    "202 from the provider sandbox",
+                    f"{settled} signed payout_executed webhooks",
+                )
+            )
             final = created + " AND status IN ('COMPLETED', 'FAILED')"
             _wait(lambda: count(final, tids) == transfers, 60, "settlement")
             posted = "SELECT count(*) FROM journal_entries WHERE reference_id = ANY(%s)"
@@ -456,11 +468,22 @@ def run_pipeline(
             )
             _wait(lambda: count(blocked, blocked_id) == 1, 60, "the sanctions block")
             # an operator's report goes through the outbox: no principal but the relay writes reports
-            enqueue(conn, codec, catalog, REPORTED, {
-                "metadata": meta("payments.transaction.status_reported", 9), "account_id": wallet_account,
-                "transaction_id": blocked_id, "status": "FAILED", "reason": "demo: compensated, nothing left",
-                "provider": "ledgerstream", "provider_update_id": None, "expected_version": None,
-            })  # fmt: skip
+            enqueue(
+                conn,
+                codec,
+                catalog,
+                REPORTED,
+                {
+                    "metadata": meta("payments.transaction.status_reported", 9),
+                    "account_id": wallet_account,
+                    "transaction_id": blocked_id,
+                    "status": "FAILED",
+                    "reason": "demo: compensated, nothing left",
+                    "provider": "ledgerstream",
+                    "provider_update_id": None,
+                    "expected_version": None,
+                },
+            )
             failed = "SELECT count(*) FROM transactions WHERE transaction_id = %s AND status = 'FAILED'"
             _wait(lambda: count(failed, blocked_id) == 1, 60, "the blocked transfer to fail")
             report.card = [

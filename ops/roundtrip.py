@@ -109,8 +109,12 @@ def round_trip(
         for seq in range(per_account):
             for account in names:
                 record = transfer(run, account, seq, settings)
-                producer.produce_encoded(scratch, spec.key_of(record), codec.encode(TOPIC, record),
-                                         routing_headers(record["metadata"], fullname))  # fmt: skip
+                producer.produce_encoded(
+                    scratch,
+                    spec.key_of(record),
+                    codec.encode(TOPIC, record),
+                    routing_headers(record["metadata"], fullname),
+                )
                 report.produced += 1
         producer.flush()
         consumer.assign(start)

@@ -175,9 +175,14 @@ def stripe_authorization(
 
 
 def stripe_capture(
-    card: str, units: int, currency: str = "eur", *, live: bool = False, authorization: str | None = None,
+    card: str,
+    units: int,
+    currency: str = "eur",
+    *,
+    live: bool = False,
+    authorization: str | None = None,
     refund: bool = False,
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     """`issuing_transaction.created` for a card purchase (Stripe's amount is negative) or its refund."""
     return {
         "id": _id("evt"),

@@ -9,20 +9,47 @@ from topics.events import Event
 
 TOPIC = "compliance.aml.flagged.v1"
 COLUMNS = (
-    "flag_id", "event_id", "account_id", "tenant_id", "environment", "rule_id", "rule_version", "risk_score",
-    "time_window", "evidence", "trigger_event_id", "trigger_topic", "correlation_id", "occurred_at",
-    "kafka_topic", "kafka_partition", "kafka_offset",
-)  # fmt: skip
+    "flag_id",
+    "event_id",
+    "account_id",
+    "tenant_id",
+    "environment",
+    "rule_id",
+    "rule_version",
+    "risk_score",
+    "time_window",
+    "evidence",
+    "trigger_event_id",
+    "trigger_topic",
+    "correlation_id",
+    "occurred_at",
+    "kafka_topic",
+    "kafka_partition",
+    "kafka_offset",
+)
 
 
 def flag_row(event: Event) -> Row:
     r, meta = event.record, event.record["metadata"]
     return (
-        r["flag_id"], meta["event_id"], r["account_id"], meta["tenant_id"], meta["environment"], r["rule_id"],
-        r["rule_version"], r["risk_score"], r["window"], Jsonb(dict(r["evidence"])), r["trigger_event_id"],
-        r["trigger_topic"], meta["correlation_id"], meta["occurred_at"], event.topic, event.partition,
+        r["flag_id"],
+        meta["event_id"],
+        r["account_id"],
+        meta["tenant_id"],
+        meta["environment"],
+        r["rule_id"],
+        r["rule_version"],
+        r["risk_score"],
+        r["window"],
+        Jsonb(dict(r["evidence"])),
+        r["trigger_event_id"],
+        r["trigger_topic"],
+        meta["correlation_id"],
+        meta["occurred_at"],
+        event.topic,
+        event.partition,
         event.offset,
-    )  # fmt: skip
+    )
 
 
 class AmlSink(TableSink):

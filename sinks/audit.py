@@ -26,15 +26,35 @@ from topics.masking import mask
 TRACE = "audit.events.log.v1"
 WRITER_ROLE = "ledgerstream_audit_writer"
 COLUMNS = (
-    "event_id", "event_type", "topic", "kafka_partition", "kafka_offset", "tenant_id", "environment", "actor",
-    "correlation_id", "causation_id", "account_id", "entity_type", "entity_id", "before", "after", "payload",
-    "pan_redacted", "occurred_at",
-)  # fmt: skip
+    "event_id",
+    "event_type",
+    "topic",
+    "kafka_partition",
+    "kafka_offset",
+    "tenant_id",
+    "environment",
+    "actor",
+    "correlation_id",
+    "causation_id",
+    "account_id",
+    "entity_type",
+    "entity_id",
+    "before",
+    "after",
+    "payload",
+    "pan_redacted",
+    "occurred_at",
+)
 ENTITY_KEYS = (
-    ("transaction_id", "transaction"), ("transfer_id", "transaction"), ("order_id", "fx_order"),
-    ("conversion_id", "fx_conversion"), ("fee_id", "fee"), ("flag_id", "aml_flag"),
-    ("line_item_id", "invoice_line_item"), ("reference_id", "journal_entry"),
-)  # fmt: skip
+    ("transaction_id", "transaction"),
+    ("transfer_id", "transaction"),
+    ("order_id", "fx_order"),
+    ("conversion_id", "fx_conversion"),
+    ("fee_id", "fee"),
+    ("flag_id", "aml_flag"),
+    ("line_item_id", "invoice_line_item"),
+    ("reference_id", "journal_entry"),
+)
 
 
 def entity_of(topic: str, record: dict[str, Any]) -> tuple[str | None, str | None]:
@@ -71,12 +91,25 @@ def audit_row(event: Event) -> Row:
         (record.get("actor") if event.topic == TRACE else None) or meta.get("user_id") or meta.get("source")
     )
     return (
-        meta["event_id"], meta["event_type"], event.topic, event.partition, event.offset, meta["tenant_id"],
-        meta["environment"], actor, meta["correlation_id"], meta.get("causation_id"),
-        record.get("account_id"), entity_type, entity_id, Jsonb(mask(before).value) if before else None,
-        Jsonb(mask(after).value) if after else None, Jsonb(masked.value), masked.pan_redacted,
+        meta["event_id"],
+        meta["event_type"],
+        event.topic,
+        event.partition,
+        event.offset,
+        meta["tenant_id"],
+        meta["environment"],
+        actor,
+        meta["correlation_id"],
+        meta.get("causation_id"),
+        record.get("account_id"),
+        entity_type,
+        entity_id,
+        Jsonb(mask(before).value) if before else None,
+        Jsonb(mask(after).value) if after else None,
+        Jsonb(masked.value),
+        masked.pan_redacted,
         meta["occurred_at"],
-    )  # fmt: skip
+    )
 
 
 class AuditSink(TableSink):

@@ -151,7 +151,14 @@ class SinkRunner(BatchRuntime):
         self.sink = sink
         sink.bind(codec)
         super().__init__(
-            settings, SinkWork(settings, sink), codec, None, batch_size=batch_size, linger=linger,
-            group_id=group_id, topics=topics,
-            consumer_config=consumer_config, input_aliases=input_aliases,
-        )  # fmt: skip
+            settings,
+            SinkWork(settings, sink),
+            codec,
+            None,
+            batch_size=batch_size,
+            linger=linger,
+            group_id=group_id,
+            topics=topics,
+            consumer_config=consumer_config,
+            input_aliases=input_aliases,
+        )

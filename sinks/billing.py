@@ -13,20 +13,48 @@ from topics.money import money_parts
 
 TOPIC = "billing.invoice.line_item_added.v1"
 COLUMNS = (
-    "line_item_id", "event_id", "invoice_id", "tenant_id", "environment", "period", "account_id", "fee_type",
-    "amount", "currency", "exponent", "source_fee_id", "correlation_id", "occurred_at", "kafka_topic",
-    "kafka_partition", "kafka_offset",
-)  # fmt: skip
+    "line_item_id",
+    "event_id",
+    "invoice_id",
+    "tenant_id",
+    "environment",
+    "period",
+    "account_id",
+    "fee_type",
+    "amount",
+    "currency",
+    "exponent",
+    "source_fee_id",
+    "correlation_id",
+    "occurred_at",
+    "kafka_topic",
+    "kafka_partition",
+    "kafka_offset",
+)
 
 
 def line_item_row(event: Event) -> Row:
     r, meta = event.record, event.record["metadata"]
     units, currency, exponent = money_parts(r["amount"])
     return (
-        r["line_item_id"], meta["event_id"], r["invoice_id"], meta["tenant_id"], meta["environment"],
-        r["period"], r["account_id"], r["fee_type"], units, currency, exponent, r["source_fee_id"],
-        meta["correlation_id"], meta["occurred_at"], event.topic, event.partition, event.offset,
-    )  # fmt: skip
+        r["line_item_id"],
+        meta["event_id"],
+        r["invoice_id"],
+        meta["tenant_id"],
+        meta["environment"],
+        r["period"],
+        r["account_id"],
+        r["fee_type"],
+        units,
+        currency,
+        exponent,
+        r["source_fee_id"],
+        meta["correlation_id"],
+        meta["occurred_at"],
+        event.topic,
+        event.partition,
+        event.offset,
+    )
 
 
 class BillingSink(TableSink):

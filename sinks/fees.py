@@ -21,10 +21,23 @@ from topics.money import InexactValue, money_parts
 
 TOPIC = "billing.fee.assessed.v1"
 FEE_COLUMNS = (
-    "fee_id", "event_id", "source_event_id", "account_id", "tenant_id", "environment", "transaction_id",
-    "fee_config_version", "total", "currency", "exponent", "correlation_id", "occurred_at", "kafka_topic",
-    "kafka_partition", "kafka_offset",
-)  # fmt: skip
+    "fee_id",
+    "event_id",
+    "source_event_id",
+    "account_id",
+    "tenant_id",
+    "environment",
+    "transaction_id",
+    "fee_config_version",
+    "total",
+    "currency",
+    "exponent",
+    "correlation_id",
+    "occurred_at",
+    "kafka_topic",
+    "kafka_partition",
+    "kafka_offset",
+)
 LINE_COLUMNS = ("fee_id", "line_no", "tier", "category", "method", "amount", "currency", "provider")
 
 
@@ -42,17 +55,40 @@ def fee_rows(event: Event) -> FeeRows:
         units, line_currency, _ = money_parts(line["amount"])
         if line_currency != currency:
             raise PoisonEvent(f"fee {r['fee_id']}: a {line_currency} line in a {currency} fee")
-        lines.append((r["fee_id"], n, line["tier"], line["category"], line["method"], units, line_currency,
-                      line["provider"]))  # fmt: skip
+        lines.append(
+            (
+                r["fee_id"],
+                n,
+                line["tier"],
+                line["category"],
+                line["method"],
+                units,
+                line_currency,
+                line["provider"],
+            )
+        )
     if sum(line[5] for line in lines) != total:
         raise PoisonEvent(
             f"fee {r['fee_id']}: lines add up to {sum(x[5] for x in lines)}, not the total {total}"
         )
     fee = (
-        r["fee_id"], meta["event_id"], r["source_event_id"], r["account_id"], meta["tenant_id"],
-        meta["environment"], r["transaction_id"], r["fee_config_version"], total, currency, exponent,
-        meta["correlation_id"], meta["occurred_at"], event.topic, event.partition, event.offset,
-    )  # fmt: skip
+        r["fee_id"],
+        meta["event_id"],
+        r["source_event_id"],
+        r["account_id"],
+        meta["tenant_id"],
+        meta["environment"],
+        r["transaction_id"],
+        r["fee_config_version"],
+        total,
+        currency,
+        exponent,
+        meta["correlation_id"],
+        meta["occurred_at"],
+        event.topic,
+        event.partition,
+        event.offset,
+    )
     return FeeRows(fee, tuple(lines))
 
 
@@ -69,10 +105,16 @@ class FeesSink(Sink[FeeRows]):
     def write(self, conn: psycopg.Connection, items: Sequence[FeeRows]) -> None:
         unique = {str(item.fee[0]): item for item in items}
         with conn.cursor() as cur:
-            new = {str(f) for f in copy_new(cur, "fees", FEE_COLUMNS, (i.fee for i in unique.values()),
-                                            "fee_id", returning="fee_id")}  # fmt: skip
+            new = {
+                str(f)
+                for f in copy_new(
+                    cur, "fees", FEE_COLUMNS, (i.fee for i in unique.values()), "fee_id", returning="fee_id"
+                )
+            }
             copy_new(
-                cur, "fee_lines", LINE_COLUMNS,
+                cur,
+                "fee_lines",
+                LINE_COLUMNS,
                 (line for fee_id, item in unique.items() if fee_id in new for line in item.lines),
                 ("fee_id", "line_no"),
-            )  # fmt: skip
+            )

@@ -178,14 +178,18 @@ def card_hold(record: dict[str, Any]) -> HoldChange | None:
         return None
     occurred: datetime = meta["occurred_at"]
     return HoldChange(
-        hold_id=card_hold_id(tenant, record["transaction_id"]), tenant_id=tenant,
+        hold_id=card_hold_id(tenant, record["transaction_id"]),
+        tenant_id=tenant,
         account_id=record["account_id"],
         ledger_account=account("customer", tenant, record["account_id"], currency),
-        currency=currency, exponent=exponent, amount=units,
+        currency=currency,
+        exponent=exponent,
+        amount=units,
         status="ACTIVE" if status == "AUTHORIZED" else "RELEASED",
         reason=f"card {status.lower()} {record['provider_reference']}",
-        expires_at=occurred + timedelta(days=CARD_HOLD_DAYS), environment=meta["environment"],
-    )  # fmt: skip
+        expires_at=occurred + timedelta(days=CARD_HOLD_DAYS),
+        environment=meta["environment"],
+    )
 
 
 Item = PostedJournal | HoldChange | None
@@ -232,10 +236,19 @@ class LedgerSink(Sink[Item]):
                 "correlation_id, source_event_id, reverses, posted_at) FROM STDIN"
             ) as copy:
                 for p in unique.values():
-                    copy.write_row((
-                        p.journal_entry_id, p.journal.reference_id, p.journal.description, p.tenant_id,
-                        p.environment, p.correlation_id, p.source_event_id, p.journal.reverses, p.posted_at,
-                    ))  # fmt: skip
+                    copy.write_row(
+                        (
+                            p.journal_entry_id,
+                            p.journal.reference_id,
+                            p.journal.description,
+                            p.tenant_id,
+                            p.environment,
+                            p.correlation_id,
+                            p.source_event_id,
+                            p.journal.reverses,
+                            p.posted_at,
+                        )
+                    )
             with cur.copy(
                 "COPY stage_entries (journal_entry_id, line_no, ledger_account, account_type, normal_side, "
                 "side, amount, currency, exponent) FROM STDIN"
@@ -243,19 +256,39 @@ class LedgerSink(Sink[Item]):
                 for p in unique.values():
                     for n, line in enumerate(p.journal.lines, start=1):
                         account_type, normal, _ = account_kind(line.account)
-                        copy.write_row((
-                            p.journal_entry_id, n, line.account, account_type, normal, line.side, line.units,
-                            line.currency, line.exponent,
-                        ))  # fmt: skip
+                        copy.write_row(
+                            (
+                                p.journal_entry_id,
+                                n,
+                                line.account,
+                                account_type,
+                                normal,
+                                line.side,
+                                line.units,
+                                line.currency,
+                                line.exponent,
+                            )
+                        )
             with cur.copy(
                 "COPY stage_holds (hold_id, tenant_id, account_id, ledger_account, currency, exponent, "
                 "amount, status, reason, expires_at, journal_entry_id) FROM STDIN"
             ) as copy:
                 for h in holds:
-                    copy.write_row((
-                        h.hold_id, h.tenant_id, h.account_id, h.ledger_account, h.currency, h.exponent,
-                        h.amount, h.status, h.reason, h.expires_at, None,
-                    ))  # fmt: skip
+                    copy.write_row(
+                        (
+                            h.hold_id,
+                            h.tenant_id,
+                            h.account_id,
+                            h.ledger_account,
+                            h.currency,
+                            h.exponent,
+                            h.amount,
+                            h.status,
+                            h.reason,
+                            h.expires_at,
+                            None,
+                        )
+                    )
                 for p in unique.values():
                     completed = _completed_hold(p)
                     if completed is not None:
@@ -282,12 +315,23 @@ class LedgerSink(Sink[Item]):
         rows = conn.execute(BALANCE_STATE).fetchall()
         records = (
             balance_record(
-                BalanceState(code, tenant, holder_of(code), currency, int(exponent), int(posted), int(held),
-                             int(overdraft), cause),
-                environment=environment, source="sinks.ledger", producer=self.name,
+                BalanceState(
+                    code,
+                    tenant,
+                    holder_of(code),
+                    currency,
+                    int(exponent),
+                    int(posted),
+                    int(held),
+                    int(overdraft),
+                    cause,
+                ),
+                environment=environment,
+                source="sinks.ledger",
+                producer=self.name,
             )
             for code, tenant, currency, exponent, posted, held, overdraft, cause in rows
-        )  # fmt: skip
+        )
         enqueue_many(conn, codec, catalog, BALANCE_TOPIC, records)
 
 
@@ -302,6 +346,15 @@ def _completed_hold(p: PostedJournal) -> tuple[Any, ...] | None:
         return None
     account_id = holder_of(line.account)
     return (
-        hold, p.tenant_id, account_id, line.account, line.currency, line.exponent, line.units, "COMPLETED",
-        f"posted as {p.journal.reference_id}", p.posted_at, p.journal_entry_id,
-    )  # fmt: skip
+        hold,
+        p.tenant_id,
+        account_id,
+        line.account,
+        line.currency,
+        line.exponent,
+        line.units,
+        "COMPLETED",
+        f"posted as {p.journal.reference_id}",
+        p.posted_at,
+        p.journal_entry_id,
+    )

@@ -13,10 +13,25 @@ from topics.money import money_parts
 
 TOPIC = "payments.transfer.requested.v1"
 COLUMNS = (
-    "event_id", "transfer_id", "account_id", "tenant_id", "environment", "amount_units", "currency",
-    "exponent", "rail", "destination_account_id", "beneficiary_reference", "reference", "correlation_id",
-    "idempotency_key", "occurred_at", "kafka_topic", "kafka_partition", "kafka_offset",
-)  # fmt: skip
+    "event_id",
+    "transfer_id",
+    "account_id",
+    "tenant_id",
+    "environment",
+    "amount_units",
+    "currency",
+    "exponent",
+    "rail",
+    "destination_account_id",
+    "beneficiary_reference",
+    "reference",
+    "correlation_id",
+    "idempotency_key",
+    "occurred_at",
+    "kafka_topic",
+    "kafka_partition",
+    "kafka_offset",
+)
 
 
 def row_from_event(event: Event) -> Row:
@@ -24,11 +39,25 @@ def row_from_event(event: Event) -> Row:
     meta = r["metadata"]
     units, currency, exponent = money_parts(r["amount"])
     return (
-        meta["event_id"], r["transfer_id"], r["account_id"], meta["tenant_id"], meta["environment"],
-        units, currency, exponent, r["rail"], r["destination_account_id"], r["beneficiary_reference"],
-        r["reference"], meta["correlation_id"], meta["idempotency_key"], meta["occurred_at"],
-        event.topic, event.partition, event.offset,
-    )  # fmt: skip
+        meta["event_id"],
+        r["transfer_id"],
+        r["account_id"],
+        meta["tenant_id"],
+        meta["environment"],
+        units,
+        currency,
+        exponent,
+        r["rail"],
+        r["destination_account_id"],
+        r["beneficiary_reference"],
+        r["reference"],
+        meta["correlation_id"],
+        meta["idempotency_key"],
+        meta["occurred_at"],
+        event.topic,
+        event.partition,
+        event.offset,
+    )
 
 
 class TransferRequestSink(TableSink):

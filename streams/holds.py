@@ -89,10 +89,20 @@ def reserve(
             return (
                 f"INSUFFICIENT_FUNDS: {spend.units} {spend.currency} needed{made_of}, {available} available"
             )
-        cur.execute(PLACE, (
-            spend.hold_id, spend.tenant, spend.account_id, code, spend.currency, spend.exponent, spend.units,
-            spend.reason, seconds,
-        ))  # fmt: skip
+        cur.execute(
+            PLACE,
+            (
+                spend.hold_id,
+                spend.tenant,
+                spend.account_id,
+                code,
+                spend.currency,
+                spend.exponent,
+                spend.units,
+                spend.reason,
+                seconds,
+            ),
+        )
     return None
 
 

@@ -163,10 +163,19 @@ class AgentRuntime(BatchRuntime):
         input_aliases: dict[str, str] | None = None,
     ) -> None:
         self.handler = handler
-        super().__init__(settings, AgentWork(settings, handler), codec, catalog, batch_size=batch_size,
-                         linger=linger, group_id=group_id, topics=topics,
-                         consumer_config=consumer_config, output_topics=output_topics,
-                         input_aliases=input_aliases)  # fmt: skip
+        super().__init__(
+            settings,
+            AgentWork(settings, handler),
+            codec,
+            catalog,
+            batch_size=batch_size,
+            linger=linger,
+            group_id=group_id,
+            topics=topics,
+            consumer_config=consumer_config,
+            output_topics=output_topics,
+            input_aliases=input_aliases,
+        )
 
 
 def run_agent(runtime: AgentRuntime, **kwargs: Any) -> BatchStats:

@@ -257,9 +257,12 @@ def _compile(schema: Any) -> Callable[[bytes, int], Any]:
         "    return value",
     ]
     namespace: dict[str, Any] = {
-        "GuardViolation": GuardViolation, "_varint": _varint, "_FLOAT": _FLOAT, "_DOUBLE": _DOUBLE,
+        "GuardViolation": GuardViolation,
+        "_varint": _varint,
+        "_FLOAT": _FLOAT,
+        "_DOUBLE": _DOUBLE,
         **gen.constants,
-    }  # fmt: skip
+    }
     exec(compile("\n".join(source), f"<reader {str(schema)[:40]}>", "exec"), namespace)
     read: Callable[[bytes, int], Any] = namespace["read"]
     return read

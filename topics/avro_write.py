@@ -140,8 +140,11 @@ class _WriterGenerator:
             return [f"{pad}{self.record_fn(node, ns)}({value}, out)"]
         if kind == "enum":
             index = self.constant("_index", {s: i for i, s in enumerate(node["symbols"])})
-            return [f"{pad}out.append({index}[{value}] << 1)" if len(node["symbols"]) <= 64 else
-                    f"{pad}out += _long({index}[{value}] << 1)"]  # fmt: skip
+            return [
+                f"{pad}out.append({index}[{value}] << 1)"
+                if len(node["symbols"]) <= 64
+                else f"{pad}out += _long({index}[{value}] << 1)"
+            ]
         if kind == "fixed":
             lines = self.logical(node, value, pad)
             return [
@@ -325,10 +328,19 @@ def compile_writer(schema: Any) -> Callable[[Mapping[str, Any]], bytes]:
     import uuid
 
     namespace: dict[str, Any] = {
-        "NotCompiled": NotCompiled, "_long": _long, "_Integral": numbers.Integral, "_Real": numbers.Real,
-        "_date": datetime.date, "_datetime": datetime.datetime, "_time": datetime.time, "_UUID": uuid.UUID,
-        "_Decimal": decimal.Decimal, "_Sequence": Sequence, "_Mapping": Mapping, **gen.constants,
-    }  # fmt: skip
+        "NotCompiled": NotCompiled,
+        "_long": _long,
+        "_Integral": numbers.Integral,
+        "_Real": numbers.Real,
+        "_date": datetime.date,
+        "_datetime": datetime.datetime,
+        "_time": datetime.time,
+        "_UUID": uuid.UUID,
+        "_Decimal": decimal.Decimal,
+        "_Sequence": Sequence,
+        "_Mapping": Mapping,
+        **gen.constants,
+    }
     exec(compile("\n".join(source), f"<writer {str(schema)[:40]}>", "exec"), namespace)
     write: Callable[[Mapping[str, Any]], bytes] = namespace["write"]
     return write

@@ -60,16 +60,22 @@ def balance_record(state: BalanceState, *, environment: str, source: str, produc
     """The event announcing `state`, its id derived from the state itself."""
     key = f"{state.code}:{state.posted}:{state.held}:{state.overdraft}:{state.cause}"
     meta = new_metadata(
-        "accounts.balance.updated", tenant_id=state.tenant, environment=environment,  # type: ignore[arg-type]
-        source=source, event_id=derived_event_id(key, producer, "balance"),
-    )  # fmt: skip
+        "accounts.balance.updated",
+        tenant_id=state.tenant,
+        environment=environment,  # type: ignore[arg-type]
+        source=source,
+        event_id=derived_event_id(key, producer, "balance"),
+    )
     available, held, posted = state.posted - state.held + state.overdraft, state.held, state.posted
     return {
-        "metadata": meta, "account_id": state.account_id, "asset": state.currency,
+        "metadata": meta,
+        "account_id": state.account_id,
+        "asset": state.currency,
         "available": money_record(available, state.currency, state.exponent)[1],
         "reserved": money_record(held, state.currency, state.exponent)[1],
-        "total": money_record(posted, state.currency, state.exponent)[1], "journal_entry_id": state.cause,
-    }  # fmt: skip
+        "total": money_record(posted, state.currency, state.exponent)[1],
+        "journal_entry_id": state.cause,
+    }
 
 
 @dataclass(frozen=True)
@@ -88,8 +94,17 @@ class BalanceAnnouncer:
             return 0
         rows = conn.cursor(row_factory=tuple_row).execute(HOLDS_STATE, (hold_ids,)).fetchall()
         for code, tenant, account_id, currency, exponent, posted, held, overdraft, cause in rows:
-            state = BalanceState(code, tenant, account_id, currency, int(exponent), int(posted), int(held),
-                                 int(overdraft), cause)  # fmt: skip
+            state = BalanceState(
+                code,
+                tenant,
+                account_id,
+                currency,
+                int(exponent),
+                int(posted),
+                int(held),
+                int(overdraft),
+                cause,
+            )
             record = balance_record(
                 state, environment=self.environment, source=self.source, producer=self.producer
             )

@@ -104,9 +104,16 @@ class DeadLetters:
         self._key = settings.dead_letter_key()
         self._failures: list[str] = []
         # no delivery timeout: a dead letter waits for an unreachable broker, it is never dropped
-        self._producer = Producer(settings.kafka_config(**{
-            "acks": "all", "enable.idempotence": True, "linger.ms": 0, "message.timeout.ms": 0,
-        }))  # fmt: skip
+        self._producer = Producer(
+            settings.kafka_config(
+                **{
+                    "acks": "all",
+                    "enable.idempotence": True,
+                    "linger.ms": 0,
+                    "message.timeout.ms": 0,
+                }
+            )
+        )
 
     def _delivered(self, err: KafkaError | None, msg: Message) -> None:
         if err is not None:

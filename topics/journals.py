@@ -177,9 +177,12 @@ def posted_journal(record: dict[str, Any]) -> PostedJournal:
         units, currency, exponent = money_parts(raw["amount"])
         lines.append(Line(raw["ledger_account"], raw["side"], units, currency, exponent))
     journal = Journal(
-        record["reference_id"], record["description"], tuple(lines), record.get("reverses"),
+        record["reference_id"],
+        record["description"],
+        tuple(lines),
+        record.get("reverses"),
         record.get("completes_hold"),
-    )  # fmt: skip
+    )
     check_balanced(journal)
     check_tenant(journal, meta["tenant_id"])
     return PostedJournal(

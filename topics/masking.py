@@ -20,9 +20,16 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-ACCOUNT_NUMBER_KEYS = frozenset({
-    "iban", "account_number", "beneficiary_reference", "counterparty_reference", "bank_account", "bban",
-})  # fmt: skip
+ACCOUNT_NUMBER_KEYS = frozenset(
+    {
+        "iban",
+        "account_number",
+        "beneficiary_reference",
+        "counterparty_reference",
+        "bank_account",
+        "bban",
+    }
+)
 PAN_REDACTED = "[PAN REDACTED]"
 _CANDIDATE = re.compile(
     r"(?<!\d)(?:\d{13,19}"  # contiguous, even glued to words ("card4111111111111111")

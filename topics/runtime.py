@@ -57,26 +57,31 @@ RETRIES = Counter(
 )
 # named as kafka-exporter names them, so its dashboards and alerts work unchanged
 CURRENT_OFFSET = Gauge(
-    "kafka_consumergroup_current_offset", "The group's committed offset, as this member committed it",
+    "kafka_consumergroup_current_offset",
+    "The group's committed offset, as this member committed it",
     ["consumergroup", "topic", "partition"],
-)  # fmt: skip
+)
 LAG = Gauge(
-    "kafka_consumergroup_lag", "Messages behind the partition's high watermark after this member's commit",
+    "kafka_consumergroup_lag",
+    "Messages behind the partition's high watermark after this member's commit",
     ["consumergroup", "topic", "partition"],
-)  # fmt: skip
+)
 BATCH_SIZE = Histogram(
-    "ledgerstream_consumer_batch_size", "Events per batch", ["consumer"],
-    buckets=(1, 5, 10, 50, 100, 250, 500, 1000, 2000, 5000),
-)  # fmt: skip
-LAST_EVENT = Gauge(
-    "ledgerstream_consumer_last_event_timestamp_seconds", "Kafka timestamp of the newest event consumed",
+    "ledgerstream_consumer_batch_size",
+    "Events per batch",
     ["consumer"],
-)  # fmt: skip
+    buckets=(1, 5, 10, 50, 100, 250, 500, 1000, 2000, 5000),
+)
+LAST_EVENT = Gauge(
+    "ledgerstream_consumer_last_event_timestamp_seconds",
+    "Kafka timestamp of the newest event consumed",
+    ["consumer"],
+)
 STUCK = Gauge(
     "ledgerstream_consumer_partition_stuck",
     "1 while a partition has events waiting and its offset has not moved for STUCK_SECONDS",
     ["consumergroup", "topic", "partition"],
-)  # fmt: skip
+)
 STALL_SECONDS = 60.0
 """A loop that has not polled Kafka for this long is not alive (`/healthz` answers 503)."""
 STUCK_SECONDS = 120.0
@@ -216,9 +221,15 @@ class BatchRuntime:
             else None
         )
         self.dead_letters = DeadLetters(settings, work.name)
-        self.consumer = batch_consumer(settings, self.group_id, batch_size, **{
-            "max.poll.interval.ms": MAX_POLL_INTERVAL_MS, **(consumer_config or {}),
-        })  # fmt: skip
+        self.consumer = batch_consumer(
+            settings,
+            self.group_id,
+            batch_size,
+            **{
+                "max.poll.interval.ms": MAX_POLL_INTERVAL_MS,
+                **(consumer_config or {}),
+            },
+        )
         self.assigned = threading.Event()
         self.assignments = 0
         """How many times the group gave this member partitions (1 unless a rebalance happened)."""
@@ -251,9 +262,13 @@ class BatchRuntime:
         assigned = self.assigned.is_set()
         degraded = self._degraded.is_set()
         return self._running and assigned and not degraded, {
-            "consumer": self.work.name, "group": self.group_id, "running": self._running,
-            "assigned": assigned, "dependency_down": degraded, "consumed": self.stats.consumed,
-        }  # fmt: skip
+            "consumer": self.work.name,
+            "group": self.group_id,
+            "running": self._running,
+            "assigned": assigned,
+            "dependency_down": degraded,
+            "consumed": self.stats.consumed,
+        }
 
     def _report_offsets(self, offsets: dict[tuple[str, int], int]) -> None:
         now = time.monotonic()
@@ -375,9 +390,15 @@ class BatchRuntime:
                 self.dead_letters.send_message(msg, error)
             else:  # an event the work kept from an earlier batch (e.g. parked)
                 self.dead_letters.send(
-                    topic=event.topic, partition=event.partition, offset=event.offset, key=event.key,
-                    value=event.value, headers=None, error_class=type(error).__name__, reason=str(error),
-                )  # fmt: skip
+                    topic=event.topic,
+                    partition=event.partition,
+                    offset=event.offset,
+                    key=event.key,
+                    value=event.value,
+                    headers=None,
+                    error_class=type(error).__name__,
+                    reason=str(error),
+                )
         if self.producer is not None and outcome.outputs:
             self._flushed(self.producer.flush, keep_alive)
         if batch.dead or outcome.refused:
@@ -421,13 +442,19 @@ class BatchRuntime:
             except KafkaException as e:
                 error: KafkaError = e.args[0]
                 if error.code() in REFUSED_COMMIT:
-                    log.warning("%s: the group refused a commit (%s); the batch is worked again",
-                                self.work.name, error.str())  # fmt: skip
+                    log.warning(
+                        "%s: the group refused a commit (%s); the batch is worked again",
+                        self.work.name,
+                        error.str(),
+                    )
                     return
                 if not error.retriable() and error.code() not in (
-                    KafkaError._WAIT_COORD, KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
-                    KafkaError.COORDINATOR_NOT_AVAILABLE, KafkaError.NOT_COORDINATOR, KafkaError._TRANSPORT,
-                ):  # fmt: skip
+                    KafkaError._WAIT_COORD,
+                    KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+                    KafkaError.COORDINATOR_NOT_AVAILABLE,
+                    KafkaError.NOT_COORDINATOR,
+                    KafkaError._TRANSPORT,
+                ):
                     raise
                 log.warning(
                     "%s: commit not taken yet (%s); retrying in %.1fs", self.work.name, error.str(), delay

@@ -129,8 +129,9 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         url = settings.database_url.get_secret_value()
-        pool = AsyncConnectionPool(url, min_size=1, max_size=hooks.pool_size, open=False,
-                                   kwargs={"autocommit": True})  # fmt: skip
+        pool = AsyncConnectionPool(
+            url, min_size=1, max_size=hooks.pool_size, open=False, kwargs={"autocommit": True}
+        )
         await pool.open(wait=True, timeout=30)
         state["pool"] = pool
         state["redis"] = aioredis.Redis.from_url(settings.redis_url, socket_timeout=2)
@@ -141,8 +142,14 @@ def create_app(
             await pool.close()
 
     # the public port serves deliveries only: no OpenAPI documents, no metrics (those are on the admin port)
-    app = FastAPI(title="ledgerstream provider webhooks", version="1", lifespan=lifespan,
-                  docs_url=None, redoc_url=None, openapi_url=None)  # fmt: skip
+    app = FastAPI(
+        title="ledgerstream provider webhooks",
+        version="1",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:
@@ -213,8 +220,11 @@ def create_app(
                 return "duplicate", JSONResponse({"status": "duplicate", "inbox_id": ident})
             link = None
             if notice.external_ref is not None:
-                found = await (await conn.execute(PAYOUT_LINK if notice.payout else LINK,
-                                                  (provider, notice.external_ref))).fetchone()  # fmt: skip
+                found = await (
+                    await conn.execute(
+                        PAYOUT_LINK if notice.payout else LINK, (provider, notice.external_ref)
+                    )
+                ).fetchone()
                 link = Link(*found) if found else None
                 if link is None and notice.payout:
                     # our dispatcher may not have recorded the payout id yet: nothing is kept, the
@@ -236,8 +246,21 @@ def create_app(
                 except (Unprocessable, EncodeError) as e:
                     status, error, rows = "failed", str(e), []
             events = [str(r[2]) for r in rows]
-            inbox = (ident, provider, notice.event_id, notice.event_type, status, notice.external_ref, tenant,
-                     account, raw, Jsonb(events), error, correlation, status != "pending")  # fmt: skip
+            inbox = (
+                ident,
+                provider,
+                notice.event_id,
+                notice.event_type,
+                status,
+                notice.external_ref,
+                tenant,
+                account,
+                raw,
+                Jsonb(events),
+                error,
+                correlation,
+                status != "pending",
+            )
             # one statement, so atomic without BEGIN/COMMIT: the outbox rows go in only with a new inbox row
             params = [*inbox, *(value for row in rows for value in row)]
             inserted = await (await conn.execute(keep_statement(len(rows)), params)).fetchone()
@@ -256,17 +279,21 @@ def create_app(
     def has_inbox_id(topic: str) -> bool:
         return any(f["name"] == "inbox_id" for f in codec.store.for_topic(topic).definition["fields"])
 
-    def outbox_rows(notice: Notice, provider: str, ident: str, link: Link,
-                    correlation: str) -> list[tuple[Any, ...]]:  # fmt: skip
+    def outbox_rows(
+        notice: Notice, provider: str, ident: str, link: Link, correlation: str
+    ) -> list[tuple[Any, ...]]:
         assert notice.build is not None
         rows = []
         for index, event in enumerate(notice.build(link)):
             metadata = new_metadata(
-                event.topic.rsplit(".", 1)[0], tenant_id=link.tenant_id, environment=settings.environment,
-                source=f"connectors.webhooks.{provider}", correlation_id=correlation,
+                event.topic.rsplit(".", 1)[0],
+                tenant_id=link.tenant_id,
+                environment=settings.environment,
+                source=f"connectors.webhooks.{provider}",
+                correlation_id=correlation,
                 event_id=str(uuid.uuid5(LEDGERSTREAM_NAMESPACE, f"{ident}:{index}")),
                 occurred_at=event.occurred_at,
-            )  # fmt: skip
+            )
             record = {"metadata": metadata, **event.record}
             if has_inbox_id(event.topic):  # events of provider money name the inbox row they came from
                 record["inbox_id"] = ident

@@ -97,13 +97,19 @@ class Circle:
                 raise Unprocessable(f"{kind} status {item.get('status')!r} is unknown")
             at = iso_instant(item.get("updateDate") or item.get("createDate"))
             record = {
-                "account_id": account_id, "transaction_id": text(item, "id"),
+                "account_id": account_id,
+                "transaction_id": text(item, "id"),
                 "amount": {"units": units, "currency": currency, "exponent": exponent_of(currency)},
-                "direction": "CREDIT", "status": status,
-                "counterparty_reference": item.get("description") if isinstance(item.get("description"), str)
-                else None, "booking_date": at.date(), "value_date": None, "provider": "circle",
+                "direction": "CREDIT",
+                "status": status,
+                "counterparty_reference": item.get("description")
+                if isinstance(item.get("description"), str)
+                else None,
+                "booking_date": at.date(),
+                "value_date": None,
+                "provider": "circle",
                 "provider_reference": text(item, "id"),
-            }  # fmt: skip
+            }
             return [Canonical(TOPIC, record, to_micros(at))]
 
         return Notice(event_id, f"{kind}.{item.get('status')}", wallet, build)
@@ -126,12 +132,20 @@ def payout_notice(item: Mapping[str, Any], event_id: str) -> Notice:
         if status == "failed":
             reason += f": {item.get('errorCode') or 'no error code given'}"
         return [
-            Canonical(REPORTED, {
-                "account_id": link.account_id, "transaction_id": link.transaction_id, "status": step,
-                "reason": reason, "provider": "circle", "provider_update_id": event_id,
-                "expected_version": None,
-            }, to_micros(at))
+            Canonical(
+                REPORTED,
+                {
+                    "account_id": link.account_id,
+                    "transaction_id": link.transaction_id,
+                    "status": step,
+                    "reason": reason,
+                    "provider": "circle",
+                    "provider_update_id": event_id,
+                    "expected_version": None,
+                },
+                to_micros(at),
+            )
             for step in steps
-        ]  # fmt: skip
+        ]
 
     return Notice(event_id, f"payouts.{status}", payout_id, build, payout=True)

@@ -81,8 +81,11 @@ class Stripe:
             if kind.endswith("updated") and obj.get("status") != "reversed":
                 return Notice(event_id, kind, status="ignored", note="only reversals of authorizations")
             card = section(obj, "card")
-            status = "REVERSED" if obj.get("status") == "reversed" else (
-                "AUTHORIZED" if obj.get("approved") is True else "DECLINED")  # fmt: skip
+            status = (
+                "REVERSED"
+                if obj.get("status") == "reversed"
+                else ("AUTHORIZED" if obj.get("approved") is True else "DECLINED")
+            )
             card_id = text(card, "id")
             return Notice(
                 event_id, kind, card_id, _card(obj, text(obj, "id"), card_id, status, "DEBIT", occurred)
@@ -97,8 +100,9 @@ class Stripe:
         if kind == "charge.succeeded":
             customer = text(obj, "customer")
             token = text(obj, "payment_method")
-            return Notice(event_id, kind, customer,
-                          _card(obj, text(obj, "id"), token, "CAPTURED", "CREDIT", occurred))  # fmt: skip
+            return Notice(
+                event_id, kind, customer, _card(obj, text(obj, "id"), token, "CAPTURED", "CREDIT", occurred)
+            )
         return Notice(event_id, kind, status="ignored", note=f"{kind} is not a card money movement")
 
 
@@ -143,12 +147,17 @@ def _card(
         given = obj.get("merchant_data")
         merchant: Mapping[str, Any] = given if isinstance(given, dict) else {}
         record = {
-            "account_id": account_id, "transaction_id": txn, "card_token": card,
+            "account_id": account_id,
+            "transaction_id": txn,
+            "card_token": card,
             "amount": {"units": units, "currency": currency, "exponent": exponent},
-            "direction": direction, "status": status, "merchant_name": merchant.get("name"),
-            "merchant_category_code": merchant.get("category_code"), "provider": "stripe",
+            "direction": direction,
+            "status": status,
+            "merchant_name": merchant.get("name"),
+            "merchant_category_code": merchant.get("category_code"),
+            "provider": "stripe",
             "provider_reference": obj["id"],
-        }  # fmt: skip
+        }
         return [Canonical(TOPIC, record, occurred)]
 
     return build

@@ -69,8 +69,13 @@ class Sumsub:
                 outcome = "RESUBMIT" if reject == "RETRY" else "REJECTED"
             else:
                 raise Unprocessable(f"review answer {answer!r} is neither GREEN nor RED")
-            record = {"account_id": account_id, "applicant_id": applicant, "review_result": outcome,
-                      "risk_level": None, "provider": "sumsub"}  # fmt: skip
+            record = {
+                "account_id": account_id,
+                "applicant_id": applicant,
+                "review_result": outcome,
+                "risk_level": None,
+                "provider": "sumsub",
+            }
             return [Canonical(TOPIC, record)]
 
         return Notice(event_id, kind, user, build)

@@ -116,9 +116,15 @@ class TrueLayer:
             raise BadSignature("Tl-Signature names an unknown key or algorithm")
         try:
             body = delivery.body.decode("utf-8")
-            (verify_with_jwks(self._jwks, header).set_method(HttpMethod.POST).set_path(delivery.path)
-                .add_headers(dict(delivery.headers)).add_required_header(TIMESTAMP_HEADER)
-                .set_body(body).verify(signature))  # fmt: skip
+            (
+                verify_with_jwks(self._jwks, header)
+                .set_method(HttpMethod.POST)
+                .set_path(delivery.path)
+                .add_headers(dict(delivery.headers))
+                .add_required_header(TIMESTAMP_HEADER)
+                .set_body(body)
+                .verify(signature)
+            )
         except (TlSigningException, UnicodeDecodeError, ValueError) as e:
             raise BadSignature(f"Tl-Signature does not verify: {e}") from None
         try:
@@ -149,13 +155,17 @@ class TrueLayer:
             given = body.get("remitter")
             remitter: Mapping[str, Any] = given if isinstance(given, dict) else {}
             record = {
-                "account_id": account_id, "transaction_id": text(body, "transaction_id"),
+                "account_id": account_id,
+                "transaction_id": text(body, "transaction_id"),
                 "amount": {"units": units, "currency": currency, "exponent": exponent_of(currency)},
-                "direction": "CREDIT", "status": "POSTED",
+                "direction": "CREDIT",
+                "status": "POSTED",
                 "counterparty_reference": remitter.get("reference") or body.get("reference"),
-                "booking_date": settled.date(), "value_date": settled.date(), "provider": "truelayer",
+                "booking_date": settled.date(),
+                "value_date": settled.date(),
+                "provider": "truelayer",
                 "provider_reference": text(body, "transaction_id"),
-            }  # fmt: skip
+            }
             return [Canonical(TOPIC, record, to_micros(settled))]
 
         return Notice(event_id, kind, merchant_account, build)

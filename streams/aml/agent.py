@@ -196,11 +196,21 @@ class AmlHandler(BatchHandler):
         transfer = event.record["transfer"]
         units, asset, _ = money_parts(transfer["amount"])
         signal = Signal(event.record["account_id"], asset, units, "IN", transfer["from_address"])
-        hit = Hit(REORG_RULE, "chain", 1, REORG_SCORE, "", {
-            "chain": transfer["chain"], "tx_hash": transfer["tx_hash"], "block_hash": transfer["block_hash"],
-            "replaced_by": event.record.get("replaced_by_block_hash") or "", "units": str(units),
-            "asset": asset,
-        })  # fmt: skip
+        hit = Hit(
+            REORG_RULE,
+            "chain",
+            1,
+            REORG_SCORE,
+            "",
+            {
+                "chain": transfer["chain"],
+                "tx_hash": transfer["tx_hash"],
+                "block_hash": transfer["block_hash"],
+                "replaced_by": event.record.get("replaced_by_block_hash") or "",
+                "units": str(units),
+                "asset": asset,
+            },
+        )
         return self._flag(event, signal, hit)
 
     def _sanctioned(self, event: Event, signal: Signal, address: str) -> list[Output]:

@@ -148,12 +148,21 @@ class BillingHandler(BatchHandler):
             units, currency, exponent = money_parts(line["amount"])
             item = line_item_id(fee_id, n)
             chain = line["amount"].get("chain", "ledger")
-            outputs.append(Output(LINE_ITEM, {
-                "metadata": self._metadata(meta, item),
-                "account_id": record["account_id"], "invoice_id": invoice, "period": period,
-                "line_item_id": item, "fee_type": fee_type(line["tier"], line["category"]),
-                "amount": money_record(units, currency, exponent, chain), "source_fee_id": fee_id,
-            }))  # fmt: skip
+            outputs.append(
+                Output(
+                    LINE_ITEM,
+                    {
+                        "metadata": self._metadata(meta, item),
+                        "account_id": record["account_id"],
+                        "invoice_id": invoice,
+                        "period": period,
+                        "line_item_id": item,
+                        "fee_type": fee_type(line["tier"], line["category"]),
+                        "amount": money_record(units, currency, exponent, chain),
+                        "source_fee_id": fee_id,
+                    },
+                )
+            )
         return outputs
 
     def _subscription(self, invoice: str, tenant: str, period: str, event: Event) -> list[Output]:
@@ -162,12 +171,21 @@ class BillingHandler(BatchHandler):
             return []
         item = subscription_line_item_id(invoice, plan.plan)
         meta = event.record["metadata"]
-        return [Output(LINE_ITEM, {
-            "metadata": self._metadata(meta, item),
-            "account_id": f"tenant:{tenant}", "invoice_id": invoice, "period": period, "line_item_id": item,
-            "fee_type": f"subscription:{plan.plan}",
-            "amount": money_record(plan.monthly_fee, plan.currency, plan.exponent), "source_fee_id": None,
-        })]  # fmt: skip
+        return [
+            Output(
+                LINE_ITEM,
+                {
+                    "metadata": self._metadata(meta, item),
+                    "account_id": f"tenant:{tenant}",
+                    "invoice_id": invoice,
+                    "period": period,
+                    "line_item_id": item,
+                    "fee_type": f"subscription:{plan.plan}",
+                    "amount": money_record(plan.monthly_fee, plan.currency, plan.exponent),
+                    "source_fee_id": None,
+                },
+            )
+        ]
 
     @staticmethod
     def _metadata(meta: dict[str, Any], item: str) -> dict[str, Any]:

@@ -57,9 +57,15 @@ def chargeable(topic: str, record: dict[str, Any]) -> Chargeable | None:
             priority = transfer.get("priority_fee_per_gas")
             gas = Gas(int(transfer["gas_used"]), _wei(base), _wei(priority) if priority is not None else 0)
         return Chargeable(
-            "crypto_transfer", units, currency, exponent, rail=transfer["chain"], chain=transfer["chain"],
-            gas=gas, outbound=transfer["direction"] == "OUTBOUND",
-        )  # fmt: skip
+            "crypto_transfer",
+            units,
+            currency,
+            exponent,
+            rail=transfer["chain"],
+            chain=transfer["chain"],
+            gas=gas,
+            outbound=transfer["direction"] == "OUTBOUND",
+        )
     if topic == FX_EXECUTED:
         units, currency, exponent = money_parts(record["sold"])
         return Chargeable("fx", units, currency, exponent)
@@ -149,7 +155,9 @@ class FeesHandler(BatchHandler):
                 event_id=derived_event_id(source, AGENT, f"assessed:{assessment.currency}"),
             )
             outputs.append(
-                Output(ASSESSED, fee_record(assessment, event=event, chain=charge.chain, metadata=metadata,
-                                            fee_id=fee_id))
-            )  # fmt: skip
+                Output(
+                    ASSESSED,
+                    fee_record(assessment, event=event, chain=charge.chain, metadata=metadata, fee_id=fee_id),
+                )
+            )
         return outputs

@@ -153,9 +153,16 @@ def assess(event: Chargeable, schedule: Schedule, native: tuple[str, int] | None
                 fee = rule_fee(rule, units, schedule.rounding)
                 if fee:
                     lines.append(
-                        FeeLine(rule.tier, rule.category, rule.method, fee, event.currency, event.exponent,
-                                rule.provider)
-                    )  # fmt: skip
+                        FeeLine(
+                            rule.tier,
+                            rule.category,
+                            rule.method,
+                            fee,
+                            event.currency,
+                            event.exponent,
+                            rule.provider,
+                        )
+                    )
     if event.kind == "crypto_transfer" and event.outbound and event.gas is not None:
         if native is None:
             raise FeeError(f"no native asset configured for chain {event.chain!r}: cannot charge its gas")

@@ -58,11 +58,32 @@ FUTURE_SKEW = timedelta(seconds=60)
 
 SELECT_ORDERS = "SELECT * FROM fx_orders WHERE order_id = ANY(%s) ORDER BY order_id FOR UPDATE"
 ORDER_COLUMNS = (
-    "order_id", "account_id", "tenant_id", "environment", "order_type", "sell_units", "sell_currency",
-    "sell_exponent", "buy_currency", "buy_exponent", "status", "decision", "decided_by", "correlation_id",
-    "ordered_at", "order_event_id", "approval_event_id", "executed_at", "rate_pair", "rate_bid", "rate_ask",
-    "rate_source", "rate_quoted_at", "markup_bps", "bonus_bps",
-)  # fmt: skip
+    "order_id",
+    "account_id",
+    "tenant_id",
+    "environment",
+    "order_type",
+    "sell_units",
+    "sell_currency",
+    "sell_exponent",
+    "buy_currency",
+    "buy_exponent",
+    "status",
+    "decision",
+    "decided_by",
+    "correlation_id",
+    "ordered_at",
+    "order_event_id",
+    "approval_event_id",
+    "executed_at",
+    "rate_pair",
+    "rate_bid",
+    "rate_ask",
+    "rate_source",
+    "rate_quoted_at",
+    "markup_bps",
+    "bonus_bps",
+)
 UPSERT_ORDER = sql.SQL(
     "INSERT INTO fx_orders ({cols}, updated_at) VALUES ({values}, now()) "
     "ON CONFLICT (order_id) DO UPDATE SET ({cols}, updated_at) = ({excluded}, now())"
@@ -76,19 +97,27 @@ EMPTY_ORDER: dict[str, Any] = dict.fromkeys(ORDER_COLUMNS[1:])
 
 def rate_from_record(record: dict[str, Any]) -> Rate:
     return Rate(
-        pair=record["pair"], base=record["base"], quote=record["quote"], bid=record["bid"], ask=record["ask"],
-        source=record["rate_source"], quoted_at=record["quoted_at"],
-    )  # fmt: skip
+        pair=record["pair"],
+        base=record["base"],
+        quote=record["quote"],
+        bid=record["bid"],
+        ask=record["ask"],
+        source=record["rate_source"],
+        quoted_at=record["quoted_at"],
+    )
 
 
 def conversion_of(row: dict[str, Any], rate: Rate) -> Conversion:
     """Recompute an order's conversion from its recorded inputs (pure, so identical every time)."""
     return convert(
-        sold_units=int(row["sell_units"]), sold_currency=row["sell_currency"],
-        sold_exponent=row["sell_exponent"], bought_currency=row["buy_currency"],
-        bought_exponent=row["buy_exponent"], rate=rate,
+        sold_units=int(row["sell_units"]),
+        sold_currency=row["sell_currency"],
+        sold_exponent=row["sell_exponent"],
+        bought_currency=row["buy_currency"],
+        bought_exponent=row["buy_exponent"],
+        rate=rate,
         pricing=TenantFx(markup_bps=row["markup_bps"], bonus_bps=row["bonus_bps"]),
-    )  # fmt: skip
+    )
 
 
 def conversion_record(row: dict[str, Any], conversion: Conversion) -> dict[str, Any]:
@@ -194,13 +223,22 @@ class FxHandler(BatchHandler):
         units, currency, exponent = money_parts(r["sell"])
         pair_for(currency, r["buy_currency"])  # refuses a same-currency order
         fresh = {
-            **EMPTY_ORDER, **(row or {}), "order_id": order_id, "account_id": r["account_id"],
-            "tenant_id": meta["tenant_id"], "environment": meta["environment"], "order_type": r["order_type"],
-            "sell_units": units, "sell_currency": currency, "sell_exponent": exponent,
-            "buy_currency": r["buy_currency"], "buy_exponent": r["buy_exponent"],
-            "correlation_id": meta["correlation_id"], "ordered_at": meta["occurred_at"],
+            **EMPTY_ORDER,
+            **(row or {}),
+            "order_id": order_id,
+            "account_id": r["account_id"],
+            "tenant_id": meta["tenant_id"],
+            "environment": meta["environment"],
+            "order_type": r["order_type"],
+            "sell_units": units,
+            "sell_currency": currency,
+            "sell_exponent": exponent,
+            "buy_currency": r["buy_currency"],
+            "buy_exponent": r["buy_exponent"],
+            "correlation_id": meta["correlation_id"],
+            "ordered_at": meta["occurred_at"],
             "order_event_id": str(meta["event_id"]),
-        }  # fmt: skip
+        }
         if units <= 0:
             raise FxError(f"sell amount {units} must be positive")
         pricing = self.book.tenant(meta["tenant_id"])
@@ -224,15 +262,26 @@ class FxHandler(BatchHandler):
         if row is not None and row["status"] in ("executed", "rejected"):
             self._redelivered(batch, row)
             return
-        decided = {"decision": r["decision"], "decided_by": r["approved_by"],
-                   "approval_event_id": str(meta["event_id"])}  # fmt: skip
+        decided = {
+            "decision": r["decision"],
+            "decided_by": r["approved_by"],
+            "approval_event_id": str(meta["event_id"]),
+        }
         if row is None or row["status"] == "awaiting_order":
             # the approval overtook its order: keep the decision (and its time) until the order arrives
-            self._save(batch, {
-                **EMPTY_ORDER, **(row or {}), "order_id": order_id, "tenant_id": meta["tenant_id"],
-                "environment": meta["environment"], "status": "awaiting_order", **decided,
-                "executed_at": meta["occurred_at"],
-            })  # fmt: skip
+            self._save(
+                batch,
+                {
+                    **EMPTY_ORDER,
+                    **(row or {}),
+                    "order_id": order_id,
+                    "tenant_id": meta["tenant_id"],
+                    "environment": meta["environment"],
+                    "status": "awaiting_order",
+                    **decided,
+                    "executed_at": meta["occurred_at"],
+                },
+            )
             return
         if r["decision"] == "REJECTED":
             self._save(batch, {**row, **decided, "status": "rejected"})
@@ -247,18 +296,34 @@ class FxHandler(BatchHandler):
                 f"rate {rate.pair} quoted at {rate.quoted_at.isoformat()} is after the execution time "
                 f"{at.isoformat()}: the order cannot have seen it"
             )
-        refusal = reserve(batch.conn, batch.registry, Spend(
-            fx_hold_id(row["order_id"]), row["tenant_id"], row["account_id"], row["sell_currency"],
-            row["sell_exponent"], int(row["sell_units"]), f"fx order {row['order_id']}",
-        ))  # fmt: skip
+        refusal = reserve(
+            batch.conn,
+            batch.registry,
+            Spend(
+                fx_hold_id(row["order_id"]),
+                row["tenant_id"],
+                row["account_id"],
+                row["sell_currency"],
+                row["sell_exponent"],
+                int(row["sell_units"]),
+                f"fx order {row['order_id']}",
+            ),
+        )
         if refusal is not None:
             raise FxError(refusal)
         pricing = self.book.tenant(row["tenant_id"])
         executed = {
-            **row, "status": "executed", "executed_at": at, "rate_pair": rate.pair, "rate_bid": rate.bid,
-            "rate_ask": rate.ask, "rate_source": rate.source, "rate_quoted_at": rate.quoted_at,
-            "markup_bps": pricing.markup_bps, "bonus_bps": pricing.bonus_bps,
-        }  # fmt: skip
+            **row,
+            "status": "executed",
+            "executed_at": at,
+            "rate_pair": rate.pair,
+            "rate_bid": rate.bid,
+            "rate_ask": rate.ask,
+            "rate_source": rate.source,
+            "rate_quoted_at": rate.quoted_at,
+            "markup_bps": pricing.markup_bps,
+            "bonus_bps": pricing.bonus_bps,
+        }
         conversion = conversion_of(executed, rate)
         self._save(batch, executed)
         batch.result.outputs.append(Output(EXECUTED, conversion_record(executed, conversion)))
@@ -272,8 +337,15 @@ class FxHandler(BatchHandler):
     @staticmethod
     def _stored_rate(row: dict[str, Any]) -> Rate:
         base, quote = row["rate_pair"].split("/")
-        return Rate(row["rate_pair"], base, quote, Decimal(row["rate_bid"]), Decimal(row["rate_ask"]),
-                    row["rate_source"], row["rate_quoted_at"])  # fmt: skip
+        return Rate(
+            row["rate_pair"],
+            base,
+            quote,
+            Decimal(row["rate_bid"]),
+            Decimal(row["rate_ask"]),
+            row["rate_source"],
+            row["rate_quoted_at"],
+        )
 
     def _rate(self, sell: str, buy: str) -> Rate:
         for pair in pair_for(sell, buy):

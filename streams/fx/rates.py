@@ -60,10 +60,14 @@ class RateCache:
         micros = int(fields["quoted_at"])
         quoted_at = datetime.fromtimestamp(micros // 1_000_000, UTC).replace(microsecond=micros % 1_000_000)
         return Rate(
-            pair=pair, base=base, quote=quote, bid=Decimal(fields["bid"]), ask=Decimal(fields["ask"]),
+            pair=pair,
+            base=base,
+            quote=quote,
+            bid=Decimal(fields["bid"]),
+            ask=Decimal(fields["ask"]),
             source=fields["source"],
             quoted_at=quoted_at,
-        )  # fmt: skip
+        )
 
 
 def _text(value: bytes | str) -> str:

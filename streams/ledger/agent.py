@@ -75,35 +75,57 @@ def journal_for(topic: str, record: dict[str, Any], registry: CurrencyRegistry =
         if units == 0:
             return None
         return fees_charged(
-            tenant=tenant, fee_id=str(record["fee_id"]), account_id=record["account_id"], lines=lines,
-            currency=currency, exponent=exponent, chain=record["total"].get("chain"),
-        )  # fmt: skip
+            tenant=tenant,
+            fee_id=str(record["fee_id"]),
+            account_id=record["account_id"],
+            lines=lines,
+            currency=currency,
+            exponent=exponent,
+            chain=record["total"].get("chain"),
+        )
     if topic == CONVERSIONS:
         sold, sold_currency, sold_exponent = _money(record["sold"], registry)
         bought, bought_currency, bought_exponent = _money(record["bought"], registry)
         return fx_conversion(
-            tenant=tenant, conversion_id=str(record["conversion_id"]), account_id=record["account_id"],
-            sold_units=sold, sold_currency=sold_currency, sold_exponent=sold_exponent,
-            bought_units=bought, bought_currency=bought_currency, bought_exponent=bought_exponent,
+            tenant=tenant,
+            conversion_id=str(record["conversion_id"]),
+            account_id=record["account_id"],
+            sold_units=sold,
+            sold_currency=sold_currency,
+            sold_exponent=sold_exponent,
+            bought_units=bought,
+            bought_currency=bought_currency,
+            bought_exponent=bought_exponent,
             order_id=record.get("order_id"),
-        )  # fmt: skip
+        )
     if topic == BANK:
         if record["status"] != "POSTED":
             return None  # pending movements are not money yet; cancelled ones never were
         units, currency, exponent = _money(record["amount"], registry)
         return bank_transaction(
-            tenant=tenant, provider=record["provider"], transaction_id=record["transaction_id"],
-            account_id=record["account_id"], direction=record["direction"], units=units, currency=currency,
+            tenant=tenant,
+            provider=record["provider"],
+            transaction_id=record["transaction_id"],
+            account_id=record["account_id"],
+            direction=record["direction"],
+            units=units,
+            currency=currency,
             exponent=exponent,
-        )  # fmt: skip
+        )
     if topic == CARDS:
         units, currency, exponent = _money(record["amount"], registry)
         return card_movement(
-            tenant=tenant, provider=record["provider"], transaction_id=record["transaction_id"],
-            provider_reference=record["provider_reference"], account_id=record["account_id"],
-            status=record["status"], direction=record["direction"], units=units, currency=currency,
+            tenant=tenant,
+            provider=record["provider"],
+            transaction_id=record["transaction_id"],
+            provider_reference=record["provider_reference"],
+            account_id=record["account_id"],
+            status=record["status"],
+            direction=record["direction"],
+            units=units,
+            currency=currency,
             exponent=exponent,
-        )  # fmt: skip
+        )
     if topic == CHAIN_CONFIRMED:
         transfer = record["transfer"]
         if transfer["direction"] != "INBOUND":
@@ -126,10 +148,16 @@ def _deposit(tenant: str, record: dict[str, Any], registry: CurrencyRegistry) ->
     transfer = record["transfer"]
     units, asset, decimals = _money(transfer["amount"], registry)
     return crypto_deposit(
-        tenant=tenant, chain=transfer["chain"], tx_hash=transfer["tx_hash"],
-        log_index=transfer.get("log_index"), account_id=record["account_id"], units=units, asset=asset,
-        decimals=decimals, block_hash=transfer["block_hash"],
-    )  # fmt: skip
+        tenant=tenant,
+        chain=transfer["chain"],
+        tx_hash=transfer["tx_hash"],
+        log_index=transfer.get("log_index"),
+        account_id=record["account_id"],
+        units=units,
+        asset=asset,
+        decimals=decimals,
+        block_hash=transfer["block_hash"],
+    )
 
 
 def _money(amount: dict[str, Any], registry: CurrencyRegistry) -> tuple[int, str, int]:

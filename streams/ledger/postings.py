@@ -65,34 +65,54 @@ def transaction_completed(
         else:
             rail_account = account("clearing", tenant, rail.lower(), currency)
         debit, credit = (customer, rail_account) if direction == "DEBIT" else (rail_account, customer)
-    return _checked(Journal(
-        reference_id=f"txn:{transaction_id}",
-        description=f"transaction {transaction_id} completed ({direction.lower()})",
-        lines=_pair(debit, credit, amount, currency, exponent),
-        completes_hold=transfer_hold_id(transaction_id) if direction == "DEBIT" else None,
-    ))  # fmt: skip
+    return _checked(
+        Journal(
+            reference_id=f"txn:{transaction_id}",
+            description=f"transaction {transaction_id} completed ({direction.lower()})",
+            lines=_pair(debit, credit, amount, currency, exponent),
+            completes_hold=transfer_hold_id(transaction_id) if direction == "DEBIT" else None,
+        )
+    )
 
 
 def bank_transaction(
-    *, tenant: str, provider: str, transaction_id: str, account_id: str, direction: Side, units: int,
-    currency: str, exponent: int,
-) -> Journal:  # fmt: skip
+    *,
+    tenant: str,
+    provider: str,
+    transaction_id: str,
+    account_id: str,
+    direction: Side,
+    units: int,
+    currency: str,
+    exponent: int,
+) -> Journal:
     """A booked bank movement a provider reported: a credit raises what we owe the customer
     against the money now held at the provider; a debit lowers both."""
     customer = account("customer", tenant, account_id, currency)
     clearing = account("clearing", tenant, provider.lower(), currency)
     debit, credit = (clearing, customer) if direction == "CREDIT" else (customer, clearing)
-    return _checked(Journal(
-        f"bank:{tenant}/{provider.lower()}:{transaction_id}",
-        f"{provider} bank {direction.lower()} {transaction_id}",
-        _pair(debit, credit, abs(units), currency, exponent),
-    ))  # fmt: skip
+    return _checked(
+        Journal(
+            f"bank:{tenant}/{provider.lower()}:{transaction_id}",
+            f"{provider} bank {direction.lower()} {transaction_id}",
+            _pair(debit, credit, abs(units), currency, exponent),
+        )
+    )
 
 
 def card_movement(
-    *, tenant: str, provider: str, transaction_id: str, provider_reference: str, account_id: str,
-    status: str, direction: Side, units: int, currency: str, exponent: int,
-) -> Journal | None:  # fmt: skip
+    *,
+    tenant: str,
+    provider: str,
+    transaction_id: str,
+    provider_reference: str,
+    account_id: str,
+    status: str,
+    direction: Side,
+    units: int,
+    currency: str,
+    exponent: int,
+) -> Journal | None:
     """A card capture, load or refund; None for what posts nothing (authorizations hold,
     reversals and declines release: those are holds, not postings).
 
@@ -105,50 +125,79 @@ def card_movement(
     customer = account("customer", tenant, account_id, currency)
     card = account("clearing", tenant, f"card_{provider.lower()}", currency)
     if status == "CAPTURED" and direction == "DEBIT":
-        return _checked(Journal(
-            f"card:{tenant}/{provider_reference}", f"card capture {provider_reference} of {transaction_id}",
-            _pair(customer, card, abs(units), currency, exponent),
-            completes_hold=card_hold_id(tenant, transaction_id),
-        ))  # fmt: skip
+        return _checked(
+            Journal(
+                f"card:{tenant}/{provider_reference}",
+                f"card capture {provider_reference} of {transaction_id}",
+                _pair(customer, card, abs(units), currency, exponent),
+                completes_hold=card_hold_id(tenant, transaction_id),
+            )
+        )
     label = "refund" if status == "REFUNDED" else "load"
-    return _checked(Journal(
-        f"card:{tenant}/{provider_reference}", f"card {label} {provider_reference} of {transaction_id}",
-        _pair(card, customer, abs(units), currency, exponent),
-    ))  # fmt: skip
+    return _checked(
+        Journal(
+            f"card:{tenant}/{provider_reference}",
+            f"card {label} {provider_reference} of {transaction_id}",
+            _pair(card, customer, abs(units), currency, exponent),
+        )
+    )
 
 
 def crypto_deposit(
-    *, tenant: str, chain: str, tx_hash: str, log_index: int | None, account_id: str, units: int,
-    asset: str, decimals: int, block_hash: str,
-) -> Journal:  # fmt: skip
+    *,
+    tenant: str,
+    chain: str,
+    tx_hash: str,
+    log_index: int | None,
+    account_id: str,
+    units: int,
+    asset: str,
+    decimals: int,
+    block_hash: str,
+) -> Journal:
     """A confirmed inbound chain transfer: the customer is owed what arrived in custody. The block
     is part of the reference: a deposit reorged out is reversed, and the same transfer mined again
     in another block is a new deposit."""
     position = f"{tx_hash}:{-1 if log_index is None else log_index}"
-    return _checked(Journal(
-        f"chain:{tenant}/{chain}:{position}:{account_id}@{block_hash}",
-        f"{asset} deposit on {chain} {position}",
-        _pair(account("custody", tenant, chain, asset), account("customer", tenant, account_id, asset),
-              units, asset, decimals),
-    ))  # fmt: skip
+    return _checked(
+        Journal(
+            f"chain:{tenant}/{chain}:{position}:{account_id}@{block_hash}",
+            f"{asset} deposit on {chain} {position}",
+            _pair(
+                account("custody", tenant, chain, asset),
+                account("customer", tenant, account_id, asset),
+                units,
+                asset,
+                decimals,
+            ),
+        )
+    )
 
 
 def fee_assessed(
-    *, tenant: str, fee_id: str, account_id: str, units: int, currency: str, exponent: int,
+    *,
+    tenant: str,
+    fee_id: str,
+    account_id: str,
+    units: int,
+    currency: str,
+    exponent: int,
     tier: str = "platform",
-) -> Journal:  # fmt: skip
+) -> Journal:
     """A fee charged to a customer, recognised as revenue."""
-    return _checked(Journal(
-        reference_id=f"fee:{fee_id}",
-        description=f"{tier} fee {fee_id}",
-        lines=_pair(
-            account("customer", tenant, account_id, currency),
-            account("fee_revenue", tenant, tier, currency),
-            units,
-            currency,
-            exponent,
-        ),
-    ))  # fmt: skip
+    return _checked(
+        Journal(
+            reference_id=f"fee:{fee_id}",
+            description=f"{tier} fee {fee_id}",
+            lines=_pair(
+                account("customer", tenant, account_id, currency),
+                account("fee_revenue", tenant, tier, currency),
+                units,
+                currency,
+                exponent,
+            ),
+        )
+    )
 
 
 def fees_charged(
@@ -171,14 +220,16 @@ def fees_charged(
         else:
             credits[account("fee_revenue", tenant, tier.lower(), currency)] += units
     total = sum(credits.values())
-    return _checked(Journal(
-        reference_id=f"fee:{fee_id}",
-        description=f"fees {fee_id}",
-        lines=(
-            Line(account("customer", tenant, account_id, currency), "DEBIT", total, currency, exponent),
-            *(Line(code, "CREDIT", units, currency, exponent) for code, units in sorted(credits.items())),
-        ),
-    ))  # fmt: skip
+    return _checked(
+        Journal(
+            reference_id=f"fee:{fee_id}",
+            description=f"fees {fee_id}",
+            lines=(
+                Line(account("customer", tenant, account_id, currency), "DEBIT", total, currency, exponent),
+                *(Line(code, "CREDIT", units, currency, exponent) for code, units in sorted(credits.items())),
+            ),
+        )
+    )
 
 
 def fx_conversion(

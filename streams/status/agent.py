@@ -48,14 +48,37 @@ FAILED = "payments.transaction.failed.v1"
 AGENT = "status_agent"
 
 TXN_COLUMNS = (
-    "transaction_id", "account_id", "tenant_id", "environment", "transaction_type", "direction",
-    "amount_units", "currency", "exponent", "counterparty_account_id", "status", "version",
-    "correlation_id", "created_at", "updated_at", "rail", "chain", "beneficiary_reference",
-)  # fmt: skip
+    "transaction_id",
+    "account_id",
+    "tenant_id",
+    "environment",
+    "transaction_type",
+    "direction",
+    "amount_units",
+    "currency",
+    "exponent",
+    "counterparty_account_id",
+    "status",
+    "version",
+    "correlation_id",
+    "created_at",
+    "updated_at",
+    "rail",
+    "chain",
+    "beneficiary_reference",
+)
 HISTORY_COLUMNS = (
-    "event_id", "transaction_id", "from_status", "to_status", "reason", "provider_update_id",
-    "version", "source_event_id", "correlation_id", "occurred_at",
-)  # fmt: skip
+    "event_id",
+    "transaction_id",
+    "from_status",
+    "to_status",
+    "reason",
+    "provider_update_id",
+    "version",
+    "source_event_id",
+    "correlation_id",
+    "occurred_at",
+)
 
 
 def _columns(names: Sequence[str]) -> sql.Composed:
@@ -160,28 +183,61 @@ def outputs_for(txn: Txn, change: Change) -> list[Output]:
     amount = money_record(txn.amount_units, txn.currency, txn.exponent, chain=txn.chain or "ledger")
     out = []
     if change.from_status is None:
-        out.append(Output(CREATED, {
-            "metadata": meta("created"), **base, "transaction_type": txn.transaction_type,
-            "direction": txn.direction, "amount": amount,
-            "counterparty_account_id": txn.counterparty_account_id, "rail": txn.rail,
-        }))  # fmt: skip
-    out.append(Output(CHANGED, {
-        "metadata": meta("status_changed"), **base, "from_status": change.from_status,
-        "to_status": change.to_status, "reason": change.reason,
-        "provider_update_id": change.provider_update_id,
-    }))  # fmt: skip
+        out.append(
+            Output(
+                CREATED,
+                {
+                    "metadata": meta("created"),
+                    **base,
+                    "transaction_type": txn.transaction_type,
+                    "direction": txn.direction,
+                    "amount": amount,
+                    "counterparty_account_id": txn.counterparty_account_id,
+                    "rail": txn.rail,
+                },
+            )
+        )
+    out.append(
+        Output(
+            CHANGED,
+            {
+                "metadata": meta("status_changed"),
+                **base,
+                "from_status": change.from_status,
+                "to_status": change.to_status,
+                "reason": change.reason,
+                "provider_update_id": change.provider_update_id,
+            },
+        )
+    )
     if change.to_status == "COMPLETED":
-        out.append(Output(COMPLETED, {
-            "metadata": meta("completed"), **base, "transaction_type": txn.transaction_type,
-            "direction": txn.direction, "amount": amount,
-            "counterparty_account_id": txn.counterparty_account_id, "rail": txn.rail,
-        }))  # fmt: skip
+        out.append(
+            Output(
+                COMPLETED,
+                {
+                    "metadata": meta("completed"),
+                    **base,
+                    "transaction_type": txn.transaction_type,
+                    "direction": txn.direction,
+                    "amount": amount,
+                    "counterparty_account_id": txn.counterparty_account_id,
+                    "rail": txn.rail,
+                },
+            )
+        )
     elif change.to_status in ("FAILED", "COMPENSATING"):
-        out.append(Output(FAILED, {
-            "metadata": meta("failed"), **base, "final_status": change.to_status,
-            "reason": change.reason or change.to_status.lower(),
-            "compensation_required": change.to_status == "COMPENSATING",
-        }))  # fmt: skip
+        out.append(
+            Output(
+                FAILED,
+                {
+                    "metadata": meta("failed"),
+                    **base,
+                    "final_status": change.to_status,
+                    "reason": change.reason or change.to_status.lower(),
+                    "compensation_required": change.to_status == "COMPENSATING",
+                },
+            )
+        )
     return out
 
 
@@ -301,10 +357,20 @@ class StatusHandler(BatchHandler):
             return steps
         need = txn.amount_units + fee
         breakdown = f"{txn.amount_units} + fees {fee}"
-        refusal = reserve(conn, work.registry, Spend(
-            transfer_hold_id(txn.transaction_id), txn.tenant_id, txn.account_id, txn.currency, txn.exponent,
-            need, f"transfer {txn.transaction_id}", breakdown,
-        ))  # fmt: skip
+        refusal = reserve(
+            conn,
+            work.registry,
+            Spend(
+                transfer_hold_id(txn.transaction_id),
+                txn.tenant_id,
+                txn.account_id,
+                txn.currency,
+                txn.exponent,
+                need,
+                f"transfer {txn.transaction_id}",
+                breakdown,
+            ),
+        )
         if refusal is not None:
             steps.append(self._step(validating, "FAILED", source, meta, refusal))
             return steps
@@ -320,9 +386,14 @@ class StatusHandler(BatchHandler):
         return sum(a.total for a in assess(charge, schedule) if a.currency == txn.currency)
 
     def _dispatch(
-        self, conn: psycopg.Connection[dict[str, Any]], before: Txn, txn: Txn, change: Change, source: str,
+        self,
+        conn: psycopg.Connection[dict[str, Any]],
+        before: Txn,
+        txn: Txn,
+        change: Change,
+        source: str,
         event: Event,
-    ) -> list[tuple[Txn, Change]]:  # fmt: skip
+    ) -> list[tuple[Txn, Change]]:
         """Money leaves for the provider only while its hold stands; the hold then stays until
         the posting completes it or a failure releases it."""
         if not pin(conn, transfer_hold_id(txn.transaction_id)):
@@ -340,10 +411,17 @@ class StatusHandler(BatchHandler):
         """One more step caused by the same source event."""
         moved = replace(txn, status=target, version=txn.version + 1, updated_at=meta["occurred_at"])
         change = Change(
-            event_id=step_event_id(source, target), transaction_id=txn.transaction_id, from_status=txn.status,
-            to_status=target, reason=reason, provider_update_id=None, version=moved.version,
-            source_event_id=source, correlation_id=txn.correlation_id, occurred_at=meta["occurred_at"],
-        )  # fmt: skip
+            event_id=step_event_id(source, target),
+            transaction_id=txn.transaction_id,
+            from_status=txn.status,
+            to_status=target,
+            reason=reason,
+            provider_update_id=None,
+            version=moved.version,
+            source_event_id=source,
+            correlation_id=txn.correlation_id,
+            occurred_at=meta["occurred_at"],
+        )
         return moved, change
 
     def _unpark(self, conn: psycopg.Connection[dict[str, Any]], work: _Work, tid: str) -> list[Event]:
@@ -380,13 +458,25 @@ class StatusHandler(BatchHandler):
             if units <= 0:
                 return f"transfer {tid}: amount must be positive, got {units}"
             txn = Txn(
-                transaction_id=tid, account_id=record["account_id"], tenant_id=meta["tenant_id"],
-                environment=meta["environment"], transaction_type="TRANSFER", direction="DEBIT",
-                amount_units=units, currency=currency, exponent=exponent,
-                counterparty_account_id=record["destination_account_id"], status="INITIATED", version=1,
-                correlation_id=meta["correlation_id"], created_at=when, updated_at=when, rail=record["rail"],
-                chain=record["amount"].get("chain"), beneficiary_reference=record["beneficiary_reference"],
-            )  # fmt: skip
+                transaction_id=tid,
+                account_id=record["account_id"],
+                tenant_id=meta["tenant_id"],
+                environment=meta["environment"],
+                transaction_type="TRANSFER",
+                direction="DEBIT",
+                amount_units=units,
+                currency=currency,
+                exponent=exponent,
+                counterparty_account_id=record["destination_account_id"],
+                status="INITIATED",
+                version=1,
+                correlation_id=meta["correlation_id"],
+                created_at=when,
+                updated_at=when,
+                rail=record["rail"],
+                chain=record["amount"].get("chain"),
+                beneficiary_reference=record["beneficiary_reference"],
+            )
             return txn, self._change(txn, None, source, meta, reason="transfer requested")
         tid = record["transaction_id"]
         found = txns.get(tid)
@@ -420,17 +510,28 @@ class StatusHandler(BatchHandler):
 
     @staticmethod
     def _change(
-        txn: Txn, previous: str | None, source: str, meta: dict[str, Any], *, reason: str | None,
+        txn: Txn,
+        previous: str | None,
+        source: str,
+        meta: dict[str, Any],
+        *,
+        reason: str | None,
         provider_update_id: str | None = None,
-    ) -> Change:  # fmt: skip
+    ) -> Change:
         return Change(
             event_id=step_event_id(source, None),
-            transaction_id=txn.transaction_id, from_status=previous, to_status=txn.status, reason=reason,
-            provider_update_id=provider_update_id, version=txn.version, source_event_id=source,
+            transaction_id=txn.transaction_id,
+            from_status=previous,
+            to_status=txn.status,
+            reason=reason,
+            provider_update_id=provider_update_id,
+            version=txn.version,
+            source_event_id=source,
             # a transaction's whole life follows the request that started it, whoever reports a step
             # (a provider's webhook is a new request at the edge; the causation id names it)
-            correlation_id=txn.correlation_id, occurred_at=meta["occurred_at"],
-        )  # fmt: skip
+            correlation_id=txn.correlation_id,
+            occurred_at=meta["occurred_at"],
+        )
 
     @staticmethod
     def _write(conn: psycopg.Connection[dict[str, Any]], work: _Work) -> None:

@@ -46,10 +46,21 @@ def acct(name: str) -> str:
     return f"aml-{RUN}-{name}"
 
 
-def transfer(name: str, n: int, units: int, minutes_ago: float, beneficiary: str = "GB33BUKB20201555555555",
-             **overrides) -> dict:  # fmt: skip
-    record = transfer_requested(account=acct(name), units=units, transfer_id=f"tr-{RUN}-{name}-{n}",
-                                beneficiary_reference=beneficiary, **overrides)  # fmt: skip
+def transfer(
+    name: str,
+    n: int,
+    units: int,
+    minutes_ago: float,
+    beneficiary: str = "GB33BUKB20201555555555",
+    **overrides,
+) -> dict:
+    record = transfer_requested(
+        account=acct(name),
+        units=units,
+        transfer_id=f"tr-{RUN}-{name}-{n}",
+        beneficiary_reference=beneficiary,
+        **overrides,
+    )
     record["metadata"]["occurred_at"] = at(minutes_ago)
     return record
 
@@ -57,11 +68,18 @@ def transfer(name: str, n: int, units: int, minutes_ago: float, beneficiary: str
 def credit(name: str, n: int, units: int, minutes_ago: float) -> dict:
     return {
         "metadata": metadata("banking.transaction.received", occurred_at=at(minutes_ago)),
-        "account_id": acct(name), "transaction_id": f"bk-{RUN}-{name}-{n}",
-        "amount": {"units": units, "currency": "EUR", "exponent": 2}, "direction": "CREDIT", "status": "POSTED",
-        "counterparty_reference": "DE89370400440532013000", "booking_date": None, "value_date": None,
-        "provider": "truelayer", "provider_reference": f"tl-{RUN}-{n}", "inbox_id": None,
-    }  # fmt: skip
+        "account_id": acct(name),
+        "transaction_id": f"bk-{RUN}-{name}-{n}",
+        "amount": {"units": units, "currency": "EUR", "exponent": 2},
+        "direction": "CREDIT",
+        "status": "POSTED",
+        "counterparty_reference": "DE89370400440532013000",
+        "booking_date": None,
+        "value_date": None,
+        "provider": "truelayer",
+        "provider_reference": f"tl-{RUN}-{n}",
+        "inbox_id": None,
+    }
 
 
 # (topic, record) in order, and the flags they must raise: (account, transfer/transaction id, rule)
@@ -71,9 +89,11 @@ SCRIPT = (
     # three just under EUR 10,000 within a day: amount over 15,000 from the second, structuring on the third
     + [("payments.transfer.requested.v1", transfer("smurf", n, 950_000, 600 - 60 * n)) for n in range(3)]
     # five new payees in an hour
-    + [("payments.transfer.requested.v1", transfer("fanout", n, 5_000, 30 - n, beneficiary=f"PAYEE-{n}"))
-       for n in range(5)]
-)  # fmt: skip
+    + [
+        ("payments.transfer.requested.v1", transfer("fanout", n, 5_000, 30 - n, beneficiary=f"PAYEE-{n}"))
+        for n in range(5)
+    ]
+)
 EXPECTED = {
     (acct("burst"), f"tr-{RUN}-burst-10", "eu-count-1h"),
     (acct("smurf"), f"tr-{RUN}-smurf-1", "eu-amount-24h"),
@@ -109,10 +129,20 @@ def snapshot(conn) -> tuple:
 
 def workers(db, codec, catalog, group):
     return [
-        partial(run_agent, AgentRuntime(db, AmlHandler(db, RULES), codec, catalog, batch_size=300, linger=0.05,
-                                        group_id=f"{group}.aml")),
+        partial(
+            run_agent,
+            AgentRuntime(
+                db,
+                AmlHandler(db, RULES),
+                codec,
+                catalog,
+                batch_size=300,
+                linger=0.05,
+                group_id=f"{group}.aml",
+            ),
+        ),
         SinkRunner(db, AmlSink(), codec, batch_size=300, linger=0.05, group_id=f"{group}.aml-sink").run,
-    ]  # fmt: skip
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -127,8 +157,14 @@ def aml(services, codec, catalog):
         group = f"aml-{RUN}"
         for work in workers(db, codec, catalog, group):
             stack.enter_context(running(work))
-        stack.enter_context(running(run_agent, AgentRuntime(db, StatusHandler(db, codec), codec, catalog,
-                                                            linger=0.05, group_id=f"{group}.status")))  # fmt: skip
+        stack.enter_context(
+            running(
+                run_agent,
+                AgentRuntime(
+                    db, StatusHandler(db, codec), codec, catalog, linger=0.05, group_id=f"{group}.status"
+                ),
+            )
+        )
         producer = EventProducer(db, codec, catalog)
         open_accounts(db, [acct("crypto")], "ETH", overdraft=10 * 10**18)
         crypto = transfer("crypto", 0, 0, 1, beneficiary=SANCTIONED.lower(), rail="CRYPTO")
@@ -159,10 +195,15 @@ def aml(services, codec, catalog):
         producer.flush()
         wait_for(lambda: len(flags(conn)) >= len(EXPECTED), 60, what="the flags")
         wait_for(
-            lambda: conn.execute("SELECT status FROM transactions WHERE transaction_id = %s",
-                                 (f"tr-{RUN}-crypto-0",)).fetchone() == ("COMPENSATING",),
-            60, what="the sanctioned transfer to be compensated",
-        )  # fmt: skip
+            lambda: (
+                conn.execute(
+                    "SELECT status FROM transactions WHERE transaction_id = %s", (f"tr-{RUN}-crypto-0",)
+                ).fetchone()
+                == ("COMPENSATING",)
+            ),
+            60,
+            what="the sanctioned transfer to be compensated",
+        )
         yield db, conn, group
 
 
@@ -260,9 +301,13 @@ def test_a_deposit_reorged_off_the_chain_after_its_confirmation_is_flagged(servi
     deposit = transfer_confirmed(5 * 10**18, account=acct("reorged"))
     events = []
     for n, was_confirmed in enumerate((True, False)):
-        record = {"metadata": metadata("crypto.wallet.transfer.reorged"), "account_id": acct("reorged"),
-                  "transfer": deposit["transfer"], "replaced_by_block_hash": "0x" + "ef" * 32,
-                  "was_confirmed": was_confirmed}  # fmt: skip
+        record = {
+            "metadata": metadata("crypto.wallet.transfer.reorged"),
+            "account_id": acct("reorged"),
+            "transfer": deposit["transfer"],
+            "replaced_by_block_hash": "0x" + "ef" * 32,
+            "was_confirmed": was_confirmed,
+        }
         events.append(Event(codec.decode(codec.encode(REORGED, record)), REORGED, 0, n, None, b""))
     handler = AmlHandler(services, RULES)
     try:

@@ -52,9 +52,11 @@ def audit_runner(db, codec, catalog, group):
 
 
 def rows(conn, *where: str) -> int:
-    return int(conn.execute(
-        "SELECT count(*) FROM audit_log WHERE correlation_id = %s " + " ".join(where), (CORRELATION,)
-    ).fetchone()[0])  # fmt: skip
+    return int(
+        conn.execute(
+            "SELECT count(*) FROM audit_log WHERE correlation_id = %s " + " ".join(where), (CORRELATION,)
+        ).fetchone()[0]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -68,26 +70,51 @@ def audited(services, codec, catalog):
         group = f"audit-{RUN}"
 
         def agent(handler):
-            return partial(run_agent, AgentRuntime(db, handler, codec, catalog, batch_size=300, linger=0.05,
-                                                   group_id=f"{group}.{handler.name}"))  # fmt: skip
+            return partial(
+                run_agent,
+                AgentRuntime(
+                    db,
+                    handler,
+                    codec,
+                    catalog,
+                    batch_size=300,
+                    linger=0.05,
+                    group_id=f"{group}.{handler.name}",
+                ),
+            )
 
         open_accounts(db, [f"acc-audit-{RUN}"], overdraft=100_000)
         start_group_at_end(db, f"{group}.audit", catalog.schema_topics())  # this run's events, not history
         for work in (
-            agent(StatusHandler(db, codec)), agent(FeesHandler(pricing.fees)), agent(LedgerHandler()),
+            agent(StatusHandler(db, codec)),
+            agent(FeesHandler(pricing.fees)),
+            agent(LedgerHandler()),
             SinkRunner(db, LedgerSink(), codec, batch_size=300, linger=0.05, group_id=f"{group}.ledger").run,
             audit_runner(db, codec, catalog, group).run,
-        ):  # fmt: skip
+        ):
             stack.enter_context(running(work))
         producer = EventProducer(db, codec, catalog)
-        producer.produce("audit.events.log.v1", {
-            "metadata": metadata("audit.events.log", correlation_id=CORRELATION, user_id="user-7"),
-            "service": "command-api", "action": "transfer.accepted", "entity_type": "transaction",
-            "entity_id": TID, "actor": "user-7", "outcome": "accepted",
-            "details": {"iban": IBAN, "memo": f"paid with card {PAN}", "before": "none", "after": "accepted"},
-        })  # fmt: skip
-        request = transfer_requested(account=f"acc-audit-{RUN}", units=50_000, transfer_id=TID,
-                                     beneficiary_reference=IBAN)  # fmt: skip
+        producer.produce(
+            "audit.events.log.v1",
+            {
+                "metadata": metadata("audit.events.log", correlation_id=CORRELATION, user_id="user-7"),
+                "service": "command-api",
+                "action": "transfer.accepted",
+                "entity_type": "transaction",
+                "entity_id": TID,
+                "actor": "user-7",
+                "outcome": "accepted",
+                "details": {
+                    "iban": IBAN,
+                    "memo": f"paid with card {PAN}",
+                    "before": "none",
+                    "after": "accepted",
+                },
+            },
+        )
+        request = transfer_requested(
+            account=f"acc-audit-{RUN}", units=50_000, transfer_id=TID, beneficiary_reference=IBAN
+        )
         request["metadata"]["correlation_id"] = CORRELATION
         producer.produce("payments.transfer.requested.v1", request)
         producer.flush()
@@ -95,11 +122,19 @@ def audited(services, codec, catalog):
             lambda: rows(conn, "AND topic = 'payments.transaction.created.v1'") == 1, 60, what="creation"
         )
         for status in DISPATCHED:
-            producer.produce("payments.transaction.status_reported.v1", {
-                "metadata": metadata("payments.transaction.status_reported", correlation_id=CORRELATION),
-                "account_id": f"acc-audit-{RUN}", "transaction_id": TID, "status": status,
-                "reason": None, "provider": "truelayer", "provider_update_id": None, "expected_version": None,
-            })  # fmt: skip
+            producer.produce(
+                "payments.transaction.status_reported.v1",
+                {
+                    "metadata": metadata("payments.transaction.status_reported", correlation_id=CORRELATION),
+                    "account_id": f"acc-audit-{RUN}",
+                    "transaction_id": TID,
+                    "status": status,
+                    "reason": None,
+                    "provider": "truelayer",
+                    "provider_update_id": None,
+                    "expected_version": None,
+                },
+            )
         producer.flush()
         # the trace event, the request, its creation and seven status changes, four reports, the
         # completion, the fee, and two journals (the transfer's and the fee's)
@@ -113,10 +148,15 @@ def test_audit_trace_shows_the_transfer_from_command_to_ledger(audited, monkeypa
     path = [t for i, t in enumerate(topics) if i == 0 or topics[i - 1] != t]
     reported, changed = "payments.transaction.status_reported.v1", "payments.transaction.status_changed.v1"
     assert path == [
-        "audit.events.log.v1", "payments.transfer.requested.v1", "payments.transaction.created.v1", changed,
+        "audit.events.log.v1",
+        "payments.transfer.requested.v1",
+        "payments.transaction.created.v1",
+        changed,
         *[reported, changed] * len(DISPATCHED),
-        "payments.transaction.completed.v1", "billing.fee.assessed.v1", "ledger.journal.posted.v1",
-    ]  # fmt: skip
+        "payments.transaction.completed.v1",
+        "billing.fee.assessed.v1",
+        "ledger.journal.posted.v1",
+    ]
     assert topics[0] == "audit.events.log.v1" and topics[-1] == "ledger.journal.posted.v1"
     assert topics.index("payments.transaction.completed.v1") < topics.index("ledger.journal.posted.v1")
     monkeypatch.setenv("DATABASE_URL", db.database_url.get_secret_value())

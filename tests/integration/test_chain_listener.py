@@ -137,8 +137,11 @@ def test_a_restart_resumes_from_the_checkpoint_and_repeats_nothing(db, codec, ca
     sandbox.tester.mine_blocks(3)
     restarted.catch_up(conn)
     before = {k: len(events(conn, codec, spec, k)) for k in ("detected", "confirmed")}
-    conn.execute("UPDATE chain_checkpoints c SET (block_number, block_hash) = (SELECT number, hash FROM chain_blocks b"
-                 " WHERE b.chain = c.chain ORDER BY number LIMIT 1) WHERE chain = %s", (spec.name,))  # fmt: skip
+    conn.execute(
+        "UPDATE chain_checkpoints c SET (block_number, block_hash) = (SELECT number, hash FROM chain_blocks b"
+        " WHERE b.chain = c.chain ORDER BY number LIMIT 1) WHERE chain = %s",
+        (spec.name,),
+    )
     assert restarted.catch_up(conn) >= 4  # the later transfer's block and those confirming it, scanned again
     assert {k: len(events(conn, codec, spec, k)) for k in ("detected", "confirmed")} == before
 
@@ -190,8 +193,11 @@ def test_chain_events_reach_their_topics_as_avro_keyed_by_account(services, db, 
     expected = {"detected": [confirmed, reorged], "confirmed": [confirmed], "reorged": [reorged]}
     for kind, hashes in expected.items():
         topic = f"crypto.wallet.transfer.{kind}.v1"
-        mine = [codec.decode(m.value(), topic=topic) for m in read_all(services, topic)
-                if m.key() == accounts[a[1]].encode()]  # fmt: skip
+        mine = [
+            codec.decode(m.value(), topic=topic)
+            for m in read_all(services, topic)
+            if m.key() == accounts[a[1]].encode()
+        ]
         assert [r["transfer"]["tx_hash"] for r in mine if r["transfer"]["chain"] == spec.name] == hashes, kind
 
 

@@ -99,11 +99,26 @@ def sent(services, catalog):
         drive(lambda: balance(conn, customer)[1] == DEPOSIT, "the deposit posted")
         producer = EventProducer(db, codec, catalog)
         tusd = {"units": Decimal(SEND), "asset": "TUSD", "decimals": 6, "chain": spec.name}
-        producer.produce("payments.transfer.requested.v1", transfer_requested(
-            ACCOUNT, transfer_id=SENT, amount=tusd, rail="CRYPTO", beneficiary_reference=beneficiary.lower()))  # fmt: skip
-        producer.produce("payments.transfer.requested.v1", transfer_requested(
-            ACCOUNT, transfer_id=REFUSED, amount={**tusd, "units": Decimal(1_000)}, rail="CRYPTO",
-            beneficiary_reference="not an address"))  # fmt: skip
+        producer.produce(
+            "payments.transfer.requested.v1",
+            transfer_requested(
+                ACCOUNT,
+                transfer_id=SENT,
+                amount=tusd,
+                rail="CRYPTO",
+                beneficiary_reference=beneficiary.lower(),
+            ),
+        )
+        producer.produce(
+            "payments.transfer.requested.v1",
+            transfer_requested(
+                ACCOUNT,
+                transfer_id=REFUSED,
+                amount={**tusd, "units": Decimal(1_000)},
+                rail="CRYPTO",
+                beneficiary_reference="not an address",
+            ),
+        )
         producer.flush()
         final = "SELECT transaction_id, status FROM transactions WHERE transaction_id = ANY(%s) ORDER BY 1"
         settled = sorted([(SENT, "COMPLETED"), (REFUSED, "FAILED")])
@@ -122,8 +137,11 @@ def sent(services, catalog):
         wait_for(
             lambda: balance(conn, custody) == (DEPOSIT, SEND), 60, what="the send posted against custody"
         )
-        wait_for(lambda: conn.execute("SELECT count(*) FROM outbox WHERE status = 'pending'").fetchone() == (0,),
-                 60, what="the outbox relay")  # fmt: skip
+        wait_for(
+            lambda: conn.execute("SELECT count(*) FROM outbox WHERE status = 'pending'").fetchone() == (0,),
+            60,
+            what="the outbox relay",
+        )
         yield db, conn, codec, sandbox, spec, stray, wallet, beneficiary
 
 
@@ -131,9 +149,14 @@ def test_a_sent_transfer_moves_through_each_step_with_the_chain_update_that_caus
     _, conn, _, _, spec, *_ = sent
     steps = history(conn, SENT)
     assert [s[0] for s in steps] == [
-        "INITIATED", "VALIDATING", "BALANCE_RESERVED", "SENT_TO_PROVIDER", "PROVIDER_PROCESSING",
-        "PROVIDER_CONFIRMING", "COMPLETED",
-    ]  # fmt: skip
+        "INITIATED",
+        "VALIDATING",
+        "BALANCE_RESERVED",
+        "SENT_TO_PROVIDER",
+        "PROVIDER_PROCESSING",
+        "PROVIDER_CONFIRMING",
+        "COMPLETED",
+    ]
     tx_hash = conn.execute("SELECT tx_hash FROM chain_sends WHERE transaction_id = %s", (SENT,)).fetchone()[0]
     assert steps[3][2] == f"signed {tx_hash} on {spec.name}"
     assert {s[1] for s in steps[4:]} == {steps[4][1]} and steps[4][1].startswith(f"{tx_hash}@0x")

@@ -51,23 +51,36 @@ def api(services, codec, catalog):
             ("reader", "tenant-1", ["accounts:write"]),
             ("eve", "tenant-2", SCOPES),
         ):
-            TOKENS[user] = issue_key(conn, tenant, user, list(scopes))[1]  # fmt: skip
+            TOKENS[user] = issue_key(conn, tenant, user, list(scopes))[1]
         open_accounts(db, ACCOUNTS)
         open_accounts(db, [f"acc-api-{RUN}-other"], tenant="tenant-2")
         yield db, conn, client
 
 
 def body(account: str = f"acc-api-{RUN}", units: int = 12_345, **overrides) -> dict:
-    return {"account_id": account, "amount": {"units": units, "currency": "EUR", "exponent": 2}, "rail": "SEPA",
-            "beneficiary_reference": "GB33BUKB20201555555555", **overrides}  # fmt: skip
+    return {
+        "account_id": account,
+        "amount": {"units": units, "currency": "EUR", "exponent": 2},
+        "rail": "SEPA",
+        "beneficiary_reference": "GB33BUKB20201555555555",
+        **overrides,
+    }
 
 
 TOKENS: dict[str, str] = {}
 """API keys of tenant-1's principals, issued by the `api` fixture."""
-ACCOUNTS = [f"acc-api-{RUN}{suffix}" for suffix in (
-    "", "-fx", "-concurrent", "-relay", *(f"-k{i}" for i in range(8)), *(f"-ret{i}" for i in range(2)),
-    *(f"-two{i}" for i in range(4)),
-)]  # fmt: skip
+ACCOUNTS = [
+    f"acc-api-{RUN}{suffix}"
+    for suffix in (
+        "",
+        "-fx",
+        "-concurrent",
+        "-relay",
+        *(f"-k{i}" for i in range(8)),
+        *(f"-ret{i}" for i in range(2)),
+        *(f"-two{i}" for i in range(4)),
+    )
+]
 
 
 def auth(user: str = "alice") -> dict:
@@ -84,8 +97,11 @@ def count(conn, table: str, key: str) -> int:
 
 
 def outbox_rows(conn, account: str) -> int:
-    return int(conn.execute("SELECT count(*) FROM outbox WHERE aggregate_id = %s AND topic = %s",
-                            (account, TOPIC)).fetchone()[0])  # fmt: skip
+    return int(
+        conn.execute(
+            "SELECT count(*) FROM outbox WHERE aggregate_id = %s AND topic = %s", (account, TOPIC)
+        ).fetchone()[0]
+    )
 
 
 def test_a_transfer_is_accepted_with_its_outbox_row_and_replayed_by_key(api):
@@ -147,8 +163,14 @@ def test_bad_requests_get_a_client_error_and_write_nothing(api, payload, hdrs, s
 
 
 def fx_order(account: str = f"acc-api-{RUN}-fx", units: int = 250_000, **overrides) -> dict:
-    return {"account_id": account, "sell": {"units": units, "currency": "EUR", "exponent": 2},
-            "buy_currency": "USD", "buy_exponent": 2, "order_type": "MARKET", **overrides}  # fmt: skip
+    return {
+        "account_id": account,
+        "sell": {"units": units, "currency": "EUR", "exponent": 2},
+        "buy_currency": "USD",
+        "buy_exponent": 2,
+        "order_type": "MARKET",
+        **overrides,
+    }
 
 
 def test_an_fx_order_is_accepted_with_its_outbox_event(api, codec):
@@ -158,14 +180,19 @@ def test_an_fx_order_is_accepted_with_its_outbox_event(api, codec):
     assert first.status_code == 201, first.text
     again = client.post("/v1/fx/orders", json=fx_order(), headers=headers(key))
     assert again.status_code == 201 and again.json() == first.json()
-    topic, value = conn.execute("SELECT topic, value FROM outbox WHERE event_id = %s",
-                                (first.json()["event_id"],)).fetchone()  # fmt: skip
+    topic, value = conn.execute(
+        "SELECT topic, value FROM outbox WHERE event_id = %s", (first.json()["event_id"],)
+    ).fetchone()
     record = codec.decode(bytes(value), topic=topic)
     assert topic == "fx.order.requested.v1" and record["order_id"] == first.json()["order_id"]
     assert record["sell"] == {"units": 250_000, "currency": "EUR", "exponent": 2}
     assert (record["buy_currency"], record["order_type"]) == ("USD", "MARKET")
-    assert conn.execute("SELECT count(*) FROM fx_order_commands WHERE idempotency_key = %s",
-                        (key,)).fetchone()[0] == 1  # fmt: skip
+    assert (
+        conn.execute("SELECT count(*) FROM fx_order_commands WHERE idempotency_key = %s", (key,)).fetchone()[
+            0
+        ]
+        == 1
+    )
 
 
 @pytest.mark.parametrize(
@@ -186,15 +213,26 @@ def test_bad_fx_orders_are_refused_and_write_nothing(api, order):
 
 
 HOSTILE_AMOUNTS = [
-    ("/v1/transfers", body(amount={"units": 100, "currency": "USD", "exponent": 0}), "USD has exponent 2, not 0"),
-    ("/v1/transfers", body(amount={"units": 100, "currency": "EUR", "exponent": 18}), "EUR has exponent 2, not 18"),
+    (
+        "/v1/transfers",
+        body(amount={"units": 100, "currency": "USD", "exponent": 0}),
+        "USD has exponent 2, not 0",
+    ),
+    (
+        "/v1/transfers",
+        body(amount={"units": 100, "currency": "EUR", "exponent": 18}),
+        "EUR has exponent 2, not 18",
+    ),
     ("/v1/transfers", body(amount={"units": 100, "currency": "ZZZ", "exponent": 2}), "neither an ISO 4217"),
-    ("/v1/transfers", body(amount={"units": 10**18, "currency": "ETH", "exponent": 6}, rail="CRYPTO"),
-     "ETH has decimals 18, not 6"),
+    (
+        "/v1/transfers",
+        body(amount={"units": 10**18, "currency": "ETH", "exponent": 6}, rail="CRYPTO"),
+        "ETH has decimals 18, not 6",
+    ),
     ("/v1/fx/orders", fx_order(buy_exponent=18), "USD has exponent 2, not 18"),
     ("/v1/fx/orders", fx_order(buy_currency="QQQ"), "neither an ISO 4217"),
     ("/v1/fx/orders", fx_order(sell={"units": 100, "currency": "JPY", "exponent": 2}), "JPY has exponent 0"),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize(("path", "command", "reason"), HOSTILE_AMOUNTS)
@@ -216,22 +254,25 @@ def test_an_fx_order_takes_the_bought_currencys_exponent_from_the_registry(api, 
     order = {k: v for k, v in fx_order(buy_currency="JPY").items() if k != "buy_exponent"}
     answer = client.post("/v1/fx/orders", json=order, headers=headers(f"key-{RUN}-jpy"))
     assert answer.status_code == 201, answer.text
-    topic, value = conn.execute("SELECT topic, value FROM outbox WHERE event_id = %s",
-                                (answer.json()["event_id"],)).fetchone()  # fmt: skip
+    topic, value = conn.execute(
+        "SELECT topic, value FROM outbox WHERE event_id = %s", (answer.json()["event_id"],)
+    ).fetchone()
     assert codec.decode(bytes(value), topic=topic)["buy_exponent"] == 0
 
 
 def test_an_otc_decision_is_accepted_with_the_approver_and_scoped_to_its_order(api, codec):
     _, conn, client = api
-    order = client.post("/v1/fx/orders", json=fx_order(order_type="OTC", units=5_000_000),
-                        headers=headers(f"key-{RUN}-otc")).json()["order_id"]  # fmt: skip
+    order = client.post(
+        "/v1/fx/orders", json=fx_order(order_type="OTC", units=5_000_000), headers=headers(f"key-{RUN}-otc")
+    ).json()["order_id"]
     decision = {"account_id": f"acc-api-{RUN}-fx", "decision": "APPROVED", "reason": "desk limit checked"}
     key = f"key-{RUN}-otc-approval"
     approver = headers(key, user="bob")
     answer = client.post(f"/v1/fx/orders/{order}/approval", json=decision, headers=approver)
     assert answer.status_code == 201, answer.text
-    topic, value = conn.execute("SELECT topic, value FROM outbox WHERE event_id = %s",
-                                (answer.json()["event_id"],)).fetchone()  # fmt: skip
+    topic, value = conn.execute(
+        "SELECT topic, value FROM outbox WHERE event_id = %s", (answer.json()["event_id"],)
+    ).fetchone()
     record = codec.decode(bytes(value), topic=topic)
     assert topic == "fx.order.approved.v1"
     assert (record["order_id"], record["approved_by"], record["decision"]) == (order, "bob", "APPROVED")
@@ -242,8 +283,9 @@ def test_an_otc_decision_is_accepted_with_the_approver_and_scoped_to_its_order(a
     own = client.post(f"/v1/fx/orders/{order}/approval", json=decision, headers=headers(f"key-{RUN}-own"))
     assert own.status_code == 403 and "four eyes" in own.json()["detail"]
     # another tenant's approver does not see the order at all
-    foreign = client.post(f"/v1/fx/orders/{order}/approval", json=decision,
-                          headers=headers(f"key-{RUN}-eve", user="eve"))  # fmt: skip
+    foreign = client.post(
+        f"/v1/fx/orders/{order}/approval", json=decision, headers=headers(f"key-{RUN}-eve", user="eve")
+    )
     assert foreign.status_code == 404
 
 
@@ -259,8 +301,11 @@ def test_concurrent_requests_with_one_key_have_one_effect(api):
     key = f"key-{RUN}-concurrent"
     account = f"acc-api-{RUN}-concurrent"
     with ThreadPoolExecutor(10) as pool:
-        responses = list(pool.map(lambda _: client.post("/v1/transfers", json=body(account), headers=headers(key)),
-                                  range(10)))  # fmt: skip
+        responses = list(
+            pool.map(
+                lambda _: client.post("/v1/transfers", json=body(account), headers=headers(key)), range(10)
+            )
+        )
     first = [r for r in responses if r.status_code == 201 and "Idempotent-Replayed" not in r.headers]
     assert len(first) == 1
     # the others were told the key is in flight (409, at once), or got the stored answer
@@ -273,8 +318,12 @@ def test_concurrent_requests_with_one_key_have_one_effect(api):
 def test_the_relay_publishes_decodable_events_keyed_by_account(services, codec, catalog, api):
     db, conn, client = api
     account = f"acc-api-{RUN}-relay"
-    ids = [client.post("/v1/transfers", json=body(account, units=n + 1), headers=headers(f"key-{RUN}-r{n}")).json()
-           for n in range(5)]  # fmt: skip
+    ids = [
+        client.post(
+            "/v1/transfers", json=body(account, units=n + 1), headers=headers(f"key-{RUN}-r{n}")
+        ).json()
+        for n in range(5)
+    ]
     OutboxRelay(db, codec, catalog).run(idle_exit=1)
     assert conn.execute("SELECT count(*) FROM outbox WHERE status = 'pending'").fetchone()[0] == 0
     mine = [m for m in read_all(services, TOPIC) if m.key() == account.encode()]
@@ -310,8 +359,12 @@ def test_killing_the_relay_mid_batch_loses_and_duplicates_nothing_downstream(ser
     accounts = [f"acc-api-{RUN}-k{i}" for i in range(8)]
     expected = set()
     with ThreadPoolExecutor(4) as pool:
-        for r in pool.map(lambda n: client.post("/v1/transfers", json=body(accounts[n % 8], units=n + 1),
-                                                headers=headers(f"key-{RUN}-k{n}")), range(200)):  # fmt: skip
+        for r in pool.map(
+            lambda n: client.post(
+                "/v1/transfers", json=body(accounts[n % 8], units=n + 1), headers=headers(f"key-{RUN}-k{n}")
+            ),
+            range(200),
+        ):
             assert r.status_code == 201
             expected.add(r.json()["transfer_id"])
     env = {**os.environ, "DATABASE_URL": db.database_url.get_secret_value(), "SCHEMA_REGISTRY_URL": ""}
@@ -330,8 +383,13 @@ def test_killing_the_relay_mid_batch_loses_and_duplicates_nothing_downstream(ser
         proc.send_signal(signal.SIGKILL)  # after Kafka acknowledged the batch, before it was marked
         proc.wait(30)
         blocker.rollback()
-    assert conn.execute("SELECT count(*) FROM outbox WHERE status = 'published' AND aggregate_id LIKE %s "
-                        "AND topic = %s", (f"acc-api-{RUN}-k%", TOPIC)).fetchone()[0] == 0  # fmt: skip
+    assert (
+        conn.execute(
+            "SELECT count(*) FROM outbox WHERE status = 'published' AND aggregate_id LIKE %s AND topic = %s",
+            (f"acc-api-{RUN}-k%", TOPIC),
+        ).fetchone()[0]
+        == 0
+    )
     OutboxRelay(db, codec, catalog).run(idle_exit=1)  # a fresh relay publishes everything, the batch again
     assert conn.execute("SELECT count(*) FROM outbox WHERE status = 'pending'").fetchone()[0] == 0
     on_topic = [
@@ -360,8 +418,11 @@ def test_retention_deletes_only_what_has_served_its_purpose(api):
     conn.execute(
         "UPDATE api_idempotency SET expires_at = now() - interval '1 second' WHERE key = %s", (keys[0],)
     )
-    conn.execute("UPDATE outbox SET status = 'published', published_at = now() - interval '8 days'"
-                 " WHERE aggregate_id = %s", (f"acc-api-{RUN}-ret0",))  # fmt: skip
+    conn.execute(
+        "UPDATE outbox SET status = 'published', published_at = now() - interval '8 days'"
+        " WHERE aggregate_id = %s",
+        (f"acc-api-{RUN}-ret0",),
+    )
     counted = purge(conn, dry_run=True)
     assert counted.idempotency_keys >= 1 and counted.outbox_rows >= 1
     assert purge(conn) == counted  # the dry run counted exactly what the purge deletes
@@ -391,9 +452,11 @@ def test_accounts_are_opened_and_frozen_through_the_api_with_their_events(api, c
     freeze = {"status": "frozen", "reason": "chargeback review"}
     frozen = client.post(f"/v1/accounts/{account}/status", json=freeze, headers=headers(f"key-{RUN}-freeze"))
     assert frozen.status_code == 201 and frozen.json() == {
-        "status": "changed", "account_id": account, "correlation_id": frozen.json()["correlation_id"],
+        "status": "changed",
+        "account_id": account,
+        "correlation_id": frozen.json()["correlation_id"],
         "currencies": ["KWD"],
-    }  # fmt: skip
+    }
     events = [
         codec.decode(bytes(value), topic=topic)
         for topic, value in conn.execute(
@@ -401,8 +464,9 @@ def test_accounts_are_opened_and_frozen_through_the_api_with_their_events(api, c
         ).fetchall()
     ]
     assert [e["metadata"]["event_type"] for e in events] == [
-        "accounts.account.opened", "accounts.account.status_changed"
-    ]  # fmt: skip
+        "accounts.account.opened",
+        "accounts.account.status_changed",
+    ]
     assert events[0]["overdraft_limit"] == {"units": 5_000, "currency": "KWD", "exponent": 3}
     assert (events[1]["from_status"], events[1]["to_status"]) == ("active", "frozen")
 
@@ -478,8 +542,9 @@ def test_who_may_call_decides_what_is_written(api):
     for path, command, credentials, _ in cases:
         before = conn.execute("SELECT (SELECT count(*) FROM outbox), (SELECT count(*) FROM api_idempotency)")
         key = f"key-{uuid.uuid4().hex}"
-        response = client.post(path, json=command,
-                               headers={"x-environment": "sandbox", "Idempotency-Key": key, **credentials})  # fmt: skip
+        response = client.post(
+            path, json=command, headers={"x-environment": "sandbox", "Idempotency-Key": key, **credentials}
+        )
         statuses.append(response.status_code)
         after = conn.execute("SELECT (SELECT count(*) FROM outbox), (SELECT count(*) FROM api_idempotency)")
         assert after.fetchone() == before.fetchone(), (path, credentials)
@@ -492,7 +557,8 @@ def test_the_audit_actor_is_the_authenticated_principal(api, codec):
     _, conn, client = api
     answer = client.post("/v1/transfers", json=body(), headers=headers(f"key-{RUN}-actor", user="bob"))
     assert answer.status_code == 201
-    topic, value = conn.execute("SELECT topic, value FROM outbox WHERE event_id = %s",
-                                (answer.json()["event_id"],)).fetchone()  # fmt: skip
+    topic, value = conn.execute(
+        "SELECT topic, value FROM outbox WHERE event_id = %s", (answer.json()["event_id"],)
+    ).fetchone()
     meta = codec.decode(bytes(value), topic=topic)["metadata"]
     assert (meta["tenant_id"], meta["user_id"]) == ("tenant-1", "bob")

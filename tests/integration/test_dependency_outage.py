@@ -56,10 +56,20 @@ def journals(codec, first: int) -> list[tuple[bytes, bytes]]:
     out = []
     for i in range(first, first + EACH):
         account = f"acc-out-{RUN}-{i % 7}"
-        journal = fee_assessed(tenant="tenant-1", fee_id=f"out-{RUN}-{i}", account_id=account, units=1 + i % 50,
-                               currency="EUR", exponent=2)  # fmt: skip
-        record = journal_record(journal, journal_entry_id=derived_event_id(journal.reference_id, "ledger_agent"),
-                                account_id=account, metadata=metadata("ledger.journal.posted"))  # fmt: skip
+        journal = fee_assessed(
+            tenant="tenant-1",
+            fee_id=f"out-{RUN}-{i}",
+            account_id=account,
+            units=1 + i % 50,
+            currency="EUR",
+            exponent=2,
+        )
+        record = journal_record(
+            journal,
+            journal_entry_id=derived_event_id(journal.reference_id, "ledger_agent"),
+            account_id=account,
+            metadata=metadata("ledger.journal.posted"),
+        )
         out.append((account.encode(), codec.encode("ledger.journal.posted.v1", record)))
     return out
 
@@ -81,10 +91,26 @@ def test_a_database_outage_longer_than_the_poll_interval_loses_and_duplicates_no
     start_group_at_end(services, f"outage-agent-{RUN}", catalog.consumers["status_agent"].inputs)
     with private_database(services) as db:
         open_accounts(db, [f"acc-out-{RUN}-{i}" for i in range(7)], overdraft=10**9)
-        sink = SinkRunner(db, LedgerSink(), codec, batch_size=100, linger=0.05, group_id=f"outage-sink-{RUN}",
-                          topics=[journal_topic], consumer_config=CONFIG)  # fmt: skip
-        agent = AgentRuntime(db, StatusHandler(db, codec), codec, catalog, batch_size=100, linger=0.05,
-                             group_id=f"outage-agent-{RUN}", consumer_config=CONFIG)  # fmt: skip
+        sink = SinkRunner(
+            db,
+            LedgerSink(),
+            codec,
+            batch_size=100,
+            linger=0.05,
+            group_id=f"outage-sink-{RUN}",
+            topics=[journal_topic],
+            consumer_config=CONFIG,
+        )
+        agent = AgentRuntime(
+            db,
+            StatusHandler(db, codec),
+            codec,
+            catalog,
+            batch_size=100,
+            linger=0.05,
+            group_id=f"outage-agent-{RUN}",
+            consumer_config=CONFIG,
+        )
         url = db.database_url.get_secret_value()
 
         def counts() -> tuple[int, int]:
@@ -120,8 +146,12 @@ def test_a_database_outage_longer_than_the_poll_interval_loses_and_duplicates_no
             assert wait_for(lambda: probe("/readyz") == 503, 10, what="the paused sink not ready")
             assert probe("/healthz") == 200  # alive: it keeps polling Kafka while paused
             time.sleep(max(0.0, OUTAGE_SECONDS - (time.monotonic() - down)))  # the outage itself, not a sync
-            restarted = subprocess.run([sys.executable, "-m", "ops.cli", "stack", "up", "--no-registry"],
-                                       capture_output=True, text=True, timeout=120)  # fmt: skip
+            restarted = subprocess.run(
+                [sys.executable, "-m", "ops.cli", "stack", "up", "--no-registry"],
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
             assert restarted.returncode == 0, restarted.stderr
             assert wait_for(pg.healthy, 60, what="PostgreSQL back")
             wait_for(lambda: counts() == (2 * EACH, 2 * EACH), 90, what="everything written after the outage")
@@ -129,8 +159,11 @@ def test_a_database_outage_longer_than_the_poll_interval_loses_and_duplicates_no
             assert wait_for(lambda: probe("/readyz") == 200, 10, what="the sink ready again")
             metrics = httpx.get(f"http://127.0.0.1:{health.port}/metrics", timeout=5).text
         health.close()
-        lag = [line for line in metrics.splitlines()
-               if line.startswith("kafka_consumergroup_lag{") and f'consumergroup="outage-sink-{RUN}"' in line]  # fmt: skip
+        lag = [
+            line
+            for line in metrics.splitlines()
+            if line.startswith("kafka_consumergroup_lag{") and f'consumergroup="outage-sink-{RUN}"' in line
+        ]
         assert lag and all(line.endswith(" 0.0") for line in lag), lag  # every partition caught up
         assert f'kafka_consumergroup_current_offset{{consumergroup="outage-sink-{RUN}"' in metrics
         assert (sink.assignments, agent.assignments) == (1, 1)  # neither left its group: no rebalance
@@ -140,8 +173,9 @@ def test_a_database_outage_longer_than_the_poll_interval_loses_and_duplicates_no
         )
         assert counts() == (2 * EACH, 2 * EACH)  # nothing lost, nothing duplicated
         with psycopg.connect(url) as conn:
-            history = conn.execute("SELECT count(*), count(DISTINCT (transaction_id, version)) "
-                                   "FROM transaction_status_history").fetchone()  # fmt: skip
+            history = conn.execute(
+                "SELECT count(*), count(DISTINCT (transaction_id, version)) FROM transaction_status_history"
+            ).fetchone()
         assert history == (3 * 2 * EACH, 3 * 2 * EACH)
         assert sink.stats.written == 2 * EACH and sink.stats.dead_lettered == 0
         assert agent.stats.consumed == 2 * EACH and agent.stats.dead_lettered == 0

@@ -71,9 +71,11 @@ def test_two_tenants_sharing_an_account_id_get_a_balance_each(empty_database, tm
             ).fetchall()
         )
         assert balances == {
-            "clearing:t1/sepa:EUR": -500, "clearing:t2/sepa:EUR": -50,
-            "customer:t1/acc-1:EUR": 500, "customer:t2/acc-1:EUR": 50,
-        }  # fmt: skip
+            "clearing:t1/sepa:EUR": -500,
+            "clearing:t2/sepa:EUR": -50,
+            "customer:t1/acc-1:EUR": 500,
+            "customer:t2/acc-1:EUR": 50,
+        }
         tenants = dict(conn.execute("SELECT code, tenant_id FROM ledger_accounts").fetchall())
         assert tenants["customer:t2/acc-1:EUR"] == "t2" and "customer:acc-1:EUR" not in tenants
         assert conn.execute("SELECT DISTINCT exponent FROM entries").fetchall() == [(2,)]

@@ -80,7 +80,21 @@ def journals(n: int, seed: int) -> list[tuple[str, Journal]]:
             )
         else:
             currency, exponent = rng.choice([("EUR", 2), ("USD", 2), ("JPY", 0)])
-            out.append((account, transaction_completed(tenant="tenant-1", transaction_id=f"{seed}-{i}", account_id=account, direction=rng.choice(["DEBIT", "CREDIT"]), units=rng.randint(1, 10**9), currency=currency, exponent=exponent, rail="sepa")))  # fmt: skip
+            out.append(
+                (
+                    account,
+                    transaction_completed(
+                        tenant="tenant-1",
+                        transaction_id=f"{seed}-{i}",
+                        account_id=account,
+                        direction=rng.choice(["DEBIT", "CREDIT"]),
+                        units=rng.randint(1, 10**9),
+                        currency=currency,
+                        exponent=exponent,
+                        rail="sepa",
+                    ),
+                )
+            )
     return out
 
 
@@ -123,16 +137,43 @@ def posted(services, db, codec):
     batch = journals(900, seed=1)
     poison = [
         (b"acc-1", b"\xc3\x01not avro at all"),
-        encode(codec, "acc-2", Journal("bad:1", "unbalanced", (
-            Line("customer:tenant-1/acc-2:EUR", "DEBIT", 10, "EUR", 2),
-            Line("clearing:tenant-1/x:EUR", "CREDIT", 9, "EUR", 2)))),
-        encode(codec, "acc-3", Journal("bad:2", "another tenant's books", (
-            Line("customer:tenant-2/acc-3:EUR", "DEBIT", 10, "EUR", 2),
-            Line("clearing:tenant-2/x:EUR", "CREDIT", 10, "EUR", 2)))),
-        encode(codec, "acc-4", Journal("bad:3", "a client's exponent", (
-            Line("customer:tenant-1/acc-4:EUR", "DEBIT", 10, "EUR", 18),
-            Line("clearing:tenant-1/x:EUR", "CREDIT", 10, "EUR", 18)))),
-    ]  # fmt: skip
+        encode(
+            codec,
+            "acc-2",
+            Journal(
+                "bad:1",
+                "unbalanced",
+                (
+                    Line("customer:tenant-1/acc-2:EUR", "DEBIT", 10, "EUR", 2),
+                    Line("clearing:tenant-1/x:EUR", "CREDIT", 9, "EUR", 2),
+                ),
+            ),
+        ),
+        encode(
+            codec,
+            "acc-3",
+            Journal(
+                "bad:2",
+                "another tenant's books",
+                (
+                    Line("customer:tenant-2/acc-3:EUR", "DEBIT", 10, "EUR", 2),
+                    Line("clearing:tenant-2/x:EUR", "CREDIT", 10, "EUR", 2),
+                ),
+            ),
+        ),
+        encode(
+            codec,
+            "acc-4",
+            Journal(
+                "bad:3",
+                "a client's exponent",
+                (
+                    Line("customer:tenant-1/acc-4:EUR", "DEBIT", 10, "EUR", 18),
+                    Line("clearing:tenant-1/x:EUR", "CREDIT", 10, "EUR", 18),
+                ),
+            ),
+        ),
+    ]
     messages = (
         [encode(codec, a, j) for a, j in batch[:450]] + poison + [encode(codec, a, j) for a, j in batch[450:]]
     )

@@ -38,10 +38,14 @@ def tid(n: int) -> str:
 def report(n: int, status: str, *, expected_version: int | None = None) -> dict:
     return {
         "metadata": metadata("payments.transaction.status_reported", correlation_id=f"corr-{RUN}-{n}"),
-        "account_id": f"acc-{RUN}-{n}", "transaction_id": tid(n), "status": status,
-        "reason": f"provider says {status.lower()}", "provider": "truelayer",
-        "provider_update_id": f"pu-{uuid.uuid4().hex[:6]}", "expected_version": expected_version,
-    }  # fmt: skip
+        "account_id": f"acc-{RUN}-{n}",
+        "transaction_id": tid(n),
+        "status": status,
+        "reason": f"provider says {status.lower()}",
+        "provider": "truelayer",
+        "provider_update_id": f"pu-{uuid.uuid4().hex[:6]}",
+        "expected_version": expected_version,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -129,10 +133,17 @@ def lifecycle(services, codec, catalog):
                 what="lifecycles to progress",
             )
             # the block decision comes on another topic: only after the reservation is it a compensation
-            producer.produce("compliance.transaction.blocked.v1", {
-                "metadata": metadata("compliance.transaction.blocked", correlation_id=f"corr-{RUN}-3"),
-                "account_id": f"acc-{RUN}-3", "transaction_id": tid(3), "rule_id": "ofac-sdn",
-                "reason": "counterparty on the sanctions list", "address": None})  # fmt: skip
+            producer.produce(
+                "compliance.transaction.blocked.v1",
+                {
+                    "metadata": metadata("compliance.transaction.blocked", correlation_id=f"corr-{RUN}-3"),
+                    "account_id": f"acc-{RUN}-3",
+                    "transaction_id": tid(3),
+                    "rule_id": "ofac-sdn",
+                    "reason": "counterparty on the sanctions list",
+                    "address": None,
+                },
+            )
             producer.flush()
             wait_for(lambda: statuses(conn)[tid(3)] == ("COMPENSATING", 4), 60, what="the block")
             # a report that overtakes its transfer request waits for it, then applies
@@ -195,9 +206,11 @@ def test_a_report_that_overtakes_its_transfer_request_is_applied_after_it(lifecy
         (tid(4),),
     ).fetchall()
     assert history == [
-        (None, "INITIATED", 1), ("INITIATED", "VALIDATING", 2), ("VALIDATING", "BALANCE_RESERVED", 3),
+        (None, "INITIATED", 1),
+        ("INITIATED", "VALIDATING", 2),
+        ("VALIDATING", "BALANCE_RESERVED", 3),
         ("BALANCE_RESERVED", "SENT_TO_PROVIDER", 4),
-    ]  # fmt: skip
+    ]
     assert (
         conn.execute(
             "SELECT count(*) FROM transaction_status_parked WHERE transaction_id = %s", (tid(4),)
@@ -241,10 +254,12 @@ def test_illegal_and_stale_reports_go_to_the_dead_letter_topic_with_the_reason(s
         for m in messages
         if RUN in dict(m.headers())[ERROR_MESSAGE].decode()
     ]
-    assert sorted(reasons) == sorted([
-        f"transaction {tid(1)}: stale report: it expected version 3, the transaction is at version 7 (COMPLETED)",
-        f"transaction {tid(2)}: illegal transition BALANCE_RESERVED -> PROVIDER_CONFIRMING",
-    ])  # fmt: skip
+    assert sorted(reasons) == sorted(
+        [
+            f"transaction {tid(1)}: stale report: it expected version 3, the transaction is at version 7 (COMPLETED)",
+            f"transaction {tid(2)}: illegal transition BALANCE_RESERVED -> PROVIDER_CONFIRMING",
+        ]
+    )
     assert {
         dict(m.headers())[ERROR_CLASS] for m in messages if RUN.encode() in dict(m.headers())[ERROR_MESSAGE]
     } == {b"Refused"}
@@ -258,8 +273,9 @@ def test_completed_transactions_are_posted_balanced_and_accounts_sum_to_zero(lif
         ("txn:" + tid(2),),
     ).fetchall()
     assert lines == [
-        (f"customer:tenant-1/acc-{RUN}-2:EUR", "DEBIT", 20_000), ("clearing:tenant-1/sepa:EUR", "CREDIT", 20_000)
-    ]  # fmt: skip
+        (f"customer:tenant-1/acc-{RUN}-2:EUR", "DEBIT", 20_000),
+        ("clearing:tenant-1/sepa:EUR", "CREDIT", 20_000),
+    ]
     trial = conn.execute("SELECT currency, sum(debits - credits) FROM balances GROUP BY currency").fetchall()
     assert trial and all(total == 0 for _, total in trial)
     assert (

@@ -112,45 +112,72 @@ EURUSD = (Decimal("1.0800"), Decimal("1.0802"))
 
 def completed(n: int, tenant: str, units: int, currency: str, rail: str) -> dict:
     return {
-        "metadata": metadata("payments.transaction.completed", tenant_id=tenant, correlation_id=f"c-{RUN}-{n}"),
-        "account_id": f"acc-{RUN}-{n % 3}", "transaction_id": f"tx-{RUN}-{n}", "transaction_type": "TRANSFER",
-        "direction": "DEBIT", "amount": {"units": units, "currency": currency, "exponent": 2},
-        "counterparty_account_id": None, "version": 7, "rail": rail,
-    }  # fmt: skip
+        "metadata": metadata(
+            "payments.transaction.completed", tenant_id=tenant, correlation_id=f"c-{RUN}-{n}"
+        ),
+        "account_id": f"acc-{RUN}-{n % 3}",
+        "transaction_id": f"tx-{RUN}-{n}",
+        "transaction_type": "TRANSFER",
+        "direction": "DEBIT",
+        "amount": {"units": units, "currency": currency, "exponent": 2},
+        "counterparty_account_id": None,
+        "version": 7,
+        "rail": rail,
+    }
 
 
 def card(n: int, units: int) -> dict:
     return {
-        "metadata": metadata("cards.transaction.received", tenant_id=T1), "account_id": f"acc-{RUN}-card",
-        "transaction_id": f"card-{RUN}-{n}", "card_token": "tok_visa_4242", "direction": "CREDIT",
-        "amount": {"units": units, "currency": "EUR", "exponent": 2}, "status": "CAPTURED",
-        "merchant_name": None, "merchant_category_code": None, "provider": "stripe",
-        "provider_reference": f"ch_{RUN}_{n}", "inbox_id": None,
-    }  # fmt: skip
+        "metadata": metadata("cards.transaction.received", tenant_id=T1),
+        "account_id": f"acc-{RUN}-card",
+        "transaction_id": f"card-{RUN}-{n}",
+        "card_token": "tok_visa_4242",
+        "direction": "CREDIT",
+        "amount": {"units": units, "currency": "EUR", "exponent": 2},
+        "status": "CAPTURED",
+        "merchant_name": None,
+        "merchant_category_code": None,
+        "provider": "stripe",
+        "provider_reference": f"ch_{RUN}_{n}",
+        "inbox_id": None,
+    }
 
 
 def rate(pair: str, bid: Decimal, ask: Decimal, quoted_at: datetime) -> dict:
     base, quote = pair.split("/")
     return {
-        "metadata": metadata("fx.rate.updated"), "pair": pair, "base": base, "quote": quote, "bid": bid,
-        "ask": ask, "rate_source": f"test-{RUN}", "quoted_at": quoted_at,
-    }  # fmt: skip
+        "metadata": metadata("fx.rate.updated"),
+        "pair": pair,
+        "base": base,
+        "quote": quote,
+        "bid": bid,
+        "ask": ask,
+        "rate_source": f"test-{RUN}",
+        "quoted_at": quoted_at,
+    }
 
 
 def order(order_id: str, tenant: str, units: int, sell: str, buy: str, kind: str = "MARKET") -> dict:
     return {
         "metadata": metadata("fx.order.requested", tenant_id=tenant, correlation_id=f"c-{order_id}"),
-        "account_id": f"acc-{RUN}-fx", "order_id": order_id,
-        "sell": {"units": units, "currency": sell, "exponent": 2}, "buy_currency": buy, "buy_exponent": 2,
+        "account_id": f"acc-{RUN}-fx",
+        "order_id": order_id,
+        "sell": {"units": units, "currency": sell, "exponent": 2},
+        "buy_currency": buy,
+        "buy_exponent": 2,
         "order_type": kind,
-    }  # fmt: skip
+    }
 
 
 def approval(order_id: str, tenant: str, decision: str = "APPROVED") -> dict:
     return {
-        "metadata": metadata("fx.order.approved", tenant_id=tenant), "account_id": f"acc-{RUN}-fx",
-        "order_id": order_id, "approved_by": "dealer-7", "decision": decision, "reason": None,
-    }  # fmt: skip
+        "metadata": metadata("fx.order.approved", tenant_id=tenant),
+        "account_id": f"acc-{RUN}-fx",
+        "order_id": order_id,
+        "approved_by": "dealer-7",
+        "decision": decision,
+        "reason": None,
+    }
 
 
 def oid(name: str) -> str:
@@ -164,8 +191,9 @@ def pipeline(db, codec, catalog, pricing, group):
     def agent(make):
         def build():
             handler = make()
-            runtime = AgentRuntime(db, handler, codec, catalog, batch_size=500, linger=0.05,
-                                   group_id=f"{group}.{handler.name}")  # fmt: skip
+            runtime = AgentRuntime(
+                db, handler, codec, catalog, batch_size=500, linger=0.05, group_id=f"{group}.{handler.name}"
+            )
             return partial(run_agent, runtime)
 
         return build
@@ -263,8 +291,13 @@ def money(services, codec, catalog, pricing):
             producer.produce("cards.transaction.received.v1", card(n, units))
         eth = transfer_confirmed(wei=25 * 10**18, account=f"acc-{RUN}-eth")
         eth["metadata"]["tenant_id"] = T1
-        eth["transfer"].update(direction="OUTBOUND", tx_hash="0x" + RUN * 8, gas_used=21_000,
-                               base_fee_per_gas=Decimal(30 * GWEI), priority_fee_per_gas=Decimal(2 * GWEI))  # fmt: skip
+        eth["transfer"].update(
+            direction="OUTBOUND",
+            tx_hash="0x" + RUN * 8,
+            gas_used=21_000,
+            base_fee_per_gas=Decimal(30 * GWEI),
+            priority_fee_per_gas=Decimal(2 * GWEI),
+        )
         producer.produce("crypto.wallet.transfer.confirmed.v1", eth)
         producer.produce("fx.order.approved.v1", approval(oid("early"), VIP))  # overtakes its order
         producer.produce("fx.order.requested.v1", order(oid("market"), T1, 100_000, "EUR", "USD"))
@@ -277,9 +310,18 @@ def money(services, codec, catalog, pricing):
         producer.produce("fx.order.requested.v1", broke)
         producer.flush()
         wait_for(
-            lambda: count(conn, "SELECT count(*) FROM fx_orders WHERE order_id IN (%s, %s)", oid("otc"), oid("rejected")) == 2,
-            60, what="OTC orders waiting for approval",
-        )  # fmt: skip
+            lambda: (
+                count(
+                    conn,
+                    "SELECT count(*) FROM fx_orders WHERE order_id IN (%s, %s)",
+                    oid("otc"),
+                    oid("rejected"),
+                )
+                == 2
+            ),
+            60,
+            what="OTC orders waiting for approval",
+        )
         producer.produce("fx.order.approved.v1", approval(oid("otc"), T1))
         producer.produce("fx.order.approved.v1", approval(oid("rejected"), T1, "REJECTED"))
         producer.produce("fx.order.requested.v1", order(oid("early"), VIP, 30_000_000, "EUR", "USD", "OTC"))
@@ -302,8 +344,18 @@ def money(services, codec, catalog, pricing):
             what="fees",
         )
         lines = "SELECT count(*) FROM fee_lines l JOIN fees f USING (fee_id) WHERE f.tenant_id LIKE %s"
-        wait_for(lambda: count(conn, "SELECT count(*) FROM invoice_line_items WHERE tenant_id LIKE %s AND source_fee_id IS NOT NULL", f"%{RUN}")
-                 == count(conn, lines, f"%{RUN}"), 90, what="every fee line invoiced")  # fmt: skip
+        wait_for(
+            lambda: (
+                count(
+                    conn,
+                    "SELECT count(*) FROM invoice_line_items WHERE tenant_id LIKE %s AND source_fee_id IS NOT NULL",
+                    f"%{RUN}",
+                )
+                == count(conn, lines, f"%{RUN}")
+            ),
+            90,
+            what="every fee line invoiced",
+        )
         wait_for(
             lambda: count(conn, POSTED, f"%{RUN}") == fees + conversions,
             90,
@@ -315,8 +367,19 @@ def money(services, codec, catalog, pricing):
         assert close_period(conn, period, db.environment, T1) == [T1]
         producer.produce("payments.transaction.completed.v1", completed(99, T1, 20_000, "EUR", "SEPA"))
         producer.flush()
-        wait_for(lambda: count(conn, "SELECT count(*) FROM invoice_line_items WHERE tenant_id = %s AND period = %s", T1, next_period(period)) == 4,
-                 90, what="the late fee's three lines and the next period's plan fee")  # fmt: skip
+        wait_for(
+            lambda: (
+                count(
+                    conn,
+                    "SELECT count(*) FROM invoice_line_items WHERE tenant_id = %s AND period = %s",
+                    T1,
+                    next_period(period),
+                )
+                == 4
+            ),
+            90,
+            what="the late fee's three lines and the next period's plan fee",
+        )
         wait_for(lambda: count(conn, POSTED, f"%{RUN}") == fees + conversions + 1, 90, what="late fee posted")
         wait_for(
             lambda: count(conn, "SELECT count(*) FROM fees WHERE tenant_id LIKE %s", f"%{RUN}") == fees + 1,
@@ -328,19 +391,24 @@ def money(services, codec, catalog, pricing):
 
 def test_fees_match_an_independent_calculation(money):
     _, conn, _ = money
-    got = dict(conn.execute(
-        "SELECT transaction_id, total FROM fees WHERE tenant_id LIKE %s AND transaction_id LIKE 'tx-%%'", (f"%{RUN}",)
-    ).fetchall())  # fmt: skip
+    got = dict(
+        conn.execute(
+            "SELECT transaction_id, total FROM fees WHERE tenant_id LIKE %s AND transaction_id LIKE 'tx-%%'",
+            (f"%{RUN}",),
+        ).fetchall()
+    )
     want = {f"tx-{RUN}-{n}": transfer_fee(*t) for n, t in enumerate(TRANSFERS) if transfer_fee(*t)}
     want[f"tx-{RUN}-99"] = transfer_fee(T1, 20_000, "EUR", "SEPA")
     assert got == want
-    cards = dict(conn.execute(
-        "SELECT transaction_id, total FROM fees WHERE transaction_id LIKE %s", (f"card-{RUN}-%",)
-    ).fetchall())  # fmt: skip
+    cards = dict(
+        conn.execute(
+            "SELECT transaction_id, total FROM fees WHERE transaction_id LIKE %s", (f"card-{RUN}-%",)
+        ).fetchall()
+    )
     assert cards == {f"card-{RUN}-{n}": card_fee(u) for n, u in enumerate(CARD_LOADS)}
-    eth = dict(conn.execute(
-        "SELECT currency, total FROM fees WHERE account_id = %s", (f"acc-{RUN}-eth",)
-    ).fetchall())  # fmt: skip
+    eth = dict(
+        conn.execute("SELECT currency, total FROM fees WHERE account_id = %s", (f"acc-{RUN}-eth",)).fetchall()
+    )
     assert eth == {"ETH": 25 * 10**18 * 5 // 10_000 + 21_000 * 32 * GWEI}
     versions = {
         r[0]
@@ -355,17 +423,21 @@ def test_every_fee_breakdown_adds_up_to_its_total(money):
     _, conn, _ = money
     mismatched = conn.execute(
         """SELECT f.fee_id FROM fees f JOIN fee_lines l USING (fee_id) WHERE f.tenant_id LIKE %s
-           GROUP BY f.fee_id, f.total HAVING sum(l.amount) <> f.total""", (f"%{RUN}",),
-    ).fetchall()  # fmt: skip
+           GROUP BY f.fee_id, f.total HAVING sum(l.amount) <> f.total""",
+        (f"%{RUN}",),
+    ).fetchall()
     assert mismatched == []
 
 
 def test_conversions_match_an_independent_calculation(money):
     _, conn, _ = money
-    rows = {r[0]: r[1:] for r in conn.execute(
-        "SELECT order_id, bought_units, bought_currency, rate, markup_bps, bonus_bps FROM fx_conversions WHERE tenant_id LIKE %s",
-        (f"%{RUN}",),
-    ).fetchall()}  # fmt: skip
+    rows = {
+        r[0]: r[1:]
+        for r in conn.execute(
+            "SELECT order_id, bought_units, bought_currency, rate, markup_bps, bonus_bps FROM fx_conversions WHERE tenant_id LIKE %s",
+            (f"%{RUN}",),
+        ).fetchall()
+    }
     bid, ask = Fraction(EURUSD[0]), Fraction(EURUSD[1])
     inverse = Fraction(math.floor(1 / ask * 10**18), 10**18)
     assert rows[oid("market")][:2] == (bought(100_000, bid, 50, 0), "USD")
@@ -407,13 +479,21 @@ def test_an_order_the_account_cannot_pay_for_is_refused_and_holds_nothing(servic
 
 def test_invoices_total_the_fees_per_currency_and_bill_the_plan_once_per_period(money):
     _, conn, period = money
-    totals = {(r[0], r[1], r[2]): int(r[3]) for r in conn.execute(
-        "SELECT tenant_id, period, currency, total FROM invoice_totals WHERE tenant_id LIKE %s", (f"%{RUN}",)
-    ).fetchall()}  # fmt: skip
-    fees = {(r[0], r[1]): int(r[2]) for r in conn.execute(
-        """SELECT f.tenant_id, f.currency, sum(f.total) FROM fees f WHERE f.tenant_id LIKE %s
-           AND f.transaction_id IS DISTINCT FROM %s GROUP BY 1, 2""", (f"%{RUN}", f"tx-{RUN}-99"),
-    ).fetchall()}  # fmt: skip
+    totals = {
+        (r[0], r[1], r[2]): int(r[3])
+        for r in conn.execute(
+            "SELECT tenant_id, period, currency, total FROM invoice_totals WHERE tenant_id LIKE %s",
+            (f"%{RUN}",),
+        ).fetchall()
+    }
+    fees = {
+        (r[0], r[1]): int(r[2])
+        for r in conn.execute(
+            """SELECT f.tenant_id, f.currency, sum(f.total) FROM fees f WHERE f.tenant_id LIKE %s
+           AND f.transaction_id IS DISTINCT FROM %s GROUP BY 1, 2""",
+            (f"%{RUN}", f"tx-{RUN}-99"),
+        ).fetchall()
+    }
     plans = {T1: 4_900, VIP: 99_900}
     want = {(t, period, c): total + (plans[t] if c == "EUR" else 0) for (t, c), total in fees.items()}
     want[(T1, next_period(period), "EUR")] = transfer_fee(T1, 20_000, "EUR", "SEPA") + 4_900
@@ -421,7 +501,7 @@ def test_invoices_total_the_fees_per_currency_and_bill_the_plan_once_per_period(
     subscriptions = conn.execute(
         "SELECT tenant_id, period, count(*) FROM invoice_line_items WHERE tenant_id LIKE %s AND fee_type LIKE 'subscription:%%' GROUP BY 1, 2",
         (f"%{RUN}",),
-    ).fetchall()  # fmt: skip
+    ).fetchall()
     assert sorted(subscriptions) == sorted([(T1, period, 1), (VIP, period, 1), (T1, next_period(period), 1)])
     status = dict(conn.execute("SELECT period, status FROM invoices WHERE tenant_id = %s", (T1,)).fetchall())
     assert status == {period: "closed", next_period(period): "open"}
@@ -436,7 +516,7 @@ def test_fees_and_conversions_post_balanced_and_every_currency_sums_to_zero(mone
         """SELECT sum(e.amount) FROM entries e JOIN journal_entries j USING (journal_entry_id)
            WHERE j.tenant_id LIKE %s AND j.reference_id LIKE 'fee:%%' AND e.side = 'DEBIT' AND e.currency = 'EUR'""",
         (f"%{RUN}",),
-    ).fetchone()[0]  # fmt: skip
+    ).fetchone()[0]
     assert charged == count(
         conn, "SELECT sum(total) FROM fees WHERE tenant_id LIKE %s AND currency = 'EUR'", f"%{RUN}"
     )
@@ -444,10 +524,13 @@ def test_fees_and_conversions_post_balanced_and_every_currency_sums_to_zero(mone
         """SELECT e.ledger_account, e.side, e.amount FROM entries e JOIN journal_entries j USING (journal_entry_id)
            JOIN fx_conversions c ON j.reference_id = 'fx:' || c.conversion_id WHERE c.order_id = %s ORDER BY e.line_no""",
         (oid("market"),),
-    ).fetchall()  # fmt: skip
+    ).fetchall()
     assert [(a.split(":")[0], s) for a, s, _ in fx_legs] == [
-        ("customer", "DEBIT"), ("fx_position", "CREDIT"), ("fx_position", "DEBIT"), ("customer", "CREDIT")
-    ]  # fmt: skip
+        ("customer", "DEBIT"),
+        ("fx_position", "CREDIT"),
+        ("fx_position", "DEBIT"),
+        ("customer", "CREDIT"),
+    ]
 
 
 def test_replaying_every_input_topic_changes_no_row(services, codec, catalog, pricing, money):

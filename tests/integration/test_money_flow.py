@@ -40,23 +40,38 @@ def acct(name: str) -> str:
 
 def bank(name: str, units: int, status: str = "POSTED", direction: str = "CREDIT") -> dict:
     return {
-        "metadata": metadata("banking.transaction.received"), "account_id": acct(name),
-        "transaction_id": f"bt-{uuid.uuid4().hex[:10]}", "amount": {"units": units, "currency": "EUR", "exponent": 2},
-        "direction": direction, "status": status, "counterparty_reference": None, "booking_date": None,
-        "value_date": None, "provider": "truelayer", "provider_reference": f"tl-{uuid.uuid4().hex[:8]}",
+        "metadata": metadata("banking.transaction.received"),
+        "account_id": acct(name),
+        "transaction_id": f"bt-{uuid.uuid4().hex[:10]}",
+        "amount": {"units": units, "currency": "EUR", "exponent": 2},
+        "direction": direction,
+        "status": status,
+        "counterparty_reference": None,
+        "booking_date": None,
+        "value_date": None,
+        "provider": "truelayer",
+        "provider_reference": f"tl-{uuid.uuid4().hex[:8]}",
         "inbox_id": None,
-    }  # fmt: skip
+    }
 
 
 def card(
     name: str, txn: str, units: int, status: str, direction: str = "DEBIT", ref: str | None = None
 ) -> dict:
     return {
-        "metadata": metadata("cards.transaction.received"), "account_id": acct(name), "transaction_id": txn,
-        "card_token": "ic_1", "amount": {"units": units, "currency": "EUR", "exponent": 2},
-        "direction": direction, "status": status, "merchant_name": None, "merchant_category_code": None,
-        "provider": "stripe", "provider_reference": ref or txn, "inbox_id": None,
-    }  # fmt: skip
+        "metadata": metadata("cards.transaction.received"),
+        "account_id": acct(name),
+        "transaction_id": txn,
+        "card_token": "ic_1",
+        "amount": {"units": units, "currency": "EUR", "exponent": 2},
+        "direction": direction,
+        "status": status,
+        "merchant_name": None,
+        "merchant_category_code": None,
+        "provider": "stripe",
+        "provider_reference": ref or txn,
+        "inbox_id": None,
+    }
 
 
 def transfer(name: str, n: int, units: int) -> dict:
@@ -66,10 +81,15 @@ def transfer(name: str, n: int, units: int) -> dict:
 def report_event(codec, transaction_id: str, status: str) -> Event:
     topic = "payments.transaction.status_reported.v1"
     record = {
-        "metadata": metadata("payments.transaction.status_reported"), "account_id": acct("race"),
-        "transaction_id": transaction_id, "status": status, "reason": "given up", "provider": "test",
-        "provider_update_id": None, "expected_version": None,
-    }  # fmt: skip
+        "metadata": metadata("payments.transaction.status_reported"),
+        "account_id": acct("race"),
+        "transaction_id": transaction_id,
+        "status": status,
+        "reason": "given up",
+        "provider": "test",
+        "provider_update_id": None,
+        "expected_version": None,
+    }
     return Event(codec.decode(codec.encode(topic, record)), topic, 0, 0, None, b"")
 
 
@@ -138,17 +158,31 @@ def flow(services, codec, catalog):
         outbound["transfer"].update(direction="OUTBOUND", tx_hash="0x" + uuid.uuid4().hex * 2)
         send(CHAIN, outbound)  # money out posts through its transfer, never from the chain
         producer.flush()
-        wait_for(lambda: posted(conn, "bank") == 100_000 and posted(conn, "card") == 20_000
-                 and posted(conn, "race") == posted(conn, "race2") == 100_000
-                 and posted(conn, "poor") == 1_000 and posted(conn, "wallet", "ETH") == 3 * 10**18,
-                 60, what="the deposits posted")  # fmt: skip
+        wait_for(
+            lambda: (
+                posted(conn, "bank") == 100_000
+                and posted(conn, "card") == 20_000
+                and posted(conn, "race") == posted(conn, "race2") == 100_000
+                and posted(conn, "poor") == 1_000
+                and posted(conn, "wallet", "ETH") == 3 * 10**18
+            ),
+            60,
+            what="the deposits posted",
+        )
         # a card purchase: authorized (held), captured (posted, the hold completed), partly refunded
         auth = f"iauth_{RUN}"
         send(CARDS, card("card", auth, 5_000, "AUTHORIZED"))
         producer.flush()
-        wait_for(lambda: conn.execute("SELECT status FROM holds WHERE hold_id = %s",
-                                      (f"card:tenant-1/{auth}",)).fetchone() == ("ACTIVE",),
-                 60, what="the authorization's hold")  # fmt: skip
+        wait_for(
+            lambda: (
+                conn.execute(
+                    "SELECT status FROM holds WHERE hold_id = %s", (f"card:tenant-1/{auth}",)
+                ).fetchone()
+                == ("ACTIVE",)
+            ),
+            60,
+            what="the authorization's hold",
+        )
         held = posted(conn, "card")
         send(CARDS, card("card", auth, 5_000, "CAPTURED", ref=f"ipi_{RUN}_1"))
         send(CARDS, card("card", auth, 1_500, "REFUNDED", "CREDIT", ref=f"ipi_{RUN}_2"))
@@ -156,19 +190,37 @@ def flow(services, codec, catalog):
         send(CARDS, card("card", f"iauth_{RUN}_r", 700, "AUTHORIZED"))
         send(CARDS, card("card", f"iauth_{RUN}_r", 700, "REVERSED"))
         # transfers: one fits, one does not, one from a frozen account
-        set_status(conn, codec, catalog, tenant="tenant-1", environment=db.environment,
-                   account_id=acct("frozen"), status="frozen", reason="test")  # fmt: skip
+        set_status(
+            conn,
+            codec,
+            catalog,
+            tenant="tenant-1",
+            environment=db.environment,
+            account_id=acct("frozen"),
+            status="frozen",
+            reason="test",
+        )
         send(REQUESTED, transfer("bank", 1, 60_000))
         send(REQUESTED, transfer("bank", 2, 60_000))  # 60k + fees no longer fit after the first
         send(REQUESTED, transfer("poor", 1, 1_000))  # the amount fits, not with its fees
         send(REQUESTED, transfer("frozen", 1, 100))
         producer.flush()
-        wait_for(lambda: all(status_of(conn, *t) for t in (("bank", 1), ("bank", 2), ("poor", 1), ("frozen", 1))),
-                 60, what="the transfers decided")  # fmt: skip
+        wait_for(
+            lambda: all(status_of(conn, *t) for t in (("bank", 1), ("bank", 2), ("poor", 1), ("frozen", 1))),
+            60,
+            what="the transfers decided",
+        )
         wait_for(lambda: posted(conn, "card") == held - 5_000 + 1_500, 60, what="capture and refund posted")
-        wait_for(lambda: conn.execute("SELECT status FROM holds WHERE hold_id = %s",
-                                      (f"card:tenant-1/iauth_{RUN}_r",)).fetchone() == ("RELEASED",),
-                 60, what="the reversal")  # fmt: skip
+        wait_for(
+            lambda: (
+                conn.execute(
+                    "SELECT status FROM holds WHERE hold_id = %s", (f"card:tenant-1/iauth_{RUN}_r",)
+                ).fetchone()
+                == ("RELEASED",)
+            ),
+            60,
+            what="the reversal",
+        )
         yield db, conn
 
 
@@ -245,10 +297,16 @@ def test_two_workers_racing_for_the_same_money_reserve_it_once(flow, codec):
     reserved_per_round = []
     for n in range(15):
         events = [
-            Event(codec.decode(codec.encode(REQUESTED, transfer("race", 100 * n + w, 60_000))), REQUESTED, 0, w,
-                  acct("race").encode(), b"")
+            Event(
+                codec.decode(codec.encode(REQUESTED, transfer("race", 100 * n + w, 60_000))),
+                REQUESTED,
+                0,
+                w,
+                acct("race").encode(),
+                b"",
+            )
             for w in range(2)
-        ]  # fmt: skip
+        ]
         barrier = threading.Barrier(2)
 
         def decide(handler: StatusHandler, event: Event, barrier: threading.Barrier = barrier) -> None:
@@ -280,8 +338,14 @@ def test_two_workers_never_overspend_between_them(flow, codec):
 
     def spend(w: int) -> None:
         for n in range(10):
-            event = Event(codec.decode(codec.encode(REQUESTED, transfer("race2", 10 * w + n, 9_000))), REQUESTED,
-                          0, n, acct("race2").encode(), b"")  # fmt: skip
+            event = Event(
+                codec.decode(codec.encode(REQUESTED, transfer("race2", 10 * w + n, 9_000))),
+                REQUESTED,
+                0,
+                n,
+                acct("race2").encode(),
+                b"",
+            )
             if n == 0:
                 barrier.wait()
             handlers[w].handle([event])
@@ -351,9 +415,12 @@ def test_a_report_from_another_tenant_moves_nothing(flow, codec):
 def test_a_deposit_reorged_off_the_chain_after_its_confirmation_is_reversed(flow, codec, catalog):
     db, conn = flow
     reorged = {
-        "metadata": metadata("crypto.wallet.transfer.reorged"), "account_id": acct("wallet"),
-        "transfer": DEPOSITS[0]["transfer"], "replaced_by_block_hash": "0x" + "ee" * 32, "was_confirmed": True,
-    }  # fmt: skip
+        "metadata": metadata("crypto.wallet.transfer.reorged"),
+        "account_id": acct("wallet"),
+        "transfer": DEPOSITS[0]["transfer"],
+        "replaced_by_block_hash": "0x" + "ee" * 32,
+        "was_confirmed": True,
+    }
     producer = EventProducer(db, codec, catalog)
     producer.produce("crypto.wallet.transfer.reorged.v1", reorged)
     producer.flush()

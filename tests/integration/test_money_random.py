@@ -37,36 +37,72 @@ def script(rng: random.Random) -> tuple[list[tuple[str, dict]], list[tuple[str, 
     completing: set[str] = set()
     for n, account in enumerate(ACCOUNTS):
         if n % 4 == 3:  # a card account: funded, then card purchases only
-            money_in.append(("banking.transaction.received.v1", {
-                "metadata": metadata("banking.transaction.received"), "account_id": account,
-                "transaction_id": f"{account}-fund", "amount": {"units": 20_000, "currency": "EUR", "exponent": 2},
-                "direction": "CREDIT", "status": "POSTED", "counterparty_reference": None, "booking_date": None,
-                "value_date": None, "provider": "truelayer", "provider_reference": f"{account}-fund", "inbox_id": None,
-            }))  # fmt: skip
+            money_in.append(
+                (
+                    "banking.transaction.received.v1",
+                    {
+                        "metadata": metadata("banking.transaction.received"),
+                        "account_id": account,
+                        "transaction_id": f"{account}-fund",
+                        "amount": {"units": 20_000, "currency": "EUR", "exponent": 2},
+                        "direction": "CREDIT",
+                        "status": "POSTED",
+                        "counterparty_reference": None,
+                        "booking_date": None,
+                        "value_date": None,
+                        "provider": "truelayer",
+                        "provider_reference": f"{account}-fund",
+                        "inbox_id": None,
+                    },
+                )
+            )
             money_out += card_purchases(rng, account)
             continue
         for k in range(rng.randrange(1, 4)):  # bank credits, some still pending
-            money_in.append(("banking.transaction.received.v1", {
-                "metadata": metadata("banking.transaction.received"), "account_id": account,
-                "transaction_id": f"{account}-bank-{k}", "amount": {"units": rng.randrange(1_000, 50_000),
-                "currency": "EUR", "exponent": 2}, "direction": "CREDIT",
-                "status": rng.choice(["POSTED", "POSTED", "PENDING"]), "counterparty_reference": None,
-                "booking_date": None, "value_date": None, "provider": "truelayer",
-                "provider_reference": f"{account}-bank-{k}", "inbox_id": None,
-            }))  # fmt: skip
+            money_in.append(
+                (
+                    "banking.transaction.received.v1",
+                    {
+                        "metadata": metadata("banking.transaction.received"),
+                        "account_id": account,
+                        "transaction_id": f"{account}-bank-{k}",
+                        "amount": {"units": rng.randrange(1_000, 50_000), "currency": "EUR", "exponent": 2},
+                        "direction": "CREDIT",
+                        "status": rng.choice(["POSTED", "POSTED", "PENDING"]),
+                        "counterparty_reference": None,
+                        "booking_date": None,
+                        "value_date": None,
+                        "provider": "truelayer",
+                        "provider_reference": f"{account}-bank-{k}",
+                        "inbox_id": None,
+                    },
+                )
+            )
         if n % 3 == 0:  # a crypto deposit, reorged after its confirmation for some
             deposit = transfer_confirmed(rng.randrange(1, 10**19), account=account)
             deposit["transfer"]["tx_hash"] = "0x" + uuid.uuid4().hex * 2
             money_in.append(("crypto.wallet.transfer.confirmed.v1", deposit))
             if rng.random() < 0.5:
-                money_in.append(("crypto.wallet.transfer.reorged.v1", {
-                    "metadata": metadata("crypto.wallet.transfer.reorged"), "account_id": account,
-                    "transfer": deposit["transfer"], "replaced_by_block_hash": None, "was_confirmed": True,
-                }))  # fmt: skip
+                money_in.append(
+                    (
+                        "crypto.wallet.transfer.reorged.v1",
+                        {
+                            "metadata": metadata("crypto.wallet.transfer.reorged"),
+                            "account_id": account,
+                            "transfer": deposit["transfer"],
+                            "replaced_by_block_hash": None,
+                            "was_confirmed": True,
+                        },
+                    )
+                )
         for k in range(rng.randrange(2, 6)):  # transfers: some fit, some overspend
             tid = f"{account}-t{k}"
-            money_out.append(("payments.transfer.requested.v1",
-                              transfer_requested(account, rng.randrange(500, 30_000), transfer_id=tid)))  # fmt: skip
+            money_out.append(
+                (
+                    "payments.transfer.requested.v1",
+                    transfer_requested(account, rng.randrange(500, 30_000), transfer_id=tid),
+                )
+            )
             if rng.random() < 0.7:
                 completing.add(tid)
     return money_in, money_out, completing
@@ -81,18 +117,30 @@ def card_purchases(rng: random.Random, account: str) -> list[tuple[str, dict]]:
 
         def card(status: str, direction: str, ref: str, amount: int, auth: str = auth) -> dict:
             return {
-                "metadata": metadata("cards.transaction.received"), "account_id": account, "transaction_id": auth,
-                "card_token": "ic_rnd", "amount": {"units": amount, "currency": "EUR", "exponent": 2},
-                "direction": direction, "status": status, "merchant_name": None, "merchant_category_code": None,
-                "provider": "stripe", "provider_reference": ref, "inbox_id": None,
-            }  # fmt: skip
+                "metadata": metadata("cards.transaction.received"),
+                "account_id": account,
+                "transaction_id": auth,
+                "card_token": "ic_rnd",
+                "amount": {"units": amount, "currency": "EUR", "exponent": 2},
+                "direction": direction,
+                "status": status,
+                "merchant_name": None,
+                "merchant_category_code": None,
+                "provider": "stripe",
+                "provider_reference": ref,
+                "inbox_id": None,
+            }
 
         out.append(("cards.transaction.received.v1", card("AUTHORIZED", "DEBIT", auth, units)))
         if rng.random() < 0.6:
             out.append(("cards.transaction.received.v1", card("CAPTURED", "DEBIT", f"{auth}-c", units)))
             if rng.random() < 0.5:
-                out.append(("cards.transaction.received.v1",
-                            card("REFUNDED", "CREDIT", f"{auth}-r", rng.randrange(1, units))))  # fmt: skip
+                out.append(
+                    (
+                        "cards.transaction.received.v1",
+                        card("REFUNDED", "CREDIT", f"{auth}-r", rng.randrange(1, units)),
+                    )
+                )
         else:
             out.append(("cards.transaction.received.v1", card("REVERSED", "DEBIT", auth, units)))
     return out
@@ -100,10 +148,15 @@ def card_purchases(rng: random.Random, account: str) -> list[tuple[str, dict]]:
 
 def report(tid: str, account: str, status: str) -> dict:
     return {
-        "metadata": metadata("payments.transaction.status_reported"), "account_id": account,
-        "transaction_id": tid, "status": status, "reason": "provider", "provider": "truelayer",
-        "provider_update_id": None, "expected_version": None,
-    }  # fmt: skip
+        "metadata": metadata("payments.transaction.status_reported"),
+        "account_id": account,
+        "transaction_id": tid,
+        "status": status,
+        "reason": "provider",
+        "provider": "truelayer",
+        "provider_update_id": None,
+        "expected_version": None,
+    }
 
 
 def snapshot(conn) -> tuple:
@@ -146,20 +199,37 @@ def randomized(services, catalog):
             producer.flush()
 
         send(money_in)
-        wait_for(lambda: conn.execute("SELECT count(*) FROM balances WHERE ledger_account LIKE %s",
-                                      (f"customer:%rnd-{RUN}-%",)).fetchone()[0] >= len(ACCOUNTS) // 2,
-                 60, what="deposits posted")  # fmt: skip
+        wait_for(
+            lambda: (
+                conn.execute(
+                    "SELECT count(*) FROM balances WHERE ledger_account LIKE %s", (f"customer:%rnd-{RUN}-%",)
+                ).fetchone()[0]
+                >= len(ACCOUNTS) // 2
+            ),
+            60,
+            what="deposits posted",
+        )
         send(money_out)
         tids = [r["transfer_id"] for t, r in money_out if t == "payments.transfer.requested.v1"]
         decided = "SELECT count(*) FROM transactions WHERE transaction_id = ANY(%s) AND status <> 'INITIATED'"
         wait_for(
             lambda: conn.execute(decided, (tids,)).fetchone()[0] == len(tids), 90, what="transfers decided"
         )
-        reserved = {r[0]: r[1] for r in conn.execute(
-            "SELECT transaction_id, account_id FROM transactions WHERE transaction_id = ANY(%s) "
-            "AND status = 'BALANCE_RESERVED'", (tids,)).fetchall()}  # fmt: skip
-        send([("payments.transaction.status_reported.v1", report(t, a, s))
-              for t, a in sorted(reserved.items()) for s in (HAPPY if t in completing else ["FAILED"])])  # fmt: skip
+        reserved = {
+            r[0]: r[1]
+            for r in conn.execute(
+                "SELECT transaction_id, account_id FROM transactions WHERE transaction_id = ANY(%s) "
+                "AND status = 'BALANCE_RESERVED'",
+                (tids,),
+            ).fetchall()
+        }
+        send(
+            [
+                ("payments.transaction.status_reported.v1", report(t, a, s))
+                for t, a in sorted(reserved.items())
+                for s in (HAPPY if t in completing else ["FAILED"])
+            ]
+        )
         final = "SELECT count(*) FROM transactions WHERE transaction_id = ANY(%s) AND status IN ('COMPLETED', 'FAILED')"
         wait_for(
             lambda: conn.execute(final, (tids,)).fetchone()[0] == len(tids), 90, what="transfers settled"
@@ -181,9 +251,17 @@ def randomized(services, catalog):
             what="cards posted",
         )
         reversals = [t for t, _ in money_in if t.endswith("reorged.v1")]
-        wait_for(lambda: conn.execute("SELECT count(*) FROM journal_entries WHERE reference_id LIKE %s",
-                                      (f"reversal:chain:%rnd-{RUN}-%",)).fetchone()[0] == len(reversals),
-                 90, what="reorged deposits reversed")  # fmt: skip
+        wait_for(
+            lambda: (
+                conn.execute(
+                    "SELECT count(*) FROM journal_entries WHERE reference_id LIKE %s",
+                    (f"reversal:chain:%rnd-{RUN}-%",),
+                ).fetchone()[0]
+                == len(reversals)
+            ),
+            90,
+            what="reorged deposits reversed",
+        )
         yield db, conn, codec, len(tids), len(reserved)
 
 

@@ -50,11 +50,13 @@ def paid_out(services, catalog):
         sandbox = stack.enter_context(
             serving(
                 create_sandbox(
-                    f"{hooks}/v1/webhooks/truelayer", lambda body, path: keys.truelayer(body, path),
-                    circle_url=f"{hooks}/v1/webhooks/circle", circle_sign=lambda body, path: keys.circle(body),
+                    f"{hooks}/v1/webhooks/truelayer",
+                    lambda body, path: keys.truelayer(body, path),
+                    circle_url=f"{hooks}/v1/webhooks/circle",
+                    circle_sign=lambda body, path: keys.circle(body),
                 )
             )
-        )  # fmt: skip
+        )
         client = TrueLayerPayouts(sandbox, "ma-ledgerstream")
         stack.callback(client.close)
         circle = CirclePayouts(sandbox, str(uuid.uuid4()), str(uuid.uuid4()))
@@ -77,19 +79,36 @@ def paid_out(services, catalog):
         )  # the sandbox fails amounts ending in 13
         for tid, units in ((WIRED, 25_000), (REFUSED, 25_013)):
             usd = {"units": units, "currency": "USD", "exponent": 2}
-            producer.produce("payments.transfer.requested.v1",
-                             transfer_requested(USD_ACCOUNT, transfer_id=tid, amount=usd, rail="ACH"))  # fmt: skip
+            producer.produce(
+                "payments.transfer.requested.v1",
+                transfer_requested(USD_ACCOUNT, transfer_id=tid, amount=usd, rail="ACH"),
+            )
         producer.flush()
         final = "SELECT transaction_id, status FROM transactions WHERE transaction_id = ANY(%s) ORDER BY 1"
         settled = sorted(
             [(BOUNCED, "FAILED"), (PAID, "COMPLETED"), (REFUSED, "FAILED"), (WIRED, "COMPLETED")]
         )
-        wait_for(lambda: conn.execute(final, (ALL,)).fetchall() == settled,
-                 60, what="the providers' webhooks to settle every transfer")  # fmt: skip
-        wait_for(lambda: conn.execute("SELECT status FROM holds WHERE hold_id = %s", (f"txn:{PAID}",)).fetchone()
-                 == ("COMPLETED",), 60, what="the paid transfer posted")  # fmt: skip
-        wait_for(lambda: conn.execute("SELECT status FROM holds WHERE hold_id = %s", (f"txn:{WIRED}",)).fetchone()
-                 == ("COMPLETED",), 60, what="the wired transfer posted")  # fmt: skip
+        wait_for(
+            lambda: conn.execute(final, (ALL,)).fetchall() == settled,
+            60,
+            what="the providers' webhooks to settle every transfer",
+        )
+        wait_for(
+            lambda: (
+                conn.execute("SELECT status FROM holds WHERE hold_id = %s", (f"txn:{PAID}",)).fetchone()
+                == ("COMPLETED",)
+            ),
+            60,
+            what="the paid transfer posted",
+        )
+        wait_for(
+            lambda: (
+                conn.execute("SELECT status FROM holds WHERE hold_id = %s", (f"txn:{WIRED}",)).fetchone()
+                == ("COMPLETED",)
+            ),
+            60,
+            what="the wired transfer posted",
+        )
         yield db, conn, dispatcher, client, hooks, keys
 
 
@@ -97,9 +116,14 @@ def test_a_paid_out_transfer_records_each_step_with_the_provider_update_that_cau
     _, conn, *_ = paid_out
     steps = history(conn, PAID)
     assert [s[0] for s in steps] == [
-        "INITIATED", "VALIDATING", "BALANCE_RESERVED", "SENT_TO_PROVIDER", "PROVIDER_PROCESSING",
-        "PROVIDER_CONFIRMING", "COMPLETED",
-    ]  # fmt: skip
+        "INITIATED",
+        "VALIDATING",
+        "BALANCE_RESERVED",
+        "SENT_TO_PROVIDER",
+        "PROVIDER_PROCESSING",
+        "PROVIDER_CONFIRMING",
+        "COMPLETED",
+    ]
     assert steps[3][2] == "payout requested from truelayer"
     executed = {s[1] for s in steps[4:]}
     assert len(executed) == 1 and None not in executed  # one payout_executed webhook moved three steps
@@ -128,8 +152,14 @@ def test_each_transfer_is_paid_out_once_even_when_the_dispatcher_runs_again(paid
         "ORDER BY 1",
         (ALL,),
     ).fetchall()
-    assert rows == sorted([(BOUNCED, "truelayer", "sent", True), (PAID, "truelayer", "sent", True),
-                           (REFUSED, "circle", "sent", True), (WIRED, "circle", "sent", True)])  # fmt: skip
+    assert rows == sorted(
+        [
+            (BOUNCED, "truelayer", "sent", True),
+            (PAID, "truelayer", "sent", True),
+            (REFUSED, "circle", "sent", True),
+            (WIRED, "circle", "sent", True),
+        ]
+    )
     assert dispatcher.claim(conn) == 0 and dispatcher.send(conn) == 0
     # the provider answers a resent request (a dispatcher that died before recording the answer) with the same payout
     payout_id = conn.execute("SELECT payout_id FROM payouts WHERE transaction_id = %s", (PAID,)).fetchone()[0]
@@ -169,8 +199,11 @@ def test_a_circle_payout_that_is_not_ours_is_refused_for_redelivery_and_writes_n
     _, conn, _, _, hooks, keys = paid_out
     notice = send.circle_payment(str(uuid.uuid4()), "10.00", kind="payouts", status="complete")
     body = send.encode(notice)
-    answer = httpx.post(f"{hooks}/v1/webhooks/circle", content=body,
-                        headers={"content-type": "application/json", **keys.circle(body)})  # fmt: skip
+    answer = httpx.post(
+        f"{hooks}/v1/webhooks/circle",
+        content=body,
+        headers={"content-type": "application/json", **keys.circle(body)},
+    )
     assert answer.status_code == 503 and answer.headers["retry-after"]
     assert conn.execute(
         "SELECT count(*) FROM webhook_inbox WHERE provider = 'circle' AND event_id = %s",
@@ -200,6 +233,7 @@ def test_reserving_and_releasing_announce_the_account_balance(paid_out):
     assert any(e["journal_entry_id"] == f"txn:{BOUNCED}" for e in by_status)  # and its release
     settled = wait_for(
         lambda: [e for e in announced() if e["reserved"]["units"] == 0 and e["total"]["units"] == posted],
-        30, what="the settled balance announced",
-    )  # fmt: skip
+        30,
+        what="the settled balance announced",
+    )
     assert settled[-1]["available"]["units"] == posted + 1_000_000  # the overdraft limit

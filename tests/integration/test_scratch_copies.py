@@ -33,18 +33,30 @@ def test_an_agent_reads_a_copy_as_its_topic_and_writes_to_a_copy(services, catal
     source, target = fresh_topic(services, "copy-in"), fresh_topic(services, "copy-out")
     records = [
         {
-            "metadata": metadata("payments.transaction.completed"), "account_id": f"acc-copy-{i}",
-            "transaction_id": f"copy-{uuid.uuid4().hex[:8]}-{i}", "transaction_type": "TRANSFER",
-            "direction": "DEBIT", "amount": {"units": 1_000 + i, "currency": "EUR", "exponent": 2},
-            "counterparty_account_id": None, "version": 7, "rail": "SEPA",
+            "metadata": metadata("payments.transaction.completed"),
+            "account_id": f"acc-copy-{i}",
+            "transaction_id": f"copy-{uuid.uuid4().hex[:8]}-{i}",
+            "transaction_type": "TRANSFER",
+            "direction": "DEBIT",
+            "amount": {"units": 1_000 + i, "currency": "EUR", "exponent": 2},
+            "counterparty_account_id": None,
+            "version": 7,
+            "rail": "SEPA",
         }
         for i in range(20)
-    ]  # fmt: skip
+    ]
     produce_raw(services, source, [(r["account_id"].encode(), codec.encode(COMPLETED, r)) for r in records])
     before = end_offsets(services, POSTED)
-    runtime = AgentRuntime(services, LedgerHandler(), codec, catalog, group_id=f"test-copy-{uuid.uuid4()}",
-                           topics=[source], input_aliases={source: COMPLETED},
-                           output_topics={POSTED: target})  # fmt: skip
+    runtime = AgentRuntime(
+        services,
+        LedgerHandler(),
+        codec,
+        catalog,
+        group_id=f"test-copy-{uuid.uuid4()}",
+        topics=[source],
+        input_aliases={source: COMPLETED},
+        output_topics={POSTED: target},
+    )
     stats = runtime.run(idle_exit=2)
     assert stats.consumed == 20 and stats.dead_lettered == 0
     journals = [codec.decode(m.value(), topic=POSTED) for m in read_all(services, target)]

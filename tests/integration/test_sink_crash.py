@@ -25,15 +25,34 @@ TOTAL = 30_000
 
 
 def sink_process(settings, topic: str, group: str, *extra: str, capture: bool = True) -> subprocess.Popen:
-    env = {**os.environ, "DATABASE_URL": settings.database_url.get_secret_value(),
-           "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers, "SCHEMA_REGISTRY_URL": ""}  # fmt: skip
+    env = {
+        **os.environ,
+        "DATABASE_URL": settings.database_url.get_secret_value(),
+        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+        "SCHEMA_REGISTRY_URL": "",
+    }
     return subprocess.Popen(
-        [sys.executable, "-m", "ops.cli", "sink", "ledger", "--topic", topic, "--group", group,
-         "--batch-size", "500", "--linger", "0.05", "--operator", *extra],
+        [
+            sys.executable,
+            "-m",
+            "ops.cli",
+            "sink",
+            "ledger",
+            "--topic",
+            topic,
+            "--group",
+            group,
+            "--batch-size",
+            "500",
+            "--linger",
+            "0.05",
+            "--operator",
+            *extra,
+        ],
         env=env,
         stdout=subprocess.PIPE if capture else subprocess.DEVNULL,
         stderr=subprocess.PIPE if capture else subprocess.DEVNULL,
-    )  # fmt: skip
+    )
 
 
 def count(conn: psycopg.Connection, table: str) -> int:
@@ -47,11 +66,26 @@ def test_sigkill_mid_batch_then_restart_loses_and_duplicates_nothing(services):
     for i in range(TOTAL):
         account = f"acc-{i % 97}"
         journal = (
-            fee_assessed(tenant="tenant-1", fee_id=f"k{i}", account_id=account, units=1 + i % 300, currency="EUR", exponent=2)
+            fee_assessed(
+                tenant="tenant-1",
+                fee_id=f"k{i}",
+                account_id=account,
+                units=1 + i % 300,
+                currency="EUR",
+                exponent=2,
+            )
             if i % 2
-            else transaction_completed(tenant="tenant-1", transaction_id=f"k{i}", account_id=account, direction="CREDIT",
-                                       units=10_000 + i, currency="EUR", exponent=2, rail="sepa")
-        )  # fmt: skip
+            else transaction_completed(
+                tenant="tenant-1",
+                transaction_id=f"k{i}",
+                account_id=account,
+                direction="CREDIT",
+                units=10_000 + i,
+                currency="EUR",
+                exponent=2,
+                rail="sepa",
+            )
+        )
         record = journal_record(
             journal,
             journal_entry_id=derived_event_id(journal.reference_id, "ledger_agent"),

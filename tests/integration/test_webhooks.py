@@ -33,8 +33,12 @@ CARD, CUSTOMER, MERCHANT, WALLET, USER, ITEM = (
     f"{p}-{RUN}" for p in ("ic", "cus", "ma", "wal", "usr", "item")
 )
 ACCOUNT = f"acc-wh-{RUN}"
-TOPICS = {"stripe": "cards.transaction.received.v1", "truelayer": "banking.transaction.received.v1",
-          "circle": "banking.transaction.received.v1", "sumsub": "compliance.kyc.verified.v1"}  # fmt: skip
+TOPICS = {
+    "stripe": "cards.transaction.received.v1",
+    "truelayer": "banking.transaction.received.v1",
+    "circle": "banking.transaction.received.v1",
+    "sumsub": "compliance.kyc.verified.v1",
+}
 
 
 @pytest.fixture(scope="module")
@@ -54,13 +58,19 @@ def hooks(services, keys, codec, catalog):
         private_database(services) as db,
         psycopg.connect(db.database_url.get_secret_value(), autocommit=True) as conn,
     ):
-        for provider, ref in (("stripe", CARD), ("stripe", CUSTOMER), ("truelayer", MERCHANT),
-                              ("circle", WALLET), ("sumsub", USER)):  # fmt: skip
+        for provider, ref in (
+            ("stripe", CARD),
+            ("stripe", CUSTOMER),
+            ("truelayer", MERCHANT),
+            ("circle", WALLET),
+            ("sumsub", USER),
+        ):
             conn.execute(
                 "INSERT INTO provider_links VALUES (%s, %s, 'tenant-1', %s)", (provider, ref, ACCOUNT)
             )
-        app = create_app(db, keys.settings(WEBHOOK_READ_TIMEOUT_SECONDS=1.0, WEBHOOK_MAX_BODY_BYTES=4096),
-                         codec, catalog)  # fmt: skip
+        app = create_app(
+            db, keys.settings(WEBHOOK_READ_TIMEOUT_SECONDS=1.0, WEBHOOK_MAX_BODY_BYTES=4096), codec, catalog
+        )
         with serving(app) as url:
             yield db, conn, url
 
@@ -72,8 +82,13 @@ def counts(conn) -> tuple[int, int]:
 
 
 def post(url: str, provider: str, body: bytes, headers: dict[str, str], **kw) -> httpx.Response:
-    return httpx.post(f"{url}/v1/webhooks/{provider}", content=body,
-                      headers={"content-type": "application/json", **headers}, timeout=10, **kw)  # fmt: skip
+    return httpx.post(
+        f"{url}/v1/webhooks/{provider}",
+        content=body,
+        headers={"content-type": "application/json", **headers},
+        timeout=10,
+        **kw,
+    )
 
 
 def payload(provider: str) -> dict:
@@ -92,8 +107,9 @@ def deliver(url, keys, provider, document=None):
 
 
 def outbox_records(conn, codec, events: list[str]) -> list[dict]:
-    rows = conn.execute("SELECT topic, key, value FROM outbox WHERE event_id = ANY(%s::uuid[]) ORDER BY id",
-                        (events,)).fetchall()  # fmt: skip
+    rows = conn.execute(
+        "SELECT topic, key, value FROM outbox WHERE event_id = ANY(%s::uuid[]) ORDER BY id", (events,)
+    ).fetchall()
     out = []
     for topic, key, value in rows:
         record = codec.decode(bytes(value), topic=topic)
@@ -123,8 +139,9 @@ def test_a_valid_delivery_is_kept_once_with_its_canonical_event(hooks, keys, cod
         assert record["amount"] == {"units": 1_234, "currency": "USD", "exponent": 2}  # "12.34" exactly
     else:
         assert record["review_result"] == "RESUBMIT"
-    raw, status = conn.execute("SELECT raw_body, status FROM webhook_inbox WHERE id = %s",
-                               (answer["inbox_id"],)).fetchone()  # fmt: skip
+    raw, status = conn.execute(
+        "SELECT raw_body, status FROM webhook_inbox WHERE id = %s", (answer["inbox_id"],)
+    ).fetchone()
     assert status == "processed" and json.loads(raw)  # the raw payload is kept
 
 
@@ -157,9 +174,14 @@ def forgeries(keys: send.ProviderKeys):
     """(provider, make(body) -> headers, expected status, what is wrong)."""
     now = int(time.time())
     other_p256 = ec.generate_private_key(ec.SECP256R1())
-    hs256 = lambda body: {"Plaid-Verification": jwt.encode(  # noqa: E731
-        {"iat": now, "request_body_sha256": __import__("hashlib").sha256(body).hexdigest()},
-        "k" * 32, algorithm="HS256", headers={"kid": keys.plaid_kid})}  # fmt: skip
+    hs256 = lambda body: {  # noqa: E731
+        "Plaid-Verification": jwt.encode(
+            {"iat": now, "request_body_sha256": __import__("hashlib").sha256(body).hexdigest()},
+            "k" * 32,
+            algorithm="HS256",
+            headers={"kid": keys.plaid_kid},
+        )
+    }
     return [
         ("stripe", lambda b: {}, 400, "no signature"),
         ("stripe", lambda b: {"Stripe-Signature": "garbage"}, 400, "unreadable header"),
@@ -245,8 +267,12 @@ def test_transport_errors_write_nothing(hooks, keys):
         for _ in range(10):
             yield b" " * 1000
 
-    chunked = httpx.post(f"{url}/v1/webhooks/stripe", content=chunks(),
-                         headers={"content-type": "application/json", **signed}, timeout=10)  # fmt: skip
+    chunked = httpx.post(
+        f"{url}/v1/webhooks/stripe",
+        content=chunks(),
+        headers={"content-type": "application/json", **signed},
+        timeout=10,
+    )
     assert chunked.status_code == 413  # no Content-Length: counted while reading
     assert httpx.get(f"{url}/v1/webhooks/stripe", timeout=10).status_code == 405
     assert post(url, "paypal", body, signed).status_code == 404
@@ -255,9 +281,9 @@ def test_transport_errors_write_nothing(hooks, keys):
     assert 'ledgerstream_webhook_deliveries_total{outcome="415",provider="stripe"}' in metrics
     assert 'ledgerstream_webhook_deliveries_total{outcome="404",provider="unknown"}' in metrics
     # the public port serves deliveries only
-    assert [httpx.get(f"{url}{path}", timeout=10).status_code for path in ("/metrics/", "/docs", "/openapi.json")] == [
-        404, 404, 404
-    ]  # fmt: skip
+    assert [
+        httpx.get(f"{url}{path}", timeout=10).status_code for path in ("/metrics/", "/docs", "/openapi.json")
+    ] == [404, 404, 404]
 
 
 def test_a_slow_client_is_cut_off(hooks, keys):
@@ -265,8 +291,10 @@ def test_a_slow_client_is_cut_off(hooks, keys):
     before = counts(conn)
     host, port = url.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=10) as s:
-        s.sendall(b"POST /v1/webhooks/stripe HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                  b"Stripe-Signature: t=1,v1=00\r\nContent-Length: 100\r\n\r\n{\"id\":")  # fmt: skip
+        s.sendall(
+            b"POST /v1/webhooks/stripe HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b'Stripe-Signature: t=1,v1=00\r\nContent-Length: 100\r\n\r\n{"id":'
+        )
         started = time.monotonic()
         answer = s.recv(4096)  # blocks until the server's read timeout (1 s) answers
     assert answer.startswith(b"HTTP/1.1 408"), answer[:80]
@@ -298,8 +326,9 @@ def test_ten_concurrent_copies_of_a_delivery_give_one_event(hooks, keys, service
     assert conn.execute("SELECT count(*) FROM webhook_inbox WHERE id = %s", (inbox,)).fetchone()[0] == 1
     events = conn.execute("SELECT result FROM webhook_inbox WHERE id = %s", (inbox,)).fetchone()[0]
     assert len(events) == (0 if provider == "plaid" else 1)
-    assert conn.execute("SELECT count(*) FROM outbox WHERE event_id = ANY(%s::uuid[])",
-                        (events,)).fetchone()[0] == len(events)  # fmt: skip
+    assert conn.execute("SELECT count(*) FROM outbox WHERE event_id = ANY(%s::uuid[])", (events,)).fetchone()[
+        0
+    ] == len(events)
     # Redis answers the next copy; without it the inbox row still does
     r = redis.Redis.from_url(services.redis_url)
     event_id = conn.execute("SELECT event_id FROM webhook_inbox WHERE id = %s", (inbox,)).fetchone()[0]
@@ -346,11 +375,31 @@ def test_the_service_process_takes_its_keys_from_the_environment(services, keys,
         with psycopg.connect(db.database_url.get_secret_value(), autocommit=True) as conn:
             conn.execute("INSERT INTO provider_links VALUES ('sumsub', %s, 'tenant-1', %s)", (USER, ACCOUNT))
         port, admin = free_port(), free_port()
-        env = {**os.environ, **keys.environment(), "DATABASE_URL": db.database_url.get_secret_value(),
-               "SCHEMA_REGISTRY_URL": ""}  # fmt: skip
-        proc = subprocess.Popen([sys.executable, "-m", "ops.cli", "connect", "webhooks", "--port", str(port),
-                                 "--workers", str(workers), "--admin-port", str(admin)],
-                                env=env, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+        env = {
+            **os.environ,
+            **keys.environment(),
+            "DATABASE_URL": db.database_url.get_secret_value(),
+            "SCHEMA_REGISTRY_URL": "",
+        }
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "ops.cli",
+                "connect",
+                "webhooks",
+                "--port",
+                str(port),
+                "--workers",
+                str(workers),
+                "--admin-port",
+                str(admin),
+            ],
+            env=env,
+            cwd=REPO_ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
         try:
             url = f"http://127.0.0.1:{port}"
 
@@ -400,12 +449,26 @@ def test_one_client_over_its_own_rate_is_refused_before_its_body_is_read(service
 
 
 SIGNATURE_HEADERS = {
-    "stripe": ["Stripe-Signature"], "plaid": ["Plaid-Verification"],
-    "truelayer": ["Tl-Signature", "X-Tl-Webhook-Timestamp"], "circle": ["X-Circle-Signature", "X-Circle-Key-Id"],
+    "stripe": ["Stripe-Signature"],
+    "plaid": ["Plaid-Verification"],
+    "truelayer": ["Tl-Signature", "X-Tl-Webhook-Timestamp"],
+    "circle": ["X-Circle-Signature", "X-Circle-Key-Id"],
     "sumsub": ["X-Payload-Digest", "X-Payload-Digest-Alg"],
-}  # fmt: skip
-ODD = [b"t=\xc2\xb2,v1=ab", "t=²".encode("latin-1", "replace"), b"\xff\xfe", b"t=1e3,v1=", b"t=-1,v1=zz",
-       b"kid=\x80", b"..", b"a.b.c", b"sha512", b"HMAC_SHA1_HEX", b"9" * 300, b"\xe2\x80\x8b"]  # fmt: skip
+}
+ODD = [
+    b"t=\xc2\xb2,v1=ab",
+    "t=²".encode("latin-1", "replace"),
+    b"\xff\xfe",
+    b"t=1e3,v1=",
+    b"t=-1,v1=zz",
+    b"kid=\x80",
+    b"..",
+    b"a.b.c",
+    b"sha512",
+    b"HMAC_SHA1_HEX",
+    b"9" * 300,
+    b"\xe2\x80\x8b",
+]
 
 
 @pytest.mark.parametrize("provider", sorted(SIGNATURE_HEADERS))
@@ -431,8 +494,12 @@ def test_no_header_or_body_gets_a_server_error(hooks, keys, provider):
         headers[name] = bytes(value)
         if n % 5 == 0:
             body = body[: rng.randrange(len(body))] + bytes([rng.randrange(256)])
-        response = httpx.post(f"{url}/v1/webhooks/{provider}", content=body,
-                              headers={"content-type": "application/json", **headers}, timeout=10)  # fmt: skip
+        response = httpx.post(
+            f"{url}/v1/webhooks/{provider}",
+            content=body,
+            headers={"content-type": "application/json", **headers},
+            timeout=10,
+        )
         statuses.append(response.status_code)
     assert max(statuses) < 500, statuses
     assert set(statuses) <= {400, 401}  # nothing forged got in
@@ -442,8 +509,11 @@ def test_the_inbox_keeps_no_readable_card_or_account_number(hooks, keys):
     """Regression (issue 12): webhook_inbox.raw_body was the delivery as it arrived."""
     _, conn, url = hooks
     document = send.truelayer_payment(MERCHANT, 7_000)
-    document["remitter"] = {"account_holder_name": "A. Customer", "iban": "GB33BUKB20201555555555",
-                            "reference": "paid with card 4111 1111 1111 1111"}  # fmt: skip
+    document["remitter"] = {
+        "account_holder_name": "A. Customer",
+        "iban": "GB33BUKB20201555555555",
+        "reference": "paid with card 4111 1111 1111 1111",
+    }
     answer = deliver(url, keys, "truelayer", document)
     assert answer.status_code == 200, answer.text
     raw = conn.execute(
@@ -490,8 +560,10 @@ def test_plaid_keys_unknown_to_the_service_are_fetched_from_plaid_cached_and_ref
     from ops.webhook_senders import _jwk
 
     rotated, old = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
-    served = {"plaid-rotated": _jwk(rotated, "plaid-rotated"),
-              "plaid-old": {**_jwk(old, "plaid-old"), "expired_at": int(time.time()) - 60}}  # fmt: skip
+    served = {
+        "plaid-rotated": _jwk(rotated, "plaid-rotated"),
+        "plaid-old": {**_jwk(old, "plaid-old"), "expired_at": int(time.time()) - 60},
+    }
     asked: list[str] = []
     key_server = FastAPI()
 
@@ -504,8 +576,12 @@ def test_plaid_keys_unknown_to_the_service_are_fetched_from_plaid_cached_and_ref
         return {"key": served[body["key_id"]], "request_id": "r1"}
 
     with private_database(services) as db, serving(key_server) as plaid_api:
-        settings = keys.settings(PLAID_WEBHOOK_JWKS={"keys": []}, PLAID_API_URL=plaid_api,
-                                 PLAID_CLIENT_ID="client-1", PLAID_SECRET="plaid-secret")  # fmt: skip
+        settings = keys.settings(
+            PLAID_WEBHOOK_JWKS={"keys": []},
+            PLAID_API_URL=plaid_api,
+            PLAID_CLIENT_ID="client-1",
+            PLAID_SECRET="plaid-secret",
+        )
         with serving(create_app(db, settings, codec, catalog)) as url:
 
             def deliver_with(kid: str, key) -> int:
@@ -541,10 +617,18 @@ def test_truelayer_keys_are_fetched_from_an_allow_listed_jku_when_a_new_key_sign
 
     def signed(body: bytes, jku: str) -> dict[str, str]:
         stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        pem = rotated.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                    serialization.NoEncryption()).decode()  # fmt: skip
-        signature = (sign_with_pem("tl-rotated", pem).set_method(HttpMethod.POST).set_path("/v1/webhooks/truelayer")
-                     .add_header("X-Tl-Webhook-Timestamp", stamp).set_body(body.decode()).set_jku(jku).sign())  # fmt: skip
+        pem = rotated.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ).decode()
+        signature = (
+            sign_with_pem("tl-rotated", pem)
+            .set_method(HttpMethod.POST)
+            .set_path("/v1/webhooks/truelayer")
+            .add_header("X-Tl-Webhook-Timestamp", stamp)
+            .set_body(body.decode())
+            .set_jku(jku)
+            .sign()
+        )
         return {"Tl-Signature": signature, "X-Tl-Webhook-Timestamp": stamp}
 
     with private_database(services) as db, serving(jwks_server) as key_host:

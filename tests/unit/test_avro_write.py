@@ -64,14 +64,17 @@ UNION = {
     "type": "record",
     "name": "U",
     "fields": [
-        {"name": "u", "type": [
-            {"type": "record", "name": "R", "fields": [{"name": "a", "type": "long"}]},
-            {"type": "map", "values": "long"},
-        ]},
+        {
+            "name": "u",
+            "type": [
+                {"type": "record", "name": "R", "fields": [{"name": "a", "type": "long"}]},
+                {"type": "map", "values": "long"},
+            ],
+        },
         {"name": "n", "type": ["null", "long", "double"]},
         {"name": "d", "type": ["double", "long"]},
     ],
-}  # fmt: skip
+}
 
 
 @pytest.mark.parametrize(
@@ -88,8 +91,14 @@ def test_a_union_choice_fastavro_could_make_otherwise_is_left_to_it(record, path
 
 
 def test_a_missing_field_with_a_default_and_a_wrong_type_are_left_to_fastavro():
-    schema = {"type": "record", "name": "D", "fields": [
-        {"name": "a", "type": "string"}, {"name": "b", "type": ["null", "string"], "default": None}]}  # fmt: skip
+    schema = {
+        "type": "record",
+        "name": "D",
+        "fields": [
+            {"name": "a", "type": "string"},
+            {"name": "b", "type": ["null", "string"], "default": None},
+        ],
+    }
     write = compile_writer(schema)
     assert write({"a": "x", "b": "y"}) == _fastavro(schema, {"a": "x", "b": "y"})
     for record in (
@@ -111,13 +120,21 @@ def test_the_codec_still_refuses_what_fastavro_refuses(store):
 
 
 def test_a_tuple_naming_its_union_branch_is_written_as_fastavro_writes_it():
-    schema = {"type": "record", "name": "T", "namespace": "test", "fields": [
-        {"name": "m", "type": [
-            {"type": "record", "name": "A", "fields": [{"name": "x", "type": "long"}]},
-            {"type": "record", "name": "B", "fields": [{"name": "x", "type": "long"}]},
-            "string",
-        ]},
-    ]}  # fmt: skip
+    schema = {
+        "type": "record",
+        "name": "T",
+        "namespace": "test",
+        "fields": [
+            {
+                "name": "m",
+                "type": [
+                    {"type": "record", "name": "A", "fields": [{"name": "x", "type": "long"}]},
+                    {"type": "record", "name": "B", "fields": [{"name": "x", "type": "long"}]},
+                    "string",
+                ],
+            },
+        ],
+    }
     write = compile_writer(schema)
     for value in [("test.B", {"x": 3}), ("test.A", {"x": 3}), ("string", "s"), {"x": 4}]:
         assert write({"m": value}) == _fastavro(schema, {"m": value})

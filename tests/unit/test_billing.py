@@ -54,8 +54,17 @@ def test_a_period_past_its_end_is_closed_even_without_its_invoice():
 
 def test_ids_are_deterministic_and_distinct():
     assert invoice_id("t1", "live", "2026-11") == invoice_id("t1", "live", "2026-11")
-    assert len({invoice_id("t1", "live", "2026-11"), invoice_id("t1", "sandbox", "2026-11"),
-                invoice_id("t2", "live", "2026-11"), invoice_id("t1", "live", "2026-12")}) == 4  # fmt: skip
+    assert (
+        len(
+            {
+                invoice_id("t1", "live", "2026-11"),
+                invoice_id("t1", "sandbox", "2026-11"),
+                invoice_id("t2", "live", "2026-11"),
+                invoice_id("t1", "live", "2026-12"),
+            }
+        )
+        == 4
+    )
     assert line_item_id("f", 1) != line_item_id("f", 2)
 
 

@@ -46,8 +46,12 @@ def test_every_topic_has_a_writer_and_a_reader_or_is_published(catalog: Catalog)
     written |= {t for c in catalog.consumers.values() for t in c.outbox_outputs}
     # the audit trail reads every topic: a topic only it reads is read by nobody who acts on it,
     # but for the audit topic itself
-    read = {t for c in catalog.consumers.values() for t in c.inputs
-            if c.name != "audit_sink" or catalog.topics[t].kind == "audit"}  # fmt: skip
+    read = {
+        t
+        for c in catalog.consumers.values()
+        for t in c.inputs
+        if c.name != "audit_sink" or catalog.topics[t].kind == "audit"
+    }
     unwritten = sorted(t for t in catalog.topics if t not in written)
     unread = sorted(
         t for t, spec in catalog.topics.items() if t not in read and spec.kind != "dlq" and not spec.published

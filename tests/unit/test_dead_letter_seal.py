@@ -41,9 +41,12 @@ class Letter:
 def letter(value: bytes, *, key: bytes = KEY, offset: int = 41, sealed_at: int = 41) -> Message:
     sealed = seal_value(key, value, "cards.transaction.received.v1", 3, sealed_at)
     headers = [
-        (ORIGIN_TOPIC, b"cards.transaction.received.v1"), (ORIGIN_PARTITION, b"3"),
-        (ORIGIN_OFFSET, str(offset).encode()), (SEAL, AES_GCM), (KEY_ID, key_id(key).encode()),
-    ]  # fmt: skip
+        (ORIGIN_TOPIC, b"cards.transaction.received.v1"),
+        (ORIGIN_PARTITION, b"3"),
+        (ORIGIN_OFFSET, str(offset).encode()),
+        (SEAL, AES_GCM),
+        (KEY_ID, key_id(key).encode()),
+    ]
     return Letter(sealed, headers)  # type: ignore[return-value]
 
 

@@ -16,8 +16,12 @@ NOWHERE = Settings(KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:9", KAFKA_SECURITY_PROTOCO
 
 
 def test_events_for_an_unreachable_broker_are_unacknowledged_not_failed(catalog: Catalog) -> None:
-    producer = EventProducer(NOWHERE, AvroCodec(load_store(REPO_ROOT / "avro")), catalog,
-                             **{"message.timeout.ms": 0, "log_level": 0})  # fmt: skip
+    producer = EventProducer(
+        NOWHERE,
+        AvroCodec(load_store(REPO_ROOT / "avro")),
+        catalog,
+        **{"message.timeout.ms": 0, "log_level": 0},
+    )
     producer.produce("payments.transfer.requested.v1", transfer_requested())
     with pytest.raises(Unacknowledged, match="1 events still unacknowledged"):
         producer.flush(0.5)

@@ -29,8 +29,9 @@ WEI = 10**18
 
 
 def schedule(*rules: Rule, rounding: str = "HALF_EVEN") -> Schedule:
-    return Schedule(tenant="t", version=1, effective_from=datetime(2026, 1, 1, tzinfo=UTC), rounding=rounding,
-                    rule=rules)  # type: ignore[arg-type]  # fmt: skip
+    return Schedule(
+        tenant="t", version=1, effective_from=datetime(2026, 1, 1, tzinfo=UTC), rounding=rounding, rule=rules
+    )  # type: ignore[arg-type]
 
 
 def rule(**kw) -> Rule:
@@ -38,8 +39,11 @@ def rule(**kw) -> Rule:
     return Rule.model_validate({**base, **kw})
 
 
-TIERED = rule(method="TIERED", currency="EUR",
-              bands=[{"up_to": 10_000, "bps": "150"}, {"up_to": 100_000, "bps": "100"}, {"bps": "50"}])  # fmt: skip
+TIERED = rule(
+    method="TIERED",
+    currency="EUR",
+    bands=[{"up_to": 10_000, "bps": "150"}, {"up_to": 100_000, "bps": "100"}, {"bps": "50"}],
+)
 
 
 @pytest.mark.parametrize(
@@ -148,8 +152,9 @@ def test_an_outbound_token_transfer_pays_gas_in_the_native_asset_as_a_second_fee
 
 def test_premium_tier_applies_only_on_its_rails():
     s = BOOK.for_event("tenant-1", datetime(2026, 8, 1, tzinfo=UTC))
-    tiers = lambda rail: {line.tier for a in assess(Chargeable("transfer", 10_000, "EUR", 2, rail=rail), s)  # noqa: E731
-                          for line in a.lines}  # fmt: skip
+    tiers = lambda rail: {  # noqa: E731
+        line.tier for a in assess(Chargeable("transfer", 10_000, "EUR", 2, rail=rail), s) for line in a.lines
+    }
     assert "PREMIUM" in tiers("SEPA_INSTANT")
     assert "PREMIUM" not in tiers("SEPA")
 

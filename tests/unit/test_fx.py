@@ -32,8 +32,15 @@ def expected(sold: int, sold_exp: int, bought_exp: int, market: Fraction, markup
 
 
 def test_selling_the_base_uses_the_bid_less_the_markup():
-    c = convert(sold_units=10_000, sold_currency="EUR", sold_exponent=2, bought_currency="USD", bought_exponent=2,
-                rate=EURUSD, pricing=TenantFx(markup_bps=50))  # fmt: skip
+    c = convert(
+        sold_units=10_000,
+        sold_currency="EUR",
+        sold_exponent=2,
+        bought_currency="USD",
+        bought_exponent=2,
+        rate=EURUSD,
+        pricing=TenantFx(markup_bps=50),
+    )
     assert c.market_rate == Decimal("1.08")
     assert c.rate == Decimal("1.074600000000000000")
     assert c.bought_units == 10_746  # 100.00 EUR -> 107.46 USD
@@ -41,29 +48,68 @@ def test_selling_the_base_uses_the_bid_less_the_markup():
 
 
 def test_selling_the_quote_uses_one_over_the_ask():
-    c = convert(sold_units=10_000, sold_currency="USD", sold_exponent=2, bought_currency="EUR", bought_exponent=2,
-                rate=EURUSD, pricing=TenantFx(markup_bps=50))  # fmt: skip
+    c = convert(
+        sold_units=10_000,
+        sold_currency="USD",
+        sold_exponent=2,
+        bought_currency="EUR",
+        bought_exponent=2,
+        rate=EURUSD,
+        pricing=TenantFx(markup_bps=50),
+    )
     market = Fraction(1) / Fraction("1.0802")
     assert c.bought_units == expected(10_000, 2, 2, Fraction(math.floor(market * 10**18), 10**18), 50, 0)
     assert c.bought_units == 9_211  # 100 USD -> 92.11 EUR, rounded down
 
 
 def test_a_bonus_gives_back_part_of_the_markup():
-    plain = convert(sold_units=1_000_000, sold_currency="EUR", sold_exponent=2, bought_currency="USD",
-                    bought_exponent=2, rate=EURUSD, pricing=TenantFx(markup_bps=20))  # fmt: skip
-    bonus = convert(sold_units=1_000_000, sold_currency="EUR", sold_exponent=2, bought_currency="USD",
-                    bought_exponent=2, rate=EURUSD, pricing=TenantFx(markup_bps=20, bonus_bps=5))  # fmt: skip
+    plain = convert(
+        sold_units=1_000_000,
+        sold_currency="EUR",
+        sold_exponent=2,
+        bought_currency="USD",
+        bought_exponent=2,
+        rate=EURUSD,
+        pricing=TenantFx(markup_bps=20),
+    )
+    bonus = convert(
+        sold_units=1_000_000,
+        sold_currency="EUR",
+        sold_exponent=2,
+        bought_currency="USD",
+        bought_exponent=2,
+        rate=EURUSD,
+        pricing=TenantFx(markup_bps=20, bonus_bps=5),
+    )
     assert bonus.bought_units - plain.bought_units == 540  # 5 bps of 1,080,000 cents
     assert bonus.bonus_bps == 5 and bonus.markup_bps == 20
 
 
 def test_exponents_differ_between_crypto_and_fiat():
-    c = convert(sold_units=15 * 10**17, sold_currency="ETH", sold_exponent=18, bought_currency="EUR",
-                bought_exponent=2, rate=ETHEUR, pricing=TenantFx(markup_bps=50))  # fmt: skip
+    c = convert(
+        sold_units=15 * 10**17,
+        sold_currency="ETH",
+        sold_exponent=18,
+        bought_currency="EUR",
+        bought_exponent=2,
+        rate=ETHEUR,
+        pricing=TenantFx(markup_bps=50),
+    )
     assert c.bought_units == expected(15 * 10**17, 18, 2, Fraction("3000.12"), 50, 0) == 447_767
-    back = convert(sold_units=447_767, sold_currency="EUR", sold_exponent=2, bought_currency="ETH",
-                   bought_exponent=18, rate=ETHEUR, pricing=TenantFx())  # fmt: skip
-    assert back.bought_units == math.floor(Fraction(447_767, 100) * 10**18 * Fraction(math.floor(Fraction(1) / Fraction("3001.00") * 10**18), 10**18))  # fmt: skip
+    back = convert(
+        sold_units=447_767,
+        sold_currency="EUR",
+        sold_exponent=2,
+        bought_currency="ETH",
+        bought_exponent=18,
+        rate=ETHEUR,
+        pricing=TenantFx(),
+    )
+    assert back.bought_units == math.floor(
+        Fraction(447_767, 100)
+        * 10**18
+        * Fraction(math.floor(Fraction(1) / Fraction("3001.00") * 10**18), 10**18)
+    )
     assert back.bought_units > 10**18  # 1.49 ETH in wei
 
 
@@ -86,22 +132,51 @@ def test_a_stale_rate_is_refused_with_its_age():
     ],
 )
 def test_malformed_rates_are_refused(kwargs, error):
-    base = {"pair": "EUR/USD", "base": "EUR", "quote": "USD", "bid": Decimal("1.08"), "ask": Decimal("1.09"),
-            "source": "s", "quoted_at": T0, **kwargs}  # fmt: skip
+    base = {
+        "pair": "EUR/USD",
+        "base": "EUR",
+        "quote": "USD",
+        "bid": Decimal("1.08"),
+        "ask": Decimal("1.09"),
+        "source": "s",
+        "quoted_at": T0,
+        **kwargs,
+    }
     with pytest.raises(FxError, match=error):
         Rate(**base)
 
 
 def test_conversions_that_cannot_be_priced_are_refused():
     with pytest.raises(FxError, match="cannot price"):
-        convert(sold_units=100, sold_currency="GBP", sold_exponent=2, bought_currency="USD", bought_exponent=2,
-                rate=EURUSD, pricing=TenantFx())  # fmt: skip
+        convert(
+            sold_units=100,
+            sold_currency="GBP",
+            sold_exponent=2,
+            bought_currency="USD",
+            bought_exponent=2,
+            rate=EURUSD,
+            pricing=TenantFx(),
+        )
     with pytest.raises(FxError, match="less than one unit"):
-        convert(sold_units=1, sold_currency="EUR", sold_exponent=2, bought_currency="ETH", bought_exponent=0,
-                rate=Rate("ETH/EUR", "ETH", "EUR", Decimal(3000), Decimal(3001), "s", T0), pricing=TenantFx())  # fmt: skip
+        convert(
+            sold_units=1,
+            sold_currency="EUR",
+            sold_exponent=2,
+            bought_currency="ETH",
+            bought_exponent=0,
+            rate=Rate("ETH/EUR", "ETH", "EUR", Decimal(3000), Decimal(3001), "s", T0),
+            pricing=TenantFx(),
+        )
     with pytest.raises(FxError, match="positive integer"):
-        convert(sold_units=0, sold_currency="EUR", sold_exponent=2, bought_currency="USD", bought_exponent=2,
-                rate=EURUSD, pricing=TenantFx())  # fmt: skip
+        convert(
+            sold_units=0,
+            sold_currency="EUR",
+            sold_exponent=2,
+            bought_currency="USD",
+            bought_exponent=2,
+            rate=EURUSD,
+            pricing=TenantFx(),
+        )
 
 
 def test_otc_orders_above_the_threshold_wait_for_approval():

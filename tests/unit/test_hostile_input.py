@@ -223,9 +223,15 @@ def test_a_writer_schema_too_deep_to_guard_is_a_decode_error_not_a_crash(tmp_pat
 
 @pytest.mark.parametrize(
     ("field", "value", "fits"),
-    [("int", 2**31 - 1, True), ("int", -(2**31), True), ("int", 2**31, False), ("int", 2**33, False),
-     ("long", 2**63 - 1, True), ("long", 2**63, False)],
-)  # fmt: skip
+    [
+        ("int", 2**31 - 1, True),
+        ("int", -(2**31), True),
+        ("int", 2**31, False),
+        ("int", 2**33, False),
+        ("long", 2**63 - 1, True),
+        ("long", 2**63, False),
+    ],
+)
 def test_ints_are_bounded_to_32_bits_and_longs_to_64(tmp_path, field, value, fits):
     schema = {"type": "record", "name": "N", "namespace": "test", "fields": [{"name": "n", "type": field}]}
     store = store_of(tmp_path, schema)
@@ -298,9 +304,12 @@ print(decoded, refused)
 def test_a_seeded_fuzz_of_random_and_mutated_payloads_against_every_schema_only_decodes_or_refuses():
     """No crash, no exception but DecodeError, memory under 2 GiB: every bad value would be dead-lettered."""
     done = subprocess.run(
-        [sys.executable, "-c", FUZZ, "20261129", "4"], capture_output=True, timeout=120, text=True,
+        [sys.executable, "-c", FUZZ, "20261129", "4"],
+        capture_output=True,
+        timeout=120,
+        text=True,
         cwd=Path(__file__).parents[2],
-    )  # fmt: skip
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     decoded, refused = map(int, done.stdout.split())
     assert refused > 1000 and decoded >= 0  # it ran, and hostile input was refused

@@ -71,8 +71,13 @@ def test_a_pan_in_any_field_is_redacted_and_flagged():
 def test_exact_values_become_json_text_without_floats():
     at = datetime(2026, 11, 23, tzinfo=UTC)
     out = mask({"wei": Decimal(2**70), "units": 2**64, "small": 5, "at": at, "id": uuid.UUID(int=1)}).value
-    assert out == {"wei": str(2**70), "units": str(2**64), "small": 5, "at": at.isoformat(),
-                   "id": "00000000-0000-0000-0000-000000000001"}  # fmt: skip
+    assert out == {
+        "wei": str(2**70),
+        "units": str(2**64),
+        "small": 5,
+        "at": at.isoformat(),
+        "id": "00000000-0000-0000-0000-000000000001",
+    }
 
 
 @pytest.mark.parametrize(

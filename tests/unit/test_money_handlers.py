@@ -34,10 +34,16 @@ def as_event(codec: AvroCodec, topic: str, record: dict) -> Event:
 def completed(units: int = 10_000, **overrides) -> dict:
     return {
         "metadata": metadata("payments.transaction.completed", occurred_at=AUGUST),
-        "account_id": "acc-1", "transaction_id": "tx-1", "transaction_type": "TRANSFER", "direction": "DEBIT",
-        "amount": {"units": units, "currency": "EUR", "exponent": 2}, "counterparty_account_id": None,
-        "version": 7, "rail": "SEPA", **overrides,
-    }  # fmt: skip
+        "account_id": "acc-1",
+        "transaction_id": "tx-1",
+        "transaction_type": "TRANSFER",
+        "direction": "DEBIT",
+        "amount": {"units": units, "currency": "EUR", "exponent": 2},
+        "counterparty_account_id": None,
+        "version": 7,
+        "rail": "SEPA",
+        **overrides,
+    }
 
 
 def test_a_completed_transfer_is_assessed_and_its_fee_posts_balanced(codec):
@@ -47,8 +53,10 @@ def test_a_completed_transfer_is_assessed_and_its_fee_posts_balanced(codec):
     assert fee.record["fee_config_version"] == "default@v2"
     assert fee.record["total"] == {"units": 37, "currency": "EUR", "exponent": 2}
     assert [(x["tier"], x["amount"]["units"]) for x in fee.record["lines"]] == [
-        ("PLATFORM", 25), ("PROVIDER", 10), ("COMPLIANCE", 2)
-    ]  # fmt: skip
+        ("PLATFORM", 25),
+        ("PROVIDER", 10),
+        ("COMPLIANCE", 2),
+    ]
     journal = journal_for(fee.topic, fee.record)
     assert journal is not None
     check_balanced(journal)
@@ -65,8 +73,12 @@ def test_a_completed_transfer_is_assessed_and_its_fee_posts_balanced(codec):
 def test_an_outbound_eth_transfer_charges_its_gas_beyond_2_to_the_64_wei(codec):
     record = transfer_confirmed(wei=25 * 10**18)
     record["metadata"]["occurred_at"] = AUGUST
-    record["transfer"].update(direction="OUTBOUND", gas_used=21_000, base_fee_per_gas=Decimal(900 * 10**12),
-                              priority_fee_per_gas=Decimal(2 * 10**9))  # fmt: skip
+    record["transfer"].update(
+        direction="OUTBOUND",
+        gas_used=21_000,
+        base_fee_per_gas=Decimal(900 * 10**12),
+        priority_fee_per_gas=Decimal(2 * 10**9),
+    )
     [out] = (
         FeesHandler(PRICING.fees)
         .handle([as_event(codec, "crypto.wallet.transfer.confirmed.v1", record)])
@@ -105,14 +117,24 @@ def test_a_fee_before_any_schedule_is_refused_with_the_reason(codec):
 
 def test_a_conversion_posts_both_legs_through_the_fx_positions(codec):
     record = {
-        "metadata": metadata("fx.conversion.executed"), "account_id": "acc-1", "conversion_id": "c-1",
-        "order_id": "o-1", "pair": "EUR/USD", "rate": Decimal("1.0746"), "market_rate": Decimal("1.08"),
-        "markup_bps": 50, "bonus_bps": 0, "sold": {"units": 10_000, "currency": "EUR", "exponent": 2},
-        "bought": {"units": 10_746, "currency": "USD", "exponent": 2}, "rate_source": "ecb",
+        "metadata": metadata("fx.conversion.executed"),
+        "account_id": "acc-1",
+        "conversion_id": "c-1",
+        "order_id": "o-1",
+        "pair": "EUR/USD",
+        "rate": Decimal("1.0746"),
+        "market_rate": Decimal("1.08"),
+        "markup_bps": 50,
+        "bonus_bps": 0,
+        "sold": {"units": 10_000, "currency": "EUR", "exponent": 2},
+        "bought": {"units": 10_746, "currency": "USD", "exponent": 2},
+        "rate_source": "ecb",
         "rate_quoted_at": datetime(2026, 11, 23, tzinfo=UTC),
-    }  # fmt: skip
+    }
     [out] = LedgerHandler().handle([as_event(codec, "fx.conversion.executed.v1", record)]).outputs
     assert {(x["ledger_account"], x["side"]) for x in out.record["lines"]} == {
-        ("customer:tenant-1/acc-1:EUR", "DEBIT"), ("fx_position:tenant-1/platform:EUR", "CREDIT"),
-        ("fx_position:tenant-1/platform:USD", "DEBIT"), ("customer:tenant-1/acc-1:USD", "CREDIT"),
-    }  # fmt: skip
+        ("customer:tenant-1/acc-1:EUR", "DEBIT"),
+        ("fx_position:tenant-1/platform:EUR", "CREDIT"),
+        ("fx_position:tenant-1/platform:USD", "DEBIT"),
+        ("customer:tenant-1/acc-1:USD", "CREDIT"),
+    }

@@ -11,8 +11,10 @@ import re
 
 from topics.settings import REPO_ROOT
 
-MONEY = re.compile(r"amount|units|fee|price|rate|total|balance|bps|markup|bonus|debit|credit|threshold|gas|cost",
-                   re.IGNORECASE)  # fmt: skip
+MONEY = re.compile(
+    r"amount|units|fee|price|rate|total|balance|bps|markup|bonus|debit|credit|threshold|gas|cost",
+    re.IGNORECASE,
+)
 CODE = ("streams", "sinks", "topics", "connectors", "ops")
 MONEY_PACKAGES = (
     "streams/fees",

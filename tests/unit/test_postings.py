@@ -54,9 +54,15 @@ def test_money_in_credits_the_customer():
 def test_a_book_transfer_moves_between_customers():
     j = transaction_completed(
         tenant="t",
-        transaction_id="t3", account_id="a", direction="DEBIT", units=5, currency="USD", exponent=2, rail="BOOK",
+        transaction_id="t3",
+        account_id="a",
+        direction="DEBIT",
+        units=5,
+        currency="USD",
+        exponent=2,
+        rail="BOOK",
         counterparty_account_id="b",
-    )  # fmt: skip
+    )
     assert {(line.account, line.side) for line in j.lines} == {
         ("customer:t/a:USD", "DEBIT"),
         ("customer:t/b:USD", "CREDIT"),
@@ -74,9 +80,15 @@ def test_fees_go_to_revenue():
 def test_fx_balances_in_each_currency_through_the_position_accounts():
     j = fx_conversion(
         tenant="t",
-        conversion_id="c1", account_id="acc-1", sold_units=10_000, sold_currency="EUR", sold_exponent=2,
-        bought_units=10_845, bought_currency="USD", bought_exponent=2,
-    )  # fmt: skip
+        conversion_id="c1",
+        account_id="acc-1",
+        sold_units=10_000,
+        sold_currency="EUR",
+        sold_exponent=2,
+        bought_units=10_845,
+        bought_currency="USD",
+        bought_exponent=2,
+    )
     check_balanced(j)
     assert len(j.lines) == 4
 
@@ -149,9 +161,15 @@ def test_a_journal_may_not_touch_another_tenants_books():
 
 def test_a_bank_credit_funds_the_customer_from_the_providers_clearing_account():
     j = bank_transaction(
-        tenant="t", provider="TrueLayer", transaction_id="b1", account_id="acc-1", direction="CREDIT",
-        units=5000, currency="EUR", exponent=2,
-    )  # fmt: skip
+        tenant="t",
+        provider="TrueLayer",
+        transaction_id="b1",
+        account_id="acc-1",
+        direction="CREDIT",
+        units=5000,
+        currency="EUR",
+        exponent=2,
+    )
     assert [(line.account, line.side, line.units) for line in j.lines] == [
         ("clearing:t/truelayer:EUR", "DEBIT", 5000),
         ("customer:t/acc-1:EUR", "CREDIT", 5000),
@@ -160,10 +178,20 @@ def test_a_bank_credit_funds_the_customer_from_the_providers_clearing_account():
 
 
 def test_card_flows_capture_completes_the_authorizations_hold_and_a_refund_reverses_it():
-    common = {"tenant": "t", "provider": "stripe", "transaction_id": "iauth_1", "account_id": "acc-1",
-              "currency": "EUR", "exponent": 2}  # fmt: skip
-    assert card_movement(**common, provider_reference="iauth_1", status="AUTHORIZED", direction="DEBIT",
-                         units=900) is None  # fmt: skip
+    common = {
+        "tenant": "t",
+        "provider": "stripe",
+        "transaction_id": "iauth_1",
+        "account_id": "acc-1",
+        "currency": "EUR",
+        "exponent": 2,
+    }
+    assert (
+        card_movement(
+            **common, provider_reference="iauth_1", status="AUTHORIZED", direction="DEBIT", units=900
+        )
+        is None
+    )
     capture = card_movement(
         **common, provider_reference="ipi_1", status="CAPTURED", direction="DEBIT", units=900
     )
@@ -173,19 +201,31 @@ def test_card_flows_capture_completes_the_authorizations_hold_and_a_refund_rever
     assert capture is not None and refund is not None
     assert capture.completes_hold == "card:t/iauth_1"
     assert [(ln.account, ln.side) for ln in capture.lines] == [
-        ("customer:t/acc-1:EUR", "DEBIT"), ("clearing:t/card_stripe:EUR", "CREDIT")
-    ]  # fmt: skip
+        ("customer:t/acc-1:EUR", "DEBIT"),
+        ("clearing:t/card_stripe:EUR", "CREDIT"),
+    ]
     assert [(ln.account, ln.side, ln.units) for ln in refund.lines] == [
-        ("clearing:t/card_stripe:EUR", "DEBIT", 300), ("customer:t/acc-1:EUR", "CREDIT", 300)
-    ]  # fmt: skip
+        ("clearing:t/card_stripe:EUR", "DEBIT", 300),
+        ("customer:t/acc-1:EUR", "CREDIT", 300),
+    ]
     assert refund.completes_hold is None
 
 
 def test_a_crypto_deposit_credits_the_customer_against_custody_per_chain_and_asset():
     wei = 3 * 10**18
-    j = crypto_deposit(tenant="t", chain="ethereum", tx_hash="0xab", log_index=None, account_id="w1", units=wei,
-                       asset="ETH", decimals=18, block_hash="0xb1")  # fmt: skip
+    j = crypto_deposit(
+        tenant="t",
+        chain="ethereum",
+        tx_hash="0xab",
+        log_index=None,
+        account_id="w1",
+        units=wei,
+        asset="ETH",
+        decimals=18,
+        block_hash="0xb1",
+    )
     assert [(ln.account, ln.side, ln.units) for ln in j.lines] == [
-        ("custody:t/ethereum:ETH", "DEBIT", wei), ("customer:t/w1:ETH", "CREDIT", wei)
-    ]  # fmt: skip
+        ("custody:t/ethereum:ETH", "DEBIT", wei),
+        ("customer:t/w1:ETH", "CREDIT", wei),
+    ]
     assert j.reference_id == "chain:t/ethereum:0xab:-1:w1@0xb1"

@@ -29,8 +29,14 @@ def test_the_happy_path_walks_one_step_at_a_time():
     assert state == State("COMPLETED", 7)
 
 
-IN_FLIGHT = ["INITIATED", "VALIDATING", "BALANCE_RESERVED", "SENT_TO_PROVIDER", "PROVIDER_PROCESSING",
-             "PROVIDER_CONFIRMING"]  # fmt: skip
+IN_FLIGHT = [
+    "INITIATED",
+    "VALIDATING",
+    "BALANCE_RESERVED",
+    "SENT_TO_PROVIDER",
+    "PROVIDER_PROCESSING",
+    "PROVIDER_CONFIRMING",
+]
 LEGAL = {
     # the documented lifecycle (DOMAIN.md), one step at a time
     ("INITIATED", "VALIDATING"),
@@ -94,8 +100,14 @@ def test_compensation_ends_in_failed():
 
 @pytest.mark.parametrize(
     ("status", "target"),
-    [("INITIATED", "FAILED"), ("VALIDATING", "FAILED"), ("BALANCE_RESERVED", "COMPENSATING"),
-     ("PROVIDER_CONFIRMING", "COMPENSATING"), ("COMPLETED", None), ("FAILED", None)],
-)  # fmt: skip
+    [
+        ("INITIATED", "FAILED"),
+        ("VALIDATING", "FAILED"),
+        ("BALANCE_RESERVED", "COMPENSATING"),
+        ("PROVIDER_CONFIRMING", "COMPENSATING"),
+        ("COMPLETED", None),
+        ("FAILED", None),
+    ],
+)
 def test_a_block_fails_or_compensates(status, target):
     assert block_target(status) == target

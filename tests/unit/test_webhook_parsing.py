@@ -66,18 +66,32 @@ def test_deep_nesting_is_refused_whatever_the_recursion_limit():
 
 @pytest.mark.parametrize(
     ("amount", "currency", "units"),
-    [("12.34", "USD", 1234), ("12.3", "USD", 1230), ("500", "JPY", 500), ("1.234", "KWD", 1234),
-     ("0.01", "EUR", 1), ("99999999999999.99", "USD", 9_999_999_999_999_999)],
-)  # fmt: skip
+    [
+        ("12.34", "USD", 1234),
+        ("12.3", "USD", 1230),
+        ("500", "JPY", 500),
+        ("1.234", "KWD", 1234),
+        ("0.01", "EUR", 1),
+        ("99999999999999.99", "USD", 9_999_999_999_999_999),
+    ],
+)
 def test_decimal_strings_become_exact_minor_units(amount, currency, units):
     assert minor_units(amount, currency) == units
 
 
 @pytest.mark.parametrize(
     ("amount", "currency"),
-    [("1.005", "USD"), ("1.5", "JPY"), (12.34, "USD"), (1234, "USD"), ("NaN", "USD"), ("1,00", "EUR"),
-     ("10", "XAU"), ("10", "ZZZ")],
-)  # fmt: skip
+    [
+        ("1.005", "USD"),
+        ("1.5", "JPY"),
+        (12.34, "USD"),
+        (1234, "USD"),
+        ("NaN", "USD"),
+        ("1,00", "EUR"),
+        ("10", "XAU"),
+        ("10", "ZZZ"),
+    ],
+)
 def test_amounts_that_are_not_exact_in_the_currency_are_refused(amount, currency):
     with pytest.raises(Unprocessable):
         minor_units(amount, currency)
