@@ -20,6 +20,7 @@ from topics.currencies import CurrencyRegistry
 from topics.errors import LedgerstreamError
 from topics.events import new_metadata
 from topics.money import money_record
+from topics.names import ACCOUNTS_ACCOUNT_OPENED_V1, ACCOUNTS_ACCOUNT_STATUS_CHANGED_V1
 from topics.outbox import enqueue
 
 Kind = Literal["customer", "clearing", "custody", "fee_revenue", "network_fees", "fx_position", "suspense"]
@@ -34,8 +35,8 @@ KINDS: tuple[str, ...] = (
     "suspense",
 )
 
-OPENED = "accounts.account.opened.v1"
-CHANGED = "accounts.account.status_changed.v1"
+OPENED = ACCOUNTS_ACCOUNT_OPENED_V1
+CHANGED = ACCOUNTS_ACCOUNT_STATUS_CHANGED_V1
 OPEN = """
 INSERT INTO accounts (tenant_id, account_id, currency, exponent, environment, holder, kind, overdraft_limit)
 VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING opened_at

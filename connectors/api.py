@@ -48,6 +48,7 @@ from topics.currencies import CurrencyError, CurrencyRegistry
 from topics.errors import EncodeError
 from topics.events import new_metadata
 from topics.money import money_record
+from topics.names import FX_ORDER_APPROVED_V1, FX_ORDER_REQUESTED_V1, PAYMENTS_TRANSFER_REQUESTED_V1
 from topics.outbox import enqueue
 from topics.settings import Settings
 
@@ -380,7 +381,7 @@ def create_app(settings: Settings, codec: AvroCodec, catalog: Catalog, *, pool_s
                 conn,
                 codec,
                 catalog,
-                "payments.transfer.requested.v1",
+                PAYMENTS_TRANSFER_REQUESTED_V1,
                 {
                     "metadata": meta,
                     "account_id": body.account_id,
@@ -428,7 +429,7 @@ def create_app(settings: Settings, codec: AvroCodec, catalog: Catalog, *, pool_s
                 conn,
                 codec,
                 catalog,
-                "fx.order.requested.v1",
+                FX_ORDER_REQUESTED_V1,
                 {
                     "metadata": meta,
                     "account_id": body.account_id,
@@ -489,7 +490,7 @@ def create_app(settings: Settings, codec: AvroCodec, catalog: Catalog, *, pool_s
                 conn,
                 codec,
                 catalog,
-                "fx.order.approved.v1",
+                FX_ORDER_APPROVED_V1,
                 {
                     "metadata": meta,
                     "account_id": body.account_id,

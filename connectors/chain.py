@@ -37,6 +37,7 @@ from topics.catalog import Catalog
 from topics.codec import AvroCodec
 from topics.events import LEDGERSTREAM_NAMESPACE, derived_event_id, new_metadata
 from topics.health import LoopProbe
+from topics.names import PAYMENTS_TRANSACTION_STATUS_REPORTED_V1
 from topics.outbox import enqueue
 from topics.settings import Settings
 
@@ -50,7 +51,7 @@ CHECKPOINT = Gauge(
 DETECTED, CONFIRMED, REORGED = (
     f"crypto.wallet.transfer.{k}.v1" for k in ("detected", "confirmed", "reorged")
 )
-REPORTED = "payments.transaction.status_reported.v1"
+REPORTED = PAYMENTS_TRANSACTION_STATUS_REPORTED_V1
 UNMATCHED = Counter(
     "ledgerstream_chain_unmatched_outbound_total",
     "Confirmed transfers out of a watched wallet that match no transfer the chain sender sent",

@@ -34,6 +34,7 @@ from topics.codec import AvroCodec
 from topics.errors import LedgerstreamError
 from topics.events import LEDGERSTREAM_NAMESPACE, derived_event_id, new_metadata
 from topics.health import LoopProbe
+from topics.names import PAYMENTS_TRANSACTION_STATUS_REPORTED_V1
 from topics.outbox import enqueue
 from topics.settings import Settings
 
@@ -41,7 +42,7 @@ log = logging.getLogger(__name__)
 
 RAILS = ("SEPA", "FASTER_PAYMENTS", "ACH")
 """Rails paid out through a bank payout provider (BOOK never leaves the ledger; CRYPTO goes on chain)."""
-REPORTED = "payments.transaction.status_reported.v1"
+REPORTED = PAYMENTS_TRANSACTION_STATUS_REPORTED_V1
 CLAIM = """
 WITH ready AS (
     SELECT t.transaction_id, t.tenant_id, t.account_id FROM transactions t

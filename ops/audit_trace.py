@@ -11,23 +11,42 @@ from typing import Any
 
 import psycopg
 
+from topics.names import (
+    ACCOUNTS_BALANCE_UPDATED_V1,
+    AUDIT_EVENTS_LOG_V1,
+    BILLING_FEE_ASSESSED_V1,
+    BILLING_INVOICE_LINE_ITEM_ADDED_V1,
+    COMPLIANCE_AML_FLAGGED_V1,
+    COMPLIANCE_TRANSACTION_BLOCKED_V1,
+    FX_CONVERSION_EXECUTED_V1,
+    FX_ORDER_APPROVED_V1,
+    FX_ORDER_REQUESTED_V1,
+    LEDGER_JOURNAL_POSTED_V1,
+    PAYMENTS_TRANSACTION_COMPLETED_V1,
+    PAYMENTS_TRANSACTION_CREATED_V1,
+    PAYMENTS_TRANSACTION_FAILED_V1,
+    PAYMENTS_TRANSACTION_STATUS_CHANGED_V1,
+    PAYMENTS_TRANSACTION_STATUS_REPORTED_V1,
+    PAYMENTS_TRANSFER_REQUESTED_V1,
+)
+
 FLOW = [
-    "audit.events.log.v1",
-    "payments.transfer.requested.v1",
-    "fx.order.requested.v1",
-    "fx.order.approved.v1",
-    "payments.transaction.created.v1",
-    "compliance.aml.flagged.v1",
-    "compliance.transaction.blocked.v1",
-    "payments.transaction.status_reported.v1",
-    "payments.transaction.status_changed.v1",
-    "payments.transaction.completed.v1",
-    "payments.transaction.failed.v1",
-    "fx.conversion.executed.v1",
-    "billing.fee.assessed.v1",
-    "billing.invoice.line_item_added.v1",
-    "ledger.journal.posted.v1",
-    "accounts.balance.updated.v1",
+    AUDIT_EVENTS_LOG_V1,
+    PAYMENTS_TRANSFER_REQUESTED_V1,
+    FX_ORDER_REQUESTED_V1,
+    FX_ORDER_APPROVED_V1,
+    PAYMENTS_TRANSACTION_CREATED_V1,
+    COMPLIANCE_AML_FLAGGED_V1,
+    COMPLIANCE_TRANSACTION_BLOCKED_V1,
+    PAYMENTS_TRANSACTION_STATUS_REPORTED_V1,
+    PAYMENTS_TRANSACTION_STATUS_CHANGED_V1,
+    PAYMENTS_TRANSACTION_COMPLETED_V1,
+    PAYMENTS_TRANSACTION_FAILED_V1,
+    FX_CONVERSION_EXECUTED_V1,
+    BILLING_FEE_ASSESSED_V1,
+    BILLING_INVOICE_LINE_ITEM_ADDED_V1,
+    LEDGER_JOURNAL_POSTED_V1,
+    ACCOUNTS_BALANCE_UPDATED_V1,
 ]
 TRACE = """
 SELECT occurred_at, topic, entity_type, entity_id, actor, before, after, pan_redacted, payload

@@ -30,11 +30,12 @@ from topics.catalog import Catalog
 from topics.codec import AvroCodec
 from topics.consuming import batch_consumer
 from topics.events import Event, new_metadata
+from topics.names import PAYMENTS_TRANSACTION_COMPLETED_V1
 from topics.schemas import load_store
 from topics.settings import Settings
 
 TENANT = "tenant-bench"
-COMPLETED = "payments.transaction.completed.v1"
+COMPLETED = PAYMENTS_TRANSACTION_COMPLETED_V1
 PURE = ("fees", "ledger")
 """Agents whose handler needs no database or Redis state to be measured."""
 

@@ -41,12 +41,13 @@ from ops.serving import free_port
 from ops.stack.process import wait_until
 from sinks.migrate import scratch_database
 from topics.catalog import Catalog
+from topics.names import ACCOUNTS_BALANCE_UPDATED_V1, CARDS_TRANSACTION_RECEIVED_V1, LEDGER_JOURNAL_POSTED_V1
 from topics.settings import REPO_ROOT, Settings
 
 TENANT = "tenant-bench"
-CARDS = "cards.transaction.received.v1"
-POSTED = "ledger.journal.posted.v1"
-BALANCES = "accounts.balance.updated.v1"
+CARDS = CARDS_TRANSACTION_RECEIVED_V1
+POSTED = LEDGER_JOURNAL_POSTED_V1
+BALANCES = ACCOUNTS_BALANCE_UPDATED_V1
 CUSTOMERS = 200
 MAX_SECONDS = 240
 

@@ -25,11 +25,12 @@ from streams.status.agent import StatusHandler
 from topics.catalog import Catalog
 from topics.codec import AvroCodec
 from topics.events import new_metadata
+from topics.names import PAYMENTS_TRANSFER_REQUESTED_V1
 from topics.schemas import load_store
 from topics.settings import Settings
 
 TENANT = "tenant-bench"
-TOPIC = "payments.transfer.requested.v1"
+TOPIC = PAYMENTS_TRANSFER_REQUESTED_V1
 
 
 @dataclass

@@ -64,12 +64,19 @@ from streams.status.agent import StatusHandler
 from topics.catalog import Catalog
 from topics.codec import AvroCodec
 from topics.events import derived_event_id, new_metadata
+from topics.names import (
+    CRYPTO_WALLET_TRANSFER_CONFIRMED_V1,
+    FX_RATE_UPDATED_V1,
+    LEDGER_JOURNAL_POSTED_V1,
+    PAYMENTS_TRANSACTION_STATUS_REPORTED_V1,
+    PAYMENTS_TRANSFER_REQUESTED_V1,
+)
 from topics.outbox import enqueue
 from topics.producer import EventProducer
 from topics.settings import Settings
 
-REQUESTED = "payments.transfer.requested.v1"
-REPORTED = "payments.transaction.status_reported.v1"
+REQUESTED = PAYMENTS_TRANSFER_REQUESTED_V1
+REPORTED = PAYMENTS_TRANSACTION_STATUS_REPORTED_V1
 SANCTIONED = "0x8589427373d6d84e98730d7795d8f6f8731fda16"  # on the sample sanctions list
 
 
@@ -323,7 +330,7 @@ def run_pipeline(
                     "chain listener",
                     f"{spec.confirmations} blocks later",
                     status[0] if status else "?",
-                    "crypto.wallet.transfer.confirmed.v1",
+                    CRYPTO_WALLET_TRANSFER_CONFIRMED_V1,
                 )
             )
             chain_txn = f"{spec.name}:{tx}:0"
@@ -334,7 +341,7 @@ def run_pipeline(
 
             quoted = datetime.now(UTC)
             producer.produce(
-                "fx.rate.updated.v1",
+                FX_RATE_UPDATED_V1,
                 {
                     "metadata": meta("fx.rate.updated", 7),
                     "pair": "EUR/USD",
@@ -517,7 +524,7 @@ def run_pipeline(
             report.trace_id = f"demo-{run}-0"
             audited = "SELECT count(*) FROM audit_log WHERE correlation_id = %s AND topic = %s"
             _wait(
-                lambda: count(audited, report.trace_id, "ledger.journal.posted.v1") >= 2,
+                lambda: count(audited, report.trace_id, LEDGER_JOURNAL_POSTED_V1) >= 2,
                 90,
                 "the audit trail",
             )

@@ -22,10 +22,11 @@ from topics.catalog import Catalog
 from topics.codec import AvroCodec
 from topics.events import new_metadata
 from topics.headers import header_map, routing_headers
+from topics.names import PAYMENTS_TRANSFER_REQUESTED_V1
 from topics.producer import EventProducer
 from topics.settings import Settings
 
-TOPIC = "payments.transfer.requested.v1"
+TOPIC = PAYMENTS_TRANSFER_REQUESTED_V1
 """The contract the round trip's events follow (schema, key); they are written to a scratch topic."""
 
 

@@ -6,8 +6,9 @@ from psycopg.types.json import Jsonb
 
 from sinks.staging import Row, TableSink
 from topics.events import Event
+from topics.names import COMPLIANCE_AML_FLAGGED_V1
 
-TOPIC = "compliance.aml.flagged.v1"
+TOPIC = COMPLIANCE_AML_FLAGGED_V1
 COLUMNS = (
     "flag_id",
     "event_id",

@@ -22,8 +22,9 @@ from sinks.staging import Row, TableSink
 from topics.catalog import Catalog
 from topics.events import Event
 from topics.masking import mask
+from topics.names import AUDIT_EVENTS_LOG_V1
 
-TRACE = "audit.events.log.v1"
+TRACE = AUDIT_EVENTS_LOG_V1
 WRITER_ROLE = "ledgerstream_audit_writer"
 COLUMNS = (
     "event_id",

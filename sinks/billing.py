@@ -10,8 +10,9 @@ from __future__ import annotations
 from sinks.staging import Row, TableSink
 from topics.events import Event
 from topics.money import money_parts
+from topics.names import BILLING_INVOICE_LINE_ITEM_ADDED_V1
 
-TOPIC = "billing.invoice.line_item_added.v1"
+TOPIC = BILLING_INVOICE_LINE_ITEM_ADDED_V1
 COLUMNS = (
     "line_item_id",
     "event_id",

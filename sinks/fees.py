@@ -18,8 +18,9 @@ from sinks.errors import PoisonEvent
 from sinks.staging import copy_new
 from topics.events import Event
 from topics.money import InexactValue, money_parts
+from topics.names import BILLING_FEE_ASSESSED_V1
 
-TOPIC = "billing.fee.assessed.v1"
+TOPIC = BILLING_FEE_ASSESSED_V1
 FEE_COLUMNS = (
     "fee_id",
     "event_id",

@@ -5,8 +5,9 @@ from __future__ import annotations
 from sinks.staging import Row, TableSink
 from topics.events import Event
 from topics.money import money_parts
+from topics.names import FX_CONVERSION_EXECUTED_V1
 
-TOPIC = "fx.conversion.executed.v1"
+TOPIC = FX_CONVERSION_EXECUTED_V1
 COLUMNS = (
     "conversion_id",
     "event_id",

@@ -38,10 +38,11 @@ from topics.journals import (
     posted_journal,
 )
 from topics.money import InexactValue, money_parts
+from topics.names import CARDS_TRANSACTION_RECEIVED_V1, LEDGER_JOURNAL_POSTED_V1
 from topics.outbox import enqueue_many
 
-TOPIC = "ledger.journal.posted.v1"
-CARDS = "cards.transaction.received.v1"
+TOPIC = LEDGER_JOURNAL_POSTED_V1
+CARDS = CARDS_TRANSACTION_RECEIVED_V1
 
 STAGING = """
 CREATE TEMP TABLE IF NOT EXISTS stage_journals (

@@ -10,8 +10,9 @@ from __future__ import annotations
 from sinks.staging import Row, TableSink
 from topics.events import Event
 from topics.money import money_parts
+from topics.names import PAYMENTS_TRANSFER_REQUESTED_V1
 
-TOPIC = "payments.transfer.requested.v1"
+TOPIC = PAYMENTS_TRANSFER_REQUESTED_V1
 COLUMNS = (
     "event_id",
     "transfer_id",

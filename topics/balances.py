@@ -20,9 +20,10 @@ from topics.catalog import Catalog
 from topics.codec import AvroCodec
 from topics.events import derived_event_id, new_metadata
 from topics.money import money_record
+from topics.names import ACCOUNTS_BALANCE_UPDATED_V1
 from topics.outbox import enqueue
 
-BALANCE_TOPIC = "accounts.balance.updated.v1"
+BALANCE_TOPIC = ACCOUNTS_BALANCE_UPDATED_V1
 
 HOLDS_STATE = """
 WITH touched AS (

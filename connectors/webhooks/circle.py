@@ -37,9 +37,10 @@ from connectors.webhooks.common import (
     text,
 )
 from topics.events import to_micros
+from topics.names import BANKING_TRANSACTION_RECEIVED_V1, PAYMENTS_TRANSACTION_STATUS_REPORTED_V1
 
-TOPIC = "banking.transaction.received.v1"
-REPORTED = "payments.transaction.status_reported.v1"
+TOPIC = BANKING_TRANSACTION_RECEIVED_V1
+REPORTED = PAYMENTS_TRANSACTION_STATUS_REPORTED_V1
 STATUSES = {
     "payments": {"pending": "PENDING", "confirmed": "PENDING", "paid": "POSTED", "failed": "CANCELLED"},
 }

@@ -32,8 +32,9 @@ from connectors.webhooks.common import (
     section,
     text,
 )
+from topics.names import CARDS_TRANSACTION_RECEIVED_V1
 
-TOPIC = "cards.transaction.received.v1"
+TOPIC = CARDS_TRANSACTION_RECEIVED_V1
 TOLERANCE_SECONDS = 300
 
 

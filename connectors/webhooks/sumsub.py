@@ -24,8 +24,9 @@ from connectors.webhooks.common import (
     section,
     text,
 )
+from topics.names import COMPLIANCE_KYC_VERIFIED_V1
 
-TOPIC = "compliance.kyc.verified.v1"
+TOPIC = COMPLIANCE_KYC_VERIFIED_V1
 ALGORITHMS = {"HMAC_SHA256_HEX": hashlib.sha256, "HMAC_SHA512_HEX": hashlib.sha512}
 
 

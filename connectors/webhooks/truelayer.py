@@ -36,9 +36,10 @@ from connectors.webhooks.common import (
     text,
 )
 from topics.events import to_micros
+from topics.names import BANKING_TRANSACTION_RECEIVED_V1, PAYMENTS_TRANSACTION_STATUS_REPORTED_V1
 
 log = logging.getLogger(__name__)
-TOPIC = "banking.transaction.received.v1"
+TOPIC = BANKING_TRANSACTION_RECEIVED_V1
 TIMESTAMP_HEADER = "x-tl-webhook-timestamp"
 TOLERANCE_SECONDS = 300
 
@@ -171,7 +172,7 @@ class TrueLayer:
         return Notice(event_id, kind, merchant_account, build)
 
 
-REPORTED = "payments.transaction.status_reported.v1"
+REPORTED = PAYMENTS_TRANSACTION_STATUS_REPORTED_V1
 PAYOUT_STEPS: dict[str, tuple[str, ...]] = {
     "payout_executed": ("PROVIDER_PROCESSING", "PROVIDER_CONFIRMING", "COMPLETED"),
     "payout_failed": ("FAILED",),

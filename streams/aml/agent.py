@@ -33,17 +33,26 @@ from streams.aml.windows import Windows
 from streams.base import BatchHandler, Output, Result
 from topics.events import Event, derived_event_id, derived_metadata, to_micros
 from topics.money import InexactValue, money_parts
+from topics.names import (
+    BANKING_TRANSACTION_RECEIVED_V1,
+    CARDS_TRANSACTION_RECEIVED_V1,
+    COMPLIANCE_AML_FLAGGED_V1,
+    COMPLIANCE_TRANSACTION_BLOCKED_V1,
+    CRYPTO_WALLET_TRANSFER_DETECTED_V1,
+    CRYPTO_WALLET_TRANSFER_REORGED_V1,
+    PAYMENTS_TRANSFER_REQUESTED_V1,
+)
 from topics.settings import Settings
 
-REQUESTED = "payments.transfer.requested.v1"
-BANKING = "banking.transaction.received.v1"
-CARDS = "cards.transaction.received.v1"
-DETECTED = "crypto.wallet.transfer.detected.v1"
-REORGED = "crypto.wallet.transfer.reorged.v1"
+REQUESTED = PAYMENTS_TRANSFER_REQUESTED_V1
+BANKING = BANKING_TRANSACTION_RECEIVED_V1
+CARDS = CARDS_TRANSACTION_RECEIVED_V1
+DETECTED = CRYPTO_WALLET_TRANSFER_DETECTED_V1
+REORGED = CRYPTO_WALLET_TRANSFER_REORGED_V1
 REORG_RULE = "reorg-after-confirmation"
 REORG_SCORE = 70
-FLAGGED = "compliance.aml.flagged.v1"
-BLOCKED = "compliance.transaction.blocked.v1"
+FLAGGED = COMPLIANCE_AML_FLAGGED_V1
+BLOCKED = COMPLIANCE_TRANSACTION_BLOCKED_V1
 AGENT = "aml_agent"
 SANCTIONS_RULE = "sanctioned-address"
 

@@ -32,10 +32,11 @@ from streams.billing.invoicing import (
 )
 from topics.events import Event, derived_event_id, derived_metadata
 from topics.money import InexactValue, money_parts, money_record
+from topics.names import BILLING_FEE_ASSESSED_V1, BILLING_INVOICE_LINE_ITEM_ADDED_V1
 from topics.settings import Settings
 
-ASSESSED = "billing.fee.assessed.v1"
-LINE_ITEM = "billing.invoice.line_item_added.v1"
+ASSESSED = BILLING_FEE_ASSESSED_V1
+LINE_ITEM = BILLING_INVOICE_LINE_ITEM_ADDED_V1
 AGENT = "billing_agent"
 
 CLOSE_DUE = (

@@ -23,12 +23,19 @@ from streams.fees.calc import Assessment, Chargeable, FeeError, Gas, assess
 from streams.fees.schedule import FeeBook, ScheduleError
 from topics.events import Event, derived_event_id, derived_metadata
 from topics.money import InexactValue, money_parts, money_record
+from topics.names import (
+    BILLING_FEE_ASSESSED_V1,
+    CARDS_TRANSACTION_RECEIVED_V1,
+    CRYPTO_WALLET_TRANSFER_CONFIRMED_V1,
+    FX_CONVERSION_EXECUTED_V1,
+    PAYMENTS_TRANSACTION_COMPLETED_V1,
+)
 
-COMPLETED = "payments.transaction.completed.v1"
-CARDS = "cards.transaction.received.v1"
-CHAIN_CONFIRMED = "crypto.wallet.transfer.confirmed.v1"
-FX_EXECUTED = "fx.conversion.executed.v1"
-ASSESSED = "billing.fee.assessed.v1"
+COMPLETED = PAYMENTS_TRANSACTION_COMPLETED_V1
+CARDS = CARDS_TRANSACTION_RECEIVED_V1
+CHAIN_CONFIRMED = CRYPTO_WALLET_TRANSFER_CONFIRMED_V1
+FX_EXECUTED = FX_CONVERSION_EXECUTED_V1
+ASSESSED = BILLING_FEE_ASSESSED_V1
 AGENT = "fees_agent"
 
 

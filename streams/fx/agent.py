@@ -47,12 +47,18 @@ from topics.currencies import CurrencyRegistry
 from topics.events import Event, derived_event_id, new_metadata
 from topics.journals import fx_hold_id
 from topics.money import InexactValue, money_parts, money_record
+from topics.names import (
+    FX_CONVERSION_EXECUTED_V1,
+    FX_ORDER_APPROVED_V1,
+    FX_ORDER_REQUESTED_V1,
+    FX_RATE_UPDATED_V1,
+)
 from topics.settings import Settings
 
-RATES = "fx.rate.updated.v1"
-ORDERS = "fx.order.requested.v1"
-APPROVALS = "fx.order.approved.v1"
-EXECUTED = "fx.conversion.executed.v1"
+RATES = FX_RATE_UPDATED_V1
+ORDERS = FX_ORDER_REQUESTED_V1
+APPROVALS = FX_ORDER_APPROVED_V1
+EXECUTED = FX_CONVERSION_EXECUTED_V1
 AGENT = "fx_agent"
 FUTURE_SKEW = timedelta(seconds=60)
 

@@ -27,15 +27,25 @@ from topics.currencies import FIAT_ONLY, CurrencyError, CurrencyRegistry
 from topics.events import Event, derived_event_id, derived_metadata
 from topics.journals import Journal, PostingError, journal_record
 from topics.money import InexactValue, money_parts
+from topics.names import (
+    BANKING_TRANSACTION_RECEIVED_V1,
+    BILLING_FEE_ASSESSED_V1,
+    CARDS_TRANSACTION_RECEIVED_V1,
+    CRYPTO_WALLET_TRANSFER_CONFIRMED_V1,
+    CRYPTO_WALLET_TRANSFER_REORGED_V1,
+    FX_CONVERSION_EXECUTED_V1,
+    LEDGER_JOURNAL_POSTED_V1,
+    PAYMENTS_TRANSACTION_COMPLETED_V1,
+)
 
-COMPLETED = "payments.transaction.completed.v1"
-FEES = "billing.fee.assessed.v1"
-CONVERSIONS = "fx.conversion.executed.v1"
-BANK = "banking.transaction.received.v1"
-CARDS = "cards.transaction.received.v1"
-CHAIN_CONFIRMED = "crypto.wallet.transfer.confirmed.v1"
-CHAIN_REORGED = "crypto.wallet.transfer.reorged.v1"
-POSTED = "ledger.journal.posted.v1"
+COMPLETED = PAYMENTS_TRANSACTION_COMPLETED_V1
+FEES = BILLING_FEE_ASSESSED_V1
+CONVERSIONS = FX_CONVERSION_EXECUTED_V1
+BANK = BANKING_TRANSACTION_RECEIVED_V1
+CARDS = CARDS_TRANSACTION_RECEIVED_V1
+CHAIN_CONFIRMED = CRYPTO_WALLET_TRANSFER_CONFIRMED_V1
+CHAIN_REORGED = CRYPTO_WALLET_TRANSFER_REORGED_V1
+POSTED = LEDGER_JOURNAL_POSTED_V1
 AGENT = "ledger_agent"
 
 

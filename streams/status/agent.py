@@ -36,15 +36,24 @@ from topics.currencies import CurrencyRegistry
 from topics.events import Event, derived_event_id, new_metadata
 from topics.journals import transfer_hold_id
 from topics.money import InexactValue, money_parts, money_record
+from topics.names import (
+    COMPLIANCE_TRANSACTION_BLOCKED_V1,
+    PAYMENTS_TRANSACTION_COMPLETED_V1,
+    PAYMENTS_TRANSACTION_CREATED_V1,
+    PAYMENTS_TRANSACTION_FAILED_V1,
+    PAYMENTS_TRANSACTION_STATUS_CHANGED_V1,
+    PAYMENTS_TRANSACTION_STATUS_REPORTED_V1,
+    PAYMENTS_TRANSFER_REQUESTED_V1,
+)
 from topics.settings import Settings
 
-REQUESTED = "payments.transfer.requested.v1"
-REPORTED = "payments.transaction.status_reported.v1"
-BLOCKED = "compliance.transaction.blocked.v1"
-CREATED = "payments.transaction.created.v1"
-CHANGED = "payments.transaction.status_changed.v1"
-COMPLETED = "payments.transaction.completed.v1"
-FAILED = "payments.transaction.failed.v1"
+REQUESTED = PAYMENTS_TRANSFER_REQUESTED_V1
+REPORTED = PAYMENTS_TRANSACTION_STATUS_REPORTED_V1
+BLOCKED = COMPLIANCE_TRANSACTION_BLOCKED_V1
+CREATED = PAYMENTS_TRANSACTION_CREATED_V1
+CHANGED = PAYMENTS_TRANSACTION_STATUS_CHANGED_V1
+COMPLETED = PAYMENTS_TRANSACTION_COMPLETED_V1
+FAILED = PAYMENTS_TRANSACTION_FAILED_V1
 AGENT = "status_agent"
 
 TXN_COLUMNS = (

@@ -60,3 +60,21 @@ def test_every_topic_has_a_writer_and_a_reader_or_is_published(catalog: Catalog)
     assert unwritten == [], "topics nothing may produce"
     assert unread == [], "topics nothing here reads and that are not marked published"
     assert read_yet_published == [], "marked published, but a consumer here reads them: drop the mark"
+
+
+def test_topic_names_come_from_the_catalog_and_nowhere_else(catalog: Catalog) -> None:
+    import re
+
+    from topics import names
+
+    declared = {value for key, value in vars(names).items() if key.endswith("_V1")}
+    assert declared == set(names.ALL) == {t for t, spec in catalog.topics.items() if spec.dlq_of is None}
+    spelled = []
+    for package in ("topics", "streams", "sinks", "connectors", "ops"):
+        for path in sorted((REPO_ROOT / package).rglob("*.py")):
+            if path == REPO_ROOT / "topics" / "names.py":
+                continue
+            for topic in re.findall(r"[\"']([a-z]+(?:\.[a-z_]+)+\.v\d+)[\"']", path.read_text()):
+                if topic in declared:
+                    spelled.append(f"{path.relative_to(REPO_ROOT)}: {topic}")
+    assert spelled == [], "use topics.names instead"
