@@ -35,6 +35,7 @@ from web3 import Web3
 
 from topics.catalog import Catalog
 from topics.codec import AvroCodec
+from topics.errors import LedgerstreamError
 from topics.events import LEDGERSTREAM_NAMESPACE, derived_event_id, new_metadata
 from topics.health import LoopProbe
 from topics.names import PAYMENTS_TRANSACTION_STATUS_REPORTED_V1
@@ -89,15 +90,15 @@ CHAINS = {
 }
 
 
-class WrongChain(ValueError):
+class WrongChain(LedgerstreamError, ValueError):
     """The node serves another chain than the one named."""
 
 
-class UnregisteredToken(ValueError):
+class UnregisteredToken(LedgerstreamError, ValueError):
     """A watched token that the currency registry does not have, or has with other decimals."""
 
 
-class DeepReorg(RuntimeError):
+class DeepReorg(LedgerstreamError, RuntimeError):
     """The chain changed below every block hash kept: an operator must look."""
 
 

@@ -38,6 +38,7 @@ from connectors.chain import ChainSpec, report_status
 from connectors.polling import step_until_idle
 from topics.catalog import Catalog
 from topics.codec import AvroCodec
+from topics.errors import LedgerstreamError
 from topics.health import LoopProbe
 from topics.settings import Settings
 
@@ -83,7 +84,7 @@ class LocalKeys:
         return bytes(signed.raw_transaction), Web3.to_hex(signed.hash)
 
 
-class SendRefused(Exception):
+class SendRefused(LedgerstreamError):
     """The transfer cannot be sent as asked: it fails with this reason."""
 
 

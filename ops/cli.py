@@ -436,10 +436,10 @@ def audit_trace(args: argparse.Namespace) -> int:
 
 
 def bench(args: argparse.Namespace) -> int:
-    from ops.bench import bench_ledger, bench_sink
+    from ops.dev.bench import bench_ledger, bench_sink
 
     if args.target == "webhooks":
-        from ops.bench_webhooks import BenchLimit, bench_webhooks
+        from ops.dev.bench_webhooks import BenchLimit, bench_webhooks
 
         try:
             hooks = bench_webhooks(
@@ -452,7 +452,7 @@ def bench(args: argparse.Namespace) -> int:
             out.print(line, markup=False)
         return 0
     if args.target == "e2e":
-        from ops.bench_e2e import bench_e2e
+        from ops.dev.bench_e2e import bench_e2e
         from topics.catalog import load_catalog
 
         e2e = bench_e2e(settings_or_error(), load_catalog(), args.rate, args.seconds, args.workers)
@@ -460,7 +460,7 @@ def bench(args: argparse.Namespace) -> int:
             out.print(line, markup=False)
         return 0
     if args.target == "agent":
-        from ops.bench_agent import bench_agent
+        from ops.dev.bench_agent import bench_agent
         from topics.catalog import load_catalog
 
         if args.workers != 1:
@@ -471,7 +471,7 @@ def bench(args: argparse.Namespace) -> int:
             out.print(line, markup=False)
         return 0
     if args.target == "reservations":
-        from ops.bench_reservations import bench_reservations
+        from ops.dev.bench_reservations import bench_reservations
         from topics.catalog import load_catalog
 
         if args.workers != 1:
@@ -494,7 +494,7 @@ def bench(args: argparse.Namespace) -> int:
 
 
 def demo(args: argparse.Namespace) -> int:
-    from ops.roundtrip import TOPIC, round_trip
+    from ops.dev.roundtrip import TOPIC, round_trip
     from topics.catalog import load_catalog
     from topics.codec import AvroCodec, codec_from_settings
     from topics.schemas import load_store
@@ -527,7 +527,7 @@ def demo(args: argparse.Namespace) -> int:
 
 
 def _pipeline(settings: Settings, catalog: Catalog, *, in_process: bool) -> None:
-    from ops.pipeline_demo import run_pipeline
+    from ops.dev.pipeline_demo import run_pipeline
     from ops.supervise import Supervisor, plan
     from topics.codec import codec_from_settings
 

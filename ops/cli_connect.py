@@ -515,8 +515,8 @@ def connect_dispatcher(args: argparse.Namespace) -> int:
 def connect_provider_sandbox(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from connectors.provider_sandbox import create_sandbox
-    from ops import webhook_senders
+    from ops.dev import webhook_senders
+    from ops.dev.provider_sandbox import create_sandbox
 
     keys = webhook_senders.ProviderKeys()
     circle_url = args.webhook_url.rsplit("/", 1)[0] + "/circle"

@@ -25,10 +25,11 @@ from typing import Any
 
 from fastavro.write import LOGICAL_WRITERS
 
+from topics.errors import LedgerstreamError
 from topics.guard import INT_RANGE, LONG_RANGE, _fullname
 
 
-class NotCompiled(Exception):
+class NotCompiled(LedgerstreamError):
     """The compiled writer does not take this value: fastavro writes it (or refuses it)."""
 
 

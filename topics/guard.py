@@ -19,6 +19,8 @@ import itertools
 from collections.abc import Callable
 from typing import Any
 
+from topics.errors import LedgerstreamError
+
 MAX_DEPTH = 32
 """Deepest nesting of a recursive record accepted."""
 MAX_ZERO_SIZE_ITEMS = 4096
@@ -30,7 +32,7 @@ LONG_RANGE = (-(2**63), 2**63 - 1)
 PRIMITIVES = frozenset({"null", "boolean", "int", "long", "float", "double", "bytes", "string"})
 
 
-class GuardViolation(ValueError):
+class GuardViolation(LedgerstreamError, ValueError):
     """The bytes are not a bounded, canonical encoding of the writer schema."""
 
 

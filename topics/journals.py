@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
+from topics.errors import LedgerstreamError
 from topics.money import money_parts, money_record
 
 Side = Literal["DEBIT", "CREDIT"]
@@ -35,7 +36,7 @@ ACCOUNT_KINDS: dict[str, tuple[str, Side]] = {
 }
 
 
-class PostingError(ValueError):
+class PostingError(LedgerstreamError, ValueError):
     """A journal entry that cannot be posted (unbalanced, malformed account, bad amount)."""
 
 

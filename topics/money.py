@@ -15,11 +15,13 @@ from typing import Annotated, Any
 
 from pydantic import BeforeValidator
 
+from topics.errors import LedgerstreamError
+
 Check = Callable[[Any, str], None]
 _PRIMITIVES = frozenset({"null", "boolean", "int", "long", "float", "double", "bytes", "string"})
 
 
-class InexactValue(TypeError):
+class InexactValue(LedgerstreamError, TypeError):
     """A value on an integer or decimal path is not exact."""
 
 

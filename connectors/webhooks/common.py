@@ -9,23 +9,24 @@ from decimal import Decimal
 from typing import Any, Literal, Protocol
 
 from topics.currencies import iso_exponent
+from topics.errors import LedgerstreamError
 
 InboxStatus = Literal["pending", "processed", "failed", "ignored"]
 
 
-class MissingSignature(Exception):
+class MissingSignature(LedgerstreamError):
     """The signature header is absent or unreadable (400)."""
 
 
-class BadSignature(Exception):
+class BadSignature(LedgerstreamError):
     """The signature does not verify, is too old or names an unknown key (401)."""
 
 
-class BadPayload(Exception):
+class BadPayload(LedgerstreamError):
     """A verified body that is not a delivery of this provider (400)."""
 
 
-class Unprocessable(Exception):
+class Unprocessable(LedgerstreamError):
     """A verified delivery whose content cannot become an event (kept in the inbox as failed)."""
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
+from topics.errors import LedgerstreamError
+
 
 class TokenBucket:
     """`per_second` tokens a second up to `burst`; one request takes one token."""
@@ -39,11 +41,11 @@ class ClientBuckets:
         return bucket.take(now)
 
 
-class BodyTooLarge(Exception):
+class BodyTooLarge(LedgerstreamError):
     pass
 
 
-class BodyTooSlow(Exception):
+class BodyTooSlow(LedgerstreamError):
     pass
 
 

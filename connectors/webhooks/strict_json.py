@@ -13,12 +13,14 @@ import re
 from decimal import Decimal
 from typing import Any
 
+from topics.errors import LedgerstreamError
+
 MAX_DEPTH = 32
 MAX_NUMBER_CHARS = 40
 """Longest number literal accepted (an 18-decimal amount of 10^21 units fits)."""
 
 
-class MalformedJson(ValueError):
+class MalformedJson(LedgerstreamError, ValueError):
     """The body is not a JSON document this service accepts."""
 
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from streams.fees.schedule import Rule, Schedule
+from topics.errors import LedgerstreamError
 
 BPS = Decimal(10_000)
 _CONTEXT = decimal.Context(
@@ -30,7 +31,7 @@ _CONTEXT = decimal.Context(
 _ROUNDING = decimal.Context(prec=120, traps=[decimal.InvalidOperation])
 
 
-class FeeError(ValueError):
+class FeeError(LedgerstreamError, ValueError):
     """A fee that cannot be computed exactly (bad gas figures, negative amounts)."""
 
 

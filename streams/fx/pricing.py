@@ -24,6 +24,7 @@ from decimal import Decimal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from topics.errors import LedgerstreamError
 from topics.money import ExactInt
 
 RATE_PLACES = Decimal(1).scaleb(-18)
@@ -31,7 +32,7 @@ BPS = 10_000
 _EXACT = decimal.Context(prec=200, traps=[decimal.InvalidOperation, decimal.DivisionByZero])
 
 
-class FxError(ValueError):
+class FxError(LedgerstreamError, ValueError):
     """A conversion that cannot be priced (no rate, stale rate, bad pair, bad pricing)."""
 
 

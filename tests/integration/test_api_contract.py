@@ -19,7 +19,7 @@ from schemathesis.specs.openapi.checks import (
 from connectors.admin import admin_app
 from connectors.api import create_app
 from connectors.auth import SCOPES, create_tenant, issue_key
-from ops.serving import serving
+from ops.dev.serving import serving
 from tests.fixtures.database import private_database
 from tests.fixtures.ledger import open_accounts
 from topics.codec import AvroCodec

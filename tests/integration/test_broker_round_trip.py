@@ -9,7 +9,7 @@ import pytest
 from confluent_kafka import Consumer
 from confluent_kafka.admin import AdminClient
 
-from ops.roundtrip import TOPIC, round_trip, watermarks
+from ops.dev.roundtrip import TOPIC, round_trip, watermarks
 from tests.fixtures.events import transfer_requested
 from topics.codec import AvroCodec, codec_from_settings
 from topics.errors import DecodeError

@@ -9,8 +9,8 @@ import psycopg
 import pytest
 
 from connectors.chain import CHAINS, ChainListener, ChainSpec, UnregisteredToken, WrongChain
-from connectors.evm_sandbox import start_sandbox
 from connectors.outbox import OutboxRelay
+from ops.dev.evm_sandbox import start_sandbox
 from tests.fixtures.database import private_database
 from tests.fixtures.kafka import read_all
 from topics.codec import AvroCodec

@@ -20,8 +20,8 @@ from eth_utils import to_checksum_address
 
 from connectors.chain import ChainListener, ChainSpec
 from connectors.chain_sender import ChainSender, LocalKeys
-from connectors.evm_sandbox import start_sandbox
 from connectors.outbox import OutboxRelay
+from ops.dev.evm_sandbox import start_sandbox
 from ops.ledger_check import violations
 from tests.fixtures.database import private_database
 from tests.fixtures.events import transfer_requested

@@ -12,10 +12,10 @@ import pytest
 
 from connectors.outbox import OutboxRelay
 from connectors.payouts import CirclePayouts, PayoutDispatcher, TrueLayerPayouts
-from connectors.provider_sandbox import create_sandbox
 from connectors.webhooks.app import create_app as create_webhooks
-from ops import webhook_senders as send
-from ops.serving import serving
+from ops.dev import webhook_senders as send
+from ops.dev.provider_sandbox import create_sandbox
+from ops.dev.serving import serving
 from tests.fixtures.database import private_database
 from tests.fixtures.events import transfer_requested
 from tests.fixtures.ledger import history, money_groups_at_end, money_workers, open_accounts

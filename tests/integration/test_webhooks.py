@@ -20,8 +20,8 @@ from prometheus_client import generate_latest
 
 from connectors.outbox import OutboxRelay
 from connectors.webhooks.app import create_app
-from ops import webhook_senders as send
-from ops.serving import serving
+from ops.dev import webhook_senders as send
+from ops.dev.serving import serving
 from tests.fixtures.database import private_database
 from tests.fixtures.kafka import read_all
 from topics.codec import AvroCodec
@@ -367,7 +367,7 @@ def test_the_service_process_takes_its_keys_from_the_environment(services, keys,
     import subprocess
     import sys
 
-    from ops.serving import free_port
+    from ops.dev.serving import free_port
     from tests.fixtures.waiting import wait_for
     from topics.settings import REPO_ROOT
 
@@ -557,7 +557,7 @@ def test_plaid_keys_unknown_to_the_service_are_fetched_from_plaid_cached_and_ref
     from cryptography.hazmat.primitives.asymmetric import ec
     from fastapi import FastAPI
 
-    from ops.webhook_senders import _jwk
+    from ops.dev.webhook_senders import _jwk
 
     rotated, old = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
     served = {
@@ -604,7 +604,7 @@ def test_truelayer_keys_are_fetched_from_an_allow_listed_jku_when_a_new_key_sign
     from fastapi import FastAPI
     from truelayer_signing import HttpMethod, sign_with_pem
 
-    from ops.webhook_senders import _jwk
+    from ops.dev.webhook_senders import _jwk
 
     rotated = ec.generate_private_key(ec.SECP521R1())
     fetches: list[str] = []

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import psycopg
 
-from ops.bench import BenchError, _drop_topic, _produce, _scratch_topic
+from ops.dev.bench import BenchError, _drop_topic, _produce, _scratch_topic
 from sinks.migrate import scratch_database
 from streams.runtime import AgentRuntime, run_agent
 from streams.status.agent import StatusHandler
@@ -81,7 +81,7 @@ def bench_reservations(
                             "payments.transfer.requested",
                             tenant_id=TENANT,
                             environment=settings.environment,
-                            source="ops.bench",
+                            source="ops.dev.bench",
                         ),
                         "account_id": account,
                         "transfer_id": f"bench-{uuid.uuid4()}",

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from confluent_kafka import Producer
 
-from ops.bench import BenchError, _drop_topic, _produce, _scratch_topic
+from ops.dev.bench import BenchError, _drop_topic, _produce, _scratch_topic
 from ops.process_stats import peak_rss_kb
 from streams.base import BatchHandler
 from streams.registry import AGENTS
@@ -78,7 +78,7 @@ def _completed(settings: Settings, codec: AvroCodec, events: int) -> Iterator[tu
                 "payments.transaction.completed",
                 tenant_id=TENANT,
                 environment=settings.environment,
-                source="ops.bench",
+                source="ops.dev.bench",
             ),
             "account_id": account,
             "transaction_id": f"bench-{i}",

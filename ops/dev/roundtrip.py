@@ -54,7 +54,7 @@ def transfer(run: str, account: str, seq: int, settings: Settings) -> dict:
             "payments.transfer.requested",
             tenant_id="tenant-demo",
             environment=settings.environment,
-            source="ops.roundtrip",
+            source="ops.dev.roundtrip",
             correlation_id=run,
             idempotency_key=f"{run}:{account}:{seq}",
         ),
@@ -90,7 +90,7 @@ def round_trip(
     started = time.monotonic()
     run = f"roundtrip-{uuid.uuid4()}"
     spec = catalog.topic(TOPIC)
-    scratch = f"ops.roundtrip.{run.removeprefix('roundtrip-').replace('-', '')}.v1"
+    scratch = f"ops.dev.roundtrip.{run.removeprefix('roundtrip-').replace('-', '')}.v1"
     report = RoundTrip(codec.framing, scratch)
     admin = AdminClient(settings.kafka_config())
     admin.create_topics([NewTopic(scratch, num_partitions=spec.partitions, replication_factor=1)])[

@@ -34,10 +34,10 @@ from functools import partial
 import httpx
 import psycopg
 
-from ops import webhook_senders as send
-from ops.bench import BenchError, _drop_topic, _scratch_topic
-from ops.bench_webhooks import service_environment
-from ops.serving import free_port
+from ops.dev import webhook_senders as send
+from ops.dev.bench import BenchError, _drop_topic, _scratch_topic
+from ops.dev.bench_webhooks import service_environment
+from ops.dev.serving import free_port
 from ops.stack.process import wait_until
 from sinks.migrate import scratch_database
 from topics.catalog import Catalog

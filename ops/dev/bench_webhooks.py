@@ -23,11 +23,12 @@ from pathlib import Path
 import httpx
 import psycopg
 
-from ops import webhook_senders as send
-from ops.serving import free_port
+from ops.dev import webhook_senders as send
+from ops.dev.serving import free_port
 from ops.stack.process import wait_until
 from ops.stack.services import apt_install
 from sinks.migrate import scratch_database
+from topics.errors import LedgerstreamError
 from topics.settings import REPO_ROOT, Settings
 
 MAX_SECONDS = 240
@@ -53,7 +54,7 @@ def service_environment(settings: Settings, keys: send.ProviderKeys, db_url: str
     }
 
 
-class BenchLimit(ValueError):
+class BenchLimit(LedgerstreamError, ValueError):
     """An argument outside what the benchmark can measure."""
 
 

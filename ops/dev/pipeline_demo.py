@@ -34,14 +34,14 @@ from connectors.accounts import open_account
 from connectors.api import create_app as create_api
 from connectors.auth import create_tenant, issue_key
 from connectors.chain import ChainListener, ChainSpec
-from connectors.evm_sandbox import start_sandbox
 from connectors.outbox import OutboxRelay
 from connectors.payouts import PayoutDispatcher, TrueLayerPayouts
-from connectors.provider_sandbox import create_sandbox
 from connectors.webhooks.app import create_app as create_webhooks
-from ops import webhook_senders as send
 from ops.audit_trace import Step, trace
-from ops.serving import serving
+from ops.dev import webhook_senders as send
+from ops.dev.evm_sandbox import start_sandbox
+from ops.dev.provider_sandbox import create_sandbox
+from ops.dev.serving import serving
 from ops.stack.process import wait_until
 from sinks.aml import AmlSink
 from sinks.audit import AuditSink

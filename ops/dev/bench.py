@@ -286,7 +286,7 @@ def bench_sink(settings: Settings, events: int, batch_size: int, workers: int = 
                 "payments.transfer.requested",
                 tenant_id="tenant-bench",
                 environment=settings.environment,
-                source="ops.bench",
+                source="ops.dev.bench",
             ),
             "account_id": account,
             "transfer_id": f"tr-{i}",
@@ -345,7 +345,7 @@ def bench_ledger(settings: Settings, events: int, batch_size: int, workers: int 
             "ledger.journal.posted",
             tenant_id="tenant-bench",
             environment=settings.environment,
-            source="ops.bench",
+            source="ops.dev.bench",
         )
         record = journal_record(
             journal,
