@@ -20,6 +20,7 @@ import psycopg
 
 from sinks.errors import PoisonEvent
 from topics.codec import AvroCodec
+from topics.database import Database
 from topics.events import Event
 from topics.runtime import BatchRuntime, Outcome
 from topics.settings import Settings
@@ -59,20 +60,15 @@ class SinkWork(Generic[Item]):
     def __init__(self, settings: Settings, sink: Sink[Item]) -> None:
         self.settings, self.sink = settings, sink
         self.name, self.topics = sink.name, sink.topics
-        self._conn: psycopg.Connection | None = None
-
-    def _connection(self) -> psycopg.Connection:
-        if self._conn is None or self._conn.closed:
-            self._conn = psycopg.connect(self.settings.database_url.get_secret_value(), connect_timeout=10)
-        return self._conn
+        self.db = Database(settings)
 
     def _write_once(self, items: Sequence[Item]) -> None:
-        conn = self._connection()
+        conn = self.db.connection()
         try:
             with conn.transaction():
                 self.sink.write(conn, items)
         except TRANSIENT:
-            conn.close()
+            self.db.discard()
             raise
 
     def _write_isolating(self, batch: list[tuple[Event, Item]]) -> list[tuple[Event, BaseException]]:
@@ -116,8 +112,7 @@ class SinkWork(Generic[Item]):
         return Outcome(refused=refused, written=written)
 
     def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
+        self.db.close()
 
 
 class SinkRunner(BatchRuntime):

@@ -30,6 +30,7 @@ from streams.billing.invoicing import (
     subscription_line_item_id,
     target_period,
 )
+from topics.database import Database
 from topics.events import Event, derived_event_id, derived_metadata
 from topics.money import InexactValue, money_parts, money_record
 from topics.names import BILLING_FEE_ASSESSED_V1, BILLING_INVOICE_LINE_ITEM_ADDED_V1
@@ -76,16 +77,11 @@ class BillingHandler(BatchHandler):
         self.book = book
         self.close_after = timedelta(hours=book.close_after_hours)
         self.clock = clock or (lambda: datetime.now(UTC))
-        self.conn: psycopg.Connection[Any] | None = None
-
-    def _connection(self) -> psycopg.Connection[Any]:
-        if self.conn is None or self.conn.closed:
-            self.conn = psycopg.connect(self.settings.database_url.get_secret_value())
-        return self.conn
+        self.db = Database(settings)
 
     def handle(self, events: list[Event]) -> Result:
         result = Result()
-        conn = self._connection()
+        conn = self.db.connection()
         now = self.clock()
         try:
             with conn.transaction():
@@ -109,7 +105,7 @@ class BillingHandler(BatchHandler):
                 for invoice, (tenant, _, period, event) in touched.items():
                     result.outputs.extend(self._subscription(invoice, tenant, period, event))
         except psycopg.Error:
-            self.close()
+            self.db.discard()
             raise
         return result
 
@@ -198,9 +194,7 @@ class BillingHandler(BatchHandler):
         )
 
     def close(self) -> None:
-        if self.conn is not None:
-            self.conn.close()
-            self.conn = None
+        self.db.close()
 
 
 def close_period(

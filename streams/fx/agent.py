@@ -26,7 +26,6 @@ from typing import Any
 import psycopg
 import redis
 from psycopg import sql
-from psycopg.rows import dict_row
 
 from streams.base import BatchHandler, Output, Result
 from streams.fx.pricing import (
@@ -44,6 +43,7 @@ from streams.fx.pricing import (
 from streams.fx.rates import RateCache
 from streams.holds import Spend, reserve
 from topics.currencies import CurrencyRegistry
+from topics.database import Database
 from topics.events import Event, derived_event_id, new_metadata
 from topics.journals import fx_hold_id
 from topics.money import InexactValue, money_parts, money_record
@@ -180,12 +180,7 @@ class FxHandler(BatchHandler):
         self.max_age = timedelta(seconds=book.max_rate_age_seconds)
         self.redis = redis.Redis.from_url(settings.redis_url, socket_timeout=5)
         self.cache = RateCache(self.redis, settings.environment, book.rate_ttl_seconds)
-        self.conn: psycopg.Connection[dict[str, Any]] | None = None
-
-    def _connection(self) -> psycopg.Connection[dict[str, Any]]:
-        if self.conn is None or self.conn.closed:
-            self.conn = psycopg.connect(self.settings.database_url.get_secret_value(), row_factory=dict_row)
-        return self.conn
+        self.db = Database(settings, dict_rows=True)
 
     def handle(self, events: list[Event]) -> Result:
         result = Result()
@@ -200,7 +195,7 @@ class FxHandler(BatchHandler):
         orders = [e for e in events if e.topic in (ORDERS, APPROVALS)]
         if not orders:
             return result
-        conn = self._connection()
+        conn = self.db.connection()
         try:
             with conn.transaction():
                 ids = sorted({str(e.record["order_id"]) for e in orders})
@@ -215,7 +210,7 @@ class FxHandler(BatchHandler):
                     except (FxError, InexactValue, KeyError, TypeError) as e:
                         result.refused.append((event, f"order {event.record.get('order_id')}: {e}"))
         except psycopg.Error:
-            self.close()
+            self.db.discard()
             raise
         return result
 
@@ -367,7 +362,5 @@ class FxHandler(BatchHandler):
         batch.rows[row["order_id"]] = row
 
     def close(self) -> None:
-        if self.conn is not None:
-            self.conn.close()
-            self.conn = None
+        self.db.close()
         self.redis.close()

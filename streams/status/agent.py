@@ -21,18 +21,18 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
-from psycopg.rows import dict_row
 
 from streams.base import BatchHandler, Output, Result
 from streams.fees.calc import Chargeable, FeeError, assess
 from streams.fees.schedule import FeeBook, ScheduleError
 from streams.holds import Spend, expire, pin, release, reserve
 from streams.pricing import load_pricing
-from streams.status.machine import Applied, Refused, State, block_target, transition
+from streams.status.machine import Applied, Illegal, State, block_target, transition
 from topics.balances import BalanceAnnouncer
 from topics.catalog import load_catalog
 from topics.codec import AvroCodec
 from topics.currencies import CurrencyRegistry
+from topics.database import Database
 from topics.events import Event, derived_event_id, new_metadata
 from topics.journals import transfer_hold_id
 from topics.money import InexactValue, money_parts, money_record
@@ -105,7 +105,34 @@ SELECT_APPLIED = sql.SQL(
 INSERT_TXNS = sql.SQL(
     "INSERT INTO transactions ({}) VALUES ({}) ON CONFLICT (transaction_id) DO NOTHING"
 ).format(_columns(TXN_COLUMNS), _placeholders(TXN_COLUMNS))
-PARK = object()
+
+
+@dataclass(frozen=True)
+class Move:
+    """The event moves the transaction: its new state, and the change to record."""
+
+    txn: Txn
+    change: Change
+
+
+@dataclass(frozen=True)
+class Park:
+    """A report of a transaction whose request has not been seen yet: kept until it is."""
+
+
+@dataclass(frozen=True)
+class Refuse:
+    """The event is refused (dead-lettered) for this reason."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class Ignore:
+    """Nothing changes: the same request, or the same status, again."""
+
+
+Decision = Move | Park | Refuse | Ignore
 """Decision: keep the event until its transaction exists."""
 SELECT_PARKED = (
     "SELECT * FROM transaction_status_parked WHERE transaction_id = %s "
@@ -261,27 +288,19 @@ class StatusHandler(BatchHandler):
         self.codec = codec
         self.fees = fees if fees is not None else load_pricing(settings.pricing_file).fees
         self.balances = BalanceAnnouncer(codec, load_catalog(), settings.environment, "streams.status", AGENT)
-        self._conn: psycopg.Connection[dict[str, Any]] | None = None
+        self.db = Database(settings, dict_rows=True)
         self._swept = 0.0
 
-    def _connection(self) -> psycopg.Connection[dict[str, Any]]:
-        if self._conn is None or self._conn.closed:
-            self._conn = psycopg.connect(
-                self.settings.database_url.get_secret_value(), row_factory=dict_row, connect_timeout=10
-            )
-        return self._conn
-
     def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
+        self.db.close()
 
     def handle(self, events: list[Event]) -> Result:
-        conn = self._connection()
+        conn = self.db.connection()
         try:
             with conn.transaction():
                 return self._handle(conn, events)
         except (psycopg.OperationalError, psycopg.InterfaceError):
-            conn.close()
+            self.db.discard()
             raise
 
     def _handle(self, conn: psycopg.Connection[dict[str, Any]], events: list[Event]) -> Result:
@@ -314,16 +333,15 @@ class StatusHandler(BatchHandler):
                 work.result.outputs += outputs_for(work.txns[done.transaction_id], done)
             return
         decision = self._decide(event, source, work.txns)
-        if decision is PARK:
+        if isinstance(decision, Park):
             work.parked.setdefault(_transaction_id(event), {}).setdefault(source, event)
             return
-        if isinstance(decision, str):
-            work.result.refused.append((event, decision))
+        if isinstance(decision, Refuse):
+            work.result.refused.append((event, decision.reason))
             return
-        if not isinstance(decision, tuple):
+        if isinstance(decision, Ignore):
             return
-        txn: Txn = decision[0]
-        change: Change = decision[1]
+        txn, change = decision.txn, decision.change
         steps = [(txn, change)]
         if change.from_status is None:
             steps += self._validate_and_reserve(conn, work, txn, source, event.record["metadata"])
@@ -451,21 +469,19 @@ class StatusHandler(BatchHandler):
         fresh = list(work.parked.pop(tid, {}).values())
         return stored + fresh
 
-    def _decide(
-        self, event: Event, source: str, txns: dict[str, Txn]
-    ) -> tuple[Txn, Change] | str | object | None:
+    def _decide(self, event: Event, source: str, txns: dict[str, Txn]) -> Decision:
         record, meta = event.record, event.record["metadata"]
         when = meta["occurred_at"]
         if event.topic == REQUESTED:
             tid = record["transfer_id"]
             if tid in txns:
-                return None  # the same transfer requested again: one transaction
+                return Ignore()  # the same transfer requested again: one transaction
             try:
                 units, currency, exponent = money_parts(record["amount"])
             except InexactValue as e:
-                return f"transfer {tid}: {e}"
+                return Refuse(f"transfer {tid}: {e}")
             if units <= 0:
-                return f"transfer {tid}: amount must be positive, got {units}"
+                return Refuse(f"transfer {tid}: amount must be positive, got {units}")
             txn = Txn(
                 transaction_id=tid,
                 account_id=record["account_id"],
@@ -486,18 +502,20 @@ class StatusHandler(BatchHandler):
                 chain=record["amount"].get("chain"),
                 beneficiary_reference=record["beneficiary_reference"],
             )
-            return txn, self._change(txn, None, source, meta, reason="transfer requested")
+            return Move(txn, self._change(txn, None, source, meta, reason="transfer requested"))
         tid = record["transaction_id"]
         found = txns.get(tid)
         if found is None:
-            return PARK  # its transfer request has not been seen yet
+            return Park()  # its transfer request has not been seen yet
         txn = found
         if meta["tenant_id"] != txn.tenant_id:
-            return f"transaction {tid} is not tenant {meta['tenant_id']!r}'s: its report is refused"
+            return Refuse(f"transaction {tid} is not tenant {meta['tenant_id']!r}'s: its report is refused")
         if event.topic == BLOCKED:
             target = block_target(txn.status)
             if target is None:
-                return f"transaction {tid} is already {txn.status}; block by {record['rule_id']} refused"
+                return Refuse(
+                    f"transaction {tid} is already {txn.status}; block by {record['rule_id']} refused"
+                )
             outcome = transition(State(txn.status, txn.version), target)  # type: ignore[arg-type]
             reason: str | None = f"blocked by {record['rule_id']}: {record['reason']}"
             update_id = None
@@ -508,13 +526,13 @@ class StatusHandler(BatchHandler):
                 record.get("expected_version"),
             )
             reason, update_id = record.get("reason"), record.get("provider_update_id")
-        if isinstance(outcome, Refused):
-            return f"transaction {tid}: {outcome.reason}"
+        if isinstance(outcome, Illegal):
+            return Refuse(f"transaction {tid}: {outcome.reason}")
         if not isinstance(outcome, Applied):
-            return None  # the same status again: nothing changes
+            return Ignore()  # the same status again: nothing changes
         moved = replace(txn, status=outcome.current.status, version=outcome.current.version, updated_at=when)
-        return moved, self._change(
-            moved, txn.status, source, meta, reason=reason, provider_update_id=update_id
+        return Move(
+            moved, self._change(moved, txn.status, source, meta, reason=reason, provider_update_id=update_id)
         )
 
     @staticmethod

@@ -58,13 +58,13 @@ class Unchanged:
 
 
 @dataclass(frozen=True)
-class Refused:
+class Illegal:
     """An illegal or stale report; it goes to the dead-letter topic with the reason."""
 
     reason: str
 
 
-Outcome = Applied | Unchanged | Refused
+Outcome = Applied | Unchanged | Illegal
 
 
 def allowed(current: str, target: str) -> bool:
@@ -85,18 +85,18 @@ def transition(state: State, target: Status, expected_version: int | None = None
     """Apply a reported status to a transaction's state."""
     if expected_version is not None and expected_version != state.version:
         if expected_version < state.version:
-            return Refused(
+            return Illegal(
                 f"stale report: it expected version {expected_version}, the transaction is at "
                 f"version {state.version} ({state.status})"
             )
-        return Refused(
+        return Illegal(
             f"report expects version {expected_version}, ahead of the transaction's {state.version}"
         )
     if target == state.status:
         return Unchanged(state)
     if not allowed(state.status, target):
         final = " (final)" if state.status in FINAL else ""
-        return Refused(f"illegal transition {state.status}{final} -> {target}")
+        return Illegal(f"illegal transition {state.status}{final} -> {target}")
     return Applied(state, State(target, state.version + 1))
 
 

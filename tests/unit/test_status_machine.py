@@ -8,7 +8,7 @@ from streams.status.machine import (
     FINAL,
     HAPPY_PATH,
     Applied,
-    Refused,
+    Illegal,
     State,
     Unchanged,
     allowed,
@@ -65,15 +65,15 @@ def test_the_table_covers_the_lifecycle():
 
 
 def test_skipping_or_going_back_is_refused_with_the_reason():
-    assert transition(State("VALIDATING", 2), "SENT_TO_PROVIDER") == Refused(
+    assert transition(State("VALIDATING", 2), "SENT_TO_PROVIDER") == Illegal(
         "illegal transition VALIDATING -> SENT_TO_PROVIDER"
     )
-    assert isinstance(transition(State("PROVIDER_CONFIRMING", 6), "PROVIDER_PROCESSING"), Refused)
+    assert isinstance(transition(State("PROVIDER_CONFIRMING", 6), "PROVIDER_PROCESSING"), Illegal)
 
 
 def test_final_states_accept_nothing():
     outcome = transition(State("COMPLETED", 7), "FAILED")
-    assert isinstance(outcome, Refused) and "(final)" in outcome.reason
+    assert isinstance(outcome, Illegal) and "(final)" in outcome.reason
 
 
 def test_a_repeated_report_changes_nothing():
@@ -82,12 +82,12 @@ def test_a_repeated_report_changes_nothing():
 
 def test_a_stale_version_is_refused_and_an_older_update_never_overwrites_a_newer_one():
     outcome = transition(State("SENT_TO_PROVIDER", 4), "BALANCE_RESERVED", expected_version=2)
-    assert isinstance(outcome, Refused) and "stale" in outcome.reason
+    assert isinstance(outcome, Illegal) and "stale" in outcome.reason
     assert isinstance(
         transition(State("SENT_TO_PROVIDER", 4), "PROVIDER_PROCESSING", expected_version=4), Applied
     )
     assert isinstance(
-        transition(State("SENT_TO_PROVIDER", 4), "PROVIDER_PROCESSING", expected_version=9), Refused
+        transition(State("SENT_TO_PROVIDER", 4), "PROVIDER_PROCESSING", expected_version=9), Illegal
     )
 
 
@@ -95,7 +95,7 @@ def test_compensation_ends_in_failed():
     state = transition(State("PROVIDER_PROCESSING", 5), "COMPENSATING")
     assert isinstance(state, Applied)
     assert isinstance(transition(state.current, "FAILED"), Applied)
-    assert isinstance(transition(state.current, "COMPLETED"), Refused)
+    assert isinstance(transition(state.current, "COMPLETED"), Illegal)
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,47 @@
+"""One PostgreSQL connection per worker, made when first needed and made again once broken.
+
+A worker may start while the database is down, and lose its connection between batches: it
+connects lazily, and after a transient error it drops the connection (`discard`), so the
+next batch connects afresh. Every worker does it this way, with one connect timeout.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+
+from topics.settings import Settings
+
+CONNECT_TIMEOUT = 10
+"""Seconds a connection attempt may take before it counts as the database being down."""
+
+
+class Database:
+    """Args:
+    settings: where the database is.
+    dict_rows: rows as dicts (column -> value) instead of tuples.
+    """
+
+    def __init__(self, settings: Settings, *, dict_rows: bool = False) -> None:
+        self.settings, self.dict_rows = settings, dict_rows
+        self._conn: psycopg.Connection[Any] | None = None
+
+    def connection(self) -> psycopg.Connection[Any]:
+        """The open connection, made now if there is none (or it broke)."""
+        if self._conn is None or self._conn.closed:
+            url = self.settings.database_url.get_secret_value()
+            if self.dict_rows:
+                self._conn = psycopg.connect(url, row_factory=dict_row, connect_timeout=CONNECT_TIMEOUT)
+            else:
+                self._conn = psycopg.connect(url, connect_timeout=CONNECT_TIMEOUT)
+        return self._conn
+
+    def discard(self) -> None:
+        """Close the connection after an error that may have broken it; the next use reconnects."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    close = discard
