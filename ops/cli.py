@@ -566,6 +566,7 @@ def _pipeline(settings: Settings, catalog: Catalog, *, in_process: bool) -> None
         inputs.add_row(*row)
     out.print(inputs)
     out.print(f"\npipeline: {len(report.transactions)} transfers settled in {report.seconds:.1f}s")
+    out.print("steps: " + ", ".join(f"{name} {seconds:.1f}s" for name, seconds in report.steps))
     table = Table("transaction", "status", "version", "amount (minor units)", "lifecycle")
     for tid, status, version, units in report.transactions:
         table.add_row(tid, status, str(version), f"{units:,}", " > ".join(report.history.get(tid, [])))
