@@ -168,3 +168,13 @@ def set_status(
             )
             changes.append((row["currency"], row["status"], status))
         return changes
+
+
+def link_provider(conn: psycopg.Connection[Any], provider: str, ref: str, tenant: str, account: str) -> None:
+    """Say which tenant's account a provider's id (a card, a customer, a wallet) belongs to."""
+    conn.execute(
+        "INSERT INTO provider_links (provider, external_ref, tenant_id, account_id)"
+        " VALUES (%s, %s, %s, %s) ON CONFLICT (provider, external_ref) DO UPDATE"
+        " SET tenant_id = excluded.tenant_id, account_id = excluded.account_id, linked_at = now()",
+        (provider, ref, tenant, account),
+    )

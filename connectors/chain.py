@@ -626,3 +626,42 @@ def report_status(
             "expected_version": None,
         },
     )
+
+
+class AssetConflict(LedgerstreamError):
+    """A token whose symbol, decimals or contract differ from what the currency registry has."""
+
+
+def watch_token(conn: psycopg.Connection[Any], chain: str, symbol: str, decimals: int, contract: str) -> None:
+    """Register an ERC-20 asset in the currency registry and follow its Transfer logs on `chain`.
+    An asset's symbol, decimals and contract never change once registered: a different one is
+    refused (AssetConflict)."""
+    registered = conn.execute(
+        "SELECT symbol, decimals, contract FROM crypto_assets "
+        "WHERE chain = %s AND (symbol = %s OR contract = %s)",
+        (chain, symbol, contract),
+    ).fetchall()
+    if any(tuple(row) != (symbol, decimals, contract) for row in registered):
+        raise AssetConflict(
+            f"the currency registry has {registered} on {chain}; an asset's symbol, decimals and contract "
+            "never change once registered"
+        )
+    with conn.transaction():
+        conn.execute(
+            "INSERT INTO crypto_assets (chain, symbol, decimals, contract) VALUES (%s, %s, %s, %s) "
+            "ON CONFLICT DO NOTHING",
+            (chain, symbol, decimals, contract),
+        )
+        conn.execute(
+            "INSERT INTO chain_tokens VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
+            (chain, contract, symbol, decimals),
+        )
+
+
+def watch_wallet(conn: psycopg.Connection[Any], chain: str, address: str, tenant: str, account: str) -> None:
+    """Follow transfers touching `address` on `chain`, for the tenant's account (a re-watch moves it)."""
+    conn.execute(
+        "INSERT INTO chain_wallets VALUES (%s, %s, %s, %s) ON CONFLICT (chain, address)"
+        " DO UPDATE SET tenant_id = excluded.tenant_id, account_id = excluded.account_id",
+        (chain, address, tenant, account),
+    )

@@ -365,17 +365,13 @@ def billing_close(args: argparse.Namespace) -> int:
 
 
 def billing_invoices(args: argparse.Namespace) -> int:
+    from sinks.billing import invoice_totals
     from sinks.migrate import connect
 
     settings = settings_or_error()
     table = Table("tenant", "period", "status", "currency", "line items", "total (minor units)")
     with connect(settings.database_url.get_secret_value()) as conn:
-        rows = conn.execute(
-            "SELECT tenant_id, period, status, currency, line_items, total FROM invoice_totals "
-            "WHERE environment = %s AND (%s::text IS NULL OR tenant_id = %s) "
-            "AND (%s::text IS NULL OR period = %s) ORDER BY tenant_id, period, currency",
-            (settings.environment, args.tenant, args.tenant, args.period, args.period),
-        ).fetchall()
+        rows = invoice_totals(conn, settings.environment, tenant=args.tenant, period=args.period)
     for tenant, period, status, currency, items, total in rows:
         table.add_row(tenant, period, status, currency, str(items), f"{total:,}")
     out.print(table)
@@ -383,17 +379,15 @@ def billing_invoices(args: argparse.Namespace) -> int:
 
 
 def aml_flags(args: argparse.Namespace) -> int:
+    from sinks.aml import recent_flags
     from sinks.migrate import connect
 
     settings = settings_or_error()
     table = Table("flag", "account", "rule", "version", "risk", "status", "raised at (UTC)")
     with connect(settings.database_url.get_secret_value()) as conn:
-        rows = conn.execute(
-            "SELECT flag_id, account_id, rule_id, rule_version, risk_score, case_status, occurred_at "
-            "FROM aml_flags WHERE environment = %s AND (%s::text IS NULL OR account_id = %s) "
-            "AND (%s::text IS NULL OR case_status = %s) ORDER BY occurred_at DESC LIMIT %s",
-            (settings.environment, args.account, args.account, args.status, args.status, args.limit),
-        ).fetchall()
+        rows = recent_flags(
+            conn, settings.environment, account=args.account, status=args.status, limit=args.limit
+        )
     for flag, account, rule, version, score, status, at in rows:
         table.add_row(str(flag), account, rule, version, str(score), status, at.isoformat(timespec="seconds"))
     out.print(table)
@@ -401,15 +395,12 @@ def aml_flags(args: argparse.Namespace) -> int:
 
 
 def aml_case(args: argparse.Namespace) -> int:
+    from sinks.aml import set_case_status
     from sinks.migrate import connect
 
     settings = settings_or_error()
     with connect(settings.database_url.get_secret_value()) as conn:
-        row = conn.execute(
-            "UPDATE aml_flags SET case_status = %s WHERE flag_id::text = %s AND environment = %s "
-            "RETURNING account_id, rule_id",
-            (args.status, args.flag_id, settings.environment),
-        ).fetchone()
+        row = set_case_status(conn, settings.environment, args.flag_id, args.status)
     if row is None:
         err.print(f"aml case: no {settings.environment} flag {args.flag_id}", markup=False)
         return 1

@@ -210,6 +210,7 @@ def connect_chain_sender(args: argparse.Namespace) -> int:
 
 
 def connect_watch(args: argparse.Namespace) -> int:
+    from connectors.chain import AssetConflict, watch_token, watch_wallet
     from sinks.migrate import connect
 
     address = args.address.lower()
@@ -224,37 +225,16 @@ def connect_watch(args: argparse.Namespace) -> int:
         return 2
     with connect(settings_or_error().database_url.get_secret_value()) as conn:
         if args.token:
-            registered = conn.execute(
-                "SELECT symbol, decimals, contract FROM crypto_assets WHERE chain = %s AND (symbol = %s OR "
-                "contract = %s)",
-                (args.chain, args.token, address),
-            ).fetchall()
-            if any(row != (args.token, args.decimals, address) for row in registered):
-                err.print(
-                    f"connect watch: the currency registry has {registered} on {args.chain}; an asset's "
-                    "symbol, decimals and contract never change once registered",
-                    markup=False,
-                )
+            try:
+                watch_token(conn, args.chain, args.token, args.decimals, address)
+            except AssetConflict as e:
+                err.print(f"connect watch: {e}", markup=False)
                 return 2
-            with conn.transaction():
-                conn.execute(
-                    "INSERT INTO crypto_assets (chain, symbol, decimals, contract) VALUES (%s, %s, %s, %s) "
-                    "ON CONFLICT DO NOTHING",
-                    (args.chain, args.token, args.decimals, address),
-                )
-                conn.execute(
-                    "INSERT INTO chain_tokens VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
-                    (args.chain, address, args.token, args.decimals),
-                )
             out.print(
                 f"watching {args.token} ({args.decimals} decimals) at {address} on {args.chain}", markup=False
             )
             return 0
-        conn.execute(
-            "INSERT INTO chain_wallets VALUES (%s, %s, %s, %s) ON CONFLICT (chain, address)"
-            " DO UPDATE SET tenant_id = excluded.tenant_id, account_id = excluded.account_id",
-            (args.chain, address, args.tenant, args.account),
-        )
+        watch_wallet(conn, args.chain, address, args.tenant, args.account)
     out.print(f"watching wallet {address} on {args.chain} for {args.tenant}/{args.account}", markup=False)
     return 0
 
@@ -276,15 +256,11 @@ def connect_purge(args: argparse.Namespace) -> int:
 
 
 def connect_link(args: argparse.Namespace) -> int:
+    from connectors.accounts import link_provider
     from sinks.migrate import connect
 
     with connect(settings_or_error().database_url.get_secret_value()) as conn:
-        conn.execute(
-            "INSERT INTO provider_links (provider, external_ref, tenant_id, account_id)"
-            " VALUES (%s, %s, %s, %s) ON CONFLICT (provider, external_ref) DO UPDATE"
-            " SET tenant_id = excluded.tenant_id, account_id = excluded.account_id, linked_at = now()",
-            (args.provider, args.ref, args.tenant, args.account),
-        )
+        link_provider(conn, args.provider, args.ref, args.tenant, args.account)
     out.print(f"linked {args.provider} {args.ref} to {args.tenant}/{args.account}", markup=False)
     return 0
 

@@ -105,7 +105,7 @@ def major_units(value: Any, exponent: int) -> str:
 
 
 def ledger_check(args: argparse.Namespace) -> int:
-    from ops.ledger_check import violations
+    from ops.ledger_check import ledger_counts, violations
     from sinks.migrate import connect
     from topics.codec import codec_from_settings
 
@@ -113,11 +113,7 @@ def ledger_check(args: argparse.Namespace) -> int:
     codec = codec_from_settings(settings)  # outbox rows carry the deployment's framing
     with connect(settings.database_url.get_secret_value()) as conn:
         found = list(violations(conn, codec))
-        counts = conn.execute(
-            "SELECT (SELECT count(*) FROM journal_entries), (SELECT count(*) FROM entries), "
-            "(SELECT count(*) FROM holds WHERE status = 'ACTIVE')"
-        ).fetchone()
-    assert counts is not None
+        counts = ledger_counts(conn)
     for v in found:
         err.print(f"ledger check: {v.rule}: {v.detail}", markup=False)
     journals, entries, holds = counts

@@ -189,3 +189,12 @@ def _ingress_postings(conn: psycopg.Connection[Any], codec: AvroCodec) -> Iterat
     for reference, what in sorted(expected.items()):
         if reference not in found:
             yield Violation("ingress posted", f"{what} has no journal entry {reference}")
+
+
+def ledger_counts(conn: Any) -> tuple[int, int, int]:
+    """(journals, entries, active holds)."""
+    row = conn.execute(
+        "SELECT (SELECT count(*) FROM journal_entries), (SELECT count(*) FROM entries), "
+        "(SELECT count(*) FROM holds WHERE status = 'ACTIVE')"
+    ).fetchone()
+    return int(row[0]), int(row[1]), int(row[2])

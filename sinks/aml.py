@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from psycopg.types.json import Jsonb
 
 from sinks.staging import Row, TableSink
@@ -60,3 +62,25 @@ class AmlSink(TableSink):
 
     def row(self, event: Event) -> Row:
         return flag_row(event)
+
+
+def recent_flags(
+    conn: Any, environment: str, *, account: str | None = None, status: str | None = None, limit: int = 50
+) -> list[tuple[Any, ...]]:
+    """(flag, account, rule, version, risk, case status, raised at) of the newest flags."""
+    return conn.execute(
+        "SELECT flag_id, account_id, rule_id, rule_version, risk_score, case_status, occurred_at "
+        "FROM aml_flags WHERE environment = %s AND (%s::text IS NULL OR account_id = %s) "
+        "AND (%s::text IS NULL OR case_status = %s) ORDER BY occurred_at DESC LIMIT %s",
+        (environment, account, account, status, status, limit),
+    ).fetchall()
+
+
+def set_case_status(conn: Any, environment: str, flag_id: str, status: str) -> tuple[str, str] | None:
+    """Move a flag's case to `status`; (account, rule) of the flag, or None if there is no such flag."""
+    row = conn.execute(
+        "UPDATE aml_flags SET case_status = %s WHERE flag_id::text = %s AND environment = %s "
+        "RETURNING account_id, rule_id",
+        (status, flag_id, environment),
+    ).fetchone()
+    return None if row is None else (row[0], row[1])

@@ -7,6 +7,8 @@ per currency are the `invoice_totals` view over these rows.
 
 from __future__ import annotations
 
+from typing import Any
+
 from sinks.staging import Row, TableSink
 from topics.events import Event
 from topics.money import money_parts
@@ -65,3 +67,16 @@ class BillingSink(TableSink):
 
     def row(self, event: Event) -> Row:
         return line_item_row(event)
+
+
+def invoice_totals(
+    conn: Any, environment: str, *, tenant: str | None = None, period: str | None = None
+) -> list[tuple[str, str, str, str, int, int]]:
+    """(tenant, period, status, currency, line items, total) of each invoice, optionally one
+    tenant's or one period's."""
+    return conn.execute(
+        "SELECT tenant_id, period, status, currency, line_items, total FROM invoice_totals "
+        "WHERE environment = %s AND (%s::text IS NULL OR tenant_id = %s) "
+        "AND (%s::text IS NULL OR period = %s) ORDER BY tenant_id, period, currency",
+        (environment, tenant, tenant, period, period),
+    ).fetchall()

@@ -503,3 +503,59 @@ def test_the_stock_deserializer_check_counts_what_a_registry_based_consumer_cann
     [result] = stock_decode(services, catalog, topics=[topic])
     assert (result.decoded, result.failed) == (2, 1)
     assert result.first_failures[0].startswith(f"{topic}/0/2: ")
+
+
+def test_registry_commands_write_through_their_repository_functions(db):
+    token = "0x" + "ab" * 20
+    linked = cli(
+        db,
+        "connect",
+        "link",
+        "--provider",
+        "stripe",
+        "--ref",
+        f"ic_{RUN}",
+        "--tenant",
+        "tenant-1",
+        "--account",
+        f"acc-link-{RUN}",
+    )
+    assert linked.returncode == 0, linked.stderr
+    watched = cli(
+        db, "connect", "watch", "--chain", "ethereum", "--address", token, "--token", "TOK", "--decimals", "6"
+    )
+    assert watched.returncode == 0, watched.stderr
+    again = cli(
+        db, "connect", "watch", "--chain", "ethereum", "--address", token, "--token", "TOK", "--decimals", "8"
+    )
+    assert again.returncode == 2 and "never change once registered" in again.stderr
+    wallet = cli(
+        db,
+        "connect",
+        "watch",
+        "--chain",
+        "ethereum",
+        "--address",
+        "0x" + "cd" * 20,
+        "--account",
+        f"acc-link-{RUN}",
+        "--tenant",
+        "tenant-1",
+    )
+    assert wallet.returncode == 0, wallet.stderr
+    with psycopg.connect(db.database_url.get_secret_value()) as conn:
+        assert conn.execute(
+            "SELECT account_id FROM provider_links WHERE external_ref = %s", (f"ic_{RUN}",)
+        ).fetchone() == (f"acc-link-{RUN}",)
+        assert conn.execute(
+            "SELECT decimals FROM crypto_assets WHERE chain = 'ethereum' AND symbol = 'TOK'"
+        ).fetchone() == (6,)
+        assert conn.execute(
+            "SELECT account_id FROM chain_wallets WHERE address = %s", ("0x" + "cd" * 20,)
+        ).fetchone() == (f"acc-link-{RUN}",)
+    assert cli(db, "billing", "invoices").returncode == 0
+    assert cli(db, "aml", "flags").returncode == 0
+    missing = cli(db, "aml", "case", str(uuid.uuid4()), "--status", "reviewed")
+    assert missing.returncode == 1 and "no sandbox flag" in missing.stderr
+    check = cli(db, "ledger", "check")
+    assert check.returncode == 0 and "0 journals, 0 entries, 0 active holds" in check.stdout + check.stderr
