@@ -36,6 +36,8 @@ class Sink(ABC, Generic[Item]):
     name: str
     """The consumer's name in the catalog (its group and dead-letter topic derive from it)."""
     topics: tuple[str, ...]
+    outbox_outputs: tuple[str, ...] = ()
+    """What it writes to the outbox in its own transaction (the relay publishes them)."""
 
     @abstractmethod
     def prepare(self, event: Event) -> Item:

@@ -200,6 +200,7 @@ Item = PostedJournal | HoldChange | None
 class LedgerSink(Sink[Item]):
     name = "ledger_sink"
     topics = (TOPIC, CARDS)
+    outbox_outputs = (BALANCE_TOPIC,)
 
     def __init__(self) -> None:
         self._outbox: tuple[AvroCodec, Catalog] | None = None

@@ -45,6 +45,11 @@ class BatchHandler(ABC):
     name: str
     """The consumer's name in the catalog (group `ledgerstream.<name>`, DLQ `dlq.<name>...`)."""
     topics: tuple[str, ...]
+    """What it reads: the catalog's inputs of the consumer."""
+    outputs: tuple[str, ...]
+    """What it may emit: the catalog's outputs of the consumer (the runtime refuses any other)."""
+    outbox_outputs: tuple[str, ...] = ()
+    """What it writes to the outbox in its own transaction (the relay publishes them)."""
 
     @abstractmethod
     def handle(self, events: list[Event]) -> Result:

@@ -19,7 +19,7 @@ import faust
 import psycopg
 import redis
 
-from streams.base import BatchHandler, Refused, Result
+from streams.base import AgentError, BatchHandler, Refused, Result
 from topics.catalog import Catalog
 from topics.codec import AvroCodec
 from topics.events import Event
@@ -118,6 +118,11 @@ class AgentWork:
         self.start()
         assert self._host is not None
         result = self._host.call(events)
+        undeclared = {o.topic for o in result.outputs} - set(self.handler.outputs)
+        if undeclared:
+            raise AgentError(
+                f"{self.name} emitted to {sorted(undeclared)}, which are not its catalog outputs"
+            )
         return Outcome(
             outputs=[(o.topic, o.record) for o in result.outputs],
             refused=[(event, Refused(reason)) for event, reason in result.refused],

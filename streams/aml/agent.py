@@ -127,6 +127,7 @@ class AmlHandler(BatchHandler):
 
     name = AGENT
     topics = (REQUESTED, BANKING, CARDS, DETECTED, REORGED)
+    outputs = (FLAGGED, BLOCKED)
 
     def __init__(self, settings: Settings, book: RuleBook) -> None:
         self.book = book

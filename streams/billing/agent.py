@@ -30,6 +30,14 @@ from streams.billing.invoicing import (
     subscription_line_item_id,
     target_period,
 )
+from streams.billing.repository import (
+    bill,
+    billed_fees,
+    close_due,
+    close_open_invoices,
+    open_invoice,
+    period_statuses,
+)
 from topics.database import Database
 from topics.events import Event, derived_event_id, derived_metadata
 from topics.money import InexactValue, money_parts, money_record
@@ -39,27 +47,6 @@ from topics.settings import Settings
 ASSESSED = BILLING_FEE_ASSESSED_V1
 LINE_ITEM = BILLING_INVOICE_LINE_ITEM_ADDED_V1
 AGENT = "billing_agent"
-
-CLOSE_DUE = (
-    "UPDATE invoices SET status = 'closed', closed_at = %s "
-    "WHERE status = 'open' AND period_end + %s <= %s RETURNING tenant_id, environment, period"
-)
-BILLED = (
-    "SELECT b.fee_id::text, i.invoice_id::text, i.period "
-    "FROM billed_fees b JOIN invoices i USING (invoice_id) WHERE b.fee_id = ANY(%s::uuid[])"
-)
-STATUSES = "SELECT period, status FROM invoices WHERE tenant_id = %s AND environment = %s"
-OPEN_INVOICE = (
-    "INSERT INTO invoices (invoice_id, tenant_id, environment, period, period_end) "
-    "VALUES (%s, %s, %s, %s, %s) "
-    "ON CONFLICT (invoice_id) DO NOTHING"
-)
-CLOSE_PERIOD = (
-    "UPDATE invoices SET status = 'closed', closed_at = %s "
-    "WHERE period = %s AND environment = %s AND status = 'open' AND (%s::text IS NULL OR tenant_id = %s) "
-    "RETURNING tenant_id"
-)
-BILL = "INSERT INTO billed_fees (fee_id, invoice_id) VALUES (%s, %s) ON CONFLICT (fee_id) DO NOTHING"
 
 
 class BillingHandler(BatchHandler):
@@ -71,6 +58,7 @@ class BillingHandler(BatchHandler):
 
     name = AGENT
     topics = (ASSESSED,)
+    outputs = (LINE_ITEM,)
 
     def __init__(self, settings: Settings, book: BillingBook, clock: Any = None) -> None:
         self.settings = settings
@@ -85,9 +73,9 @@ class BillingHandler(BatchHandler):
         now = self.clock()
         try:
             with conn.transaction():
-                conn.execute(CLOSE_DUE, (now, self.close_after, now))
+                close_due(conn, now, self.close_after)
                 fee_ids = [str(e.record["fee_id"]) for e in events]
-                billed = {f: (i, p) for f, i, p in conn.execute(BILLED, (fee_ids,)).fetchall()}
+                billed = billed_fees(conn, fee_ids)
                 statuses: dict[tuple[str, str], dict[str, str]] = {}
                 touched: dict[str, tuple[str, str, str, Event]] = {}
                 new_bills: list[tuple[str, str]] = []
@@ -101,7 +89,7 @@ class BillingHandler(BatchHandler):
                     touched.setdefault(invoice, (meta["tenant_id"], meta["environment"], period, event))
                     result.outputs.extend(self._line_items(event, invoice, period))
                 with conn.cursor() as cur:
-                    cur.executemany(BILL, new_bills)  # one pipelined round trip for the batch
+                    bill(cur, new_bills)  # one pipelined round trip for the batch
                 for invoice, (tenant, _, period, event) in touched.items():
                     result.outputs.extend(self._subscription(invoice, tenant, period, event))
         except psycopg.Error:
@@ -126,12 +114,11 @@ class BillingHandler(BatchHandler):
         own = period_of(meta["occurred_at"])
         known = statuses.get((tenant, environment))
         if known is None:
-            rows = conn.execute(STATUSES, (tenant, environment)).fetchall()
-            known = statuses[(tenant, environment)] = {p: s for p, s in rows}
+            known = statuses[(tenant, environment)] = period_statuses(conn, tenant, environment)
         period = target_period(own, lambda p: known.get(p) == "closed", now, self.close_after)
         invoice = invoice_id(tenant, environment, period)
         if period not in known:
-            conn.execute(OPEN_INVOICE, (invoice, tenant, environment, period, period_end(period)))
+            open_invoice(conn, invoice, tenant, environment, period, period_end(period))
             known[period] = "open"
         billed[fee_id] = (invoice, period)
         new_bills.append((fee_id, invoice))
@@ -203,6 +190,4 @@ def close_period(
     """Close a period's open invoices ahead of its end (an operator's decision); fees still
     to come for it go to the next period. Returns the tenants whose invoice was closed."""
     next_period(period)  # validates YYYY-MM
-    with conn.transaction():
-        rows = conn.execute(CLOSE_PERIOD, (datetime.now(UTC), period, environment, tenant, tenant)).fetchall()
-    return sorted(r[0] for r in rows)
+    return close_open_invoices(conn, period, environment, tenant, datetime.now(UTC))

@@ -127,6 +127,7 @@ def fee_record(
 class FeesHandler(BatchHandler):
     name = AGENT
     topics = (COMPLETED, CARDS, CHAIN_CONFIRMED, FX_EXECUTED)
+    outputs = (ASSESSED,)
 
     def __init__(self, book: FeeBook) -> None:
         self.book = book

@@ -25,7 +25,6 @@ from typing import Any
 
 import psycopg
 import redis
-from psycopg import sql
 
 from streams.base import BatchHandler, Output, Result
 from streams.fx.pricing import (
@@ -41,6 +40,7 @@ from streams.fx.pricing import (
     pair_for,
 )
 from streams.fx.rates import RateCache
+from streams.fx.repository import ORDER_COLUMNS, lock_orders, save_order
 from streams.holds import Spend, reserve
 from topics.currencies import CurrencyRegistry
 from topics.database import Database
@@ -62,42 +62,6 @@ EXECUTED = FX_CONVERSION_EXECUTED_V1
 AGENT = "fx_agent"
 FUTURE_SKEW = timedelta(seconds=60)
 
-SELECT_ORDERS = "SELECT * FROM fx_orders WHERE order_id = ANY(%s) ORDER BY order_id FOR UPDATE"
-ORDER_COLUMNS = (
-    "order_id",
-    "account_id",
-    "tenant_id",
-    "environment",
-    "order_type",
-    "sell_units",
-    "sell_currency",
-    "sell_exponent",
-    "buy_currency",
-    "buy_exponent",
-    "status",
-    "decision",
-    "decided_by",
-    "correlation_id",
-    "ordered_at",
-    "order_event_id",
-    "approval_event_id",
-    "executed_at",
-    "rate_pair",
-    "rate_bid",
-    "rate_ask",
-    "rate_source",
-    "rate_quoted_at",
-    "markup_bps",
-    "bonus_bps",
-)
-UPSERT_ORDER = sql.SQL(
-    "INSERT INTO fx_orders ({cols}, updated_at) VALUES ({values}, now()) "
-    "ON CONFLICT (order_id) DO UPDATE SET ({cols}, updated_at) = ({excluded}, now())"
-).format(
-    cols=sql.SQL(", ").join(map(sql.Identifier, ORDER_COLUMNS)),
-    values=sql.SQL(", ").join(map(sql.Placeholder, ORDER_COLUMNS)),
-    excluded=sql.SQL(", ").join(sql.SQL("EXCLUDED.{}").format(sql.Identifier(c)) for c in ORDER_COLUMNS),
-)
 EMPTY_ORDER: dict[str, Any] = dict.fromkeys(ORDER_COLUMNS[1:])
 
 
@@ -173,6 +137,7 @@ class FxHandler(BatchHandler):
 
     name = AGENT
     topics = (RATES, ORDERS, APPROVALS)
+    outputs = (EXECUTED,)
 
     def __init__(self, settings: Settings, book: FxBook) -> None:
         self.settings = settings
@@ -199,7 +164,7 @@ class FxHandler(BatchHandler):
         try:
             with conn.transaction():
                 ids = sorted({str(e.record["order_id"]) for e in orders})
-                rows = {r["order_id"]: r for r in conn.execute(SELECT_ORDERS, (ids,)).fetchall()}
+                rows = lock_orders(conn, ids)
                 batch = _Batch(conn, rows, result, CurrencyRegistry.load(conn))
                 for event in orders:
                     try:
@@ -358,7 +323,7 @@ class FxHandler(BatchHandler):
         )
 
     def _save(self, batch: _Batch, row: dict[str, Any]) -> None:
-        batch.conn.execute(UPSERT_ORDER, row)
+        save_order(batch.conn, row)
         batch.rows[row["order_id"]] = row
 
     def close(self) -> None:

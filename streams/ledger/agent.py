@@ -182,6 +182,7 @@ def _money(amount: dict[str, Any], registry: CurrencyRegistry) -> tuple[int, str
 class LedgerHandler(BatchHandler):
     name = AGENT
     topics = (COMPLETED, FEES, CONVERSIONS, BANK, CARDS, CHAIN_CONFIRMED, CHAIN_REORGED)
+    outputs = (POSTED,)
 
     def handle(self, events: list[Event]) -> Result:
         result = Result()

@@ -14,13 +14,10 @@ the dead-letter topic with the reason.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
 from typing import Any
 
 import psycopg
-from psycopg import sql
 
 from streams.base import BatchHandler, Output, Result
 from streams.fees.calc import Chargeable, FeeError, assess
@@ -28,6 +25,14 @@ from streams.fees.schedule import FeeBook, ScheduleError
 from streams.holds import Spend, expire, pin, release, reserve
 from streams.pricing import load_pricing
 from streams.status.machine import Applied, Illegal, State, block_target, transition
+from streams.status.repository import (
+    Change,
+    Txn,
+    applied_changes,
+    lock_transactions,
+    parked_reports,
+    save,
+)
 from topics.balances import BalanceAnnouncer
 from topics.catalog import load_catalog
 from topics.codec import AvroCodec
@@ -37,6 +42,7 @@ from topics.events import Event, derived_event_id, new_metadata
 from topics.journals import transfer_hold_id
 from topics.money import InexactValue, money_parts, money_record
 from topics.names import (
+    ACCOUNTS_BALANCE_UPDATED_V1,
     COMPLIANCE_TRANSACTION_BLOCKED_V1,
     PAYMENTS_TRANSACTION_COMPLETED_V1,
     PAYMENTS_TRANSACTION_CREATED_V1,
@@ -55,56 +61,7 @@ CHANGED = PAYMENTS_TRANSACTION_STATUS_CHANGED_V1
 COMPLETED = PAYMENTS_TRANSACTION_COMPLETED_V1
 FAILED = PAYMENTS_TRANSACTION_FAILED_V1
 AGENT = "status_agent"
-
-TXN_COLUMNS = (
-    "transaction_id",
-    "account_id",
-    "tenant_id",
-    "environment",
-    "transaction_type",
-    "direction",
-    "amount_units",
-    "currency",
-    "exponent",
-    "counterparty_account_id",
-    "status",
-    "version",
-    "correlation_id",
-    "created_at",
-    "updated_at",
-    "rail",
-    "chain",
-    "beneficiary_reference",
-)
-HISTORY_COLUMNS = (
-    "event_id",
-    "transaction_id",
-    "from_status",
-    "to_status",
-    "reason",
-    "provider_update_id",
-    "version",
-    "source_event_id",
-    "correlation_id",
-    "occurred_at",
-)
-
-
-def _columns(names: Sequence[str]) -> sql.Composed:
-    return sql.SQL(", ").join(map(sql.Identifier, names))
-
-
-def _placeholders(names: Sequence[str]) -> sql.Composed:
-    return sql.SQL(", ").join(sql.Placeholder() * len(names))
-
-
-SELECT_TXNS = "SELECT * FROM transactions WHERE transaction_id = ANY(%s) ORDER BY transaction_id FOR UPDATE"
-SELECT_APPLIED = sql.SQL(
-    "SELECT {} FROM transaction_status_history WHERE source_event_id = ANY(%s) ORDER BY version"
-).format(_columns(HISTORY_COLUMNS))
-INSERT_TXNS = sql.SQL(
-    "INSERT INTO transactions ({}) VALUES ({}) ON CONFLICT (transaction_id) DO NOTHING"
-).format(_columns(TXN_COLUMNS), _placeholders(TXN_COLUMNS))
+SWEEP_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -133,62 +90,6 @@ class Ignore:
 
 
 Decision = Move | Park | Refuse | Ignore
-"""Decision: keep the event until its transaction exists."""
-SELECT_PARKED = (
-    "SELECT * FROM transaction_status_parked WHERE transaction_id = %s "
-    "ORDER BY occurred_at, kafka_topic, kafka_partition, kafka_offset FOR UPDATE"
-)
-DELETE_PARKED = "DELETE FROM transaction_status_parked WHERE transaction_id = ANY(%s)"
-INSERT_PARKED = (
-    "INSERT INTO transaction_status_parked (source_event_id, transaction_id, kafka_topic, kafka_partition, "
-    "kafka_offset, kafka_key, value, occurred_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) "
-    "ON CONFLICT (source_event_id) DO NOTHING"
-)
-UPDATE_TXN = (
-    "UPDATE transactions SET status = %s, version = %s, updated_at = %s "
-    "WHERE transaction_id = %s AND version < %s"
-)
-SWEEP_SECONDS = 30.0
-INSERT_HISTORY = sql.SQL(
-    "INSERT INTO transaction_status_history ({}) VALUES ({}) ON CONFLICT DO NOTHING"
-).format(_columns(HISTORY_COLUMNS), _placeholders(HISTORY_COLUMNS))
-
-
-@dataclass(frozen=True)
-class Txn:
-    transaction_id: str
-    account_id: str
-    tenant_id: str
-    environment: str
-    transaction_type: str
-    direction: str
-    amount_units: int
-    currency: str
-    exponent: int
-    counterparty_account_id: str | None
-    status: str
-    version: int
-    correlation_id: str
-    created_at: datetime
-    updated_at: datetime
-    rail: str | None
-    chain: str | None = None
-    """The chain of a crypto amount (where a CRYPTO transfer is sent from)."""
-    beneficiary_reference: str | None = None
-
-
-@dataclass(frozen=True)
-class Change:
-    event_id: str
-    transaction_id: str
-    from_status: str | None
-    to_status: str
-    reason: str | None
-    provider_update_id: str | None
-    version: int
-    source_event_id: str
-    correlation_id: str
-    occurred_at: datetime
 
 
 def step_event_id(source: str, to_status: str | None) -> str:
@@ -282,6 +183,8 @@ class StatusHandler(BatchHandler):
 
     name = AGENT
     topics = (REQUESTED, REPORTED, BLOCKED)
+    outputs = (CREATED, CHANGED, COMPLETED, FAILED)
+    outbox_outputs = (ACCOUNTS_BALANCE_UPDATED_V1,)
 
     def __init__(self, settings: Settings, codec: AvroCodec, fees: FeeBook | None = None) -> None:
         self.settings = settings
@@ -304,17 +207,8 @@ class StatusHandler(BatchHandler):
             raise
 
     def _handle(self, conn: psycopg.Connection[dict[str, Any]], events: list[Event]) -> Result:
-        ids = sorted({_transaction_id(e) for e in events})
-        txns = {
-            row["transaction_id"]: Txn(**{**row, "amount_units": _exact_int(row["amount_units"])})
-            for row in conn.execute(SELECT_TXNS, (ids,)).fetchall()
-        }
-        sources = [str(e.record["metadata"]["event_id"]) for e in events]
-        applied: dict[str, list[Change]] = {}
-        for row in conn.execute(SELECT_APPLIED, (sources,)).fetchall():
-            applied.setdefault(str(row["source_event_id"]), []).append(
-                Change(**{k: _text(row[k]) for k in HISTORY_COLUMNS})
-            )
+        txns = lock_transactions(conn, sorted({_transaction_id(e) for e in events}))
+        applied = applied_changes(conn, [str(e.record["metadata"]["event_id"]) for e in events])
         work = _Work(txns, applied, registry=CurrencyRegistry.load(conn))
         for event in events:
             self._apply(conn, work, event)
@@ -462,7 +356,7 @@ class StatusHandler(BatchHandler):
                 bytes(row["kafka_key"]) if row["kafka_key"] is not None else None,
                 bytes(row["value"]),
             )
-            for row in conn.execute(SELECT_PARKED, (tid,)).fetchall()
+            for row in parked_reports(conn, tid)
         ]
         if stored:
             work.unparked.add(tid)
@@ -562,47 +456,20 @@ class StatusHandler(BatchHandler):
 
     @staticmethod
     def _write(conn: psycopg.Connection[dict[str, Any]], work: _Work) -> None:
-        with conn.cursor() as cur:
-            if work.created:
-                latest = [work.txns[t] for t in sorted(work.created)]  # created and moved on in one batch
-                cur.executemany(INSERT_TXNS, [tuple(getattr(t, c) for c in TXN_COLUMNS) for t in latest])
-            touched = {c.transaction_id for c in work.changes} - set(work.created)
-            if touched:
-                cur.executemany(
-                    UPDATE_TXN,
-                    [
-                        (
-                            work.txns[t].status,
-                            work.txns[t].version,
-                            work.txns[t].updated_at,
-                            t,
-                            work.txns[t].version,
-                        )
-                        for t in sorted(touched)
-                    ],
-                )
-            if work.changes:
-                cur.executemany(
-                    INSERT_HISTORY, [tuple(getattr(c, k) for k in HISTORY_COLUMNS) for c in work.changes]
-                )
-            if work.unparked:
-                cur.execute(DELETE_PARKED, (sorted(work.unparked),))
-            parked = [
-                (
-                    source,
-                    tid,
-                    e.topic,
-                    e.partition,
-                    e.offset,
-                    e.key,
-                    e.value,
-                    e.record["metadata"]["occurred_at"],
-                )
-                for tid, events in work.parked.items()
-                for source, e in events.items()
-            ]
-            if parked:
-                cur.executemany(INSERT_PARKED, parked)
+        touched = {c.transaction_id for c in work.changes} - set(work.created)
+        parked = [
+            (source, tid, e.topic, e.partition, e.offset, e.key, e.value, e.record["metadata"]["occurred_at"])
+            for tid, events in work.parked.items()
+            for source, e in events.items()
+        ]
+        save(
+            conn,
+            created=[work.txns[t] for t in sorted(work.created)],  # created and moved on in one batch
+            moved=[work.txns[t] for t in sorted(touched)],
+            changes=work.changes,
+            unparked=sorted(work.unparked),
+            parked=parked,
+        )
 
 
 @dataclass
@@ -624,16 +491,3 @@ class _Work:
 def _transaction_id(event: Event) -> str:
     record = event.record
     return str(record["transfer_id"] if event.topic == REQUESTED else record["transaction_id"])
-
-
-def _exact_int(value: Any) -> int:
-    """NUMERIC(78,0) comes back as Decimal; it is a whole number of minor/base units."""
-    as_int = int(value)
-    if as_int != value:
-        raise ValueError(f"amount {value} is not a whole number of units")
-    return as_int
-
-
-def _text(value: Any) -> Any:
-    """UUIDs from the database as text, like the ids in events."""
-    return str(value) if value.__class__.__name__ == "UUID" else value

@@ -11,7 +11,7 @@ from topics.schemas import load_store
 from topics.settings import REPO_ROOT, Settings
 
 
-def test_every_agent_is_a_catalog_consumer_with_the_same_inputs(catalog: Catalog) -> None:
+def test_every_agent_is_a_catalog_consumer_with_the_same_inputs_and_outputs(catalog: Catalog) -> None:
     codec = AvroCodec(load_store(REPO_ROOT / "avro"))
     for key, make in AGENTS.items():
         handler = make(Settings(), codec)
@@ -20,10 +20,12 @@ def test_every_agent_is_a_catalog_consumer_with_the_same_inputs(catalog: Catalog
             f"agent {key} ({handler.name}) is not in the catalog"
         )
         assert set(handler.topics) == set(consumer.inputs), handler.name
+        assert set(handler.outputs) == set(consumer.outputs), handler.name
+        assert set(handler.outbox_outputs) == set(consumer.outbox_outputs), handler.name
         handler.close()
 
 
-def test_every_sink_is_a_catalog_consumer_with_the_same_inputs(catalog: Catalog) -> None:
+def test_every_sink_is_a_catalog_consumer_with_the_same_inputs_and_outbox_outputs(catalog: Catalog) -> None:
     for key, make in SINKS.items():
         sink = make()
         consumer = catalog.consumers.get(sink.name)
@@ -31,6 +33,7 @@ def test_every_sink_is_a_catalog_consumer_with_the_same_inputs(catalog: Catalog)
             f"sink {key} ({sink.name}) is not in the catalog"
         )
         assert set(sink.topics) == set(consumer.inputs), sink.name
+        assert consumer.outputs == () and set(sink.outbox_outputs) == set(consumer.outbox_outputs), sink.name
 
 
 def test_every_catalog_consumer_runs_in_the_code(catalog: Catalog) -> None:
