@@ -21,6 +21,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from topics.errors import LedgerstreamError
+from topics.events import derived_event_id
 from topics.money import money_parts, money_record
 
 Side = Literal["DEBIT", "CREDIT"]
@@ -195,3 +196,9 @@ def posted_journal(record: dict[str, Any]) -> PostedJournal:
         source_event_id=str(meta.get("causation_id") or meta["event_id"]),
         posted_at=meta["occurred_at"],
     )
+
+
+def journal_entry_id(reference_id: str) -> str:
+    """The id of the journal the ledger agent posts for `reference_id` (derived, so a replay posts
+    the same journal and the ledger keeps one)."""
+    return derived_event_id(reference_id, "ledger_agent")

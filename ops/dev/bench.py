@@ -34,8 +34,8 @@ from sinks.transfers import TOPIC as TRANSFER_TOPIC
 from streams.ledger.postings import fee_assessed, transaction_completed
 from topics.codec import AvroCodec
 from topics.errors import LedgerstreamError
-from topics.events import derived_event_id, new_metadata
-from topics.journals import Journal, account_kind, check_balanced, journal_record
+from topics.events import new_metadata
+from topics.journals import Journal, account_kind, check_balanced, journal_entry_id, journal_record
 from topics.schemas import load_store
 from topics.settings import Settings
 
@@ -349,7 +349,7 @@ def bench_ledger(settings: Settings, events: int, batch_size: int, workers: int 
         )
         record = journal_record(
             journal,
-            journal_entry_id=derived_event_id(journal.reference_id, "ledger_agent"),
+            journal_entry_id=journal_entry_id(journal.reference_id),
             account_id=account,
             metadata=meta,
         )
@@ -359,7 +359,7 @@ def bench_ledger(settings: Settings, events: int, batch_size: int, workers: int 
         journal_rows, entry_rows, accounts = [], [], {}
         for i in range(len(messages)):
             _, journal = journals[i]
-            jid = derived_event_id(journal.reference_id, "ledger_agent")
+            jid = journal_entry_id(journal.reference_id)
             journal_rows.append(
                 (
                     jid,

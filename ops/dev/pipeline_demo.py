@@ -57,13 +57,14 @@ from streams.billing.agent import BillingHandler
 from streams.billing.invoicing import period_of
 from streams.fees.agent import FeesHandler
 from streams.fx.agent import FxHandler
+from streams.fx.agent import conversion_id as fx_conversion_id
 from streams.ledger.agent import LedgerHandler
 from streams.pricing import load_pricing
 from streams.runtime import AgentRuntime, run_agent
 from streams.status.agent import StatusHandler
 from topics.catalog import Catalog
 from topics.codec import AvroCodec
-from topics.events import derived_event_id, new_metadata
+from topics.events import new_metadata
 from topics.names import (
     CRYPTO_WALLET_TRANSFER_CONFIRMED_V1,
     FX_RATE_UPDATED_V1,
@@ -493,7 +494,7 @@ class PipelineDemo:
         _wait(lambda: self.count(final, tids) == transfers, 60, "settlement")
         posted = "SELECT count(*) FROM journal_entries WHERE reference_id = ANY(%s)"
         _wait(lambda: self.count(posted, [f"txn:{t}" for t in tids]) == settled, 60, "ledger posting")
-        self.conversion_id = conversion_id = derived_event_id(self.order_id, "fx_agent")
+        self.conversion_id = conversion_id = fx_conversion_id(self.order_id)
         charged_ids = [*tids, conversion_id, self.card_txn, self.chain_txn]
         charged = "SELECT count(*) FROM fees WHERE transaction_id = ANY(%s)"
         _wait(lambda: self.count(charged, charged_ids) == settled + 3, 60, "fees")

@@ -105,7 +105,7 @@ def conversion_record(row: dict[str, Any], conversion: Conversion) -> dict[str, 
     return {
         "metadata": metadata,
         "account_id": row["account_id"],
-        "conversion_id": derived_event_id(order_id, AGENT),
+        "conversion_id": conversion_id(order_id),
         "order_id": order_id,
         "pair": conversion.pair,
         "rate": conversion.rate,
@@ -127,6 +127,11 @@ class _Batch:
     rows: dict[str, dict[str, Any]]
     result: Result
     registry: CurrencyRegistry
+
+
+def conversion_id(order_id: str) -> str:
+    """The id of the conversion an order's execution emits (derived: the same on every replay)."""
+    return derived_event_id(order_id, AGENT)
 
 
 class FxHandler(BatchHandler):

@@ -25,7 +25,7 @@ from streams.ledger.postings import (
 )
 from topics.currencies import FIAT_ONLY, CurrencyError, CurrencyRegistry
 from topics.events import Event, derived_event_id, derived_metadata
-from topics.journals import Journal, PostingError, journal_record
+from topics.journals import Journal, PostingError, journal_entry_id, journal_record
 from topics.money import InexactValue, money_parts
 from topics.names import (
     BANKING_TRANSACTION_RECEIVED_V1,
@@ -206,7 +206,7 @@ class LedgerHandler(BatchHandler):
                     POSTED,
                     journal_record(
                         journal,
-                        journal_entry_id=derived_event_id(journal.reference_id, AGENT),
+                        journal_entry_id=journal_entry_id(journal.reference_id),
                         account_id=record["account_id"],
                         metadata=metadata,
                     ),

@@ -32,9 +32,8 @@ from tests.fixtures.ledger import open_accounts
 from tests.fixtures.running import running
 from tests.fixtures.waiting import wait_for
 from topics.codec import AvroCodec
-from topics.events import derived_event_id
 from topics.health import HealthServer
-from topics.journals import journal_record
+from topics.journals import journal_entry_id, journal_record
 from topics.schemas import load_store
 from topics.settings import REPO_ROOT
 
@@ -66,7 +65,7 @@ def journals(codec, first: int) -> list[tuple[bytes, bytes]]:
         )
         record = journal_record(
             journal,
-            journal_entry_id=derived_event_id(journal.reference_id, "ledger_agent"),
+            journal_entry_id=journal_entry_id(journal.reference_id),
             account_id=account,
             metadata=metadata("ledger.journal.posted"),
         )

@@ -23,8 +23,7 @@ from topics.deadletter import (
     ORIGIN_TOPIC,
     open_value,
 )
-from topics.events import derived_event_id
-from topics.journals import Journal, Line, journal_record
+from topics.journals import Journal, Line, journal_entry_id, journal_record
 from topics.schemas import load_store
 from topics.settings import REPO_ROOT
 
@@ -102,7 +101,7 @@ def encode(codec: AvroCodec, account: str, journal: Journal) -> tuple[bytes, byt
     meta = metadata("ledger.journal.posted")
     record = journal_record(
         journal,
-        journal_entry_id=derived_event_id(journal.reference_id, "ledger_agent"),
+        journal_entry_id=journal_entry_id(journal.reference_id),
         account_id=account,
         metadata=meta,
     )

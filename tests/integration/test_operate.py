@@ -28,8 +28,7 @@ from tests.fixtures.running import running
 from tests.fixtures.waiting import wait_for
 from topics.codec import AvroCodec, codec_from_settings
 from topics.deadletter import KIP_1034
-from topics.events import derived_event_id
-from topics.journals import journal_record
+from topics.journals import journal_entry_id, journal_record
 from topics.schemas import load_store
 from topics.settings import REPO_ROOT
 
@@ -119,7 +118,7 @@ def test_a_poison_event_fixed_and_redriven_lands_exactly_once(db, catalog):
     )
     record = journal_record(
         journal,
-        journal_entry_id=derived_event_id(journal.reference_id, "ledger_agent"),
+        journal_entry_id=journal_entry_id(journal.reference_id),
         account_id=account,
         metadata=metadata("ledger.journal.posted"),
     )

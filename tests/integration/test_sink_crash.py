@@ -16,8 +16,7 @@ from tests.fixtures.events import metadata
 from tests.fixtures.kafka import fresh_topic, produce_raw
 from tests.fixtures.waiting import wait_for
 from topics.codec import AvroCodec
-from topics.events import derived_event_id
-from topics.journals import journal_record
+from topics.journals import journal_entry_id, journal_record
 from topics.schemas import load_store
 from topics.settings import REPO_ROOT
 
@@ -88,7 +87,7 @@ def test_sigkill_mid_batch_then_restart_loses_and_duplicates_nothing(services):
         )
         record = journal_record(
             journal,
-            journal_entry_id=derived_event_id(journal.reference_id, "ledger_agent"),
+            journal_entry_id=journal_entry_id(journal.reference_id),
             account_id=account,
             metadata=metadata("ledger.journal.posted"),
         )
