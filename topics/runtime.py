@@ -44,6 +44,7 @@ from topics.consuming import batch_consumer
 from topics.deadletter import DeadLetters
 from topics.errors import DecodeError, LedgerstreamError
 from topics.events import Event
+from topics.faults import fault_point
 from topics.producer import EventProducer, Unacknowledged
 from topics.settings import Settings
 
@@ -378,6 +379,7 @@ class BatchRuntime:
     def _finish(
         self, batch: _Batch, outcome: Outcome, keep_alive: Callable[[Callable[[], bool]], None]
     ) -> None:
+        fault_point("after_work")
         for topic, record in outcome.outputs:
             if self.producer is None:
                 raise LedgerstreamError(
@@ -399,6 +401,7 @@ class BatchRuntime:
                     error_class=type(error).__name__,
                     reason=str(error),
                 )
+        fault_point("before_flush")
         if self.producer is not None and outcome.outputs:
             self._flushed(self.producer.flush, keep_alive)
         if batch.dead or outcome.refused:

@@ -23,13 +23,18 @@ from topics.settings import REPO_ROOT
 TOTAL = 30_000
 
 
-def sink_process(settings, topic: str, group: str, *extra: str, capture: bool = True) -> subprocess.Popen:
+def sink_process(
+    settings, topic: str, group: str, *extra: str, capture: bool = True, fault: str | None = None
+) -> subprocess.Popen:
     env = {
         **os.environ,
         "DATABASE_URL": settings.database_url.get_secret_value(),
         "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
         "SCHEMA_REGISTRY_URL": "",
     }
+    env.pop("LEDGERSTREAM_FAULT", None)
+    if fault is not None:
+        env["LEDGERSTREAM_FAULT"] = fault
     return subprocess.Popen(
         [
             sys.executable,
@@ -58,9 +63,8 @@ def count(conn: psycopg.Connection, table: str) -> int:
     return conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]  # table names are literals here
 
 
-def test_sigkill_mid_batch_then_restart_loses_and_duplicates_nothing(services):
-    codec = AvroCodec(load_store(REPO_ROOT / "avro"))
-    topic = fresh_topic(services, "crash")
+def journals(codec: AvroCodec) -> list[tuple[bytes, bytes]]:
+    """TOTAL journals over 97 accounts, fees and completed transfers alternating."""
     messages = []
     for i in range(TOTAL):
         account = f"acc-{i % 97}"
@@ -92,8 +96,14 @@ def test_sigkill_mid_batch_then_restart_loses_and_duplicates_nothing(services):
             metadata=metadata("ledger.journal.posted"),
         )
         messages.append((account.encode(), codec.encode("ledger.journal.posted.v1", record)))
+    return messages
+
+
+def test_sigkill_mid_batch_then_restart_loses_and_duplicates_nothing(services):
+    codec = AvroCodec(load_store(REPO_ROOT / "avro"))
+    topic = fresh_topic(services, "crash")
+    messages = journals(codec)
     produce_raw(services, topic, messages)
-    expected_fees = sum(1 + i % 300 for i in range(1, TOTAL, 2))
 
     with (
         private_database(services) as db,
@@ -117,18 +127,48 @@ def test_sigkill_mid_batch_then_restart_loses_and_duplicates_nothing(services):
         _, errs = second.communicate(timeout=300)
         assert second.returncode == 0, errs.decode()[-2000:]
 
-        assert count(conn, "journal_entries") == TOTAL
-        assert count(conn, "entries") == 2 * TOTAL
-        assert conn.execute("SELECT count(DISTINCT reference_id) FROM journal_entries").fetchone()[0] == TOTAL
-        revenue = conn.execute(
-            "SELECT credits FROM balances WHERE ledger_account = 'fee_revenue:tenant-1/platform:EUR'"
-        ).fetchone()[0]
-        assert revenue == expected_fees
-        mismatched = conn.execute(
-            """SELECT b.ledger_account FROM balances b
-                 JOIN (SELECT ledger_account, sum(CASE WHEN side = 'DEBIT' THEN amount ELSE 0 END) d,
-                              sum(CASE WHEN side = 'CREDIT' THEN amount ELSE 0 END) c
-                         FROM entries GROUP BY ledger_account) e USING (ledger_account)
-                WHERE b.debits <> e.d OR b.credits <> e.c"""
-        ).fetchall()
-        assert mismatched == []
+        assert_posted_once(conn)
+
+
+def assert_posted_once(conn: psycopg.Connection) -> None:
+    """Every journal posted once, its entries and the balances agreeing with them."""
+    expected_fees = sum(1 + i % 300 for i in range(1, TOTAL, 2))
+    assert count(conn, "journal_entries") == TOTAL
+    assert count(conn, "entries") == 2 * TOTAL
+    assert conn.execute("SELECT count(DISTINCT reference_id) FROM journal_entries").fetchone()[0] == TOTAL
+    revenue = conn.execute(
+        "SELECT credits FROM balances WHERE ledger_account = 'fee_revenue:tenant-1/platform:EUR'"
+    ).fetchone()[0]
+    assert revenue == expected_fees
+    mismatched = conn.execute(
+        """SELECT b.ledger_account FROM balances b
+             JOIN (SELECT ledger_account, sum(CASE WHEN side = 'DEBIT' THEN amount ELSE 0 END) d,
+                          sum(CASE WHEN side = 'CREDIT' THEN amount ELSE 0 END) c
+                     FROM entries GROUP BY ledger_account) e USING (ledger_account)
+            WHERE b.debits <> e.d OR b.credits <> e.c"""
+    ).fetchall()
+    assert mismatched == []
+
+
+def test_a_crash_after_the_database_commit_before_the_offset_commit_loses_and_duplicates_nothing(services):
+    """#16's scenario 2: the third batch's transaction commits, then the process dies (the fault
+    hook, as a kill -9) before its offsets are committed; the restart works that batch again."""
+    codec = AvroCodec(load_store(REPO_ROOT / "avro"))
+    topic = fresh_topic(services, "crash-commit")
+    produce_raw(services, topic, journals(codec))
+    with (
+        private_database(services) as db,
+        psycopg.connect(db.database_url.get_secret_value(), autocommit=True) as conn,
+    ):
+        group = f"crash-{uuid.uuid4()}"
+        first = sink_process(db, topic, group, fault="after_work@3")
+        _, errs = first.communicate(timeout=120)
+        assert first.returncode == 137, errs.decode()[-2000:]
+        assert b"fault: after_work #3 reached" in errs
+        at_crash = count(conn, "journal_entries")
+        assert 0 < at_crash < TOTAL  # three batches' journals committed, their offsets not
+
+        second = sink_process(db, topic, group, "--idle-exit", "3")
+        _, errs = second.communicate(timeout=300)
+        assert second.returncode == 0, errs.decode()[-2000:]
+        assert_posted_once(conn)

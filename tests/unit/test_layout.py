@@ -72,3 +72,25 @@ def test_every_exception_the_project_defines_is_in_one_tree():
                 ):
                     outside.append(f"{module.__name__}.{name}")
     assert outside == [], "derive from topics.errors.LedgerstreamError"
+
+
+def test_a_fault_point_is_inert_unless_armed_and_a_bad_arming_is_refused():
+    def run(fault: str | None, code: str) -> subprocess.CompletedProcess[str]:
+        import os
+
+        env = {k: v for k, v in os.environ.items() if k != "LEDGERSTREAM_FAULT"}
+        if fault is not None:
+            env["LEDGERSTREAM_FAULT"] = fault
+        return subprocess.run(
+            [sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60
+        )
+
+    passes = (
+        "from topics.faults import fault_point\nfor _ in range(3): fault_point('after_work')\nprint('ok')"
+    )
+    assert run(None, passes).stdout.strip() == "ok"
+    assert run("before_flush@1", passes).stdout.strip() == "ok"  # another point: inert
+    crashed = run("after_work@2", passes)
+    assert crashed.returncode == 137 and "after_work #2 reached" in crashed.stderr and not crashed.stdout
+    refused = run("after_lunch@1", "import topics.faults")
+    assert refused.returncode != 0 and "use <point>@<n>" in refused.stderr
