@@ -525,20 +525,13 @@ def _pipeline(settings: Settings, catalog: Catalog, *, in_process: bool) -> None
     codec = codec_from_settings(settings)
     supervisor, started = Supervisor(settings.stack_dir / "run"), False
     if not in_process:
-        needed = {w.name for w in plan(catalog, only=["agents", "sinks", "outbox_relay"])}
+        workers = plan(catalog, only=["agents", "sinks", "outbox_relay"])
         if supervisor.pid() is None:
-            workers = plan(catalog, only=["agents", "sinks", "outbox_relay"])
             supervisor.write(workers)
             err.print(f"demo: `ledgerstream run` starts {len(workers)} workers (logs in {supervisor.folder})")
-            supervisor.start_detached()
+            supervisor.start_detached(workers, 120)
             started = True
-            try:
-                supervisor.wait_running(120)
-                supervisor.wait_ready(workers, 120)
-            except BaseException:
-                supervisor.stop()
-                raise
-        elif missing := needed - {s.name for s in supervisor.states()}:
+        elif missing := {w.name for w in workers} - {s.name for s in supervisor.states()}:
             raise LedgerstreamError(
                 f"the run going in {supervisor.folder} lacks {', '.join(sorted(missing))}"
             )

@@ -81,13 +81,7 @@ def run_start(args: argparse.Namespace) -> int:
         f"run: starting {len(workers)} workers under supervisord (logs in {folder / 'logs'})", markup=False
     )
     if args.detach:
-        supervisor.start_detached()
-        try:
-            supervisor.wait_running(args.timeout)
-            supervisor.wait_ready(workers, args.timeout)
-        except BaseException:
-            supervisor.stop()
-            raise
+        supervisor.start_detached(workers, args.timeout)
         _table(supervisor.states(), workers)
         err.print("run: every worker is running; `ledgerstream run stop` stops them", markup=False)
         return 0

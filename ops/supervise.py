@@ -311,12 +311,19 @@ class Supervisor:
         argv = [str(exe) if exe.exists() else "supervisord", "-c", str(self.conf)]
         return [*argv, "--nodaemon"] if foreground else argv
 
-    def start_detached(self) -> None:
-        """Start supervisord in the background; returns once it answers on its socket."""
+    def start_detached(self, workers: Sequence[Worker], timeout: float) -> None:
+        """Start supervisord in the background and return once every worker runs and is ready;
+        a worker that does not get there stops the whole run, and is named."""
         done = subprocess.run(self.command(foreground=False), capture_output=True, text=True, check=False)
         if done.returncode != 0:
             raise LedgerstreamError(f"supervisord did not start: {(done.stderr or done.stdout).strip()}")
-        self.wait_answering(15)
+        try:
+            self.wait_answering(15)
+            self.wait_running(timeout)
+            self.wait_ready(workers, timeout)
+        except BaseException:
+            self.stop()
+            raise
 
     def wait_answering(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout

@@ -4,7 +4,6 @@ fixed and redriven from its dead-letter topic exactly once."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -25,6 +24,7 @@ from tests.fixtures.database import private_database
 from tests.fixtures.events import metadata, transfer_confirmed, transfer_requested
 from tests.fixtures.kafka import fresh_topic, produce_raw, start_group_at_end
 from tests.fixtures.running import running
+from tests.fixtures.services import service_environment
 from tests.fixtures.waiting import wait_for
 from topics.codec import AvroCodec, codec_from_settings
 from topics.deadletter import KIP_1034
@@ -36,21 +36,10 @@ RUN = uuid.uuid4().hex[:8]
 CONFIRMED = "crypto.wallet.transfer.confirmed.v1"
 
 
-def environment(settings) -> dict[str, str]:
-    return {
-        **os.environ,
-        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
-        "KAFKA_SECURITY_PROTOCOL": settings.kafka_security_protocol,
-        "DATABASE_URL": settings.database_url.get_secret_value(),
-        "REDIS_URL": settings.redis_url,
-        "SCHEMA_REGISTRY_URL": settings.schema_registry_url or "",
-    }
-
-
 def cli(settings, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "ops.cli", *args],
-        env=environment(settings),
+        env=service_environment(settings),
         capture_output=True,
         text=True,
         timeout=120,

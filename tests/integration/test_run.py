@@ -22,6 +22,7 @@ from confluent_kafka.admin import AdminClient
 from ops.supervise import Supervisor
 from tests.fixtures.events import transfer_requested
 from tests.fixtures.kafka import produce_raw, start_group_at_end
+from tests.fixtures.services import service_environment
 from tests.fixtures.waiting import wait_for
 from topics.codec import AvroCodec
 from topics.schemas import load_store
@@ -47,17 +48,6 @@ def free_ports(count: int) -> int:
             for s in socks:
                 s.close()
     raise AssertionError("no free ports")
-
-
-def environment(settings) -> dict[str, str]:
-    return {
-        **os.environ,
-        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
-        "KAFKA_SECURITY_PROTOCOL": settings.kafka_security_protocol,
-        "DATABASE_URL": settings.database_url.get_secret_value(),
-        "REDIS_URL": settings.redis_url,
-        "SCHEMA_REGISTRY_URL": settings.schema_registry_url or "",
-    }
 
 
 def cli(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -90,7 +80,7 @@ def broker_offsets(settings, partition: int) -> tuple[int, int]:
 
 
 def test_run_brings_workers_up_restarts_a_killed_one_and_stops_them(services, catalog, tmp_path: Path):
-    env, folder, base = environment(services), tmp_path / "run", free_ports(2)
+    env, folder, base = service_environment(services), tmp_path / "run", free_ports(2)
     start_group_at_end(services, GROUP, [TOPIC])  # only what this test sends, not other tests' history
     started = cli(
         env,
