@@ -59,4 +59,12 @@ test: up ## Everything CI runs: lint, schema gate, unit and integration tests on
 	$(CLI) db migrate
 	eval "$$($(CLI) stack env)" && $(BIN)/pytest -q --durations=10
 
-.PHONY: help install up down status run contracts lint format gate unit test
+SEEDS ?= 20
+MINUTES ?= 1
+chaos: up ## Every chaos scenario for SEEDS seeds (default 20; long: about 1 min 15 s each), then the invariants
+	$(CLI) topics apply
+	$(CLI) db migrate
+	eval "$$($(CLI) stack env)" && $(CLI) schemas register && \
+		$(CLI) chaos --scenario all --seed 1 --seeds $(SEEDS) --minutes $(MINUTES)
+
+.PHONY: help install up down status run contracts lint format gate unit test chaos

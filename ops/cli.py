@@ -14,6 +14,7 @@ from confluent_kafka.admin import AclBinding
 from rich.table import Table
 
 from ops.cli_auth import add_auth_commands
+from ops.cli_chaos import add_chaos_command
 from ops.cli_connect import add_connect_commands
 from ops.cli_data import add_data_commands
 from ops.cli_ledger import add_ledger_commands, balance_cells
@@ -827,6 +828,7 @@ def build_parser() -> Parser:
     add_run_command(sub, command)
     add_deploy_command(sub, command)
     add_data_commands(sub, command)
+    add_chaos_command(sub, command)
     add_operate_commands(sub, command)
     add_ledger_commands(sub, command)
     add_auth_commands(sub, command)

@@ -97,6 +97,31 @@ def pipeline_status(
     return PipelineStatus(groups, [found[n] for n in names])
 
 
+def consumer_lags(
+    settings: Settings, catalog: Catalog, consumers: Sequence[ConsumerSpec] | None = None
+) -> list[GroupStatus]:
+    """Every catalog consumer group's lag and dead letters, without sampling the topics."""
+    admin = AdminClient(settings.kafka_config())
+    consumer = Consumer(
+        settings.kafka_config(
+            **{"group.id": f"ledgerstream.operator.lag-{uuid.uuid4().hex[:12]}", "enable.auto.commit": False}
+        )
+    )
+    try:
+        metadata = consumer.list_topics(timeout=15).topics
+        watermarks: dict[tuple[str, int], tuple[int, int]] = {}
+        for name in sorted(catalog.topics):
+            meta = metadata.get(name)
+            if meta is None or meta.error is not None:
+                continue
+            for p in meta.partitions:
+                watermarks[(name, p)] = consumer.get_watermark_offsets(TopicPartition(name, p), timeout=10)
+        specs = list(consumers) if consumers is not None else list(catalog.consumers.values())
+        return _groups(admin, catalog, specs, watermarks)
+    finally:
+        consumer.close()
+
+
 def _sample(
     consumer: Consumer,
     watermarks: dict[tuple[str, int], tuple[int, int]],

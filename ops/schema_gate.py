@@ -161,13 +161,14 @@ def register(settings: Settings, store: SchemaStore, lock_path: Path = LOCK_FILE
 
     if not settings.schema_registry_url:
         raise ValueError("SCHEMA_REGISTRY_URL is not set; there is no registry to register with")
-    client = SchemaRegistryClient({"url": settings.schema_registry_url})
     history = read_lock(lock_path)
     registered = []
-    for event in store.events():
-        for old in history.get(event.topic, []):
-            if old != event.definition:
-                client.register_schema(event.subject, Schema(json.dumps(old, separators=(",", ":")), "AVRO"))
-        schema_id = client.register_schema(event.subject, Schema(event.text, "AVRO"))
-        registered.append((event.subject, int(schema_id)))
+    with SchemaRegistryClient({"url": settings.schema_registry_url}) as client:
+        for event in store.events():
+            for old in history.get(event.topic, []):
+                if old != event.definition:
+                    old_text = json.dumps(old, separators=(",", ":"))
+                    client.register_schema(event.subject, Schema(old_text, "AVRO"))
+            schema_id = client.register_schema(event.subject, Schema(event.text, "AVRO"))
+            registered.append((event.subject, int(schema_id)))
     return registered

@@ -62,6 +62,7 @@ class Worker:
     args: the `ledgerstream` arguments that run it.
     metrics_port: where it serves `/metrics` (None: nowhere).
     probe: the URL that answers 200 once it is ready to work.
+    env: environment variables of this worker only (a chaos run's fault points).
     """
 
     name: str
@@ -70,6 +71,7 @@ class Worker:
     args: tuple[str, ...]
     metrics_port: int | None
     probe: str
+    env: tuple[tuple[str, str], ...] = ()
 
 
 def _selected(component: str, kind: str, only: Sequence[str] | None) -> bool:
@@ -167,6 +169,14 @@ def _quote(arg: str) -> str:
     return "'" + arg.replace("%", "%%").replace("'", "'\"'\"'") + "'"
 
 
+def _env_value(value: str) -> str:
+    if any(c in value for c in '"\\\n,'):
+        raise LedgerstreamError(
+            f"a worker's environment value {value!r} holds a quote, backslash, comma or newline"
+        )
+    return value.replace("%", "%%")
+
+
 def config(workers: Iterable[Worker], folder: Path, *, python: str = sys.executable) -> str:
     """supervisord's configuration for `workers`, everything kept under `folder`."""
     logs = folder / "logs"
@@ -206,7 +216,8 @@ def config(workers: Iterable[Worker], folder: Path, *, python: str = sys.executa
             f"stdout_logfile={logs / (w.name + '.log')}",
             "stdout_logfile_maxbytes=20MB",
             "stdout_logfile_backups=2",
-            'environment=PYTHONUNBUFFERED="1"',
+            "environment="
+            + ",".join(f'{k}="{_env_value(v)}"' for k, v in (("PYTHONUNBUFFERED", "1"), *w.env)),
         ]
     return "\n".join(lines) + "\n"
 
@@ -304,7 +315,10 @@ class Supervisor:
             items = json.loads(self.plan_file.read_text())
         except (OSError, ValueError):
             return []
-        return [Worker(**{**i, "args": tuple(i["args"])}) for i in items]
+        return [
+            Worker(**{**i, "args": tuple(i["args"]), "env": tuple(tuple(e) for e in i.get("env", ()))})
+            for i in items
+        ]
 
     def command(self, *, foreground: bool) -> list[str]:
         exe = Path(sys.executable).parent / "supervisord"

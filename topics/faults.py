@@ -7,6 +7,8 @@ the batch runtime's:
   offsets not committed;
 - `before_flush`: its outputs produced into the client's queue, not flushed, offsets not
   committed.
+`LEDGERSTREAM_FAULT_UNTIL=<unix seconds>` disarms the point from that moment on (a chaos
+schedule's fault window: a worker restarted after it runs clean).
 Unset (production), a point costs one dictionary lookup.
 """
 
@@ -14,10 +16,12 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 
 from topics.errors import ConfigError
 
 FAULT_ENV = "LEDGERSTREAM_FAULT"
+UNTIL_ENV = "LEDGERSTREAM_FAULT_UNTIL"
 POINTS = ("after_work", "before_flush")
 _reached: dict[str, int] = {}
 
@@ -32,7 +36,16 @@ def _armed() -> tuple[str, int] | None:
     return point, int(nth or "1")
 
 
+def _until() -> float:
+    text = os.environ.get(UNTIL_ENV, "").strip()
+    try:
+        return float(text) if text else float("inf")
+    except ValueError:
+        raise ConfigError(f"{UNTIL_ENV}={text!r}: use unix seconds") from None
+
+
 ARMED = _armed()
+UNTIL = _until()
 
 
 def fault_point(point: str) -> None:
@@ -40,7 +53,7 @@ def fault_point(point: str) -> None:
     if ARMED is None or ARMED[0] != point:
         return
     _reached[point] = _reached.get(point, 0) + 1
-    if _reached[point] == ARMED[1]:
+    if _reached[point] == ARMED[1] and time.time() < UNTIL:
         sys.stderr.write(f"fault: {point} #{ARMED[1]} reached, exiting as a kill -9 would\n")
         sys.stderr.flush()
         os._exit(137)

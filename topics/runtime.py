@@ -97,6 +97,13 @@ REFUSED_COMMIT = {
     KafkaError._ASSIGNMENT_LOST,
 }
 """The group no longer gives this member the partitions: another member works the batch again."""
+CANNOT_HEAL = {
+    KafkaError.TOPIC_AUTHORIZATION_FAILED,
+    KafkaError.GROUP_AUTHORIZATION_FAILED,
+    KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+    KafkaError._AUTHENTICATION,
+}
+"""Consumer errors no wait mends: the worker stops and says what to fix."""
 MAX_POLL_INTERVAL_MS = 300_000
 SWITCH_INTERVAL = 0.0005
 """Seconds a thread may hold the GIL while another waits for it (Python's default is 5 ms): the
@@ -112,6 +119,10 @@ def _after(deadline: float) -> bool:
 
 class EventRefused(LedgerstreamError):
     """An event the runtime itself refuses (no value, another environment)."""
+
+
+class WorkerStopped(LedgerstreamError):
+    """A fault that does not heal by waiting (a refused authorization, bad credentials)."""
 
 
 @dataclass
@@ -309,12 +320,21 @@ class BatchRuntime:
             if self._progress.pop((tp.topic, tp.partition), None) is not None:
                 STUCK.labels(self.group_id, tp.topic, str(tp.partition)).set(0)
 
+    def _refuse_if_unhealable(self, error: KafkaError) -> None:
+        if error.code() in CANNOT_HEAL:
+            raise WorkerStopped(
+                f"{self.work.name} ({self.group_id}, principal {self.settings.kafka_principal or 'none'}): "
+                f"{error.str()}; the principal's credentials or ACLs are wrong "
+                "(`ledgerstream topics apply` grants the catalog's)"
+            )
+
     # decoding ------------------------------------------------------------------
 
     def _decode(self, messages: list[Message], batch: _Batch) -> None:
         for msg in messages:
             err = msg.error()
             if err is not None:
+                self._refuse_if_unhealable(err)
                 if err.code() != KafkaError._PARTITION_EOF:
                     log.warning("%s: consumer error %s", self.work.name, err)
                 continue
@@ -495,6 +515,7 @@ class BatchRuntime:
                 error: KafkaError = e.args[0]
                 if error.fatal():
                     raise
+                self._refuse_if_unhealable(error)
                 log.warning("%s: consumer error %s; polling on", self.work.name, error.str())
                 return False
             if messages:

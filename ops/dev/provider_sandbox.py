@@ -62,9 +62,12 @@ def create_sandbox(
     circle_url: str | None = None,
     circle_sign: Sign | None = None,
     delay: float = 0.05,
+    attempts: int = 8,
 ) -> FastAPI:
     """The sandbox app; TrueLayer's webhooks go to `webhook_url` (`/v1/webhooks/truelayer`), and
-    Circle's (when given) to `circle_url`."""
+    Circle's (when given) to `circle_url`. A webhook not taken (a 5xx, no answer) is sent again
+    up to `attempts` times, `delay` times the attempt apart (at most 2 s): a real provider keeps
+    trying for days, a chaos run's sandbox for as long as its faults last."""
     payouts: dict[str, dict[str, Any]] = {}
     lock = threading.Lock()
     outgoing: queue.Queue[tuple[str, Sign, dict[str, Any]] | None] = queue.Queue()
@@ -74,7 +77,7 @@ def create_sandbox(
             while (item := outgoing.get()) is not None:
                 url, signer, event = item
                 body = json.dumps(event, separators=(",", ":")).encode()
-                for attempt in range(8):  # a provider redelivers a webhook that was not taken
+                for attempt in range(attempts):  # a provider redelivers a webhook that was not taken
                     try:
                         headers = {"content-type": "application/json", **signer(body, httpx.URL(url).path)}
                         answer = http.post(url, content=body, headers=headers)
@@ -82,7 +85,7 @@ def create_sandbox(
                             break
                     except httpx.HTTPError as e:
                         log.warning("sandbox webhook attempt %d failed: %s", attempt + 1, e)
-                    threading.Event().wait(delay * (attempt + 1))
+                    threading.Event().wait(min(delay * (attempt + 1), 2.0))
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

@@ -14,6 +14,10 @@ from pathlib import Path
 
 from topics.errors import StackError
 
+_LAUNCHED: dict[str, subprocess.Popen[bytes]] = {}
+"""The services this process started, by name: kept (and reaped once they exit) so a long-lived
+caller (a chaos run restarting a killed broker) neither leaks zombies nor drops a running child."""
+
 
 @dataclass(frozen=True)
 class ManagedProcess:
@@ -59,6 +63,10 @@ class ManagedProcess:
             except OSError as e:
                 raise StackError(f"{self.name}: cannot start {argv[0]}: {e}") from e
         self.pidfile.write_text(f"{proc.pid}\n")
+        previous = _LAUNCHED.get(self.name)
+        if previous is not None:
+            previous.poll()
+        _LAUNCHED[self.name] = proc
         return proc.pid
 
     def stop(self, timeout: float = 30.0) -> bool:
@@ -71,8 +79,15 @@ class ManagedProcess:
         if not wait_until(lambda: not _alive(pid), timeout):
             _signal_group(pid, signal.SIGKILL)
             wait_until(lambda: not _alive(pid), 10)
+        self.reap()
         self.pidfile.unlink(missing_ok=True)
         return True
+
+    def reap(self) -> None:
+        """Collect the exit status of this service if this process started it and it exited."""
+        launched = _LAUNCHED.get(self.name)
+        if launched is not None and launched.poll() is not None:
+            del _LAUNCHED[self.name]
 
     def tail(self, lines: int = 20) -> str:
         """The last lines of the log, for error messages."""

@@ -108,3 +108,38 @@ def test_the_cli_refuses_a_group_outside_the_principal_in_one_line(enforced: Set
     assert done.returncode != 0
     assert "may only use groups starting 'ledgerstream.fees_agent'" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+class _Nothing:
+    """A work that is never handed a batch: the group is refused before any arrives."""
+
+    name = "transfers_sink"
+    topics = ("payments.transfer.requested.v1",)
+    transient = ()
+
+    def prepare(self, events):
+        return [None] * len(events)
+
+    def start(self):
+        pass
+
+    def work(self, events, prepared):
+        raise AssertionError("no batch may reach a worker its group refuses")
+
+    def close(self):
+        pass
+
+
+def test_a_worker_refused_its_group_stops_with_what_to_fix(enforced: Settings) -> None:
+    from topics.codec import codec_from_settings
+    from topics.runtime import BatchRuntime, WorkerStopped
+
+    codec = codec_from_settings(enforced)
+    try:
+        # the upstream publisher may use no consumer group at all
+        runtime = BatchRuntime(enforced.as_principal("upstream"), _Nothing(), codec)
+        with pytest.raises(WorkerStopped, match=r"principal upstream.*ledgerstream topics apply") as stopped:
+            runtime.run(idle_exit=60)
+    finally:
+        codec.close()
+    assert "AUTHORIZATION" in str(stopped.value).upper()

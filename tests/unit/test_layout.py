@@ -75,12 +75,14 @@ def test_every_exception_the_project_defines_is_in_one_tree():
 
 
 def test_a_fault_point_is_inert_unless_armed_and_a_bad_arming_is_refused():
-    def run(fault: str | None, code: str) -> subprocess.CompletedProcess[str]:
+    def run(fault: str | None, code: str, until: str | None = None) -> subprocess.CompletedProcess[str]:
         import os
 
-        env = {k: v for k, v in os.environ.items() if k != "LEDGERSTREAM_FAULT"}
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LEDGERSTREAM_FAULT")}
         if fault is not None:
             env["LEDGERSTREAM_FAULT"] = fault
+        if until is not None:
+            env["LEDGERSTREAM_FAULT_UNTIL"] = until
         return subprocess.run(
             [sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60
         )
@@ -94,3 +96,8 @@ def test_a_fault_point_is_inert_unless_armed_and_a_bad_arming_is_refused():
     assert crashed.returncode == 137 and "after_work #2 reached" in crashed.stderr and not crashed.stdout
     refused = run("after_lunch@1", "import topics.faults")
     assert refused.returncode != 0 and "use <point>@<n>" in refused.stderr
+    import time
+
+    assert run("after_work@2", passes, until=str(time.time() - 1)).stdout.strip() == "ok"  # disarmed
+    assert run("after_work@2", passes, until=str(time.time() + 3600)).returncode == 137
+    assert "use unix seconds" in run("after_work@2", passes, until="soon").stderr
