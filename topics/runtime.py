@@ -250,6 +250,8 @@ class BatchRuntime:
             self.topics, on_assign=self._assigned, on_revoke=lambda c, parts: self._on_revoke(parts)
         )
         self._degraded = threading.Event()
+        self._pausing = False
+        """True while the loop polls with its partitions paused (`keep_alive`)."""
         self._progress: dict[tuple[str, int], tuple[int, float]] = {}
         """Per partition: the next offset to commit, and when it last moved."""
         self._watched_at = 0.0
@@ -260,6 +262,14 @@ class BatchRuntime:
 
     def _assigned(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         self.assignments += 1
+        consumer.assign(partitions)
+        # librdkafka keeps a partition's pause across its revocation and a new assignment: a member
+        # that lost its group while paused (waiting for a broker that was away) and got its
+        # partitions back after the wait ended would never fetch them again
+        if self._pausing:
+            consumer.pause(partitions)
+        else:
+            consumer.resume(partitions)
         self.assigned.set()
 
     # probes (answered on the health server's thread) --------------------------------
@@ -532,6 +542,7 @@ class BatchRuntime:
                 while not done() and time.monotonic() < deadline:
                     time.sleep(0.05)
                 return
+            self._pausing = True
             assignment = self.consumer.assignment()
             if assignment:
                 self.consumer.pause(assignment)
@@ -543,6 +554,7 @@ class BatchRuntime:
             finally:
                 stats.paused_seconds += time.monotonic() - since
                 PAUSED.labels(self.work.name).set(0)
+                self._pausing = False
                 assignment = self.consumer.assignment()
                 if assignment:
                     self.consumer.resume(assignment)
