@@ -46,7 +46,7 @@ from connectors.auth import create_tenant, issue_key
 from connectors.chain import ChainListener, ChainSpec
 from connectors.payouts import PayoutDispatcher, TrueLayerPayouts
 from ops.dev import webhook_senders as send
-from ops.dev.chaos_checks import Inputs, Verdict, judge, ledger_violations, outstanding
+from ops.dev.chaos_checks import Inputs, Verdict, judge, ledger_violations, outstanding, unposted_deposits
 from ops.dev.evm_sandbox import start_sandbox
 from ops.dev.provider_sandbox import create_sandbox
 from ops.dev.serving import serving
@@ -99,8 +99,6 @@ class Action:
     at: float
     kind: str
     target: str = ""
-    heals: bool = False
-    """The fault is over once this step is done (a restart, a SIGCONT)."""
 
     def __str__(self) -> str:
         return f"{self.at:6.1f}s {self.kind} {self.target}".rstrip()
@@ -117,7 +115,6 @@ class Draw:
     """Worker name -> its extra environment (fault points)."""
     poison: int = 0
     """Deliberately bad events the schedule injects (each dead-lettered by every reader)."""
-    storms: int = 0
 
 
 @dataclass(frozen=True)
@@ -137,14 +134,14 @@ def _every(rng: random.Random, window: float, low: float, high: float, first: fl
 
 
 def _kill_workers(rng: random.Random, window: float, workers: list[str]) -> Draw:
-    return Draw([Action(t, "kill", rng.choice(workers), heals=True) for t in _every(rng, window, 10, 30)])
+    return Draw([Action(t, "kill", rng.choice(workers)) for t in _every(rng, window, 10, 30)])
 
 
 def _crash_points(rng: random.Random, window: float, workers: list[str]) -> Draw:
     consumers = [w for w in workers if w.endswith(("_agent", "_sink"))]
     chosen = rng.sample(consumers, 4)
     env = {name: {FAULT_ENV: f"{POINTS[i % 2]}@{rng.randint(2, 6)}"} for i, name in enumerate(chosen)}
-    return Draw([Action(window, "disarm", ",".join(chosen), heals=True)], env=env)
+    return Draw([Action(window, "disarm", ",".join(chosen))], env=env)
 
 
 def _zombie(rng: random.Random, window: float, workers: list[str]) -> Draw:
@@ -152,9 +149,7 @@ def _zombie(rng: random.Random, window: float, workers: list[str]) -> Draw:
     at = rng.uniform(5, max(6.0, window / 3))
     stopped = SESSION_SECONDS + rng.uniform(5, 15)
     victim = f"{group}-{rng.randint(0, 1)}"
-    return Draw(
-        [Action(at, "sigstop", victim), Action(at + stopped, "sigcont", victim, heals=True)], doubled=[group]
-    )
+    return Draw([Action(at, "sigstop", victim), Action(at + stopped, "sigcont", victim)], doubled=[group])
 
 
 def _rebalance_storm(rng: random.Random, window: float, workers: list[str]) -> Draw:
@@ -164,10 +159,10 @@ def _rebalance_storm(rng: random.Random, window: float, workers: list[str]) -> D
     actions = []
     t, up = 5.0, True
     while t < window - 3:
-        actions += [Action(t, "stop" if up else "start", f"{g}-1", heals=not up) for g in groups]
+        actions += [Action(t, "stop" if up else "start", f"{g}-1") for g in groups]
         t, up = t + 5, not up
     if not up:  # leave every second worker running again
-        actions += [Action(t, "start", f"{g}-1", heals=True) for g in groups]
+        actions += [Action(t, "start", f"{g}-1") for g in groups]
     return Draw(actions, doubled=groups)
 
 
@@ -177,9 +172,7 @@ def _service_outage(
     def draw(rng: random.Random, window: float, workers: list[str]) -> Draw:
         at = rng.uniform(5, max(6.0, window / 3))
         down = rng.uniform(low, high)
-        return Draw(
-            [Action(at, "service-kill", service), Action(at + down, "service-start", service, heals=True)]
-        )
+        return Draw([Action(at, "service-kill", service), Action(at + down, "service-start", service)])
 
     return draw
 
@@ -191,7 +184,7 @@ def _postgres(rng: random.Random, window: float, workers: list[str]) -> Draw:
     stall = MAX_POLL_SECONDS + 15 if window >= MAX_POLL_SECONDS + 60 else max(10.0, window / 3)
     draw.actions += [
         Action(after, "service-sigstop", "postgres"),
-        Action(after + stall, "service-sigcont", "postgres", heals=True),
+        Action(after + stall, "service-sigcont", "postgres"),
     ]
     return draw
 
@@ -205,16 +198,16 @@ def _redis(rng: random.Random, window: float, workers: list[str]) -> Draw:
         [
             Action(at, "service-kill", "redis"),
             Action(at, "redis-wipe", "redis"),
-            Action(at + down, "service-start", "redis", heals=True),
+            Action(at + down, "service-start", "redis"),
             Action(stall_at, "service-sigstop", "redis"),
-            Action(stall_at + stall, "service-sigcont", "redis", heals=True),
+            Action(stall_at + stall, "service-sigcont", "redis"),
         ]
     )
 
 
 def _replay(rng: random.Random, window: float, workers: list[str]) -> Draw:
     partition = str(rng.randrange(1 << 16))  # modulo the topic's partitions
-    return Draw([Action(rng.uniform(window / 3, window * 2 / 3), "replay", partition, heals=True)])
+    return Draw([Action(rng.uniform(window / 3, window * 2 / 3), "replay", partition)])
 
 
 def _poison(rng: random.Random, window: float, workers: list[str]) -> Draw:
@@ -226,7 +219,7 @@ def _poison(rng: random.Random, window: float, workers: list[str]) -> Draw:
 
 def _webhook_storm(rng: random.Random, window: float, workers: list[str]) -> Draw:
     actions = [Action(t, "storm") for t in _every(rng, window, 3, 8, first=2)]
-    return Draw(actions, storms=len(actions))
+    return Draw(actions)
 
 
 SCENARIOS = {
@@ -318,7 +311,6 @@ class ChaosResult:
     verdict: Verdict
     actions: list[str] = field(default_factory=list)
     seconds: float = 0.0
-    kills: int = 0
     peak_lag: int = 0
     """The most messages all consumer groups were behind, sampled every 2 s during the window."""
 
@@ -506,10 +498,7 @@ class Chaos:
         answer = self.webhook(document)
         if answer is not None and answer.status_code < 300:
             with self.lock:
-                self.inputs.deposits[document["transaction_id"]] = self.accounts[i]
-                self.inputs.deposit_units[self.accounts[i]] = (
-                    self.inputs.deposit_units.get(self.accounts[i], 0) + units
-                )
+                self.inputs.credit(self.inputs.deposits, document["transaction_id"], self.accounts[i], units)
 
     def transfer(self, n: int, i: int, units: int) -> None:
         key = f"chaos-{self.run_id}-t{n}"
@@ -567,10 +556,8 @@ class Chaos:
                 units = self.chain_requests.get()
                 tx = self.sandbox.send_token(self.sandbox.accounts[0], self.wallet, units)
                 with self.lock:
-                    self.inputs.chain_deposits[f"{self.spec.name}:{tx}:0"] = self.wallet_account
-                    self.inputs.deposit_units[self.wallet_account] = (
-                        self.inputs.deposit_units.get(self.wallet_account, 0) + units
-                    )
+                    chain_id = f"{self.spec.name}:{tx}:0"
+                    self.inputs.credit(self.inputs.chain_deposits, chain_id, self.wallet_account, units)
             self.sandbox.tester.mine_blocks(1)
             try:
                 if conn is None or conn.closed:
@@ -593,16 +580,6 @@ class Chaos:
                     "INSERT INTO provider_links VALUES ('truelayer', %s, %s, %s)",
                     (merchant, self.tenant, account),
                 )
-                open_account(
-                    conn,
-                    self.codec,
-                    self.catalog,
-                    tenant=self.tenant,
-                    environment=self.settings.environment,
-                    account_id=account,
-                    currency="EUR",
-                    holder=f"chaos customer {account}",
-                )
             conn.execute(
                 "INSERT INTO provider_links VALUES ('truelayer', %s, %s, %s)",
                 (f"ma-chaos-{self.run_id}", self.tenant, self.accounts[0]),
@@ -614,16 +591,17 @@ class Chaos:
             )
             conn.execute("INSERT INTO crypto_assets VALUES (%s, 'TUSD', 6, %s)", (spec.name, token))
             conn.execute("INSERT INTO chain_tokens VALUES (%s, %s, 'TUSD', 6)", (spec.name, token))
-            open_account(
-                conn,
-                self.codec,
-                self.catalog,
-                tenant=self.tenant,
-                environment=self.settings.environment,
-                account_id=self.wallet_account,
-                currency="TUSD",
-                holder=f"chaos wallet {self.wallet_account}",
-            )
+            for account, currency in [*((a, "EUR") for a in self.accounts), (self.wallet_account, "TUSD")]:
+                open_account(
+                    conn,
+                    self.codec,
+                    self.catalog,
+                    tenant=self.tenant,
+                    environment=self.settings.environment,
+                    account_id=account,
+                    currency=currency,
+                    holder=f"chaos customer {account}",
+                )
         self.listener = ChainListener(
             self.settings,
             self.codec,
@@ -673,16 +651,12 @@ class Chaos:
             refused = list(pool.map(lambda d: self.webhook(d, forged=True), forged))
         if any(a is not None and a.status_code < 300 for a in genuine):
             with self.lock:
-                self.inputs.deposits[document["transaction_id"]] = self.accounts[i]
-                self.inputs.deposit_units[self.accounts[i]] = (
-                    self.inputs.deposit_units.get(self.accounts[i], 0) + units
-                )
+                self.inputs.credit(self.inputs.deposits, document["transaction_id"], self.accounts[i], units)
         for d, a in zip(forged, refused, strict=True):
             with self.lock:
                 self.inputs.forged.append(d["event_id"])
             if a is not None and a.status_code < 300:
                 raise ChaosError(f"a forged webhook was answered {a.status_code}")
-            self.inputs.refused += 1
 
     def replay(self, partition: int) -> None:
         """An operator's replay of one partition of the journal topic, from the window's start, into
@@ -814,7 +788,7 @@ class Chaos:
                 t.start()
             for i in range(ACCOUNTS):
                 self.deposit(i, DEPOSIT)
-            if not wait_until(lambda: not outstanding_deposits(self), 120, 0.5):
+            if not wait_until(self.first_deposits_posted, 120, 0.5):
                 raise ChaosError("the first deposits were not posted within 120s")
             started = self.window_started = time.monotonic()
             traffic_rng = random.Random(f"traffic:{self.scenario.name}:{self.seed}")
@@ -859,7 +833,6 @@ class Chaos:
             verdict,
             self.done,
             time.monotonic() - began,
-            self.kills,
             self.peak_lag,
         )
 
@@ -873,6 +846,10 @@ class Chaos:
         if unbidden <= 0:
             return []
         return [f"{name} ({n}x)" for name, n in sorted(restarts.items()) if n][:10] or [f"{unbidden} workers"]
+
+    def first_deposits_posted(self) -> bool:
+        with psycopg.connect(self.settings.database_url.get_secret_value(), autocommit=True) as conn:
+            return unposted_deposits(conn, self.inputs) == 0
 
     def _guarded(self, work: Callable[[], Any]) -> Callable[[], None]:
         def run() -> None:
@@ -905,16 +882,6 @@ def send_until_answered(send_once: Callable[[], httpx.Response], deadline: float
         time.sleep(delay)
         delay = min(2 * delay, 2.0)
     return None
-
-
-def outstanding_deposits(chaos: Chaos) -> bool:
-    url = chaos.settings.database_url.get_secret_value()
-    with psycopg.connect(url, autocommit=True) as conn:
-        refs = [f"bank:{chaos.tenant}/truelayer:{t}" for t in chaos.inputs.deposits]
-        row = conn.execute(
-            "SELECT count(*) FROM journal_entries WHERE reference_id = ANY(%s)", (refs,)
-        ).fetchone()
-    return not row or int(row[0]) < len(refs)
 
 
 def run_chaos(

@@ -42,12 +42,15 @@ class Inputs:
     """Chain transaction id (`<chain>:<tx hash>:<log index>`) -> account id, one per deposit mined."""
     transfers: dict[str, tuple[str, int]] = field(default_factory=dict)
     """Transfer id -> (account id, minor units), one per acknowledged command."""
-    refused: int = 0
-    """Deliberately bad inputs the ingress refused (forged webhooks): none may have an effect."""
     forged: list[str] = field(default_factory=list)
     """The forged deliveries' provider event ids."""
     not_acknowledged: int = 0
     """Inputs the ingress never acknowledged (given up on after retrying): not counted as inputs."""
+
+    def credit(self, kind: dict[str, str], input_id: str, account: str, units: int) -> None:
+        """One acknowledged deposit (`kind`: `deposits` or `chain_deposits`) of `units` to `account`."""
+        kind[input_id] = account
+        self.deposit_units[account] = self.deposit_units.get(account, 0) + units
 
     @property
     def count(self) -> int:
@@ -92,13 +95,18 @@ def _refs(inputs: Inputs) -> list[str]:
     return [f"bank:{inputs.tenant}/truelayer:{t}" for t in inputs.deposits]
 
 
+def unposted_deposits(conn: psycopg.Connection[Any], inputs: Inputs) -> int:
+    """Acknowledged bank credits without their journal."""
+    posted = _count(conn, "SELECT count(*) FROM journal_entries WHERE reference_id = ANY(%s)", _refs(inputs))
+    return len(inputs.deposits) - posted
+
+
 def outstanding(conn: psycopg.Connection[Any], inputs: Inputs) -> list[str]:
     """What the acknowledged inputs still lack (empty once every effect is there)."""
     tids = list(inputs.transfers)
     missing = []
-    posted = _count(conn, "SELECT count(*) FROM journal_entries WHERE reference_id = ANY(%s)", _refs(inputs))
-    if posted < len(inputs.deposits):
-        missing.append(f"{len(inputs.deposits) - posted} of {len(inputs.deposits)} deposits not posted")
+    if (unposted := unposted_deposits(conn, inputs)) > 0:
+        missing.append(f"{unposted} of {len(inputs.deposits)} deposits not posted")
     chain = _count(
         conn,
         "SELECT count(*) FROM journal_entries WHERE tenant_id = %s AND reference_id LIKE 'chain:%%'",

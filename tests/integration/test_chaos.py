@@ -23,19 +23,31 @@ SHORT_SET = [
 ]
 
 
-@pytest.mark.parametrize(("scenario", "seed"), SHORT_SET, ids=[f"{s}-seed{n}" for s, n in SHORT_SET])
-def test_the_pipeline_keeps_every_invariant_under(services, catalog, scenario, seed):
+def run_scenario(services, catalog, scenario: str, seed: int, transfers: int):
+    """One chaos run on the local stack (skipped with containers): its result and what it said."""
     if Kafka(services.stack_dir, services.cache_dir).process.pid() is None:
         pytest.skip("the faults need the local stack's processes (`ledgerstream stack up`), not containers")
     codec = codec_from_settings(services)
     lines: list[str] = []
     try:
         chaos = Chaos(
-            services, codec, catalog, SCENARIOS[scenario], seed, transfers=40, minutes=0.5, say=lines.append
+            services,
+            codec,
+            catalog,
+            SCENARIOS[scenario],
+            seed,
+            transfers=transfers,
+            minutes=0.5,
+            say=lines.append,
         )
-        result = chaos.run()
+        return chaos.run(), lines
     finally:
         codec.close()
+
+
+@pytest.mark.parametrize(("scenario", "seed"), SHORT_SET, ids=[f"{s}-seed{n}" for s, n in SHORT_SET])
+def test_the_pipeline_keeps_every_invariant_under(services, catalog, scenario, seed):
+    result, lines = run_scenario(services, catalog, scenario, seed, transfers=40)
     assert result.actions, f"{scenario}: no fault struck"
     assert result.verdict.inputs >= 40 + 8  # every transfer and every first deposit acknowledged
     assert result.verdict.effects > result.verdict.inputs
@@ -49,24 +61,7 @@ def test_broker_kill_seed_1_a_member_that_lost_its_group_while_paused_fetches_ag
     back, and librdkafka kept them paused: the status and billing agents never fetched again
     (231 of 300 transfers left unfinished). An assignment now resumes its partitions (or keeps
     them paused while the worker still waits)."""
-    if Kafka(services.stack_dir, services.cache_dir).process.pid() is None:
-        pytest.skip("the faults need the local stack's processes (`ledgerstream stack up`), not containers")
-    codec = codec_from_settings(services)
-    lines: list[str] = []
-    try:
-        chaos = Chaos(
-            services,
-            codec,
-            catalog,
-            SCENARIOS["broker-kill"],
-            1,
-            transfers=300,
-            minutes=0.5,
-            say=lines.append,
-        )
-        result = chaos.run()
-    finally:
-        codec.close()
+    result, lines = run_scenario(services, catalog, "broker-kill", 1, transfers=300)
     assert [a.split()[1] for a in result.actions] == ["service-kill", "service-start"]
     assert result.verdict.inputs >= 300 + 8
     assert result.ok, "\n".join([result.line(), *result.verdict.broken, *lines])
