@@ -19,6 +19,7 @@ from confluent_kafka.admin import AdminClient
 
 from ops.topic_reader import framing_of
 from topics.catalog import Catalog, ConsumerSpec
+from topics.errors import LedgerstreamError
 from topics.settings import Settings
 
 
@@ -177,7 +178,12 @@ def _groups(
         status = GroupStatus(spec.name, spec.group_id, state, members)
         if parts:
             asked = ConsumerGroupTopicPartitions(spec.group_id, parts)
-            result = admin.list_consumer_group_offsets([asked])[spec.group_id].result(timeout=15)
+            try:
+                result = admin.list_consumer_group_offsets([asked])[spec.group_id].result(timeout=15)
+            except TimeoutError as e:
+                raise LedgerstreamError(
+                    f"the broker did not give {spec.group_id}'s committed offsets within 15 s; is it up?"
+                ) from e
             for tp in result.topic_partitions:
                 low, high = watermarks[(tp.topic, tp.partition)]
                 status.lag[(tp.topic, tp.partition)] = high - (tp.offset if tp.offset >= 0 else low)
