@@ -29,6 +29,7 @@ from topics.codec import AvroCodec
 from topics.currencies import CurrencyError, CurrencyRegistry
 from topics.events import Event
 from topics.journals import (
+    CARD_HOLD_DAYS,
     PostedJournal,
     PostingError,
     account,
@@ -138,8 +139,6 @@ SELECT a.code, a.tenant_id, a.currency, a.exponent,
   LEFT JOIN accounts r ON 'customer:' || r.tenant_id || '/' || r.account_id || ':' || r.currency = a.code
  ORDER BY a.code
 """
-CARD_HOLD_DAYS = 7
-"""How long a card authorization holds funds without a capture (networks allow about 7 days)."""
 
 
 @dataclass(frozen=True)

@@ -126,6 +126,10 @@ def transfer_hold_id(transaction_id: str) -> str:
     return f"txn:{transaction_id}"
 
 
+CARD_HOLD_DAYS = 7
+"""How long a card authorization holds funds without a capture (networks allow about 7 days)."""
+
+
 def card_hold_id(tenant: str, transaction_id: str) -> str:
     """The hold a card authorization places (completed by its capture)."""
     return f"card:{tenant}/{transaction_id}"

@@ -8,6 +8,12 @@ or unreadable signature; 401 a signature that does not verify; 400 malformed
 JSON (NaN, duplicate keys, huge numbers, deep nesting) or a body that is not the
 provider's delivery. Other methods get 405.
 
+A card authorization request (Stripe's `issuing_authorization.request`) is answered with a
+decision while the cardholder waits: in one transaction its inbox row goes in, the linked
+account's funds are reserved as for a transfer (a hold, announced on the balance topic) and the
+decision is kept on the row. It is approved only when the hold fits the available balance; a
+redelivery gets the decision already kept.
+
 A verified delivery is then kept exactly once: Redis (SET NX with a TTL, set
 after the commit) answers most redeliveries without touching PostgreSQL, and the
 inbox row's UNIQUE (provider, event_id) is the durable guard; concurrent copies
@@ -20,6 +26,7 @@ with the reason instead of being guessed at.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -34,9 +41,10 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from prometheus_client import Counter, Histogram
 from psycopg.types.json import Jsonb
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from connectors.webhooks.common import (
+    Authorization,
     BadPayload,
     BadSignature,
     Delivery,
@@ -49,10 +57,14 @@ from connectors.webhooks.common import (
 from connectors.webhooks.limits import BodyTooLarge, BodyTooSlow, ClientBuckets, TokenBucket, read_bounded
 from connectors.webhooks.settings import WebhookSettings
 from connectors.webhooks.strict_json import MalformedJson, loads
+from topics.balances import BalanceAnnouncer
 from topics.catalog import Catalog
 from topics.codec import AvroCodec
+from topics.currencies import CurrencyRegistry
 from topics.errors import EncodeError
 from topics.events import LEDGERSTREAM_NAMESPACE, new_metadata
+from topics.holds import Spend, reserve
+from topics.journals import CARD_HOLD_DAYS, card_hold_id
 from topics.masking import mask
 from topics.outbox import outbox_row
 from topics.settings import Settings
@@ -99,6 +111,12 @@ SELECT id FROM kept
 """
 
 
+KEPT_DECISION = "SELECT result FROM webhook_inbox WHERE id = %s"
+DECIDED = "UPDATE webhook_inbox SET status = %s, result = %s, error = %s WHERE id = %s"
+FIAT = CurrencyRegistry()
+"""Card money is fiat: ISO 4217 checks its exponent."""
+
+
 def problem(status: int, detail: str, **headers: str) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=status, headers=headers or None)
 
@@ -134,12 +152,15 @@ def create_app(
         )
         await pool.open(wait=True, timeout=30)
         state["pool"] = pool
+        # decisions reserve funds with the ledger's own (blocking) reservation, on a thread
+        state["decisions"] = ConnectionPool(url, min_size=0, max_size=hooks.pool_size, open=True)
         state["redis"] = aioredis.Redis.from_url(settings.redis_url, socket_timeout=2)
         try:
             yield
         finally:
             await state["redis"].aclose()
             await pool.close()
+            state["decisions"].close()
 
     # the public port serves deliveries only: no OpenAPI documents, no metrics (those are on the admin port)
     app = FastAPI(
@@ -207,6 +228,8 @@ def create_app(
         return await keep(provider, notice, kept_body(document), correlation)
 
     async def keep(provider: str, notice: Notice, raw: str, correlation: str) -> tuple[str, JSONResponse]:
+        if notice.authorize is not None:
+            return await authorize(provider, notice, notice.authorize, raw, correlation)
         ident = inbox_id(provider, notice.event_id)
         dedupe_key = f"webhook:{settings.environment}:{provider}:{notice.event_id}"
         try:
@@ -274,6 +297,57 @@ def create_app(
         except aioredis.RedisError as e:
             log.warning("webhook dedupe cache unavailable (%s)", e)
         return answer["status"], JSONResponse(answer, headers={"x-correlation-id": correlation})
+
+    balances = BalanceAnnouncer(codec, catalog, settings.environment, "connectors.webhooks", "webhooks")
+
+    async def authorize(
+        provider: str, notice: Notice, ask: Authorization, raw: str, correlation: str
+    ) -> tuple[str, JSONResponse]:
+        outcome, decision = await asyncio.to_thread(decide, provider, notice, ask, raw, correlation)
+        headers = {"x-correlation-id": correlation, **dict(ask.reply_headers)}
+        return outcome, JSONResponse(decision, headers=headers)
+
+    def decide(
+        provider: str, notice: Notice, ask: Authorization, raw: str, correlation: str
+    ) -> tuple[str, dict[str, Any]]:
+        """Approve only what the linked account's available balance holds; a decision is taken
+        once per delivery and a redelivery gets it again."""
+        ident = inbox_id(provider, notice.event_id)
+        pool: ConnectionPool = state["decisions"]
+        with pool.connection() as conn, conn.transaction():
+            if conn.execute(SEEN, (provider, notice.event_id)).fetchone() is not None:
+                return "duplicate", {"approved": False, "metadata": {"decision": "DUPLICATE"}}
+            found = conn.execute(LINK, (provider, notice.external_ref)).fetchone()
+            link = Link(*found) if found else None
+            tenant, account = (link.tenant_id, link.account_id) if link else (None, None)
+            inbox = (ident, provider, notice.event_id, notice.event_type, "processed", notice.external_ref)
+            kept = (tenant, account, raw, Jsonb({}), None, correlation, True)
+            if conn.execute(INBOX, (*inbox, *kept)).fetchone() is None:
+                row = conn.execute(KEPT_DECISION, (ident,)).fetchone()
+                return "duplicate", dict(row[0]) if row and row[0] else {"approved": False}
+            refusal = ask.refusal
+            if refusal is None and link is None:
+                refusal = f"NO_LINKED_ACCOUNT: no account is linked to {provider} card {notice.external_ref}"
+            if refusal is None and link is not None:
+                hold = card_hold_id(link.tenant_id, ask.authorization_id)
+                spend = Spend(
+                    hold,
+                    link.tenant_id,
+                    link.account_id,
+                    ask.currency,
+                    ask.exponent,
+                    ask.units,
+                    f"card authorization {ask.authorization_id}",
+                )
+                refusal = reserve(conn, FIAT, spend, seconds=CARD_HOLD_DAYS * 86_400)
+                if refusal is None:
+                    balances.holds_changed(conn, [hold])
+            decision: dict[str, Any] = {"approved": refusal is None}
+            if refusal is not None:
+                decision["metadata"] = {"decision": refusal.split(":", 1)[0]}
+            status = "failed" if link is None else "processed"
+            conn.execute(DECIDED, (status, Jsonb(decision), refusal, ident))
+        return ("approved" if refusal is None else "declined"), decision
 
     @cache
     def has_inbox_id(topic: str) -> bool:

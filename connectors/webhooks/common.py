@@ -49,6 +49,21 @@ class Link:
     transaction_id: str | None = None
 
 
+@dataclass(frozen=True)
+class Authorization:
+    """A card purchase asking, while the cardholder waits, to be approved against the ledger: the
+    answer to the delivery is the decision (no event; the provider's own later events post and
+    release). With `refusal` set the request could not be read as money, and is declined."""
+
+    authorization_id: str
+    units: int
+    currency: str
+    exponent: int
+    reply_headers: tuple[tuple[str, str], ...] = ()
+    """Headers the provider requires on the decision."""
+    refusal: str | None = None
+
+
 Build = Callable[[Link], list[Canonical]]
 """Given the link, the canonical events of a delivery (raises Unprocessable)."""
 
@@ -60,8 +75,9 @@ class Notice:
     `external_ref` names the provider's object that is linked to one of our accounts
     (a card, a merchant account, a wallet, an applicant); `build` makes the events
     once the link is found. With `payout` set, `external_ref` is the provider's id of a
-    payout our dispatcher asked for, and the link is that payout's transfer. A notice
-    with no `build` is kept with `status` and emits nothing.
+    payout our dispatcher asked for, and the link is that payout's transfer. With `authorize`
+    set, the delivery asks for a decision on the linked account's available funds. A notice
+    with neither is kept with `status` and emits nothing.
     """
 
     event_id: str
@@ -71,6 +87,7 @@ class Notice:
     status: InboxStatus = "processed"
     note: str | None = None
     payout: bool = False
+    authorize: Authorization | None = None
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import SecretStr
 
 from connectors.webhooks.common import (
+    Authorization,
     BadPayload,
     BadSignature,
     Build,
@@ -36,6 +37,8 @@ from topics.names import CARDS_TRANSACTION_RECEIVED_V1
 
 TOPIC = CARDS_TRANSACTION_RECEIVED_V1
 TOLERANCE_SECONDS = 300
+API_VERSION = "2025-03-31.basil"
+"""The `Stripe-Version` a real-time authorization decision answers with (Stripe requires one)."""
 
 
 class Stripe:
@@ -78,6 +81,8 @@ class Stripe:
         obj = section(section(event, "data"), "object")
         created = event.get("created")
         occurred = created * 1_000_000 if type(created) is int else None
+        if kind == "issuing_authorization.request":
+            return Notice(event_id, kind, text(section(obj, "card"), "id"), authorize=_request(obj))
         if kind in ("issuing_authorization.created", "issuing_authorization.updated"):
             if kind.endswith("updated") and obj.get("status") != "reversed":
                 return Notice(event_id, kind, status="ignored", note="only reversals of authorizations")
@@ -134,6 +139,20 @@ def iso_units(amount: int, currency: str) -> tuple[int, int]:
             )
         return whole, iso
     return amount * 10 ** (iso - stripe), iso
+
+
+def _request(obj: Mapping[str, Any]) -> Authorization:
+    """What a real-time authorization asks to hold: its pending request's amount (the
+    authorization's own amount is 0 until it is decided)."""
+    pending = section(obj, "pending_request")
+    currency = text(pending, "currency").upper()
+    headers = (("Stripe-Version", API_VERSION),)
+    try:
+        units, exponent = iso_units(abs(integer(pending, "amount")), currency)
+    except Unprocessable as e:
+        return Authorization(text(obj, "id"), 0, currency, 0, headers, f"UNREADABLE_AMOUNT: {e}")
+    refusal = None if units > 0 else "UNREADABLE_AMOUNT: an authorization of zero"
+    return Authorization(text(obj, "id"), units, currency, exponent, headers, refusal)
 
 
 def _card(

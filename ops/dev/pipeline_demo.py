@@ -245,7 +245,7 @@ class PipelineDemo:
             (
                 f"{provider} webhook",
                 str(what),
-                f"{response.status_code} {answer.get('status', answer.get('detail', ''))}",
+                f"{response.status_code} {_answered(answer)}",
                 f"{len(answer.get('events', []))} event(s)",
             )
         )
@@ -453,10 +453,17 @@ class PipelineDemo:
         self.blocked_id = answer["transfer_id"]
 
     def card_purchase(self) -> None:
-        """A card purchase: authorized (held), captured (posted), then partly refunded."""
-        authorization = send.stripe_authorization(self.card, 2_000)
-        self.webhook("stripe", authorization)
-        self.auth_id = auth_id = authorization["data"]["object"]["id"]
+        """A card purchase: decided on the ledger's available balance (one beyond it declined),
+        authorized (held), captured (posted), then partly refunded."""
+        too_much = self.webhook("stripe", send.stripe_authorization_request(self.card, 10**12))
+        if too_much.get("approved") is not False:
+            raise RuntimeError(f"demo: a card purchase beyond the balance was not declined: {too_much}")
+        request = send.stripe_authorization_request(self.card, 2_000)
+        decision = self.webhook("stripe", request)
+        if decision.get("approved") is not True:
+            raise RuntimeError(f"demo: the card purchase was not approved: {decision}")
+        self.auth_id = auth_id = request["data"]["object"]["id"]
+        self.webhook("stripe", send.stripe_authorization(self.card, 2_000, authorization=auth_id))
         held = "SELECT count(*) FROM holds WHERE hold_id = %s AND status = 'ACTIVE'"
         _wait(
             lambda: self.count(held, f"card:tenant-demo/{auth_id}") == 1, 60, "the card authorization's hold"
@@ -639,3 +646,11 @@ class PipelineDemo:
             r[0]: int(r[1])
             for r in conn.execute("SELECT currency, sum(debits - credits) FROM balances GROUP BY currency")
         }
+
+
+def _answered(answer: dict[str, Any]) -> str:
+    """What a webhook answer says: its inbox status, or a card authorization's decision."""
+    if "approved" in answer:
+        decision = answer.get("metadata", {}).get("decision", "")
+        return "approved" if answer["approved"] else f"declined {decision}"
+    return str(answer.get("status", answer.get("detail", "")))

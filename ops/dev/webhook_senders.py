@@ -150,9 +150,10 @@ def _id(prefix: str) -> str:
 
 
 def stripe_authorization(
-    card: str, units: int, currency: str = "eur", *, approved: bool = True
+    card: str, units: int, currency: str = "eur", *, approved: bool = True, authorization: str | None = None
 ) -> dict[str, Any]:
-    """`issuing_authorization.created`: a card purchase authorized (funds held until capture)."""
+    """`issuing_authorization.created`: a card purchase authorized (funds held until capture); of
+    `authorization`, the id its real-time request had, when given."""
     return {
         "id": _id("evt"),
         "object": "event",
@@ -161,12 +162,43 @@ def stripe_authorization(
         "created": int(time.time()),
         "data": {
             "object": {
-                "id": _id("iauth"),
+                "id": authorization or _id("iauth"),
                 "object": "issuing.authorization",
                 "amount": units,
                 "currency": currency,
                 "approved": approved,
                 "status": "pending",
+                "card": {"id": card, "object": "issuing.card"},
+                "merchant_data": {"name": "Corner Books", "category_code": "5942"},
+            }
+        },
+    }
+
+
+def stripe_authorization_request(card: str, units: int, currency: str = "eur") -> dict[str, Any]:
+    """`issuing_authorization.request`: a card purchase waiting on our decision (Stripe's real-time
+    authorization); the amount asked for is in `pending_request`."""
+    return {
+        "id": _id("evt"),
+        "object": "event",
+        "type": "issuing_authorization.request",
+        "livemode": False,
+        "created": int(time.time()),
+        "data": {
+            "object": {
+                "id": _id("iauth"),
+                "object": "issuing.authorization",
+                "amount": 0,
+                "currency": currency,
+                "approved": False,
+                "status": "pending",
+                "pending_request": {
+                    "amount": units,
+                    "currency": currency,
+                    "is_amount_controllable": False,
+                    "merchant_amount": units,
+                    "merchant_currency": currency,
+                },
                 "card": {"id": card, "object": "issuing.card"},
                 "merchant_data": {"name": "Corner Books", "category_code": "5942"},
             }

@@ -41,10 +41,10 @@ from streams.fx.pricing import (
 )
 from streams.fx.rates import RateCache
 from streams.fx.repository import ORDER_COLUMNS, lock_orders, save_order
-from streams.holds import Spend, reserve
 from topics.currencies import CurrencyRegistry
 from topics.database import Database
 from topics.events import Event, derived_event_id, new_metadata
+from topics.holds import Spend, reserve
 from topics.journals import fx_hold_id
 from topics.money import InexactValue, money_parts, money_record
 from topics.names import (

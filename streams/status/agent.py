@@ -22,7 +22,6 @@ import psycopg
 from streams.base import BatchHandler, Output, Result
 from streams.fees.calc import Chargeable, FeeError, assess
 from streams.fees.schedule import FeeBook, ScheduleError
-from streams.holds import Spend, expire, pin, release, reserve
 from streams.pricing import load_pricing
 from streams.status.machine import Applied, Illegal, State, block_target, transition
 from streams.status.repository import (
@@ -39,6 +38,7 @@ from topics.codec import AvroCodec
 from topics.currencies import CurrencyRegistry
 from topics.database import Database
 from topics.events import Event, derived_event_id, new_metadata
+from topics.holds import Spend, expire, pin, release, reserve
 from topics.journals import transfer_hold_id
 from topics.money import InexactValue, money_parts, money_record
 from topics.names import (

@@ -138,3 +138,31 @@ def test_the_depth_check_is_linear_in_the_body():
     with pytest.raises(MalformedJson):
         loads(body)
     assert time.process_time() - started < 0.5
+
+
+@pytest.mark.parametrize(
+    ("amount", "currency", "units", "exponent", "refusal"),
+    [
+        (4_250, "eur", 4_250, 2, None),
+        (500, "jpy", 500, 0, None),
+        (1_000, "isk", 10, 0, None),
+        (150, "isk", 0, 0, "UNREADABLE_AMOUNT"),
+        (0, "eur", 0, 2, "UNREADABLE_AMOUNT"),
+        (100, "xyz", 0, 0, "UNREADABLE_AMOUNT"),
+    ],
+)
+def test_a_stripe_authorization_request_asks_for_its_pending_amount(
+    amount, currency, units, exponent, refusal
+):
+    from connectors.webhooks.common import Delivery
+    from connectors.webhooks.stripe import API_VERSION, Stripe
+    from ops.dev.webhook_senders import stripe_authorization_request
+
+    document = stripe_authorization_request("ic_1", amount, currency)
+    notice = Stripe([]).read(document, "sandbox", Delivery("/", {}, b"", 0))
+    ask = notice.authorize
+    assert notice.external_ref == "ic_1" and notice.build is None and ask is not None
+    assert ask.authorization_id == document["data"]["object"]["id"]
+    assert (ask.units, ask.currency, ask.exponent) == (units, currency.upper(), exponent)
+    assert (ask.refusal or "").split(":")[0] == (refusal or "")
+    assert dict(ask.reply_headers) == {"Stripe-Version": API_VERSION}
