@@ -920,6 +920,13 @@ def _period(text: str) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `ledgerstream` command."""
+    from topics.ports import port_offset
+
+    try:
+        port_offset()
+    except LedgerstreamError as e:
+        err.print(f"ledgerstream: error: {e}", markup=False)
+        return 2
     args = build_parser().parse_args(argv)
     try:
         return int(args.fn(args))

@@ -20,6 +20,7 @@ from ops.console import (
     stop_on_signals,
     topic_pair,
 )
+from topics.ports import API_PORTS, WEBHOOK_PORTS
 
 PROVIDERS = ("stripe", "plaid", "truelayer", "circle", "sumsub")
 
@@ -299,15 +300,15 @@ def add_connect_commands(sub: Any, command: Callable[..., Any]) -> None:
     conn_sub = conn_p.add_subparsers(dest="action", required=True, parser_class=Parser, metavar="ACTION")
     api = command(conn_sub, "api", connect_api, "serve the command API (/v1/...; OpenAPI on the admin port)")
     api.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    api.add_argument("--port", type=positive_int, default=18080, help="port (default 18080)")
+    api.add_argument("--port", type=positive_int, default=API_PORTS[0], help=f"port (default {API_PORTS[0]})")
     api.add_argument(
         "--admin-host", default="127.0.0.1", help="address of the admin port (default 127.0.0.1)"
     )
     api.add_argument(
         "--admin-port",
         type=int,
-        default=18082,
-        help="port of /docs, /openapi.json and /metrics (default 18082; 0: none)",
+        default=API_PORTS[1],
+        help=f"port of /docs, /openapi.json and /metrics (default {API_PORTS[1]}; 0: none)",
     )
     wh = command(
         conn_sub,
@@ -354,21 +355,23 @@ def add_connect_commands(sub: Any, command: Callable[..., Any]) -> None:
     )
     sb.add_argument(
         "--webhook-url",
-        default="http://127.0.0.1:18090/v1/webhooks/truelayer",
+        default=f"http://127.0.0.1:{WEBHOOK_PORTS[0]}/v1/webhooks/truelayer",
         help="where TrueLayer's payout webhooks go (Circle's: .../circle beside it)",
     )
     sb.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     sb.add_argument("--port", type=positive_int, default=18095, help="port (default 18095)")
     wh.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    wh.add_argument("--port", type=positive_int, default=18090, help="port (default 18090)")
+    wh.add_argument(
+        "--port", type=positive_int, default=WEBHOOK_PORTS[0], help=f"port (default {WEBHOOK_PORTS[0]})"
+    )
     wh.add_argument(
         "--admin-host", default="127.0.0.1", help="address of the metrics port (default 127.0.0.1)"
     )
     wh.add_argument(
         "--admin-port",
         type=int,
-        default=18091,
-        help="port of /metrics, apart from the public one (default 18091; 0: none)",
+        default=WEBHOOK_PORTS[1],
+        help=f"port of /metrics, apart from the public one (default {WEBHOOK_PORTS[1]}; 0: none)",
     )
     wh.add_argument(
         "--workers", type=positive_int, default=1, help="processes (default 1; rate limits are per process)"

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ops.console import Parser, err, out, port_arg, positive_int, seconds_arg, settings_or_error
+from topics.ports import METRICS_BASE
 
 
 def _names(text: str) -> list[str]:
@@ -158,8 +159,8 @@ def add_run_command(sub: Any, command: Callable[..., Any]) -> None:
     rn.add_argument(
         "--metrics-base",
         type=port_arg,
-        default=9400,
-        help="first metrics port; agents, sinks and the relay count up from it (default 9400)",
+        default=METRICS_BASE,
+        help=f"first metrics port; agents, sinks and the relay count up from it (default {METRICS_BASE})",
     )
     rn.add_argument("--detach", action="store_true", help="return once every worker runs")
     rn.add_argument(

@@ -37,7 +37,7 @@ def dns_name(worker: Worker) -> str:
 
 
 def _workers(catalog: Catalog) -> list[Worker]:
-    return plan(catalog, webhooks=False)
+    return plan(catalog, webhooks=False, offset=0)  # the unmoved ports, whatever this machine uses
 
 
 def _partitions(catalog: Catalog, component: str) -> int:

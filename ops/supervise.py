@@ -35,6 +35,8 @@ from typing import Any
 
 from topics.catalog import Catalog
 from topics.errors import LedgerstreamError
+from topics.ports import OFFSET, api_ports, webhook_ports
+from topics.ports import metrics_base as first_metrics_port
 
 START_SECONDS = 5
 """A worker that exits sooner than this after starting counts as a failed start (backoff)."""
@@ -44,9 +46,6 @@ STOP_SECONDS = 30
 """How long a worker gets to finish its batch after SIGTERM before it is killed."""
 GIVE_UP_AFTER = 3
 """`run` reports a worker that exited this often before it was ready (supervisord keeps retrying)."""
-METRICS_BASE = 9400
-API_PORTS = (18080, 18082)
-WEBHOOK_PORTS = (18090, 18091)
 
 CONNECTORS = ("outbox_relay", "api", "webhooks")
 GROUPS = ("agents", "sinks", "connectors")
@@ -95,9 +94,10 @@ def plan(
     *,
     only: Sequence[str] | None = None,
     workers: int = 1,
-    metrics_base: int = METRICS_BASE,
+    metrics_base: int | None = None,
     webhooks: bool = True,
     partitions: Callable[[str], int] | None = None,
+    offset: int = OFFSET,
 ) -> list[Worker]:
     """The workers of a run, in start order: agents, sinks, then the connectors.
 
@@ -106,7 +106,8 @@ def plan(
     (`fees`), or a connector (`outbox_relay`, `api`, `webhooks`). `workers` processes run
     in each consumer group, at most as many as its inputs' partitions (`partitions(topic)`,
     the catalog's count by default): a worker more would sit idle.
-    `webhooks` False leaves the webhook service out (no provider is configured).
+    `webhooks` False leaves the webhook service out (no provider is configured). Ports are
+    this machine's (`topics.ports`, moved by `offset`); metrics count up from `metrics_base`.
     """
     unknown = sorted(set(only or ()) - known_names(catalog))
     if unknown:
@@ -115,7 +116,7 @@ def plan(
         )
     count = partitions or (lambda topic: catalog.topic(topic).partitions)
     result: list[Worker] = []
-    port = metrics_base
+    port = metrics_base if metrics_base is not None else first_metrics_port(offset)
     for kind in ("agent", "sink"):
         for consumer in catalog.consumers.values():
             if consumer.kind != kind or not _selected(consumer.name, kind, only):
@@ -137,11 +138,11 @@ def plan(
         args = ("connect", "outbox-relay", "--metrics-port", str(port))
         result.append(Worker("outbox_relay", "outbox_relay", "connector", args, port, _readyz(port)))
     if _selected("api", "connector", only):
-        api, admin = API_PORTS
+        api, admin = api_ports(offset)
         args = ("connect", "api", "--port", str(api), "--admin-port", str(admin))
         result.append(Worker("api", "api", "connector", args, admin, f"http://127.0.0.1:{admin}/healthz"))
     if webhooks and _selected("webhooks", "connector", only):
-        hooks, admin = WEBHOOK_PORTS
+        hooks, admin = webhook_ports(offset)
         args = ("connect", "webhooks", "--port", str(hooks), "--admin-port", str(admin))
         probe = f"http://127.0.0.1:{hooks}/healthz"
         result.append(Worker("webhooks", "webhooks", "connector", args, admin, probe))

@@ -14,6 +14,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from topics.errors import ConfigError
+from topics.ports import KAFKA_PORT, POSTGRES_PORT, REDIS_PORT
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,7 +33,9 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(frozen=True, extra="forbid")
 
-    kafka_bootstrap_servers: str = Field("127.0.0.1:19092", validation_alias="KAFKA_BOOTSTRAP_SERVERS")
+    kafka_bootstrap_servers: str = Field(
+        f"127.0.0.1:{KAFKA_PORT}", validation_alias="KAFKA_BOOTSTRAP_SERVERS"
+    )
     kafka_security_protocol: SecurityProtocol = Field(
         "SASL_PLAINTEXT", validation_alias="KAFKA_SECURITY_PROTOCOL"
     )
@@ -53,10 +56,10 @@ class Settings(BaseSettings):
     kafka_credentials_file: Path | None = Field(None, validation_alias="LEDGERSTREAM_KAFKA_CREDENTIALS")
     """Principal -> password, for processes that run several components (the local stack's)."""
     database_url: SecretStr = Field(
-        SecretStr("postgresql://ledgerstream@127.0.0.1:15432/ledgerstream"),
+        SecretStr(f"postgresql://ledgerstream@127.0.0.1:{POSTGRES_PORT}/ledgerstream"),
         validation_alias="DATABASE_URL",
     )
-    redis_url: str = Field("redis://127.0.0.1:16379/0", validation_alias="REDIS_URL")
+    redis_url: str = Field(f"redis://127.0.0.1:{REDIS_PORT}/0", validation_alias="REDIS_URL")
     schema_registry_url: str | None = Field(None, validation_alias="SCHEMA_REGISTRY_URL")
     environment: Environment = Field("sandbox", validation_alias="LEDGERSTREAM_ENVIRONMENT")
     topic_profile: Literal["dev", "prod"] = Field("dev", validation_alias="LEDGERSTREAM_TOPIC_PROFILE")

@@ -54,13 +54,14 @@ from ops.pipeline_status import consumer_lags
 from ops.schema_gate import register
 from ops.stack.process import wait_until
 from ops.stack.services import Kafka, Postgres, Redis, Service, port_open
-from ops.supervise import API_PORTS, METRICS_BASE, WEBHOOK_PORTS, Supervisor, Worker, plan
+from ops.supervise import Supervisor, Worker, plan
 from topics.catalog import Catalog
 from topics.codec import AvroCodec
 from topics.errors import LedgerstreamError
 from topics.events import new_metadata
 from topics.faults import FAULT_ENV, POINTS, UNTIL_ENV
 from topics.names import FX_RATE_UPDATED_V1, LEDGER_JOURNAL_POSTED_V1
+from topics.ports import API_PORTS, METRICS_BASE, WEBHOOK_PORTS
 from topics.producer import EventProducer
 from topics.schemas import SchemaStore
 from topics.settings import REPO_ROOT, Settings

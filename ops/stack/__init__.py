@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from ops.stack.process import wait_until
 from ops.stack.services import Kafka, Postgres, Redis, Registry, Service, port_open
 from topics.errors import StackError
+from topics.ports import OFFSET, OFFSET_VARIABLE
 from topics.settings import Settings
 
 Say = Callable[[str], None]
@@ -110,4 +111,6 @@ class Stack:
             if service is not self.registry:
                 env.update(service.exports())
         env["SCHEMA_REGISTRY_URL"] = self.registry.url if self.registry.healthy() else ""
+        if OFFSET:
+            env[OFFSET_VARIABLE] = str(OFFSET)
         return env

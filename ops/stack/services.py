@@ -17,13 +17,10 @@ from pathlib import Path
 from ops.stack import fetch
 from ops.stack.process import ManagedProcess
 from topics.errors import StackError
+from topics.ports import KAFKA_CONTROLLER_PORT, KAFKA_PORT, POSTGRES_PORT, REDIS_PORT, REGISTRY_PORT
 from topics.settings import OPERATOR, Settings
 
 HOST = "127.0.0.1"
-KAFKA_PORT, KAFKA_CONTROLLER_PORT = 19092, 19093
-POSTGRES_PORT = 15432
-REDIS_PORT = 16379
-REGISTRY_PORT = 18081
 DB_NAME = DB_USER = "ledgerstream"
 SASL_MARKER = "ledgerstream.sasl"
 

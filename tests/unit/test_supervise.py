@@ -9,6 +9,7 @@ from supervisor.options import ServerOptions
 
 from ops.supervise import START_RETRIES, Worker, config, plan
 from topics.errors import LedgerstreamError
+from topics.ports import METRICS_BASE
 
 
 def test_the_default_plan_runs_every_catalog_consumer_once_then_the_connectors(catalog):
@@ -17,7 +18,7 @@ def test_the_default_plan_runs_every_catalog_consumer_once_then_the_connectors(c
     assert sorted(consumers) == sorted(catalog.consumers)
     assert [w.name for w in workers][-2:] == ["outbox_relay", "api"]
     ports = [w.metrics_port for w in workers if w.kind != "connector" or w.name == "outbox_relay"]
-    assert ports == list(range(9400, 9400 + len(ports)))
+    assert ports == list(range(METRICS_BASE, METRICS_BASE + len(ports)))
     for w in workers:
         if w.kind in ("agent", "sink"):
             assert w.args[:2] == (w.kind, w.component.rsplit("_", 1)[0])
@@ -33,7 +34,7 @@ def test_the_checked_in_deployment_files_are_what_the_catalog_renders(catalog):
 def test_prometheus_and_compose_name_every_worker_of_the_default_run(catalog):
     from ops.deploy import compose, dns_name, kubernetes, prometheus
 
-    workers = plan(catalog, webhooks=False)
+    workers = plan(catalog, webhooks=False, offset=0)
     scraped = {(c["names"][0], c["port"]) for c in prometheus(catalog)["scrape_configs"][1]["dns_sd_configs"]}
     assert scraped == {(dns_name(w), w.metrics_port) for w in workers}
     services = compose(catalog)["services"]
