@@ -23,8 +23,10 @@ from typing import Any
 import psycopg
 from prometheus_client import Counter, Gauge
 
+from connectors.polling import step_until_idle
 from topics.catalog import Catalog
 from topics.codec import AvroCodec
+from topics.health import LoopProbe
 from topics.producer import DeliveryError, EventProducer
 from topics.settings import Settings
 
@@ -94,22 +96,20 @@ class OutboxRelay:
         self.producer = EventProducer(settings, codec, catalog, redirect)
         self.batch_size = batch_size
         self.stats = RelayStats()
-        self._turned = time.monotonic()
+        self._loop = LoopProbe("outbox_relay", STALL_SECONDS)
         self._backlog_at = 0.0
-        self._database_ok = False
         self._kafka_ok = True
 
     def live(self) -> tuple[bool, dict[str, Any]]:
         """Alive while the loop turns: a wedged relay answers False."""
-        since = time.monotonic() - self._turned
-        return since < STALL_SECONDS, {"worker": "outbox_relay", "seconds_since_turn": round(since, 1)}
+        return self._loop.live()
 
     def ready(self) -> tuple[bool, dict[str, Any]]:
         """Ready while the database answers and Kafka acknowledged the last batch."""
-        ok = self._database_ok and self._kafka_ok
+        ok = self._loop.ok and self._kafka_ok
         return ok, {
             "worker": "outbox_relay",
-            "database": self._database_ok,
+            "database": self._loop.ok,
             "kafka": self._kafka_ok,
             "published": self.stats.published,
         }
@@ -163,37 +163,12 @@ class OutboxRelay:
         idle_exit: float | None = None,
         poll: float = POLL_SECONDS,
     ) -> RelayStats:
-        """Publish until `stop` is set (or `idle_exit` seconds pass with nothing pending)."""
-        stop = stop or threading.Event()
-        last = time.monotonic()
-        delay = 0.2
-        conn: psycopg.Connection[Any] | None = None
-        try:
-            while not stop.is_set():
-                self._turned = time.monotonic()
-                try:
-                    if conn is None or conn.closed:
-                        conn = psycopg.connect(self.settings.database_url.get_secret_value(), autocommit=True)
-                    self._report_backlog(conn)
-                    published = self.publish_batch(conn)
-                    self._database_ok = True
-                    delay = 0.2
-                except (psycopg.OperationalError, psycopg.InterfaceError) as e:
-                    self._database_ok = False
-                    log.warning("outbox: database unavailable (%s); retrying in %.1fs", e, delay)
-                    if conn is not None:
-                        conn.close()
-                    conn = None
-                    stop.wait(delay)
-                    delay = min(2 * delay, 10.0)
-                    continue
-                if published:
-                    last = time.monotonic()
-                    continue
-                if idle_exit is not None and time.monotonic() - last >= idle_exit:
-                    break
-                stop.wait(poll)
-        finally:
-            if conn is not None:
-                conn.close()
+        """Publish until `stop` is set (or `idle_exit` seconds pass with nothing pending); a
+        database outage is waited out as every polling connector waits it out."""
+
+        def step(conn: psycopg.Connection[Any]) -> int:
+            self._report_backlog(conn)
+            return self.publish_batch(conn)
+
+        step_until_idle(self.settings, step, stop=stop, poll=poll, idle_exit=idle_exit, probe=self._loop)
         return self.stats

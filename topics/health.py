@@ -92,6 +92,11 @@ class LoopProbe:
         """Record one turn of the loop and whether it succeeded (why not, when it did not)."""
         self._turned, self._ok, self._error = time.monotonic(), ok, error
 
+    @property
+    def ok(self) -> bool:
+        """Whether the last turn succeeded."""
+        return self._ok
+
     def live(self) -> tuple[bool, dict[str, Any]]:
         since = time.monotonic() - self._turned
         return since < self.stall_seconds, {"worker": self.name, "seconds_since_turn": round(since, 1)}
