@@ -23,7 +23,7 @@ from tests.fixtures.database import private_database
 from tests.fixtures.kafka import read_all
 from tests.fixtures.ledger import open_accounts
 from tests.fixtures.waiting import wait_for
-from topics.codec import AvroCodec
+from topics.codec import AvroCodec, codec_from_settings
 from topics.schemas import load_store
 from topics.settings import REPO_ROOT
 
@@ -396,7 +396,9 @@ def test_killing_the_relay_mid_batch_loses_and_duplicates_nothing_downstream(ser
         m for m in read_all(services, TOPIC) if (m.key() or b"").startswith(f"acc-api-{RUN}-k".encode())
     ]
     assert len(on_topic) > len(expected)  # the killed batch is on the topic twice
-    SinkRunner(db, TransferRequestSink(), codec, linger=0.05, group_id=f"api-{RUN}").run(idle_exit=3)
+    # a new group reads the topic from its start, other tests' registry-framed events too
+    reader = codec_from_settings(db)
+    SinkRunner(db, TransferRequestSink(), reader, linger=0.05, group_id=f"api-{RUN}").run(idle_exit=3)
     stored = conn.execute(
         "SELECT transfer_id, count(*) FROM transfer_requests WHERE account_id LIKE %s GROUP BY transfer_id",
         (f"acc-api-{RUN}-k%",),
