@@ -34,7 +34,7 @@ def test_the_checked_in_deployment_files_are_what_the_catalog_renders(catalog):
 def test_prometheus_and_compose_name_every_worker_of_the_default_run(catalog):
     from ops.deploy import compose, dns_name, kubernetes, prometheus
 
-    workers = plan(catalog, webhooks=False, offset=0)
+    workers = plan(catalog, offset=0)
     scraped = {(c["names"][0], c["port"]) for c in prometheus(catalog)["scrape_configs"][1]["dns_sd_configs"]}
     assert scraped == {(dns_name(w), w.metrics_port) for w in workers}
     services = compose(catalog)["services"]
@@ -154,3 +154,17 @@ def test_a_polling_connector_is_ready_after_a_good_turn_and_alive_while_it_turns
 
     time.sleep(0.06)  # the stall itself: no turn for longer than the threshold
     assert not probe.live()[0]
+
+
+def test_the_webhook_service_is_deployed_public_with_its_providers_keys(catalog):
+    from ops.deploy import compose, kubernetes
+
+    deployment, service = kubernetes(catalog)["webhooks.yaml"]
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert {"secretRef": {"name": "ledgerstream-webhooks"}} in container["envFrom"]
+    assert {"name": "http", "containerPort": 18090} in container["ports"]
+    assert container["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": 18090}
+    assert service["kind"] == "Service" and service["spec"]["ports"][0]["targetPort"] == "http"
+    assert not any(e["name"].startswith("KAFKA_SASL") for e in container["env"]), "it writes the outbox only"
+    hooks = compose(catalog)["services"]["webhooks"]
+    assert hooks["ports"] == ["18090:18090"] and hooks["env_file"][0]["required"] is False
