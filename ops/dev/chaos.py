@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 import queue
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -35,6 +36,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -837,6 +839,14 @@ class Chaos:
             self.peak_lag,
         )
 
+    def keep_logs(self) -> Path:
+        """Copy the run's worker and supervisord logs where the next run does not clear them."""
+        kept = self.supervisor.folder / "failed" / f"{self.scenario.name}-seed{self.seed}-{self.run_id}"
+        shutil.copytree(self.supervisor.folder / "logs", kept / "logs", dirs_exist_ok=True)
+        if self.supervisor.log.exists():
+            shutil.copy2(self.supervisor.log, kept / "supervisord.log")
+        return kept
+
     def _unbidden_exits(self, before: int) -> list[str]:
         """Workers that exited though nothing here killed them (fault-point crashes are bidden)."""
         restarts = self.supervisor.restarts()
@@ -907,5 +917,7 @@ def run_chaos(
             say(result.line())
             for problem in result.verdict.broken[:20]:
                 say(f"    {problem}")
+            if not result.ok:
+                say(f"    the run's logs are kept in {chaos.keep_logs()}")
             results.append(result)
     return results

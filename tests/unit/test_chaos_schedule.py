@@ -71,3 +71,29 @@ def test_a_wrong_scenario_gets_one_line_not_a_traceback():
     )
     assert done.returncode == 2
     assert "unknown scenario meteor" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_failed_runs_logs_are_kept_where_the_next_run_does_not_clear_them(tmp_path, catalog):
+    from ops.dev.chaos import Chaos
+    from topics.codec import AvroCodec
+    from topics.schemas import load_store
+    from topics.settings import Settings
+
+    settings = Settings().model_copy(update={"home": tmp_path})
+    chaos = Chaos(
+        settings,
+        AvroCodec(load_store(REPO_ROOT / "avro")),
+        catalog,
+        SCENARIOS["zombie"],
+        4,
+        transfers=1,
+        minutes=0.2,
+    )
+    logs = chaos.supervisor.folder / "logs"
+    logs.mkdir(parents=True)
+    (logs / "ledger_sink.log").write_text("rejoined the group\n")
+    chaos.supervisor.log.write_text("INFO exited: ledger_sink\n")
+    kept = chaos.keep_logs()
+    assert kept == chaos.supervisor.folder / "failed" / f"zombie-seed4-{chaos.run_id}"
+    assert (kept / "logs" / "ledger_sink.log").read_text() == "rejoined the group\n"
+    assert (kept / "supervisord.log").read_text() == "INFO exited: ledger_sink\n"
