@@ -186,6 +186,12 @@ def _component(catalog: Catalog, w: Worker) -> list[dict[str, Any]]:
             "name": "LEDGERSTREAM_DLQ_KEY",
             "valueFrom": {"secretKeyRef": {"name": "ledgerstream-dlq", "key": "key"}},
         },
+        {  # a registry that wants basic auth (user:password); none without the Secret
+            "name": "SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO",
+            "valueFrom": {
+                "secretKeyRef": {"name": "ledgerstream-schema-registry", "key": "user-info", "optional": True}
+            },
+        },
     ]
     if principal is not None:  # its own Kafka principal, and only its own
         secret = f"ledgerstream-kafka-{principal.replace('_', '-')}"

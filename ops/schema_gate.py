@@ -163,7 +163,7 @@ def register(settings: Settings, store: SchemaStore, lock_path: Path = LOCK_FILE
         raise ValueError("SCHEMA_REGISTRY_URL is not set; there is no registry to register with")
     history = read_lock(lock_path)
     registered = []
-    with SchemaRegistryClient({"url": settings.schema_registry_url}) as client:
+    with SchemaRegistryClient(settings.registry_config()) as client:
         for event in store.events():
             for old in history.get(event.topic, []):
                 if old != event.definition:

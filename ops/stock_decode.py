@@ -43,7 +43,7 @@ def stock_decode(
         raise LedgerstreamError(
             "no schema registry configured (SCHEMA_REGISTRY_URL): nothing to check against"
         )
-    registry = SchemaRegistryClient({"url": settings.schema_registry_url})
+    registry = SchemaRegistryClient(settings.registry_config())
     deserializer = AvroDeserializer(registry)
     consumer = Consumer(
         settings.kafka_config(

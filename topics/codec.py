@@ -251,5 +251,5 @@ def codec_from_settings(settings: Any, *, auto_register: bool = False) -> AvroCo
     if settings.schema_registry_url:
         from confluent_kafka.schema_registry import SchemaRegistryClient
 
-        registry = SchemaRegistryClient({"url": settings.schema_registry_url})
+        registry = SchemaRegistryClient(settings.registry_config())
     return AvroCodec(load_store(settings.avro_dir), registry, auto_register=auto_register)

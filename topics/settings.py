@@ -61,6 +61,10 @@ class Settings(BaseSettings):
     )
     redis_url: str = Field(f"redis://127.0.0.1:{REDIS_PORT}/0", validation_alias="REDIS_URL")
     schema_registry_url: str | None = Field(None, validation_alias="SCHEMA_REGISTRY_URL")
+    schema_registry_user_info: SecretStr | None = Field(
+        None, validation_alias="SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO"
+    )
+    """`user:password` for a registry that wants HTTP basic auth (Confluent Cloud's key:secret)."""
     environment: Environment = Field("sandbox", validation_alias="LEDGERSTREAM_ENVIRONMENT")
     topic_profile: Literal["dev", "prod"] = Field("dev", validation_alias="LEDGERSTREAM_TOPIC_PROFILE")
     avro_dir: Path = Field(REPO_ROOT / "avro", validation_alias="LEDGERSTREAM_AVRO_DIR")
@@ -76,6 +80,7 @@ class Settings(BaseSettings):
 
     @field_validator(
         "schema_registry_url",
+        "schema_registry_user_info",
         "kafka_sasl_username",
         "kafka_ssl_ca_location",
         "kafka_ssl_certificate_location",
@@ -86,6 +91,18 @@ class Settings(BaseSettings):
     @classmethod
     def _blank_is_none(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
+
+    def registry_config(self) -> dict[str, str]:
+        """confluent-kafka's SchemaRegistryClient configuration: the URL and, when set, basic auth."""
+        if not self.schema_registry_url:
+            raise ConfigError("SCHEMA_REGISTRY_URL is not set")
+        config = {"url": self.schema_registry_url}
+        if self.schema_registry_user_info is not None:
+            info = self.schema_registry_user_info.get_secret_value()
+            if ":" not in info:
+                raise ConfigError("SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO must be user:password")
+            config["basic.auth.user.info"] = info
+        return config
 
     @cached_property
     def stack_dir(self) -> Path:
