@@ -331,7 +331,9 @@ class Postgres(Service):
                     f"unix_socket_directories = '{run}'\nmax_connections = 200\nshared_buffers = 256MB\n"
                     "max_wal_size = 2GB\nlog_min_messages = warning\n"
                 )
-        self.process.start([str(bindir / "postgres"), "-D", str(data)], cwd=self.dir, user=user)
+        # the port on the command line: a cluster made under another LEDGERSTREAM_PORT_OFFSET keeps its own
+        command = [str(bindir / "postgres"), "-D", str(data), "-p", str(POSTGRES_PORT)]
+        self.process.start(command, cwd=self.dir, user=user)
 
     def healthy(self) -> bool:
         import psycopg
