@@ -4,9 +4,12 @@ The service runs as its own process on a scratch database, with its own provider
 keys. Signed Stripe deliveries, each with a new event id, are prepared before the
 run (their timestamps stay inside Stripe's 300 s tolerance, which bounds the run)
 and cycled through by a wrk Lua script, one share per wrk thread. A second phase
-sends redeliveries of events already kept, the path Redis answers. Figures:
-requests/s, latency percentiles, non-2xx answers, and the inbox and outbox rows
-written, which must equal the unique deliveries answered.
+sends redeliveries of events already kept, the path Redis answers. A third sends card
+authorization requests, each decided against its account's available balance while
+Stripe waits (2 s at most): over 64 cards and accounts, each decision locks its account,
+places a hold and announces it. Figures: requests/s, latency percentiles, non-2xx
+answers, and the inbox and outbox rows written, which must equal the unique deliveries
+answered; for the decisions, the holds placed, which must equal the approvals.
 """
 
 from __future__ import annotations
@@ -23,15 +26,21 @@ from pathlib import Path
 import httpx
 import psycopg
 
+from connectors.accounts import open_account
 from ops.dev import webhook_senders as send
 from ops.dev.serving import free_port
 from ops.stack.process import wait_until
 from ops.stack.services import apt_install
 from sinks.migrate import scratch_database
+from topics.catalog import load_catalog
+from topics.codec import AvroCodec
 from topics.errors import LedgerstreamError
+from topics.schemas import load_store
 from topics.settings import REPO_ROOT, Settings
 
 MAX_SECONDS = 240
+CARDS = 64
+"""Accounts the card authorization phase spreads its decisions over (each decision locks one)."""
 
 
 def service_environment(settings: Settings, keys: send.ProviderKeys, db_url: str) -> dict[str, str]:
@@ -104,6 +113,9 @@ class WebhookBench:
     phases: list[Phase] = field(default_factory=list)
     inbox_rows: int = 0
     outbox_rows: int = 0
+    decisions: int = 0
+    approved: int = 0
+    holds: int = 0
 
     def lines(self) -> list[str]:
         out = [
@@ -120,6 +132,11 @@ class WebhookBench:
             f"  kept: {self.inbox_rows} inbox rows and {self.outbox_rows} outbox rows, one each per "
             f"unique delivery (wrk counts only answers received before it stopped)"
         )
+        if self.decisions:
+            out.append(
+                f"  card authorizations: {self.decisions} decided, {self.approved} approved, "
+                f"{self.holds} holds placed (one per approval)"
+            )
         return out
 
 
@@ -177,6 +194,23 @@ def bench_webhooks(
             conn.execute(
                 "INSERT INTO provider_links VALUES ('stripe', 'cus_bench', 'tenant-bench', 'acc-bench')"
             )
+            codec, catalog = AvroCodec(load_store(settings.avro_dir)), load_catalog()
+            for i in range(CARDS):
+                open_account(
+                    conn,
+                    codec,
+                    catalog,
+                    tenant="tenant-bench",
+                    environment=settings.environment,
+                    account_id=f"acc-card-{i}",
+                    currency="EUR",
+                    holder=f"card holder {i}",
+                    overdraft_limit=10**12,
+                )
+                conn.execute(
+                    "INSERT INTO provider_links VALUES ('stripe', %s, 'tenant-bench', %s)",
+                    (f"ic_bench_{i}", f"acc-card-{i}"),
+                )
         port = free_port()
         env = service_environment(settings, keys, db_url)
         server = subprocess.Popen(
@@ -227,7 +261,20 @@ def bench_webhooks(
                     kept = conn.execute("SELECT count(*) FROM webhook_inbox").fetchone()[0]  # type: ignore[index]
                 replay = _wrk(url, data, script, seconds, connections, threads, limit=min(kept, count))
                 replay.name = f"redeliveries of the first {min(kept, count)} (already kept)"
-            result.phases = [unique, replay]
+                asks = Path(tmp) / "authorizations.tsv"
+                with asks.open("w") as f:
+                    for n in range(count):
+                        body = send.encode(send.stripe_authorization_request(f"ic_bench_{n % CARDS}", 1_000))
+                        f.write(f"{keys.stripe(body)['Stripe-Signature']}\t{body.decode()}\n")
+                decided = _wrk(url, asks, script, seconds, connections, threads)
+                decided.name = f"card authorization decisions over {CARDS} accounts"
+            result.phases = [unique, replay, decided]
+            with psycopg.connect(db_url) as conn:
+                result.decisions, result.approved, result.holds = conn.execute(
+                    "SELECT count(*), count(*) FILTER (WHERE (result->>'approved')::boolean), "
+                    "(SELECT count(*) FROM holds) FROM webhook_inbox "
+                    "WHERE event_type = 'issuing_authorization.request'"
+                ).fetchone()  # type: ignore[misc]
             with psycopg.connect(db_url) as conn:
                 result.inbox_rows, result.outbox_rows = conn.execute(
                     "SELECT (SELECT count(*) FROM webhook_inbox), (SELECT count(*) FROM outbox)"
