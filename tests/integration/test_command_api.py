@@ -398,7 +398,10 @@ def test_killing_the_relay_mid_batch_loses_and_duplicates_nothing_downstream(ser
     assert len(on_topic) > len(expected)  # the killed batch is on the topic twice
     # a new group reads the topic from its start, other tests' registry-framed events too
     reader = codec_from_settings(db)
-    SinkRunner(db, TransferRequestSink(), reader, linger=0.05, group_id=f"api-{RUN}").run(idle_exit=3)
+    try:
+        SinkRunner(db, TransferRequestSink(), reader, linger=0.05, group_id=f"api-{RUN}").run(idle_exit=3)
+    finally:
+        reader.close()
     stored = conn.execute(
         "SELECT transfer_id, count(*) FROM transfer_requests WHERE account_id LIKE %s GROUP BY transfer_id",
         (f"acc-api-{RUN}-k%",),

@@ -64,14 +64,19 @@ def settings_for(url: str, user_info: str | None) -> Settings:
 
 def test_the_codecs_registry_client_sends_the_configured_credentials(registry):
     codec = codec_from_settings(settings_for(registry, "svc-ledgerstream:s3cret"))
-    assert codec.registry is not None
-    assert codec.registry.get_schema(1).schema_str == '{"type": "string"}'
+    try:
+        assert codec.registry is not None
+        assert codec.registry.get_schema(1).schema_str == '{"type": "string"}'
+    finally:
+        codec.close()
     assert _Registry.seen == [_Registry.expected]
 
 
 def test_without_credentials_the_registry_refuses_and_the_client_says_so(registry):
-    client = SchemaRegistryClient(settings_for(registry, None).registry_config())
-    with pytest.raises(Exception, match="Unauthorized"):
+    with (
+        SchemaRegistryClient(settings_for(registry, None).registry_config()) as client,
+        pytest.raises(Exception, match="Unauthorized"),
+    ):
         client.get_schema(2)
     assert _Registry.seen == [None]
 
