@@ -35,6 +35,7 @@ from sinks.migrate import scratch_database
 from topics.catalog import load_catalog
 from topics.codec import AvroCodec
 from topics.errors import LedgerstreamError
+from topics.names import CARDS_TRANSACTION_RECEIVED_V1
 from topics.schemas import load_store
 from topics.settings import REPO_ROOT, Settings
 
@@ -276,8 +277,10 @@ def bench_webhooks(
                     "WHERE event_type = 'issuing_authorization.request'"
                 ).fetchone()  # type: ignore[misc]
             with psycopg.connect(db_url) as conn:
-                result.inbox_rows, result.outbox_rows = conn.execute(
-                    "SELECT (SELECT count(*) FROM webhook_inbox), (SELECT count(*) FROM outbox)"
+                result.inbox_rows, result.outbox_rows = conn.execute(  # the charges, not the decisions
+                    "SELECT (SELECT count(*) FROM webhook_inbox WHERE event_type = 'charge.succeeded'), "
+                    "(SELECT count(*) FROM outbox WHERE topic = %s)",
+                    (CARDS_TRANSACTION_RECEIVED_V1,),
                 ).fetchone()  # type: ignore[misc]
         finally:
             server.terminate()
