@@ -20,8 +20,10 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psycopg
@@ -141,6 +143,14 @@ class WebhookBench:
         return out
 
 
+def _write_signed(path: Path, keys: send.ProviderKeys, documents: Iterable[dict[str, Any]]) -> None:
+    """One signed Stripe delivery per line, `signature<TAB>body`, as the wrk script reads them."""
+    with path.open("w") as f:
+        for document in documents:
+            body = send.encode(document)
+            f.write(f"{keys.stripe(body)['Stripe-Signature']}\t{body.decode()}\n")
+
+
 def _wrk(
     url: str, data: Path, script: Path, seconds: int, connections: int, threads: int, limit: int | None = None
 ) -> Phase:
@@ -250,10 +260,7 @@ def bench_webhooks(
                 script, data = Path(tmp) / "stripe.lua", Path(tmp) / "deliveries.tsv"
                 script.write_text(LUA)
                 count = min(seconds * 4000, 400_000)
-                with data.open("w") as f:
-                    for _ in range(count):
-                        body = send.encode(send.stripe_charge("cus_bench", 1_000))
-                        f.write(f"{keys.stripe(body)['Stripe-Signature']}\t{body.decode()}\n")
+                _write_signed(data, keys, (send.stripe_charge("cus_bench", 1_000) for _ in range(count)))
                 unique = _wrk(url, data, script, seconds, connections, threads)
                 unique.name = "unique deliveries"
                 if unique.requests > count:
@@ -263,10 +270,10 @@ def bench_webhooks(
                 replay = _wrk(url, data, script, seconds, connections, threads, limit=min(kept, count))
                 replay.name = f"redeliveries of the first {min(kept, count)} (already kept)"
                 asks = Path(tmp) / "authorizations.tsv"
-                with asks.open("w") as f:
-                    for n in range(count):
-                        body = send.encode(send.stripe_authorization_request(f"ic_bench_{n % CARDS}", 1_000))
-                        f.write(f"{keys.stripe(body)['Stripe-Signature']}\t{body.decode()}\n")
+                requests = (
+                    send.stripe_authorization_request(f"ic_bench_{n % CARDS}", 1_000) for n in range(count)
+                )
+                _write_signed(asks, keys, requests)
                 decided = _wrk(url, asks, script, seconds, connections, threads)
                 decided.name = f"card authorization decisions over {CARDS} accounts"
             result.phases = [unique, replay, decided]

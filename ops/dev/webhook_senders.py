@@ -149,61 +149,54 @@ def _id(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:24]}"
 
 
+def _authorization(
+    card: str, units: int, currency: str, approved: bool, authorization: str | None
+) -> dict[str, Any]:
+    """A Stripe issuing authorization object."""
+    return {
+        "id": authorization or _id("iauth"),
+        "object": "issuing.authorization",
+        "amount": units,
+        "currency": currency,
+        "approved": approved,
+        "status": "pending",
+        "card": {"id": card, "object": "issuing.card"},
+        "merchant_data": {"name": "Corner Books", "category_code": "5942"},
+    }
+
+
+def _issuing_event(kind: str, obj: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": _id("evt"),
+        "object": "event",
+        "type": kind,
+        "livemode": False,
+        "created": int(time.time()),
+        "data": {"object": obj},
+    }
+
+
 def stripe_authorization(
     card: str, units: int, currency: str = "eur", *, approved: bool = True, authorization: str | None = None
 ) -> dict[str, Any]:
     """`issuing_authorization.created`: a card purchase authorized (funds held until capture); of
     `authorization`, the id its real-time request had, when given."""
-    return {
-        "id": _id("evt"),
-        "object": "event",
-        "type": "issuing_authorization.created",
-        "livemode": False,
-        "created": int(time.time()),
-        "data": {
-            "object": {
-                "id": authorization or _id("iauth"),
-                "object": "issuing.authorization",
-                "amount": units,
-                "currency": currency,
-                "approved": approved,
-                "status": "pending",
-                "card": {"id": card, "object": "issuing.card"},
-                "merchant_data": {"name": "Corner Books", "category_code": "5942"},
-            }
-        },
-    }
+    obj = _authorization(card, units, currency, approved, authorization)
+    return _issuing_event("issuing_authorization.created", obj)
 
 
 def stripe_authorization_request(card: str, units: int, currency: str = "eur") -> dict[str, Any]:
     """`issuing_authorization.request`: a card purchase waiting on our decision (Stripe's real-time
-    authorization); the amount asked for is in `pending_request`."""
-    return {
-        "id": _id("evt"),
-        "object": "event",
-        "type": "issuing_authorization.request",
-        "livemode": False,
-        "created": int(time.time()),
-        "data": {
-            "object": {
-                "id": _id("iauth"),
-                "object": "issuing.authorization",
-                "amount": 0,
-                "currency": currency,
-                "approved": False,
-                "status": "pending",
-                "pending_request": {
-                    "amount": units,
-                    "currency": currency,
-                    "is_amount_controllable": False,
-                    "merchant_amount": units,
-                    "merchant_currency": currency,
-                },
-                "card": {"id": card, "object": "issuing.card"},
-                "merchant_data": {"name": "Corner Books", "category_code": "5942"},
-            }
-        },
+    authorization); the amount asked for is in `pending_request`, the authorization's own is 0."""
+    obj = _authorization(card, 0, currency, False, None)
+    obj["pending_request"] = {
+        "amount": units,
+        "currency": currency,
+        "is_amount_controllable": False,
+        "merchant_amount": units,
+        "merchant_currency": currency,
     }
+    return _issuing_event("issuing_authorization.request", obj)
 
 
 def stripe_capture(
