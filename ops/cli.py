@@ -236,12 +236,28 @@ def schemas_register(args: argparse.Namespace) -> int:
 
 def db_migrate(args: argparse.Namespace) -> int:
     from sinks.migrate import connect, migrate
+    from sinks.roles import load_roles
 
-    with connect(settings_or_error().database_url.get_secret_value()) as conn:
-        applied = migrate(conn)
+    settings = settings_or_error()
+    roles = load_roles().names()
+    if settings.database_credentials_file is not None:  # named: a password for every role, made if missing
+        from ops.kafka_acl import ensure_credentials
+
+        passwords = ensure_credentials(settings.database_credentials_file, roles)
+    else:
+        passwords = settings.database_credentials()
+    with connect(settings.database_url.get_secret_value()) as conn:
+        applied = migrate(conn, passwords=passwords)
     for m in applied:
         out.print(f"applied {m.path.name}", markup=False)
-    out.print(f"db migrate: {len(applied)} applied, schema up to date")
+    with_password = sum(1 for name in roles if name in passwords)
+    out.print(
+        f"db migrate: {len(applied)} applied, schema up to date; {len(roles)} component roles granted "
+        f"(sinks/roles.toml), {with_password} passwords set from {settings.database_credentials_path}"
+        if with_password
+        else f"db migrate: {len(applied)} applied, schema up to date; {len(roles)} component roles granted "
+        "(sinks/roles.toml), passwords left as they are"
+    )
     return 0
 
 

@@ -21,6 +21,7 @@ from ops.console import (
     topic_pair,
 )
 from topics.ports import API_PORTS, WEBHOOK_PORTS
+from topics.settings import API, CHAIN_LISTENER, CHAIN_SENDER, PAYOUT_DISPATCHER, WEBHOOKS
 
 PROVIDERS = ("stripe", "plaid", "truelayer", "circle", "sumsub")
 
@@ -32,7 +33,7 @@ def connect_api(args: argparse.Namespace) -> int:
     from topics.catalog import load_catalog
     from topics.codec import codec_from_settings
 
-    settings = settings_or_error()
+    settings = settings_or_error().as_principal(API)
     app = create_app(settings, codec_from_settings(settings), load_catalog())
     err.print(f"command API on http://{args.host}:{args.port}", markup=False)
     if args.admin_port:
@@ -58,7 +59,7 @@ def connect_webhooks(args: argparse.Namespace) -> int:
     from topics.catalog import load_catalog
     from topics.codec import codec_from_settings
 
-    settings, hooks = settings_or_error(), WebhookSettings()
+    settings, hooks = settings_or_error().as_principal(WEBHOOKS), WebhookSettings()
     providers = hooks.providers()
     if not providers:
         err.print(
@@ -121,7 +122,7 @@ def connect_chain(args: argparse.Namespace) -> int:
     from topics.catalog import load_catalog
     from topics.codec import codec_from_settings
 
-    settings = settings_or_error()
+    settings = settings_or_error().as_principal(CHAIN_LISTENER)
     spec = CHAINS[args.chain]
     if args.confirmations is not None:
         spec = dataclasses.replace(spec, confirmations=args.confirmations)
@@ -184,7 +185,7 @@ def connect_chain_sender(args: argparse.Namespace) -> int:
             markup=False,
         )
         return 2
-    settings = settings_or_error()
+    settings = settings_or_error().as_principal(CHAIN_SENDER)
     spec = CHAINS[args.chain]
     w3 = Web3(Web3.HTTPProvider(args.rpc_url, request_kwargs={"timeout": 15}))
     if not w3.is_connected():
@@ -467,7 +468,7 @@ def connect_dispatcher(args: argparse.Namespace) -> int:
     from topics.catalog import load_catalog
     from topics.codec import codec_from_settings
 
-    settings = settings_or_error()
+    settings = settings_or_error().as_principal(PAYOUT_DISPATCHER)
     stop = stop_on_signals()
     circle_url = args.circle_url or args.provider_url
     with (

@@ -66,6 +66,8 @@ def compose(catalog: Catalog) -> dict[str, Any]:
         "KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
         "KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
         "DATABASE_URL": "postgresql://ledgerstream@postgres:5432/ledgerstream",
+        # each worker connects as its component's role, with the password `db migrate` set
+        "LEDGERSTREAM_DATABASE_CREDENTIALS": f"{HOME}/.stack/postgres/credentials.json",
         "REDIS_URL": "redis://redis:6379/0",
         "SCHEMA_REGISTRY_URL": "http://schema-registry:8081",
     }
@@ -177,9 +179,9 @@ def _component(catalog: Catalog, w: Worker) -> list[dict[str, Any]]:
     }
     principal = _principal(w)
     env: list[dict[str, Any]] = [
-        {
+        {  # its own PostgreSQL role (sinks/roles.toml), and only its own
             "name": "DATABASE_URL",
-            "valueFrom": {"secretKeyRef": {"name": "ledgerstream-database", "key": "url"}},
+            "valueFrom": {"secretKeyRef": {"name": f"ledgerstream-database-{name}", "key": "url"}},
         },
         {"name": "REDIS_URL", "valueFrom": {"secretKeyRef": {"name": "ledgerstream-redis", "key": "url"}}},
         {

@@ -20,6 +20,7 @@ import psycopg
 from psycopg import sql
 
 from sinks.errors import MigrationError
+from sinks.roles import apply_roles
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 FILE = re.compile(r"^(?P<version>\d{4})_(?P<name>[a-z0-9_]+)\.sql$")
@@ -77,16 +78,18 @@ def discover(folder: Path = MIGRATIONS) -> list[Migration]:
 
 
 @contextlib.contextmanager
-def scratch_database(url: str, prefix: str = "ledgerstream_scratch") -> Iterator[str]:
+def scratch_database(
+    url: str, prefix: str = "ledgerstream_scratch", *, passwords: dict[str, str] | None = None
+) -> Iterator[str]:
     """Create a migrated database next to `url`'s, yield its URL, drop it afterwards
-    (benchmarks and tests that must not touch real data)."""
+    (benchmarks and tests that must not touch real data). `passwords`: see `migrate`."""
     base, _, _ = url.rpartition("/")
     name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(f"{base}/postgres", autocommit=True) as admin:
         admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     try:
         with connect(f"{base}/{name}") as conn:
-            migrate(conn)
+            migrate(conn, passwords=passwords)
         yield f"{base}/{name}"
     finally:
         with psycopg.connect(f"{base}/postgres", autocommit=True) as admin:
@@ -115,10 +118,14 @@ def status(conn: psycopg.Connection, folder: Path = MIGRATIONS) -> list[Migratio
     return states
 
 
-def migrate(conn: psycopg.Connection, folder: Path = MIGRATIONS) -> list[Migration]:
-    """Apply every pending migration in order; returns those applied.
+def migrate(
+    conn: psycopg.Connection, folder: Path = MIGRATIONS, *, passwords: dict[str, str] | None = None
+) -> list[Migration]:
+    """Apply every pending migration in order, then the components' roles and grants
+    (`sinks/roles.toml`, with `passwords` if given); returns the migrations applied.
 
-    `conn` must be in autocommit mode (see `connect`).
+    `conn` must be in autocommit mode (see `connect`). A folder other than the project's
+    (a test's partial schema) gets no roles.
     """
     if not conn.autocommit:
         raise MigrationError("migrate needs an autocommit connection")
@@ -146,6 +153,8 @@ def migrate(conn: psycopg.Connection, folder: Path = MIGRATIONS) -> list[Migrati
             except psycopg.Error as e:
                 raise MigrationError(f"{m.path.name} failed and was rolled back: {e}") from e
             done.append(m)
+        if folder == MIGRATIONS:
+            apply_roles(conn, passwords=passwords)
         return done
     finally:
         conn.execute("SELECT pg_advisory_unlock(%s)", (LOCK_KEY,))

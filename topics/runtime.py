@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Protocol
 
+import psycopg
 from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -403,6 +404,11 @@ class BatchRuntime:
                 if stopping.wait(delay):
                     raise
                 delay = min(2 * delay, 10.0)
+            except psycopg.errors.InsufficientPrivilege as e:  # cannot heal: the role lacks a grant
+                raise LedgerstreamError(
+                    f"{self.work.name}: the database refused {e.diag.message_primary or e} "
+                    "(its role's grants are in sinks/roles.toml; `db migrate` applies them)"
+                ) from e
 
     # emitting and committing (on this thread) -----------------------------------
 

@@ -10,6 +10,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
+from psycopg.conninfo import make_conninfo
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -22,6 +23,22 @@ Environment = Literal["live", "sandbox"]
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 OPERATOR = "admin"
 """The local stack's operator principal (a Kafka super user): topics, ACLs, tools."""
+
+
+API, WEBHOOKS, CHAIN_LISTENER, CHAIN_SENDER, PAYOUT_DISPATCHER = (
+    "api",
+    "webhooks",
+    "chain_listener",
+    "chain_sender",
+    "payout_dispatcher",
+)
+"""The connectors that are not Kafka principals (they write the outbox): each has its own
+PostgreSQL role all the same."""
+
+
+def database_role(component: str) -> str:
+    """The PostgreSQL role of `component` (see sinks/roles.toml)."""
+    return f"ledgerstream_{component}"
 
 
 class Settings(BaseSettings):
@@ -55,6 +72,9 @@ class Settings(BaseSettings):
     """Base64 of the 32-byte AES key that seals dead-letter values (see topics.deadletter)."""
     kafka_credentials_file: Path | None = Field(None, validation_alias="LEDGERSTREAM_KAFKA_CREDENTIALS")
     """Principal -> password, for processes that run several components (the local stack's)."""
+    database_credentials_file: Path | None = Field(None, validation_alias="LEDGERSTREAM_DATABASE_CREDENTIALS")
+    """Component -> its PostgreSQL role's password, for processes that run several components
+    and for `db migrate` to set (the local stack's)."""
     database_url: SecretStr = Field(
         SecretStr(f"postgresql://ledgerstream@127.0.0.1:{POSTGRES_PORT}/ledgerstream"),
         validation_alias="DATABASE_URL",
@@ -86,6 +106,7 @@ class Settings(BaseSettings):
         "kafka_ssl_certificate_location",
         "kafka_ssl_key_location",
         "kafka_credentials_file",
+        "database_credentials_file",
         mode="before",
     )
     @classmethod
@@ -152,29 +173,40 @@ class Settings(BaseSettings):
 
     def kafka_credentials(self) -> dict[str, str]:
         """The credentials file's principals and passwords ({} when there is none)."""
-        try:
-            loaded = json.loads(self.credentials_path.read_text())
-        except FileNotFoundError:
-            return {}
-        except (OSError, ValueError) as e:
-            raise ConfigError(f"{self.credentials_path}: unreadable Kafka credentials ({e})") from e
-        if not isinstance(loaded, dict) or not all(isinstance(v, str) for v in loaded.values()):
-            raise ConfigError(f"{self.credentials_path}: expected a JSON object of principal -> password")
-        return loaded
+        return _credentials(self.credentials_path, "Kafka")
+
+    @property
+    def database_credentials_path(self) -> Path:
+        """The component -> database password file: the configured one, else the local stack's."""
+        return self.database_credentials_file or self.stack_dir / "postgres" / "credentials.json"
+
+    def database_credentials(self) -> dict[str, str]:
+        """The database credentials file's components and passwords ({} when there is none)."""
+        return _credentials(self.database_credentials_path, "database")
 
     def as_principal(self, name: str) -> Settings:
-        """These settings under component `name`'s own Kafka principal.
+        """These settings under component `name`'s own Kafka principal and PostgreSQL role.
 
-        In production each process is given its principal by KAFKA_SASL_USERNAME and
-        KAFKA_SASL_PASSWORD and has no credentials file: the settings stay as they are.
-        Where a credentials file names the component (the local stack), it is used, so a
-        process running several components (the demo) gives each its own identity.
+        In production each process is given its identities by KAFKA_SASL_USERNAME,
+        KAFKA_SASL_PASSWORD and DATABASE_URL, and has no credentials files: the settings
+        stay as they are. Where a credentials file names the component (the local stack),
+        it is used, so a process running several components (the demo) gives each its own.
         """
+        settings = self.as_database_role(name)
         password = self.kafka_credentials().get(name)
         if password is None:
-            return self
+            return settings
         own = {"kafka_sasl_username": name, "kafka_sasl_password": SecretStr(password)}
-        return self.model_copy(update=own)
+        return settings.model_copy(update=own)
+
+    def as_database_role(self, name: str) -> Settings:
+        """These settings under component `name`'s PostgreSQL role only (its Kafka identity
+        unchanged), where the database credentials file names it; else as they are."""
+        password = self.database_credentials().get(name)
+        if password is None:
+            return self
+        url = make_conninfo(self.database_url.get_secret_value(), user=database_role(name), password=password)
+        return self.model_copy(update={"database_url": SecretStr(url)})
 
     @property
     def kafka_principal(self) -> str | None:
@@ -217,3 +249,15 @@ class Settings(BaseSettings):
             if self.kafka_ssl_key_password is not None:
                 config["ssl.key.password"] = self.kafka_ssl_key_password.get_secret_value()
         return config | extra
+
+
+def _credentials(path: Path, what: str) -> dict[str, str]:
+    try:
+        loaded = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{path}: unreadable {what} credentials ({e})") from e
+    if not isinstance(loaded, dict) or not all(isinstance(v, str) for v in loaded.values()):
+        raise ConfigError(f"{path}: expected a JSON object of name -> password")
+    return loaded

@@ -67,7 +67,7 @@ from topics.holds import Spend, reserve
 from topics.journals import CARD_HOLD_DAYS, card_hold_id
 from topics.masking import mask
 from topics.outbox import outbox_row
-from topics.settings import Settings
+from topics.settings import WEBHOOKS, Settings
 
 log = logging.getLogger(__name__)
 
@@ -382,5 +382,5 @@ def from_environment() -> FastAPI:
     from topics.catalog import load_catalog
     from topics.codec import codec_from_settings
 
-    settings = Settings()
+    settings = Settings().as_principal(WEBHOOKS)
     return create_app(settings, WebhookSettings(), codec_from_settings(settings), load_catalog())

@@ -66,7 +66,7 @@ from topics.names import FX_RATE_UPDATED_V1, LEDGER_JOURNAL_POSTED_V1
 from topics.ports import API_PORTS, METRICS_BASE, WEBHOOK_PORTS
 from topics.producer import EventProducer
 from topics.schemas import SchemaStore
-from topics.settings import REPO_ROOT, Settings
+from topics.settings import CHAIN_LISTENER, PAYOUT_DISPATCHER, REPO_ROOT, Settings
 
 ACCOUNTS = 8
 DEPOSIT = 1_000_000
@@ -606,7 +606,7 @@ class Chaos:
                     holder=f"chaos customer {account}",
                 )
         self.listener = ChainListener(
-            self.settings,
+            self.settings.as_principal(CHAIN_LISTENER),
             self.codec,
             self.catalog,
             self.sandbox.w3,
@@ -780,7 +780,9 @@ class Chaos:
             serving(sandbox) as provider,
             TrueLayerPayouts(provider, f"ma-chaos-{self.run_id}") as payouts,
         ):
-            dispatcher = PayoutDispatcher(self.settings, self.codec, self.catalog, payouts)
+            dispatcher = PayoutDispatcher(
+                self.settings.as_principal(PAYOUT_DISPATCHER), self.codec, self.catalog, payouts
+            )
             threads = [
                 threading.Thread(
                     target=self._guarded(lambda: dispatcher.run(stop=stop, poll=0.05)), daemon=True

@@ -74,7 +74,7 @@ from topics.names import (
 )
 from topics.outbox import enqueue
 from topics.producer import EventProducer
-from topics.settings import Settings
+from topics.settings import API, CHAIN_LISTENER, PAYOUT_DISPATCHER, WEBHOOKS, Settings
 
 REQUESTED = PAYMENTS_TRANSFER_REQUESTED_V1
 REPORTED = PAYMENTS_TRANSACTION_STATUS_REPORTED_V1
@@ -118,12 +118,12 @@ def in_process_workers(
     Kafka principal (the catalog's ACLs hold here too), until `stop` is set."""
     pricing = load_pricing(settings.pricing_file)
     handlers = [
-        StatusHandler(settings, codec),
+        StatusHandler(settings.as_database_role("status_agent"), codec),
         LedgerHandler(),
         FeesHandler(pricing.fees),
-        FxHandler(settings, pricing.fx),
-        BillingHandler(settings, pricing.billing),
-        AmlHandler(settings, load_rules(settings.aml_rules_file)),
+        FxHandler(settings.as_database_role("fx_agent"), pricing.fx),
+        BillingHandler(settings.as_database_role("billing_agent"), pricing.billing),
+        AmlHandler(settings.as_database_role("aml_agent"), load_rules(settings.aml_rules_file)),
     ]
     workers: list[Callable[[], Any]] = [
         partial(
@@ -272,7 +272,7 @@ class PipelineDemo:
             t.start()
         self.producer = EventProducer(settings.as_principal("upstream"), codec, catalog)  # the FX rates feed
         self.listener = ChainListener(
-            settings,
+            settings.as_principal(CHAIN_LISTENER),
             codec,
             catalog,
             self.sandbox.w3,
@@ -283,15 +283,19 @@ class PipelineDemo:
         try:
             with (
                 psycopg.connect(url, autocommit=True) as self.conn,
-                serving(create_api(settings, codec, catalog)) as self.api_url,
-                serving(create_webhooks(settings, keys.settings(), codec, catalog)) as self.hooks_url,
+                serving(create_api(settings.as_principal(API), codec, catalog)) as self.api_url,
+                serving(
+                    create_webhooks(settings.as_principal(WEBHOOKS), keys.settings(), codec, catalog)
+                ) as self.hooks_url,
                 serving(
                     create_sandbox(f"{self.hooks_url}/v1/webhooks/truelayer", keys.truelayer)
                 ) as provider,
                 httpx.Client(timeout=30) as self.http,
                 TrueLayerPayouts(provider, f"ma-demo-{self.run_id}") as payouts,
             ):
-                dispatcher = PayoutDispatcher(settings, codec, catalog, payouts)
+                dispatcher = PayoutDispatcher(
+                    settings.as_principal(PAYOUT_DISPATCHER), codec, catalog, payouts
+                )
                 thread = threading.Thread(
                     target=guarded, args=(partial(dispatcher.run, stop=stop, poll=0.05),), daemon=True
                 )

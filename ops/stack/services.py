@@ -356,9 +356,19 @@ class Postgres(Service):
             exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DB_NAME,)).fetchone()
             if not exists:
                 conn.execute(f'CREATE DATABASE "{DB_NAME}"')
+        # every component's role gets a password; `db migrate` creates the roles and sets them
+        from ops.kafka_acl import ensure_credentials
+        from sinks.roles import load_roles
+
+        ensure_credentials(self.credentials_file, load_roles().names())
+
+    @property
+    def credentials_file(self) -> Path:
+        """Component -> the password of its PostgreSQL role (see sinks/roles.toml)."""
+        return self.dir / "credentials.json"
 
     def exports(self) -> dict[str, str]:
-        return {"DATABASE_URL": self.url}
+        return {"DATABASE_URL": self.url, "LEDGERSTREAM_DATABASE_CREDENTIALS": str(self.credentials_file)}
 
 
 class Redis(Service):

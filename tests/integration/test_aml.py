@@ -133,7 +133,7 @@ def workers(db, codec, catalog, group):
             run_agent,
             AgentRuntime(
                 db,
-                AmlHandler(db, RULES),
+                AmlHandler(db.as_database_role("aml_agent"), RULES),
                 codec,
                 catalog,
                 batch_size=300,
@@ -141,7 +141,14 @@ def workers(db, codec, catalog, group):
                 group_id=f"{group}.aml",
             ),
         ),
-        SinkRunner(db, AmlSink(), codec, batch_size=300, linger=0.05, group_id=f"{group}.aml-sink").run,
+        SinkRunner(
+            db.as_database_role("aml_sink"),
+            AmlSink(),
+            codec,
+            batch_size=300,
+            linger=0.05,
+            group_id=f"{group}.aml-sink",
+        ).run,
     ]
 
 
@@ -161,7 +168,12 @@ def aml(services, codec, catalog):
             running(
                 run_agent,
                 AgentRuntime(
-                    db, StatusHandler(db, codec), codec, catalog, linger=0.05, group_id=f"{group}.status"
+                    db,
+                    StatusHandler(db.as_database_role("status_agent"), codec),
+                    codec,
+                    catalog,
+                    linger=0.05,
+                    group_id=f"{group}.status",
                 ),
             )
         )

@@ -66,7 +66,7 @@ def served(services, catalog):
             TOKEN.append(issue_key(conn, "tenant-1", "contract", list(SCOPES))[1])
         for currency, _ in REGISTERED:
             open_accounts(db, [ACCOUNT], currency)
-        app = create_app(db, AvroCodec(load_store(REPO_ROOT / "avro")), catalog)
+        app = create_app(db.as_database_role("api"), AvroCodec(load_store(REPO_ROOT / "avro")), catalog)
         with serving(app) as url, serving(admin_app(app)) as admin_url:
             yield db, url, admin_url
 

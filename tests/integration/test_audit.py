@@ -48,7 +48,14 @@ def codec():
 
 
 def audit_runner(db, codec, catalog, group):
-    return SinkRunner(db, AuditSink(catalog), codec, batch_size=1000, linger=0.05, group_id=f"{group}.audit")
+    return SinkRunner(
+        db.as_database_role("audit_sink"),
+        AuditSink(catalog),
+        codec,
+        batch_size=1000,
+        linger=0.05,
+        group_id=f"{group}.audit",
+    )
 
 
 def rows(conn, *where: str) -> int:
@@ -86,10 +93,17 @@ def audited(services, codec, catalog):
         open_accounts(db, [f"acc-audit-{RUN}"], overdraft=100_000)
         start_group_at_end(db, f"{group}.audit", catalog.schema_topics())  # this run's events, not history
         for work in (
-            agent(StatusHandler(db, codec)),
+            agent(StatusHandler(db.as_database_role("status_agent"), codec)),
             agent(FeesHandler(pricing.fees)),
             agent(LedgerHandler()),
-            SinkRunner(db, LedgerSink(), codec, batch_size=300, linger=0.05, group_id=f"{group}.ledger").run,
+            SinkRunner(
+                db.as_database_role("ledger_sink"),
+                LedgerSink(),
+                codec,
+                batch_size=300,
+                linger=0.05,
+                group_id=f"{group}.ledger",
+            ).run,
             audit_runner(db, codec, catalog, group).run,
         ):
             stack.enter_context(running(work))

@@ -51,7 +51,7 @@ def hooks(services, keys, codec, catalog):
                 conn.execute(
                     "INSERT INTO provider_links VALUES ('stripe', %s, %s, %s)", (card, TENANT, account)
                 )
-            with serving(create_app(db, keys.settings(), codec, catalog)) as url:
+            with serving(create_app(db.as_database_role("webhooks"), keys.settings(), codec, catalog)) as url:
                 yield conn, url
 
 

@@ -52,7 +52,14 @@ def chain(db):
 
 
 def listener(db, codec, catalog, sandbox, spec):
-    return ChainListener(db, codec, catalog, sandbox.w3, spec, start_block=sandbox.w3.eth.block_number + 1)
+    return ChainListener(
+        db.as_database_role("chain_listener"),
+        codec,
+        catalog,
+        sandbox.w3,
+        spec,
+        start_block=sandbox.w3.eth.block_number + 1,
+    )
 
 
 def events(conn, codec, spec, kind: str) -> list[dict]:
@@ -117,7 +124,9 @@ def test_transfers_are_detected_then_confirmed_after_n_blocks(db, codec, catalog
 def test_a_node_of_another_chain_is_refused(db, codec, catalog, chain):
     sandbox, _, _, _ = chain
     with pytest.raises(WrongChain, match="not ethereum"):
-        ChainListener(db, codec, catalog, sandbox.w3, CHAINS["ethereum"])  # eth-tester is not chain id 1
+        ChainListener(
+            db.as_database_role("chain_listener"), codec, catalog, sandbox.w3, CHAINS["ethereum"]
+        )  # eth-tester is not chain id 1
 
 
 def test_a_restart_resumes_from_the_checkpoint_and_repeats_nothing(db, codec, catalog, chain):
@@ -127,7 +136,9 @@ def test_a_restart_resumes_from_the_checkpoint_and_repeats_nothing(db, codec, ca
     sandbox.send_native(a[0], a[1], ETH)
     first.catch_up(conn)
     assert len(events(conn, codec, spec, "detected")) == 1
-    restarted = ChainListener(db, codec, catalog, sandbox.w3, spec)  # no start block: the checkpoint decides
+    restarted = ChainListener(
+        db.as_database_role("chain_listener"), codec, catalog, sandbox.w3, spec
+    )  # no start block: the checkpoint decides
     assert restarted.catch_up(conn) == 0
     later = sandbox.send_token(a[0], a[2], 42)
     assert restarted.catch_up(conn) == 1

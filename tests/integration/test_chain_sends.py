@@ -68,7 +68,7 @@ def sent(services, catalog):
         money_groups_at_end(db, catalog, group)
         for work in (
             *money_workers(db, codec, catalog, group),
-            partial(OutboxRelay(db, codec, catalog).run, poll=0.05),
+            partial(OutboxRelay(db.as_database_role("outbox_relay"), codec, catalog).run, poll=0.05),
         ):
             stack.enter_context(running(work))
         listener = ChainListener(
@@ -78,7 +78,9 @@ def sent(services, catalog):
             to_checksum_address(k.public_key.to_checksum_address()): k.to_bytes()
             for k in sandbox.tester.backend.account_keys
         }
-        sender = ChainSender(db, codec, catalog, sandbox.w3, spec, LocalKeys(keys))
+        sender = ChainSender(
+            db.as_database_role("chain_sender"), codec, catalog, sandbox.w3, spec, LocalKeys(keys)
+        )
 
         def drive(condition, what: str):
             """The chain side runs here, in one thread (eth-tester is not thread-safe): sign, broadcast,
@@ -210,7 +212,9 @@ def test_money_out_that_no_transfer_sent_is_reported_for_reconciliation_and_not_
 
 def test_the_sender_never_signs_a_transfer_twice(sent, catalog):
     db, conn, codec, sandbox, spec, *_ = sent
-    again = ChainSender(db, codec, catalog, sandbox.w3, spec, LocalKeys({}))  # no keys: it could sign nothing
+    again = ChainSender(
+        db.as_database_role("chain_sender"), codec, catalog, sandbox.w3, spec, LocalKeys({})
+    )  # no keys: it could sign nothing
     assert again.claim(conn) == 0 and again.broadcast(conn) == 0
     assert conn.execute(
         "SELECT count(*) FROM chain_sends WHERE transaction_id = ANY(%s)", ([SENT, REFUSED],)

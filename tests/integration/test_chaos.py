@@ -86,7 +86,7 @@ def test_postgres_seed_3_a_retry_that_meets_its_first_request_still_holding_the_
         private_database(services) as db,
         psycopg.connect(db.database_url.get_secret_value(), autocommit=True) as conn,
         psycopg.connect(db.database_url.get_secret_value()) as first_request,
-        TestClient(create_app(db, codec, catalog)) as client,
+        TestClient(create_app(db.as_database_role("api"), codec, catalog)) as client,
     ):
         create_tenant(conn, "tenant-1", "Tenant One")
         token = issue_key(conn, "tenant-1", "alice", ["transfers:write"])[1]

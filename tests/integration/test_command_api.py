@@ -41,7 +41,7 @@ def api(services, codec, catalog):
     with (
         private_database(services) as db,
         psycopg.connect(db.database_url.get_secret_value(), autocommit=True) as conn,
-        TestClient(create_app(db, codec, catalog)) as client,
+        TestClient(create_app(db.as_database_role("api"), codec, catalog)) as client,
     ):
         create_tenant(conn, "tenant-1", "Tenant One")
         create_tenant(conn, "tenant-2", "Tenant Two")
@@ -324,7 +324,7 @@ def test_the_relay_publishes_decodable_events_keyed_by_account(services, codec, 
         ).json()
         for n in range(5)
     ]
-    OutboxRelay(db, codec, catalog).run(idle_exit=1)
+    OutboxRelay(db.as_database_role("outbox_relay"), codec, catalog).run(idle_exit=1)
     assert conn.execute("SELECT count(*) FROM outbox WHERE status = 'pending'").fetchone()[0] == 0
     mine = [m for m in read_all(services, TOPIC) if m.key() == account.encode()]
     records = [codec.decode(m.value(), topic=TOPIC) for m in mine]
@@ -343,7 +343,9 @@ def test_two_relays_at_once_keep_each_account_in_order_and_publish_once(services
             "/v1/transfers", json=body(account, units=n + 1), headers=headers(f"key-{RUN}-two{n}")
         )
         sent[account].append(answer.json()["transfer_id"])
-    relays = [OutboxRelay(db, codec, catalog, batch_size=7) for _ in range(2)]
+    relays = [
+        OutboxRelay(db.as_database_role("outbox_relay"), codec, catalog, batch_size=7) for _ in range(2)
+    ]
     with ThreadPoolExecutor(2) as pool:
         list(pool.map(lambda relay: relay.run(idle_exit=1, poll=0.01), relays))
     assert conn.execute("SELECT count(*) FROM outbox WHERE status = 'pending'").fetchone()[0] == 0
@@ -390,7 +392,9 @@ def test_killing_the_relay_mid_batch_loses_and_duplicates_nothing_downstream(ser
         ).fetchone()[0]
         == 0
     )
-    OutboxRelay(db, codec, catalog).run(idle_exit=1)  # a fresh relay publishes everything, the batch again
+    OutboxRelay(db.as_database_role("outbox_relay"), codec, catalog).run(
+        idle_exit=1
+    )  # a fresh relay publishes everything, the batch again
     assert conn.execute("SELECT count(*) FROM outbox WHERE status = 'pending'").fetchone()[0] == 0
     on_topic = [
         m for m in read_all(services, TOPIC) if (m.key() or b"").startswith(f"acc-api-{RUN}-k".encode())
@@ -399,7 +403,13 @@ def test_killing_the_relay_mid_batch_loses_and_duplicates_nothing_downstream(ser
     # a new group reads the topic from its start, other tests' registry-framed events too
     reader = codec_from_settings(db)
     try:
-        SinkRunner(db, TransferRequestSink(), reader, linger=0.05, group_id=f"api-{RUN}").run(idle_exit=3)
+        SinkRunner(
+            db.as_database_role("transfers_sink"),
+            TransferRequestSink(),
+            reader,
+            linger=0.05,
+            group_id=f"api-{RUN}",
+        ).run(idle_exit=3)
     finally:
         reader.close()
     stored = conn.execute(

@@ -91,7 +91,7 @@ def test_a_database_outage_longer_than_the_poll_interval_loses_and_duplicates_no
     with private_database(services) as db:
         open_accounts(db, [f"acc-out-{RUN}-{i}" for i in range(7)], overdraft=10**9)
         sink = SinkRunner(
-            db,
+            db.as_database_role("ledger_sink"),
             LedgerSink(),
             codec,
             batch_size=100,
@@ -102,7 +102,7 @@ def test_a_database_outage_longer_than_the_poll_interval_loses_and_duplicates_no
         )
         agent = AgentRuntime(
             db,
-            StatusHandler(db, codec),
+            StatusHandler(db.as_database_role("status_agent"), codec),
             codec,
             catalog,
             batch_size=100,

@@ -115,7 +115,12 @@ class TopicLedgerSink(LedgerSink):
 
 def run_sink(db, codec, topic: str, group: str | None = None):
     runner = SinkRunner(
-        db, TopicLedgerSink(topic), codec, batch_size=500, linger=0.1, group_id=group or str(uuid.uuid4())
+        db.as_database_role("ledger_sink"),
+        TopicLedgerSink(topic),
+        codec,
+        batch_size=500,
+        linger=0.1,
+        group_id=group or str(uuid.uuid4()),
     )
     return runner.run(idle_exit=2.0)
 

@@ -55,7 +55,13 @@ def codec():
 
 def status_runtime(db, codec, catalog, group):
     return AgentRuntime(
-        db, StatusHandler(db, codec), codec, catalog, batch_size=200, linger=0.05, group_id=f"{group}.status"
+        db,
+        StatusHandler(db.as_database_role("status_agent"), codec),
+        codec,
+        catalog,
+        batch_size=200,
+        linger=0.05,
+        group_id=f"{group}.status",
     )
 
 
@@ -68,7 +74,14 @@ def ledger_agent(db, codec, catalog, group):
 def ledger_sink(db, codec, group):
     """Its own group: a member that joined a shared group but is not polled yet would stall the
     group's rebalance and get the running agent evicted (UNKNOWN_MEMBER_ID on commit)."""
-    return SinkRunner(db, LedgerSink(), codec, batch_size=200, linger=0.05, group_id=f"{group}.ledger-sink")
+    return SinkRunner(
+        db.as_database_role("ledger_sink"),
+        LedgerSink(),
+        codec,
+        batch_size=200,
+        linger=0.05,
+        group_id=f"{group}.ledger-sink",
+    )
 
 
 def statuses(conn) -> dict[str, tuple[str, int]]:

@@ -207,8 +207,8 @@ def pipeline(db, codec, catalog, pricing, group):
 
     return [
         agent(lambda: FeesHandler(pricing.fees)),
-        agent(lambda: FxHandler(db, pricing.fx)),
-        agent(lambda: BillingHandler(db, pricing.billing)),
+        agent(lambda: FxHandler(db.as_database_role("fx_agent"), pricing.fx)),
+        agent(lambda: BillingHandler(db.as_database_role("billing_agent"), pricing.billing)),
         agent(LedgerHandler),
         sink(FeesSink),
         sink(FxSink),

@@ -293,7 +293,8 @@ def test_each_committed_balance_change_is_announced_with_posted_held_and_availab
 
 def test_two_workers_racing_for_the_same_money_reserve_it_once(flow, codec):
     db, conn = flow
-    handlers = [StatusHandler(db, codec), StatusHandler(db, codec)]
+    status = db.as_database_role("status_agent")
+    handlers = [StatusHandler(status, codec), StatusHandler(status, codec)]
     reserved_per_round = []
     for n in range(15):
         events = [
@@ -333,7 +334,8 @@ def test_two_workers_racing_for_the_same_money_reserve_it_once(flow, codec):
 
 def test_two_workers_never_overspend_between_them(flow, codec):
     db, conn = flow
-    handlers = [StatusHandler(db, codec), StatusHandler(db, codec)]
+    status = db.as_database_role("status_agent")
+    handlers = [StatusHandler(status, codec), StatusHandler(status, codec)]
     barrier = threading.Barrier(2)
 
     def spend(w: int) -> None:

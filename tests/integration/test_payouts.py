@@ -62,11 +62,14 @@ def paid_out(services, catalog):
         circle = CirclePayouts(sandbox, str(uuid.uuid4()), str(uuid.uuid4()))
         stack.callback(circle.close)
         dispatcher = PayoutDispatcher(
-            db, codec, catalog, {"SEPA": client, "FASTER_PAYMENTS": client, "ACH": circle}
+            db.as_database_role("payout_dispatcher"),
+            codec,
+            catalog,
+            {"SEPA": client, "FASTER_PAYMENTS": client, "ACH": circle},
         )
         for work in (
             *money_workers(db, codec, catalog, group),
-            partial(OutboxRelay(db, codec, catalog).run, poll=0.05),
+            partial(OutboxRelay(db.as_database_role("outbox_relay"), codec, catalog).run, poll=0.05),
             partial(dispatcher.run, poll=0.05),
         ):
             stack.enter_context(running(work))

@@ -304,7 +304,12 @@ def test_a_slow_client_is_cut_off(hooks, keys):
 
 def test_over_the_rate_limit_is_429(services, keys, codec, catalog):
     with private_database(services) as db:
-        app = create_app(db, keys.settings(WEBHOOK_RATE_PER_SECOND=0.001, WEBHOOK_BURST=2), codec, catalog)
+        app = create_app(
+            db.as_database_role("webhooks"),
+            keys.settings(WEBHOOK_RATE_PER_SECOND=0.001, WEBHOOK_BURST=2),
+            codec,
+            catalog,
+        )
         with serving(app) as url:
             statuses = [deliver(url, keys, "sumsub").status_code for _ in range(4)]
     assert statuses[:2] == [200, 200] and statuses[2:] == [429, 429]
@@ -353,7 +358,7 @@ def test_an_unlinked_account_or_inexact_money_is_kept_as_failed_without_an_event
 def test_a_delivery_arrives_on_its_topic_as_avro_keyed_by_account(services, hooks, keys, codec, catalog):
     db, _, url = hooks
     answer = deliver(url, keys, "truelayer").json()
-    OutboxRelay(db, codec, catalog).run(idle_exit=1)
+    OutboxRelay(db.as_database_role("outbox_relay"), codec, catalog).run(idle_exit=1)
     topic = TOPICS["truelayer"]
     mine = [m for m in read_all(services, topic) if m.key() == ACCOUNT.encode()]
     records = [codec.decode(m.value(), topic=topic) for m in mine]
@@ -428,7 +433,12 @@ def test_the_service_process_takes_its_keys_from_the_environment(services, keys,
 def test_an_unsigned_flood_does_not_spend_the_providers_rate(services, keys, codec, catalog):
     """Regression (issue 12): the provider's rate was taken before the signature check."""
     with private_database(services) as db:
-        app = create_app(db, keys.settings(WEBHOOK_RATE_PER_SECOND=0.001, WEBHOOK_BURST=2), codec, catalog)
+        app = create_app(
+            db.as_database_role("webhooks"),
+            keys.settings(WEBHOOK_RATE_PER_SECOND=0.001, WEBHOOK_BURST=2),
+            codec,
+            catalog,
+        )
         with serving(app) as url:
             body = send.encode(payload("sumsub"))
             flood = [
@@ -442,7 +452,7 @@ def test_an_unsigned_flood_does_not_spend_the_providers_rate(services, keys, cod
 def test_one_client_over_its_own_rate_is_refused_before_its_body_is_read(services, keys, codec, catalog):
     with private_database(services) as db:
         settings = keys.settings(WEBHOOK_CLIENT_RATE_PER_SECOND=0.001, WEBHOOK_CLIENT_BURST=3)
-        with serving(create_app(db, settings, codec, catalog)) as url:
+        with serving(create_app(db.as_database_role("webhooks"), settings, codec, catalog)) as url:
             statuses = [post(url, "stripe", b"{}", {}).status_code for _ in range(3)]
             statuses.append(deliver(url, keys, "stripe").status_code)
     assert statuses == [400, 400, 400, 429]
@@ -582,7 +592,7 @@ def test_plaid_keys_unknown_to_the_service_are_fetched_from_plaid_cached_and_ref
             PLAID_CLIENT_ID="client-1",
             PLAID_SECRET="plaid-secret",
         )
-        with serving(create_app(db, settings, codec, catalog)) as url:
+        with serving(create_app(db.as_database_role("webhooks"), settings, codec, catalog)) as url:
 
             def deliver_with(kid: str, key) -> int:
                 body = send.encode(send.plaid_sync(f"item-{uuid.uuid4().hex[:8]}"))
@@ -638,7 +648,7 @@ def test_truelayer_keys_are_fetched_from_an_allow_listed_jku_when_a_new_key_sign
             )
         allowed = f"{key_host}/.well-known/jwks"
         settings = keys.settings(TRUELAYER_JKU_ALLOWED=allowed)
-        with serving(create_app(db, settings, codec, catalog)) as url:
+        with serving(create_app(db.as_database_role("webhooks"), settings, codec, catalog)) as url:
 
             def deliver_with(jku: str) -> int:
                 body = send.encode(send.truelayer_payment(MERCHANT, 1_000))
