@@ -20,7 +20,7 @@ import psycopg
 
 from sinks.errors import PoisonEvent
 from topics.codec import AvroCodec
-from topics.database import Database
+from topics.database import Database, refused_by_schema
 from topics.events import Event
 from topics.runtime import BatchRuntime, Outcome
 from topics.settings import Settings
@@ -80,6 +80,8 @@ class SinkWork(Generic[Item]):
         except TRANSIENT:
             raise
         except psycopg.Error as e:
+            if refused_by_schema(e):  # not the events' fault: the worker stops, nothing is dead-lettered
+                raise
             if len(batch) == 1:
                 return [(batch[0][0], e)]
             half = len(batch) // 2

@@ -18,6 +18,13 @@ CONNECT_TIMEOUT = 10
 """Seconds a connection attempt may take before it counts as the database being down."""
 
 
+def refused_by_schema(error: psycopg.Error) -> bool:
+    """Whether PostgreSQL refused the statement itself (SQLSTATE class 42: a privilege the role
+    lacks, a table or column a migration has not made), never the data's fault: retrying will
+    not help and neither will dead-lettering the events."""
+    return (error.sqlstate or "").startswith("42")
+
+
 class Database:
     """Args:
     settings: where the database is.

@@ -42,6 +42,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from topics.catalog import Catalog
 from topics.codec import AvroCodec
 from topics.consuming import batch_consumer
+from topics.database import refused_by_schema
 from topics.deadletter import DeadLetters
 from topics.errors import DecodeError, LedgerstreamError
 from topics.events import Event
@@ -404,10 +405,12 @@ class BatchRuntime:
                 if stopping.wait(delay):
                     raise
                 delay = min(2 * delay, 10.0)
-            except psycopg.errors.InsufficientPrivilege as e:  # cannot heal: the role lacks a grant
+            except psycopg.Error as e:
+                if not refused_by_schema(e):
+                    raise
                 raise LedgerstreamError(
-                    f"{self.work.name}: the database refused {e.diag.message_primary or e} "
-                    "(its role's grants are in sinks/roles.toml; `db migrate` applies them)"
+                    f"{self.work.name}: the database refused the work: {e.diag.message_primary or e} "
+                    "(a grant missing from sinks/roles.toml, or a schema `db migrate` has not brought up)"
                 ) from e
 
     # emitting and committing (on this thread) -----------------------------------

@@ -9,10 +9,18 @@ import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
+from sinks.base import SinkRunner
 from sinks.migrate import connect, migrate
 from sinks.roles import load_roles, undecided_tables
+from sinks.transfers import TransferRequestSink
 from tests.fixtures.database import private_database
-from topics.settings import Settings, database_role
+from tests.fixtures.events import transfer_requested
+from tests.fixtures.kafka import fresh_topic, produce_raw
+from topics.codec import AvroCodec
+from topics.errors import LedgerstreamError
+from topics.names import PAYMENTS_TRANSFER_REQUESTED_V1
+from topics.schemas import load_store
+from topics.settings import REPO_ROOT, Settings, database_role
 
 ROLES = load_roles()
 
@@ -108,3 +116,25 @@ def test_migrating_again_takes_back_a_grant_nobody_declared(db: Settings) -> Non
         migrate(conn)
     with as_component(db, "api") as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
         conn.execute("SELECT count(*) FROM tenants")
+
+
+class _TransfersOn(TransferRequestSink):
+    def __init__(self, topic: str) -> None:
+        self.topics = (topic,)
+
+
+def test_a_worker_whose_role_lacks_a_grant_stops_in_one_line(db: Settings, services: Settings) -> None:
+    codec = AvroCodec(load_store(REPO_ROOT / "avro"))
+    topic = fresh_topic(services, "roles", partitions=1)
+    record = transfer_requested(account="acc-roles")
+    produce_raw(services, topic, [(b"acc-roles", codec.encode(PAYMENTS_TRANSFER_REQUESTED_V1, record))])
+    # the transfers sink's work under the fees sink's role, which may not write transfer_requests
+    runner = SinkRunner(
+        db.as_database_role("fees_sink"), _TransfersOn(topic), codec, linger=0.05, group_id=f"roles-{topic}"
+    )
+    with pytest.raises(
+        LedgerstreamError, match="refused the work: permission denied for table transfer_requests"
+    ):
+        runner.run(idle_exit=10)
+    with psycopg.connect(db.database_url.get_secret_value()) as conn:
+        assert conn.execute("SELECT count(*) FROM transfer_requests").fetchone() == (0,)
