@@ -84,11 +84,13 @@ def compose(catalog: Catalog) -> dict[str, Any]:
             **image,
             "entrypoint": ["/bin/sh", "-c"],
             "command": [setup],
-            # the operator: creates every principal's credential, the topics and their ACLs
+            # the operator: creates every principal's credential, the topics and their ACLs, and
+            # (as the database's owner) the tables and every component's role and its password
             "environment": {
                 **env,
                 "KAFKA_SASL_USERNAME": "admin",
                 "KAFKA_SASL_PASSWORD": "${KAFKA_ADMIN_PASSWORD:-change-me-locally}",
+                "DATABASE_URL": "postgresql://ledgerstream:${POSTGRES_PASSWORD:-change-me-locally}@postgres:5432/ledgerstream",
             },
             "volumes": volumes,
         }
