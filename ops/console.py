@@ -27,13 +27,21 @@ class Parser(argparse.ArgumentParser):
 
 
 def settings_or_error() -> Settings:
+    import os
+
     from pydantic import ValidationError
 
     try:
-        return Settings()
+        settings = Settings()
     except ValidationError as e:
         first = e.errors()[0]
         raise LedgerstreamError(f"bad setting {first['loc'][0]}: {first['msg']}") from None
+    # the local stack's owner password, for a shell that has not run `eval "$(ledgerstream stack env)"`
+    # (libpq reads PGPASSFILE; the processes this one starts inherit it)
+    passfile = settings.stack_dir / "postgres" / "pgpass"
+    if "PGPASSFILE" not in os.environ and passfile.exists():
+        os.environ["PGPASSFILE"] = str(passfile)
+    return settings
 
 
 def component_settings(name: str, *, group: str | None = None, topics: list[str] | None = None) -> Settings:

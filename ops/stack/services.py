@@ -6,6 +6,7 @@ import base64
 import glob
 import os
 import pwd
+import secrets
 import shutil
 import socket
 import subprocess
@@ -13,6 +14,7 @@ import time
 import uuid
 from abc import ABC, abstractmethod
 from pathlib import Path
+from typing import Any
 
 from ops.stack import fetch
 from ops.stack.process import ManagedProcess
@@ -331,36 +333,81 @@ class Postgres(Service):
                     f"unix_socket_directories = '{run}'\nmax_connections = 200\nshared_buffers = 256MB\n"
                     "max_wal_size = 2GB\nlog_min_messages = warning\n"
                 )
+        # every TCP client proves its password (SCRAM); only the server's own OS user (and root)
+        # reaches the Unix socket, which the stack uses to set the owner's password
+        (data / "pg_hba.conf").write_text(
+            "# written by `ledgerstream stack up`\n"
+            "local all all trust\n"
+            f"host all all {HOST}/32 scram-sha-256\n"
+        )
+        if user:
+            shutil.chown(data / "pg_hba.conf", user)
         # the port on the command line: a cluster made under another LEDGERSTREAM_PORT_OFFSET keeps its own
-        command = [str(bindir / "postgres"), "-D", str(data), "-p", str(POSTGRES_PORT)]
+        command = [
+            str(bindir / "postgres"),
+            "-D",
+            str(data),
+            "-p",
+            str(POSTGRES_PORT),
+            "-c",
+            f"unix_socket_directories={run}",
+            "-c",
+            "unix_socket_permissions=0700",
+            "-c",
+            "password_encryption=scram-sha-256",
+        ]
         self.process.start(command, cwd=self.dir, user=user)
+
+    def _socket(self, database: str, **options: Any) -> Any:
+        import psycopg
+
+        return psycopg.connect(
+            host=str(self.dir / "run"), port=POSTGRES_PORT, user=DB_USER, dbname=database, **options
+        )
 
     def healthy(self) -> bool:
         import psycopg
 
         try:
-            with psycopg.connect(
-                f"postgresql://{DB_USER}@{HOST}:{POSTGRES_PORT}/postgres", connect_timeout=2
-            ) as conn:
+            with self._socket("postgres", connect_timeout=2) as conn:
                 conn.execute("SELECT 1")
             return True
         except psycopg.Error:
             return False
 
     def after_ready(self) -> None:
-        import psycopg
+        from psycopg import sql
 
-        with psycopg.connect(
-            f"postgresql://{DB_USER}@{HOST}:{POSTGRES_PORT}/postgres", autocommit=True
-        ) as conn:
-            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DB_NAME,)).fetchone()
-            if not exists:
-                conn.execute(f'CREATE DATABASE "{DB_NAME}"')
-        # every component's role gets a password; `db migrate` creates the roles and sets them
         from ops.kafka_acl import ensure_credentials
         from sinks.roles import load_roles
 
+        password = self._owner_password()
+        with self._socket("postgres", autocommit=True) as conn:
+            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DB_NAME,)).fetchone()
+            if not exists:
+                conn.execute(f'CREATE DATABASE "{DB_NAME}"')
+            conn.execute(
+                sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(DB_USER), sql.Literal(password))
+            )
+        # every component's role gets a password; `db migrate` creates the roles and sets them
         ensure_credentials(self.credentials_file, load_roles().names())
+
+    @property
+    def passfile(self) -> Path:
+        """The owner's password in libpq's format (PGPASSFILE), made on first start."""
+        return self.dir / "pgpass"
+
+    def _owner_password(self) -> str:
+        try:
+            return self.passfile.read_text().strip().rsplit(":", 1)[1]
+        except (FileNotFoundError, IndexError):
+            pass
+        password = secrets.token_urlsafe(24)
+        fd = os.open(self.passfile.with_suffix(".tmp"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(f"{HOST}:*:*:{DB_USER}:{password}\n")
+        os.replace(self.passfile.with_suffix(".tmp"), self.passfile)
+        return password
 
     @property
     def credentials_file(self) -> Path:
@@ -368,7 +415,11 @@ class Postgres(Service):
         return self.dir / "credentials.json"
 
     def exports(self) -> dict[str, str]:
-        return {"DATABASE_URL": self.url, "LEDGERSTREAM_DATABASE_CREDENTIALS": str(self.credentials_file)}
+        return {
+            "DATABASE_URL": self.url,
+            "PGPASSFILE": str(self.passfile),  # the owner's password, kept off stdout
+            "LEDGERSTREAM_DATABASE_CREDENTIALS": str(self.credentials_file),
+        }
 
 
 class Redis(Service):

@@ -138,3 +138,13 @@ def test_a_worker_whose_role_lacks_a_grant_stops_in_one_line(db: Settings, servi
         runner.run(idle_exit=10)
     with psycopg.connect(db.database_url.get_secret_value()) as conn:
         assert conn.execute("SELECT count(*) FROM transfer_requests").fetchone() == (0,)
+
+
+def test_a_component_role_proves_its_password(db: Settings) -> None:
+    own = db.as_principal("fees_sink").database_url.get_secret_value()
+    if own == db.database_url.get_secret_value():
+        pytest.skip("no database credentials file: the roles have no passwords here")
+    with as_component(db, "fees_sink") as conn:
+        assert conn.execute("SELECT current_user").fetchone() == ("ledgerstream_fees_sink",)
+    with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+        psycopg.connect(make_conninfo(own, password="guess"), connect_timeout=10).close()
