@@ -75,6 +75,7 @@ def test_each_role_holds_exactly_the_declared_privileges(db: Settings) -> None:
         ("fees_sink", "SELECT * FROM balances"),
         ("api", "UPDATE balances SET credits = credits + 1"),
         ("api", "SELECT * FROM tenants"),
+        ("api", "UPDATE accounts SET overdraft_limit = 1000000"),
         ("webhooks", "DELETE FROM holds"),
         ("webhooks", "UPDATE accounts SET overdraft_limit = 1000000"),
         ("status_agent", "UPDATE accounts SET status = 'ACTIVE'"),
