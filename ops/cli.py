@@ -251,12 +251,11 @@ def db_migrate(args: argparse.Namespace) -> int:
     for m in applied:
         out.print(f"applied {m.path.name}", markup=False)
     with_password = sum(1 for name in roles if name in passwords)
+    where = settings.database_credentials_path
+    said = f"{with_password} passwords set from {where}" if with_password else "passwords left as they are"
     out.print(
-        f"db migrate: {len(applied)} applied, schema up to date; {len(roles)} component roles granted "
-        f"(sinks/roles.toml), {with_password} passwords set from {settings.database_credentials_path}"
-        if with_password
-        else f"db migrate: {len(applied)} applied, schema up to date; {len(roles)} component roles granted "
-        "(sinks/roles.toml), passwords left as they are"
+        f"db migrate: {len(applied)} applied, schema up to date; "
+        f"{len(roles)} component roles granted (sinks/roles.toml), {said}"
     )
     return 0
 

@@ -151,12 +151,17 @@ def ensure_credentials(path: Path, names: list[str]) -> dict[str, str]:
     added = {name: secrets.token_urlsafe(24) for name in names if name not in stored}
     if added:
         stored |= added
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path.with_suffix(".tmp"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(stored, f, indent=2, sort_keys=True)
-        os.replace(path.with_suffix(".tmp"), path)
+        write_private(path, json.dumps(stored, indent=2, sort_keys=True))
     return stored
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write a secret file whole (mode 0600, then renamed into place)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path.with_suffix(".tmp"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(path.with_suffix(".tmp"), path)
 
 
 def upsert_scram_users(settings: Settings, credentials: dict[str, str], *, timeout: float = 30.0) -> int:

@@ -402,11 +402,10 @@ class Postgres(Service):
             return self.passfile.read_text().strip().rsplit(":", 1)[1]
         except (FileNotFoundError, IndexError):
             pass
+        from ops.kafka_acl import write_private
+
         password = secrets.token_urlsafe(24)
-        fd = os.open(self.passfile.with_suffix(".tmp"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(f"{HOST}:*:*:{DB_USER}:{password}\n")
-        os.replace(self.passfile.with_suffix(".tmp"), self.passfile)
+        write_private(self.passfile, f"{HOST}:*:*:{DB_USER}:{password}\n")
         return password
 
     @property
