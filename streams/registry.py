@@ -21,6 +21,6 @@ AGENTS: dict[str, Callable[[Settings, AvroCodec], BatchHandler]] = {
     "aml": lambda settings, codec: AmlHandler(settings, load_rules(settings.aml_rules_file)),
     "ledger": lambda settings, codec: LedgerHandler(),
     "fees": lambda settings, codec: FeesHandler(load_pricing(settings.pricing_file).fees),
-    "fx": lambda settings, codec: FxHandler(settings, load_pricing(settings.pricing_file).fx),
+    "fx": lambda settings, codec: FxHandler(settings, codec, load_pricing(settings.pricing_file).fx),
     "billing": lambda settings, codec: BillingHandler(settings, load_pricing(settings.pricing_file).billing),
 }

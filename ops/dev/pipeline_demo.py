@@ -121,7 +121,7 @@ def in_process_workers(
         StatusHandler(settings.as_database_role("status_agent"), codec),
         LedgerHandler(),
         FeesHandler(pricing.fees),
-        FxHandler(settings.as_database_role("fx_agent"), pricing.fx),
+        FxHandler(settings.as_database_role("fx_agent"), codec, pricing.fx),
         BillingHandler(settings.as_database_role("billing_agent"), pricing.billing),
         AmlHandler(settings.as_database_role("aml_agent"), load_rules(settings.aml_rules_file)),
     ]

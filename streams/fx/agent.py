@@ -9,7 +9,9 @@ approval re-emits the identical conversion (deterministic ids) and a replay
 never reprices. A missing or stale rate refuses the order (to the dead-letter
 topic with the reason) and records nothing, so it can be redriven. So does an order
 whose sold amount does not fit the account's available balance (INSUFFICIENT_FUNDS):
-an executed order holds the sold amount until its conversion posts.
+an executed order holds the sold amount until its conversion posts, and announces the
+account's balance with that hold (`accounts.balance.updated.v1`, through the outbox in the
+batch's transaction).
 
 The rate must have been quoted no more than `max_rate_age_seconds` before the
 execution time (the order's time, or the approval's when it waited) and no more
@@ -41,6 +43,9 @@ from streams.fx.pricing import (
 )
 from streams.fx.rates import RateCache
 from streams.fx.repository import ORDER_COLUMNS, lock_orders, save_order
+from topics.balances import BalanceAnnouncer
+from topics.catalog import load_catalog
+from topics.codec import AvroCodec
 from topics.currencies import CurrencyRegistry
 from topics.database import Database
 from topics.events import Event, derived_event_id, new_metadata
@@ -48,6 +53,7 @@ from topics.holds import Spend, reserve
 from topics.journals import fx_hold_id
 from topics.money import InexactValue, money_parts, money_record
 from topics.names import (
+    ACCOUNTS_BALANCE_UPDATED_V1,
     FX_CONVERSION_EXECUTED_V1,
     FX_ORDER_APPROVED_V1,
     FX_ORDER_REQUESTED_V1,
@@ -143,10 +149,12 @@ class FxHandler(BatchHandler):
     name = AGENT
     topics = (RATES, ORDERS, APPROVALS)
     outputs = (EXECUTED,)
+    outbox_outputs = (ACCOUNTS_BALANCE_UPDATED_V1,)
 
-    def __init__(self, settings: Settings, book: FxBook) -> None:
+    def __init__(self, settings: Settings, codec: AvroCodec, book: FxBook) -> None:
         self.settings = settings
         self.book = book
+        self.balances = BalanceAnnouncer(codec, load_catalog(), settings.environment, "streams.fx", AGENT)
         self.max_age = timedelta(seconds=book.max_rate_age_seconds)
         self.redis = redis.Redis.from_url(settings.redis_url, socket_timeout=5)
         self.cache = RateCache(self.redis, settings.environment, book.rate_ttl_seconds)
@@ -282,6 +290,8 @@ class FxHandler(BatchHandler):
         )
         if refusal is not None:
             raise FxError(refusal)
+        # the hold lowers what the account has available: announced in the batch's transaction
+        self.balances.holds_changed(batch.conn, [fx_hold_id(row["order_id"])])
         pricing = self.book.tenant(row["tenant_id"])
         executed = {
             **row,

@@ -207,7 +207,7 @@ def pipeline(db, codec, catalog, pricing, group):
 
     return [
         agent(lambda: FeesHandler(pricing.fees)),
-        agent(lambda: FxHandler(db.as_database_role("fx_agent"), pricing.fx)),
+        agent(lambda: FxHandler(db.as_database_role("fx_agent"), codec, pricing.fx)),
         agent(lambda: BillingHandler(db.as_database_role("billing_agent"), pricing.billing)),
         agent(LedgerHandler),
         sink(FeesSink),
@@ -475,6 +475,25 @@ def test_an_order_the_account_cannot_pay_for_is_refused_and_holds_nothing(servic
     ).fetchone() == (0,)
     executed = conn.execute("SELECT hold_id, status FROM holds WHERE hold_id = %s", (f"fx:{oid('market')}",))
     assert executed.fetchone() == (f"fx:{oid('market')}", "COMPLETED")  # the conversion posted it
+
+
+def test_an_executed_order_announces_the_balance_its_hold_lowered(money, codec):
+    _, conn, _ = money
+    hold = f"fx:{oid('market')}"
+
+    def announced() -> list[dict]:
+        values = conn.execute(
+            "SELECT value FROM outbox WHERE topic = 'accounts.balance.updated.v1' AND key = %s",
+            (f"acc-{RUN}-fx".encode(),),
+        ).fetchall()
+        decoded = [codec.decode(bytes(v), topic="accounts.balance.updated.v1") for (v,) in values]
+        return [d for d in decoded if d["journal_entry_id"] == hold]
+
+    [balance] = wait_for(announced, 60, what="the FX hold's balance announced")
+    assert balance["metadata"]["tenant_id"] == T1 and balance["asset"] == "EUR"
+    assert balance["reserved"]["units"] >= 100_000, "the order's hold is in what the account has reserved"
+    total, reserved, available = (balance[k]["units"] for k in ("total", "reserved", "available"))
+    assert available == total - reserved + 10**9  # the overdraft the account was opened with
 
 
 def test_invoices_total_the_fees_per_currency_and_bill_the_plan_once_per_period(money):
