@@ -78,11 +78,27 @@ DELIVERIES = Counter(
 )
 SECONDS = Histogram("ledgerstream_webhook_seconds", "Time to answer a webhook request", ["provider"])
 LINK = "SELECT tenant_id, account_id FROM provider_links WHERE provider = %s AND external_ref = %s"
-PAYOUT_LINK = (
-    "SELECT tenant_id, account_id, transaction_id FROM payouts WHERE provider = %s AND payout_id = %s"
-)
 SEEN = "SELECT 1 FROM webhook_seen WHERE provider = %s AND event_id = %s"
 """Deliveries kept once and purged from the inbox since: still duplicates."""
+
+
+@lru_cache(maxsize=2)
+def lookup_statement(payout: bool) -> str:
+    """In one round trip: whether the delivery was kept and purged since (`SEEN`), and what its
+    reference links to: an account, or for a payout of ours the transfer it paid out. The link's
+    columns are NULL when nothing is linked or the delivery names no reference."""
+    if payout:
+        link = "SELECT tenant_id, account_id, transaction_id FROM payouts WHERE provider = %(provider)s"
+        link += " AND payout_id = %(ref)s"
+    else:
+        link = "SELECT tenant_id, account_id FROM provider_links WHERE provider = %(provider)s"
+        link += " AND external_ref = %(ref)s"
+    return f"""
+SELECT EXISTS (SELECT 1 FROM webhook_seen WHERE provider = %(provider)s AND event_id = %(event_id)s), l.*
+FROM (SELECT 1) AS one LEFT JOIN ({link}) AS l ON true
+"""
+
+
 INBOX = """
 INSERT INTO webhook_inbox (id, provider, event_id, event_type, status, external_ref, tenant_id, account_id,
     raw_body, result, error, correlation_id, processed_at)
@@ -239,16 +255,15 @@ def create_app(
             log.warning("webhook dedupe cache unavailable (%s); the inbox decides", e)
         pool: AsyncConnectionPool = state["pool"]
         async with pool.connection() as conn:
-            if await (await conn.execute(SEEN, (provider, notice.event_id))).fetchone() is not None:
+            asked = {"provider": provider, "event_id": notice.event_id, "ref": notice.external_ref}
+            found = await (await conn.execute(lookup_statement(notice.payout), asked)).fetchone()
+            assert found is not None  # one row whatever is linked
+            seen, linked = found[0], found[1:]
+            if seen:
                 return "duplicate", JSONResponse({"status": "duplicate", "inbox_id": ident})
             link = None
             if notice.external_ref is not None:
-                found = await (
-                    await conn.execute(
-                        PAYOUT_LINK if notice.payout else LINK, (provider, notice.external_ref)
-                    )
-                ).fetchone()
-                link = Link(*found) if found else None
+                link = Link(*linked) if linked[0] is not None else None
                 if link is None and notice.payout:
                     # our dispatcher may not have recorded the payout id yet: nothing is kept, the
                     # provider redelivers; a payout that is never ours is never posted
