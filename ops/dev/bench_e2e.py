@@ -20,6 +20,7 @@ topics see nothing of the run.
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import statistics
 import subprocess
@@ -38,6 +39,8 @@ from ops.dev import webhook_senders as send
 from ops.dev.bench import BenchError, _drop_topic, _scratch_topic
 from ops.dev.bench_webhooks import service_environment
 from ops.dev.serving import free_port
+from ops.process_stats import tree_cpu_seconds
+from ops.stack import Stack
 from ops.stack.process import wait_until
 from sinks.migrate import scratch_database
 from topics.catalog import Catalog
@@ -50,6 +53,8 @@ POSTED = LEDGER_JOURNAL_POSTED_V1
 BALANCES = ACCOUNTS_BALANCE_UPDATED_V1
 CUSTOMERS = 200
 MAX_SECONDS = 240
+STAGES = ("webhooks", "outbox relay", "ledger agent", "ledger sink")
+"""The processes `_measure` starts, in its order."""
 
 
 @dataclass
@@ -65,6 +70,8 @@ class E2eResult:
     first_refusal: str = ""
     answered_ms: list[float] = field(default_factory=list)
     max_lag: dict[str, float] = field(default_factory=dict)
+    cpu_seconds: dict[str, float] = field(default_factory=dict)
+    window_seconds: float = 0.0
 
     def _pct(self, q: float, values: list[float] | None = None) -> float:
         ordered = sorted(self.latencies_ms if values is None else values)
@@ -85,6 +92,23 @@ class E2eResult:
             f"max {max(self.latencies_ms, default=0):,.0f} ms"
             + (f", mean {statistics.fmean(self.latencies_ms):,.0f} ms" if self.latencies_ms else ""),
             f"  most messages behind      {lags}",
+            *self._cpu_lines(),
+        ]
+
+    def _cpu_lines(self) -> list[str]:
+        """What each process (with its children) spent per delivery, from sending the first to
+        seeing the last journal row: the pipeline's cost, and so the cores a rate needs."""
+        if not self.cpu_seconds or not self.posted or self.window_seconds <= 0:
+            return []
+        total = sum(self.cpu_seconds.values())
+        parts = ", ".join(
+            f"{name} {seconds * 1000 / self.posted:.2f}" for name, seconds in self.cpu_seconds.items()
+        )
+        return [
+            f"  CPU ms per delivery       {parts}",
+            f"  CPU in all                {total * 1000 / self.posted:.2f} ms per delivery, "
+            f"{total / self.window_seconds:.2f} cores busy over {self.window_seconds:.0f} s "
+            f"({os.cpu_count()} on this machine)",
         ]
 
 
@@ -343,11 +367,18 @@ def _measure(
             ]
             for t in pollers:
                 t.start()
+            roots = dict(zip(STAGES, (p.pid for p in procs.procs), strict=True))
+            roots |= {s.name: pid for s in Stack(settings).services if (pid := s.process.pid()) is not None}
+            before, client_before, started = tree_cpu_seconds(roots), time.process_time(), time.monotonic()
             result.refused, result.first_refusal, result.achieved_per_s = asyncio.run(
                 _drive(url, deliveries, rate, sent_at, result.answered_ms)
             )
             result.sent = len(deliveries)
             wait_until(lambda: len(seen_at) >= result.sent - result.refused, 120, 0.2)
+            after = tree_cpu_seconds(roots)
+            result.window_seconds = time.monotonic() - started
+            result.cpu_seconds = {name: after[name] - before[name] for name in roots if name in after}
+            result.cpu_seconds["bench client"] = time.process_time() - client_before
             done.set()
             for t in pollers:
                 t.join(10)
