@@ -19,7 +19,7 @@ from topics.settings import Settings
 AGENTS: dict[str, Callable[[Settings, AvroCodec], BatchHandler]] = {
     "status": StatusHandler,
     "aml": lambda settings, codec: AmlHandler(settings, load_rules(settings.aml_rules_file)),
-    "ledger": lambda settings, codec: LedgerHandler(),
+    "ledger": lambda settings, codec: LedgerHandler(load_pricing(settings.pricing_file).fees.native_assets),
     "fees": lambda settings, codec: FeesHandler(load_pricing(settings.pricing_file).fees),
     "fx": lambda settings, codec: FxHandler(settings, codec, load_pricing(settings.pricing_file).fx),
     "billing": lambda settings, codec: BillingHandler(settings, load_pricing(settings.pricing_file).billing),

@@ -19,7 +19,7 @@ from datetime import datetime
 from typing import Any
 
 from streams.base import BatchHandler, Output, Result
-from streams.fees.calc import Assessment, Chargeable, FeeError, Gas, assess
+from streams.fees.calc import Assessment, Chargeable, FeeError, assess, gas_of
 from streams.fees.schedule import FeeBook, ScheduleError
 from topics.events import Event, derived_event_id, derived_metadata
 from topics.money import InexactValue, money_parts, money_record
@@ -58,11 +58,6 @@ def chargeable(topic: str, record: dict[str, Any]) -> Chargeable | None:
     if topic == CHAIN_CONFIRMED:
         transfer = record["transfer"]
         units, currency, exponent = money_parts(transfer["amount"])
-        gas = None
-        if transfer.get("gas_used") is not None and transfer.get("base_fee_per_gas") is not None:
-            base = transfer["base_fee_per_gas"]
-            priority = transfer.get("priority_fee_per_gas")
-            gas = Gas(int(transfer["gas_used"]), _wei(base), _wei(priority) if priority is not None else 0)
         return Chargeable(
             "crypto_transfer",
             units,
@@ -70,19 +65,13 @@ def chargeable(topic: str, record: dict[str, Any]) -> Chargeable | None:
             exponent,
             rail=transfer["chain"],
             chain=transfer["chain"],
-            gas=gas,
+            gas=gas_of(transfer),
             outbound=transfer["direction"] == "OUTBOUND",
         )
     if topic == FX_EXECUTED:
         units, currency, exponent = money_parts(record["sold"])
         return Chargeable("fx", units, currency, exponent)
     return None
-
-
-def _wei(value: Any) -> int:
-    if value != value.to_integral_value():
-        raise InexactValue(f"fractional wei {value}")
-    return int(value)
 
 
 def transaction_id_of(topic: str, record: dict[str, Any]) -> str | None:

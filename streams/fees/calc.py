@@ -19,9 +19,11 @@ import decimal
 from collections import defaultdict
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 from streams.fees.schedule import Rule, Schedule
 from topics.errors import LedgerstreamError
+from topics.money import InexactValue
 
 BPS = Decimal(10_000)
 _CONTEXT = decimal.Context(
@@ -129,6 +131,25 @@ def effective_gas_price(base_fee: int, max_priority_fee: int, max_fee: int) -> i
     if max_fee < base_fee:
         raise FeeError(f"max fee per gas {max_fee} is below the base fee {base_fee}: not includable")
     return base_fee + min(max_priority_fee, max_fee - base_fee)
+
+
+def gas_of(transfer: dict[str, Any]) -> Gas | None:
+    """What a confirmed chain transfer's transaction paid for gas, or None when it does not say
+    (an inbound transfer: its sender paid). Wei are whole: a fraction refuses the event."""
+    if transfer.get("gas_used") is None or transfer.get("base_fee_per_gas") is None:
+        return None
+    priority = transfer.get("priority_fee_per_gas")
+    return Gas(
+        int(transfer["gas_used"]),
+        _wei(transfer["base_fee_per_gas"]),
+        _wei(priority) if priority is not None else 0,
+    )
+
+
+def _wei(value: Decimal) -> int:
+    if value != value.to_integral_value():
+        raise InexactValue(f"fractional wei {value}")
+    return int(value)
 
 
 def network_fee(gas: Gas) -> int:

@@ -1,6 +1,6 @@
 """The ledger agent: completed transactions, assessed fees, FX conversions, booked bank
-movements, card captures, loads and refunds, and confirmed crypto deposits become
-balanced journal entries.
+movements, card captures, loads and refunds, confirmed crypto deposits and the gas our
+outbound chain transactions paid become balanced journal entries.
 
 Pure: no state. A journal's `reference_id` (`txn:<id>`, `fee:<fee id>`,
 `fx:<conversion id>`) and its id (UUIDv5 of the reference and the agent) are
@@ -11,18 +11,24 @@ its conversion posts both legs through the FX position accounts.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from functools import cache
 from typing import Any
 
 from streams.base import BatchHandler, Output, Result
+from streams.fees.calc import FeeError, gas_of, network_fee
+from streams.fees.schedule import NativeAsset
 from streams.ledger.postings import (
     bank_transaction,
     card_movement,
     crypto_deposit,
     fees_charged,
     fx_conversion,
+    gas_paid,
     reversal,
     transaction_completed,
 )
+from streams.pricing import load_pricing
 from topics.currencies import FIAT_ONLY, CurrencyError, CurrencyRegistry
 from topics.events import Event, derived_event_id, derived_metadata
 from topics.journals import Journal, PostingError, journal_entry_id, journal_record
@@ -37,6 +43,7 @@ from topics.names import (
     LEDGER_JOURNAL_POSTED_V1,
     PAYMENTS_TRANSACTION_COMPLETED_V1,
 )
+from topics.settings import Settings
 
 COMPLETED = PAYMENTS_TRANSACTION_COMPLETED_V1
 FEES = BILLING_FEE_ASSESSED_V1
@@ -49,11 +56,17 @@ POSTED = LEDGER_JOURNAL_POSTED_V1
 AGENT = "ledger_agent"
 
 
-def journal_for(topic: str, record: dict[str, Any], registry: CurrencyRegistry = FIAT_ONLY) -> Journal | None:
+def journal_for(
+    topic: str,
+    record: dict[str, Any],
+    registry: CurrencyRegistry = FIAT_ONLY,
+    natives: Mapping[str, NativeAsset] | None = None,
+) -> Journal | None:
     """The journal an event posts, or None when it posts nothing.
 
     Fiat amounts are checked against ISO 4217 here; crypto decimals against the asset
-    table where the ledger sink writes them (it holds the registry's rows).
+    table where the ledger sink writes them (it holds the registry's rows). `natives` is each
+    chain's native asset, in which gas is paid (default: the pricing file's `[fees.native_assets]`).
     """
     tenant = record["metadata"]["tenant_id"]
     if topic == COMPLETED:
@@ -137,13 +150,17 @@ def journal_for(topic: str, record: dict[str, Any], registry: CurrencyRegistry =
             exponent=exponent,
         )
     if topic == CHAIN_CONFIRMED:
-        transfer = record["transfer"]
-        if transfer["direction"] != "INBOUND":
-            return None  # money out posts through its transfer's lifecycle, never from the chain
+        if record["transfer"]["direction"] != "INBOUND":
+            # money out posts through its transfer's lifecycle, never from the chain; the gas
+            # its transaction paid posts from here
+            return _gas(tenant, record, natives)
         return _deposit(tenant, record, registry)
     if topic == CHAIN_REORGED:
-        if not record.get("was_confirmed") or record["transfer"]["direction"] != "INBOUND":
+        if not record.get("was_confirmed"):
             return None  # only detected: nothing was posted
+        if record["transfer"]["direction"] != "INBOUND":
+            gas = _gas(tenant, record, natives)
+            return reversal(gas) if gas is not None else None
         return reversal(_deposit(tenant, record, registry))
     return None
 
@@ -170,6 +187,37 @@ def _deposit(tenant: str, record: dict[str, Any], registry: CurrencyRegistry) ->
     )
 
 
+def _gas(tenant: str, record: dict[str, Any], natives: Mapping[str, NativeAsset] | None) -> Journal | None:
+    """The gas an outbound transfer's transaction paid, or None when the event does not say or it
+    came to nothing. A chain with no configured native asset refuses the event: the gas is money
+    that left custody, and its asset and decimals are never guessed."""
+    transfer = record["transfer"]
+    gas = gas_of(transfer)
+    if gas is None:
+        return None
+    wei = network_fee(gas)
+    if wei == 0:
+        return None
+    native = (natives if natives is not None else configured_natives()).get(transfer["chain"])
+    if native is None:
+        raise PostingError(f"no native asset configured for chain {transfer['chain']!r}: cannot post its gas")
+    return gas_paid(
+        tenant=tenant,
+        chain=transfer["chain"],
+        tx_hash=transfer["tx_hash"],
+        units=wei,
+        asset=native.asset,
+        decimals=native.decimals,
+        block_hash=transfer["block_hash"],
+    )
+
+
+@cache
+def configured_natives() -> dict[str, NativeAsset]:
+    """Each chain's native asset, from the pricing file (`[fees.native_assets]`)."""
+    return dict(load_pricing(Settings().pricing_file).fees.native_assets)
+
+
 def _money(amount: dict[str, Any], registry: CurrencyRegistry) -> tuple[int, str, int]:
     units, currency, exponent = money_parts(amount)
     if registry.is_fiat(currency):
@@ -180,17 +228,25 @@ def _money(amount: dict[str, Any], registry: CurrencyRegistry) -> tuple[int, str
 
 
 class LedgerHandler(BatchHandler):
+    """Args:
+    natives: each chain's native asset, in which outbound transactions pay gas (default: the
+        pricing file's).
+    """
+
     name = AGENT
     topics = (COMPLETED, FEES, CONVERSIONS, BANK, CARDS, CHAIN_CONFIRMED, CHAIN_REORGED)
     outputs = (POSTED,)
+
+    def __init__(self, natives: Mapping[str, NativeAsset] | None = None) -> None:
+        self.natives = dict(natives) if natives is not None else configured_natives()
 
     def handle(self, events: list[Event]) -> Result:
         result = Result()
         for event in events:
             record, meta = event.record, event.record["metadata"]
             try:
-                journal = journal_for(event.topic, record)
-            except (PostingError, CurrencyError, InexactValue, KeyError, TypeError) as e:
+                journal = journal_for(event.topic, record, natives=self.natives)
+            except (PostingError, CurrencyError, FeeError, InexactValue, KeyError, TypeError) as e:
                 result.refused.append((event, f"cannot post {_subject(record)}: {e}"))
                 continue
             if journal is None:

@@ -174,6 +174,35 @@ def crypto_deposit(
     )
 
 
+def gas_paid(
+    *,
+    tenant: str,
+    chain: str,
+    tx_hash: str,
+    units: int,
+    asset: str,
+    decimals: int,
+    block_hash: str,
+) -> Journal:
+    """The gas one of our outbound transactions paid, in the chain's native asset: it left custody
+    as a network expense (`network_fees:<chain>`, which the fees agent's NETWORK tier recovers from
+    the customer). The block is part of the reference, as for a deposit: a transaction reorged out
+    is reversed, and mined again in another block it paid again."""
+    return _checked(
+        Journal(
+            f"gas:{tenant}/{chain}:{tx_hash}@{block_hash}",
+            f"{asset} gas of {tx_hash} on {chain}",
+            _pair(
+                account("network_fees", tenant, chain.lower(), asset),
+                account("custody", tenant, chain, asset),
+                units,
+                asset,
+                decimals,
+            ),
+        )
+    )
+
+
 def fee_assessed(
     *,
     tenant: str,

@@ -526,6 +526,24 @@ def test_invoices_total_the_fees_per_currency_and_bill_the_plan_once_per_period(
     assert status == {period: "closed", next_period(period): "open"}
 
 
+def test_the_gas_the_eth_transfer_paid_leaves_custody_and_its_network_fee_recovers_it(money):
+    _, conn, _ = money
+    gas = 21_000 * 32 * GWEI
+
+    def both_sides() -> tuple | None:
+        row = conn.execute(
+            "SELECT debits, credits FROM balances WHERE ledger_account = %s",
+            (f"network_fees:{T1}/ethereum:ETH",),
+        ).fetchone()
+        return row if row is not None and row[0] > 0 and row[1] > 0 else None
+
+    assert wait_for(both_sides, 60, what="the gas and its recovery posted") == (gas, gas)
+    custody = conn.execute(
+        "SELECT credits - debits FROM balances WHERE ledger_account = %s", (f"custody:{T1}/ethereum:ETH",)
+    ).fetchone()
+    assert custody == (gas,), "the gas left the chain's custody account"
+
+
 def test_fees_and_conversions_post_balanced_and_every_currency_sums_to_zero(money):
     _, conn, _ = money
     trial = conn.execute("SELECT currency, sum(debits - credits) FROM balances GROUP BY currency").fetchall()

@@ -138,3 +138,85 @@ def test_a_conversion_posts_both_legs_through_the_fx_positions(codec):
         ("fx_position:tenant-1/platform:USD", "DEBIT"),
         ("customer:tenant-1/acc-1:USD", "CREDIT"),
     }
+
+
+def outbound(**transfer) -> dict:
+    record = transfer_confirmed(wei=25 * 10**18)
+    record["metadata"]["occurred_at"] = AUGUST
+    record["transfer"].update(direction="OUTBOUND", **transfer)
+    return record
+
+
+GAS = {
+    "gas_used": 21_000,
+    "base_fee_per_gas": Decimal(30 * 10**9),
+    "priority_fee_per_gas": Decimal(2 * 10**9),
+}
+GAS_WEI = 21_000 * 32 * 10**9
+
+
+def test_the_gas_an_outbound_transfer_paid_leaves_custody_as_a_network_expense(codec):
+    record = outbound(**GAS)
+    [out] = LedgerHandler().handle([as_event(codec, "crypto.wallet.transfer.confirmed.v1", record)]).outputs
+    posted = as_event(codec, out.topic, out.record)  # encodes: the record matches the schema
+    lines = {(x["ledger_account"], x["side"], x["amount"]["units"]) for x in posted.record["lines"]}
+    assert lines == {
+        ("network_fees:tenant-1/ethereum:ETH", "DEBIT", GAS_WEI),
+        ("custody:tenant-1/ethereum:ETH", "CREDIT", GAS_WEI),
+    }
+    assert posted.record["reference_id"] == f"gas:tenant-1/ethereum:{'0x' + 'ab' * 32}@{'0x' + 'cd' * 32}"
+    # with the NETWORK line the fees agent charges for the same gas, the expense nets to zero
+    [fee] = (
+        FeesHandler(PRICING.fees)
+        .handle([as_event(codec, "crypto.wallet.transfer.confirmed.v1", record)])
+        .outputs
+    )
+    assessed = as_event(codec, fee.topic, fee.record)
+    recovered = journal_for(assessed.topic, assessed.record)
+    assert recovered is not None
+    net = sum(
+        (1 if line.side == "DEBIT" else -1) * line.units
+        for journal in (recovered, journal_for("crypto.wallet.transfer.confirmed.v1", record))
+        if journal is not None
+        for line in journal.lines
+        if line.account == "network_fees:tenant-1/ethereum:ETH"
+    )
+    assert net == 0
+
+
+def test_an_outbound_transfer_reorged_out_reverses_its_gas_and_one_never_confirmed_posts_nothing():
+    confirmed = outbound(**GAS)
+    paid = journal_for("crypto.wallet.transfer.confirmed.v1", confirmed)
+    reorged = {
+        "metadata": metadata("crypto.wallet.transfer.reorged"),
+        "account_id": confirmed["account_id"],
+        "transfer": confirmed["transfer"],
+        "replaced_by_block_hash": "0x" + "ef" * 32,
+        "was_confirmed": True,
+    }
+    back = journal_for("crypto.wallet.transfer.reorged.v1", reorged)
+    assert paid is not None and back is not None
+    assert back.reference_id == f"reversal:{paid.reference_id}"
+    assert {(x.account, x.side) for x in back.lines} == {
+        ("network_fees:tenant-1/ethereum:ETH", "CREDIT"),
+        ("custody:tenant-1/ethereum:ETH", "DEBIT"),
+    }
+    assert journal_for("crypto.wallet.transfer.reorged.v1", {**reorged, "was_confirmed": False}) is None
+
+
+def test_an_outbound_transfer_without_gas_figures_posts_nothing_from_the_chain():
+    assert journal_for("crypto.wallet.transfer.confirmed.v1", outbound()) is None
+    assert (
+        journal_for("crypto.wallet.transfer.confirmed.v1", outbound(gas_used=0, base_fee_per_gas=Decimal(7)))
+        is None
+    )
+
+
+def test_gas_on_a_chain_without_a_native_asset_is_refused_not_guessed(codec):
+    record = outbound(**GAS)
+    record["transfer"]["chain"] = "base"
+    record["transfer"]["amount"]["chain"] = "base"
+    result = LedgerHandler().handle([as_event(codec, "crypto.wallet.transfer.confirmed.v1", record)])
+    assert result.outputs == []
+    [(_, reason)] = result.refused
+    assert "no native asset configured for chain 'base'" in reason
