@@ -736,9 +736,11 @@ class Chaos:
         self.supervisor.write(workers)
         self.say(f"chaos {self.scenario.name} seed {self.seed}: {len(workers)} workers, run {self.run_id}")
         # supervisord hands its environment to every worker: the webhooks get the sandbox's keys
-        # (JSON, which supervisord's per-program environment cannot quote) and no rate limit
+        # (JSON, which supervisord's per-program environment cannot quote) and no rate limit, and
+        # every worker the database this harness funds and checks
         saved = dict(os.environ)
-        os.environ.update({**self.keys.environment(), **UNLIMITED})
+        database = {"DATABASE_URL": self.settings.database_url.get_secret_value()}
+        os.environ.update({**self.keys.environment(), **UNLIMITED, **database})
         try:
             self.supervisor.start_detached(workers, 180)
         finally:

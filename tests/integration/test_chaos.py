@@ -13,6 +13,7 @@ import pytest
 
 from ops.dev.chaos import SCENARIOS, Chaos
 from ops.stack.services import Kafka
+from tests.fixtures.database import private_database
 from topics.codec import codec_from_settings
 
 SHORT_SET = [
@@ -24,25 +25,34 @@ SHORT_SET = [
 
 
 def run_scenario(services, catalog, scenario: str, seed: int, transfers: int):
-    """One chaos run on the local stack (skipped with containers): its result and what it said."""
+    """One chaos run on the local stack (skipped with containers): its result and what it said.
+
+    Its workers are the catalog's groups: they consume every other test's events from the shared
+    topics too, so they write to a database of their own, and the stack's database never gets
+    postings for accounts that only the other tests' databases hold."""
     if Kafka(services.stack_dir, services.cache_dir).process.pid() is None:
         pytest.skip("the faults need the local stack's processes (`ledgerstream stack up`), not containers")
     codec = codec_from_settings(services)
     lines: list[str] = []
     try:
-        chaos = Chaos(
-            services,
-            codec,
-            catalog,
-            SCENARIOS[scenario],
-            seed,
-            transfers=transfers,
-            minutes=0.5,
-            say=lines.append,
-        )
-        return chaos.run(), lines
+        with private_database(services) as db:
+            return _run(db, codec, catalog, scenario, seed, transfers, lines), lines
     finally:
         codec.close()
+
+
+def _run(settings, codec, catalog, scenario: str, seed: int, transfers: int, lines: list[str]):
+    chaos = Chaos(
+        settings,
+        codec,
+        catalog,
+        SCENARIOS[scenario],
+        seed,
+        transfers=transfers,
+        minutes=0.5,
+        say=lines.append,
+    )
+    return chaos.run()
 
 
 @pytest.mark.parametrize(("scenario", "seed"), SHORT_SET, ids=[f"{s}-seed{n}" for s, n in SHORT_SET])
