@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
-from confluent_kafka import Consumer
+from confluent_kafka import Consumer, TopicPartition
 
 from topics.settings import Settings
 
@@ -37,3 +38,18 @@ def batch_consumer(settings: Settings, group_id: str, batch_size: int, **extra: 
             }
         )
     )
+
+
+def start_at_end(settings: Settings, group: str, topics: Iterable[str]) -> None:
+    """Commit `group`'s offsets at the current end of every partition of `topics`, so a consumer
+    of that group sees only what is produced from now on, not what the topics already hold."""
+    consumer = Consumer(settings.kafka_config(**{"group.id": group, "enable.auto.commit": False}))
+    try:
+        offsets = []
+        for topic in topics:
+            for p in consumer.list_topics(topic, timeout=10).topics[topic].partitions:
+                _, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+                offsets.append(TopicPartition(topic, p, high))
+        consumer.commit(offsets=offsets, asynchronous=False)
+    finally:
+        consumer.close()

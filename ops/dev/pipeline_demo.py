@@ -64,6 +64,7 @@ from streams.runtime import AgentRuntime, run_agent
 from streams.status.agent import StatusHandler
 from topics.catalog import Catalog
 from topics.codec import AvroCodec
+from topics.consuming import start_at_end
 from topics.events import new_metadata
 from topics.names import (
     CRYPTO_WALLET_TRANSFER_CONFIRMED_V1,
@@ -112,10 +113,19 @@ def _wait(condition: Callable[[], bool], timeout: float, what: str) -> None:
 
 
 def in_process_workers(
-    settings: Settings, codec: AvroCodec, catalog: Catalog, stop: threading.Event
+    settings: Settings,
+    codec: AvroCodec,
+    catalog: Catalog,
+    stop: threading.Event,
+    own_groups: str | None = None,
 ) -> list[Callable[[], Any]]:
     """Every agent, sink and the outbox relay as threads of this process, each under its own
-    Kafka principal (the catalog's ACLs hold here too), until `stop` is set."""
+    Kafka principal (the catalog's ACLs hold here too), until `stop` is set.
+
+    With `own_groups`, each agent and sink consumes as `ledgerstream.<name>.<own_groups>`, a group
+    of its own started at the end of its topics: it works only what is produced from now on, not
+    what the topics already hold (other runs', or the tests' events for accounts this database
+    does not have)."""
     pricing = load_pricing(settings.pricing_file)
     handlers = [
         StatusHandler(settings.as_database_role("status_agent"), codec),
@@ -125,9 +135,26 @@ def in_process_workers(
         BillingHandler(settings.as_database_role("billing_agent"), pricing.billing),
         AmlHandler(settings.as_database_role("aml_agent"), load_rules(settings.aml_rules_file)),
     ]
+
+    def group(name: str, topics: tuple[str, ...]) -> str | None:
+        if own_groups is None:
+            return None
+        own = f"ledgerstream.{name}.{own_groups}"
+        start_at_end(settings.as_principal(name), own, topics)
+        return own
+
     workers: list[Callable[[], Any]] = [
         partial(
-            run_agent, AgentRuntime(settings.as_principal(h.name), h, codec, catalog, linger=0.05), stop=stop
+            run_agent,
+            AgentRuntime(
+                settings.as_principal(h.name),
+                h,
+                codec,
+                catalog,
+                linger=0.05,
+                group_id=group(h.name, h.topics),
+            ),
+            stop=stop,
         )
         for h in handlers
     ]
@@ -141,7 +168,12 @@ def in_process_workers(
     ]
     # each component under its own Kafka principal: the catalog's ACLs hold in the demo too
     workers += [
-        partial(SinkRunner(settings.as_principal(s.name), s, codec, linger=0.05).run, stop=stop)
+        partial(
+            SinkRunner(
+                settings.as_principal(s.name), s, codec, linger=0.05, group_id=group(s.name, s.topics)
+            ).run,
+            stop=stop,
+        )
         for s in sinks
     ]
     relay = OutboxRelay(settings.as_principal("outbox_relay"), codec, catalog)
@@ -266,7 +298,11 @@ class PipelineDemo:
                 self.errors.append(e)
                 stop.set()
 
-        workers = [] if workers_running else in_process_workers(settings, codec, catalog, stop)
+        workers = (
+            []
+            if workers_running
+            else in_process_workers(settings, codec, catalog, stop, own_groups=f"demo-{self.run_id}")
+        )
         threads = [threading.Thread(target=guarded, args=(w,), daemon=True) for w in workers]
         for t in threads:
             t.start()
