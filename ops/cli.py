@@ -534,8 +534,10 @@ def demo(args: argparse.Namespace) -> int:
 
 
 def _pipeline(settings: Settings, catalog: Catalog, *, in_process: bool) -> None:
+    import uuid
+
     from ops.dev.pipeline_demo import run_pipeline
-    from ops.supervise import Supervisor, plan
+    from ops.supervise import Supervisor, own_groups, plan
     from topics.codec import codec_from_settings
 
     codec = codec_from_settings(settings)
@@ -543,6 +545,7 @@ def _pipeline(settings: Settings, catalog: Catalog, *, in_process: bool) -> None
     if not in_process:
         workers = plan(catalog, only=["agents", "sinks", "outbox_relay"])
         if supervisor.pid() is None:
+            workers = own_groups(settings, catalog, workers, f"demo-{uuid.uuid4().hex[:6]}")
             supervisor.write(workers)
             err.print(f"demo: `ledgerstream run` starts {len(workers)} workers (logs in {supervisor.folder})")
             supervisor.start_detached(workers, 120)

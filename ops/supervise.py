@@ -34,9 +34,11 @@ from pathlib import Path
 from typing import Any
 
 from topics.catalog import Catalog
+from topics.consuming import start_at_end
 from topics.errors import LedgerstreamError
 from topics.ports import OFFSET, api_ports, webhook_ports
 from topics.ports import metrics_base as first_metrics_port
+from topics.settings import Settings
 
 START_SECONDS = 5
 """A worker that exits sooner than this after starting counts as a failed start (backoff)."""
@@ -87,6 +89,23 @@ def known_names(catalog: Catalog) -> set[str]:
     for c in catalog.consumers.values():
         names |= {c.name, c.name.rsplit("_", 1)[0]}
     return names
+
+
+def own_groups(settings: Settings, catalog: Catalog, workers: list[Worker], suffix: str) -> list[Worker]:
+    """The workers with each agent and sink in a group of its own (`ledgerstream.<name>.<suffix>`),
+    started at the end of its topics: the demo's run works what the demo sends, not what the topics
+    already hold (other runs', or the tests' events for accounts this database does not have). The
+    catalog's groups keep their positions for the next `ledgerstream run`."""
+    result = []
+    for worker in workers:
+        if worker.kind in ("agent", "sink"):
+            consumer = catalog.consumers[worker.component]
+            inputs = catalog.schema_topics() if "*" in consumer.inputs else list(consumer.inputs)
+            group = f"ledgerstream.{worker.component}.{suffix}"
+            start_at_end(settings.as_principal(worker.component), group, inputs)
+            worker = dataclasses.replace(worker, args=(*worker.args, "--group", group))
+        result.append(worker)
+    return result
 
 
 def plan(
