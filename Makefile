@@ -30,7 +30,8 @@ status: install ## Show each service of the local stack
 
 run: up ## Run the pipeline end to end on the local stack and print what it did
 	eval "$$($(CLI) stack env)" && $(CLI) topics apply && $(CLI) db migrate && $(CLI) schemas check \
-		&& $(CLI) schemas register && $(CLI) demo && $(CLI) ledger check && $(CLI) schemas decode-check
+		&& $(CLI) schemas register && started=$$(date +%s%3N) && $(CLI) demo && $(CLI) ledger check \
+		&& $(CLI) schemas decode-check --from-time $$started
 
 contracts: ## Recompile the test ERC-20 (solc and OpenZeppelin from npm) into connectors/contracts/TestToken.json
 	cd connectors/contracts && npm ci --silent && node compile.js

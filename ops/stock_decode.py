@@ -36,9 +36,10 @@ def stock_decode(
     progress: Callable[[str], None] | None = None,
     *,
     topics: list[str] | None = None,
+    from_ms: int | None = None,
 ) -> list[TopicDecode]:
     """Decode every message of every catalog topic but the dead letters (or of `topics`) with the
-    stock deserializer."""
+    stock deserializer; with `from_ms`, only those timestamped at or after it (epoch ms)."""
     if not settings.schema_registry_url:
         raise LedgerstreamError(
             "no schema registry configured (SCHEMA_REGISTRY_URL): nothing to check against"
@@ -63,14 +64,19 @@ def stock_decode(
             result = TopicDecode(name)
             results.append(result)
             partitions = consumer.list_topics(name, timeout=10).topics[name].partitions
-            ends = {}
+            starts, ends = {}, {}
+            if from_ms is not None:
+                found = consumer.offsets_for_times([TopicPartition(name, p, from_ms) for p in partitions], 10)
+                starts = {tp.partition: tp.offset for tp in found}  # -1: nothing at or after it
             for p in partitions:
                 low, high = consumer.get_watermark_offsets(TopicPartition(name, p), timeout=10)
-                if high > low:
+                start = starts.get(p, low)
+                if start >= 0 and high > max(low, start):
                     ends[p] = high
+                    starts[p] = max(low, start)
             if not ends:
                 continue
-            consumer.assign([TopicPartition(name, p, 0) for p in ends])
+            consumer.assign([TopicPartition(name, p, starts[p]) for p in ends])
             context = SerializationContext(name, MessageField.VALUE)
             while ends:
                 for msg in consumer.consume(500, timeout=1.0):

@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from decimal import Decimal
 
@@ -491,6 +492,16 @@ def test_the_stock_deserializer_check_counts_what_a_registry_based_consumer_cann
     [result] = stock_decode(services, catalog, topics=[topic])
     assert (result.decoded, result.failed) == (2, 1)
     assert result.first_failures[0].startswith(f"{topic}/0/2: ")
+
+    # from a time on: only what was produced since, the single-object message before it unread
+    since = int(time.time() * 1000)
+    registry = codec_from_settings(services, auto_register=True)
+    produce_raw(services, topic, [(b"k", registry.encode(topic_of_transfers(), record))])
+    registry.close()
+    [later] = stock_decode(services, catalog, topics=[topic], from_ms=since)
+    assert (later.decoded, later.failed) == (1, 0)
+    [nothing] = stock_decode(services, catalog, topics=[topic], from_ms=since + 3_600_000)
+    assert (nothing.decoded, nothing.failed) == (0, 0)
 
 
 def test_registry_commands_write_through_their_repository_functions(db):
