@@ -82,23 +82,22 @@ SEEN = "SELECT 1 FROM webhook_seen WHERE provider = %s AND event_id = %s"
 """Deliveries kept once and purged from the inbox since: still duplicates."""
 
 
-@lru_cache(maxsize=2)
-def lookup_statement(payout: bool) -> str:
-    """In one round trip: whether the delivery was kept and purged since (`SEEN`), and what its
-    reference links to: an account, or for a payout of ours the transfer it paid out. The link's
-    columns are NULL when nothing is linked or the delivery names no reference."""
-    if payout:
-        link = "SELECT tenant_id, account_id, transaction_id FROM payouts WHERE provider = %(provider)s"
-        link += " AND payout_id = %(ref)s"
-    else:
-        link = "SELECT tenant_id, account_id FROM provider_links WHERE provider = %(provider)s"
-        link += " AND external_ref = %(ref)s"
-    return f"""
+LOOKUP = """
 SELECT EXISTS (SELECT 1 FROM webhook_seen WHERE provider = %(provider)s AND event_id = %(event_id)s), l.*
 FROM (SELECT 1) AS one LEFT JOIN ({link}) AS l ON true
 """
-
-
+"""In one round trip: whether the delivery was kept and purged since (`SEEN`), and what its
+reference links to (NULLs when nothing is linked or the delivery names no reference)."""
+LOOKUPS = {
+    False: LOOKUP.format(
+        link="SELECT tenant_id, account_id FROM provider_links WHERE provider = %(provider)s "
+        "AND external_ref = %(ref)s"
+    ),
+    True: LOOKUP.format(  # a payout of ours: the transfer it paid out
+        link="SELECT tenant_id, account_id, transaction_id FROM payouts WHERE provider = %(provider)s "
+        "AND payout_id = %(ref)s"
+    ),
+}
 INBOX = """
 INSERT INTO webhook_inbox (id, provider, event_id, event_type, status, external_ref, tenant_id, account_id,
     raw_body, result, error, correlation_id, processed_at)
@@ -256,7 +255,7 @@ def create_app(
         pool: AsyncConnectionPool = state["pool"]
         async with pool.connection() as conn:
             asked = {"provider": provider, "event_id": notice.event_id, "ref": notice.external_ref}
-            found = await (await conn.execute(lookup_statement(notice.payout), asked)).fetchone()
+            found = await (await conn.execute(LOOKUPS[notice.payout], asked)).fetchone()
             assert found is not None  # one row whatever is linked
             seen, linked = found[0], found[1:]
             if seen:

@@ -20,7 +20,7 @@ than `FUTURE_SKEW` after it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -133,6 +133,8 @@ class _Batch:
     rows: dict[str, dict[str, Any]]
     result: Result
     registry: CurrencyRegistry
+    holds: list[str] = field(default_factory=list)
+    """Holds placed in this batch: their balances are announced once, before it commits."""
 
 
 def conversion_id(order_id: str) -> str:
@@ -187,6 +189,8 @@ class FxHandler(BatchHandler):
                             self._approval(batch, event)
                     except (FxError, InexactValue, KeyError, TypeError) as e:
                         result.refused.append((event, f"order {event.record.get('order_id')}: {e}"))
+                # the holds lower what their accounts have available: announced in this transaction
+                self.balances.holds_changed(conn, batch.holds)
         except psycopg.Error:
             self.db.discard()
             raise
@@ -290,8 +294,7 @@ class FxHandler(BatchHandler):
         )
         if refusal is not None:
             raise FxError(refusal)
-        # the hold lowers what the account has available: announced in the batch's transaction
-        self.balances.holds_changed(batch.conn, [fx_hold_id(row["order_id"])])
+        batch.holds.append(fx_hold_id(row["order_id"]))
         pricing = self.book.tenant(row["tenant_id"])
         executed = {
             **row,
