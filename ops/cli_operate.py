@@ -310,7 +310,7 @@ def _offsets_planner(args: argparse.Namespace) -> Any:
     if args.topic:
         topics = args.topic
     elif consumer is not None:
-        topics = catalog.schema_topics() if "*" in consumer.inputs else list(consumer.inputs)
+        topics = catalog.inputs_of(consumer.name)
     else:
         raise LedgerstreamError(f"group {group} is not a catalog consumer's: name its topics with --topic")
     settings = settings_or_error()

@@ -45,9 +45,7 @@ def _workers(catalog: Catalog) -> list[Worker]:
 
 
 def _partitions(catalog: Catalog, component: str) -> int:
-    consumer = catalog.consumers[component]
-    inputs = catalog.schema_topics() if "*" in consumer.inputs else list(consumer.inputs)
-    return max(catalog.topic(t).partitions for t in inputs)
+    return max(catalog.topic(t).partitions for t in catalog.inputs_of(component))
 
 
 def _principal(worker: Worker) -> str | None:

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from topics.catalog import Catalog
-from topics.consuming import start_at_end
+from topics.consuming import own_group
 from topics.errors import LedgerstreamError
 from topics.ports import OFFSET, api_ports, webhook_ports
 from topics.ports import metrics_base as first_metrics_port
@@ -99,10 +99,7 @@ def own_groups(settings: Settings, catalog: Catalog, workers: list[Worker], suff
     result = []
     for worker in workers:
         if worker.kind in ("agent", "sink"):
-            consumer = catalog.consumers[worker.component]
-            inputs = catalog.schema_topics() if "*" in consumer.inputs else list(consumer.inputs)
-            group = f"ledgerstream.{worker.component}.{suffix}"
-            start_at_end(settings.as_principal(worker.component), group, inputs)
+            group = own_group(settings, worker.component, suffix, catalog.inputs_of(worker.component))
             worker = dataclasses.replace(worker, args=(*worker.args, "--group", group))
         result.append(worker)
     return result
@@ -140,8 +137,7 @@ def plan(
         for consumer in catalog.consumers.values():
             if consumer.kind != kind or not _selected(consumer.name, kind, only):
                 continue
-            inputs = catalog.schema_topics() if "*" in consumer.inputs else list(consumer.inputs)
-            most = max(count(t) for t in inputs)
+            most = max(count(t) for t in catalog.inputs_of(consumer.name))
             if workers > most:
                 raise LedgerstreamError(
                     f"--workers {workers}: {consumer.name}'s inputs have {most} partitions; "

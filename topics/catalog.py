@@ -149,6 +149,11 @@ class Catalog:
     def schema_topics(self) -> list[str]:
         return sorted(t.name for t in self.topics.values() if t.value_schema != "raw")
 
+    def inputs_of(self, consumer: str) -> list[str]:
+        """The topics a consumer reads (`*`: every topic with a schema)."""
+        inputs = self.consumers[consumer].inputs
+        return self.schema_topics() if "*" in inputs else list(inputs)
+
     def principals(self) -> list[Principal]:
         """Every Kafka identity of the catalog, with the topics it may read and write."""
         found = [

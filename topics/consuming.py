@@ -40,6 +40,14 @@ def batch_consumer(settings: Settings, group_id: str, batch_size: int, **extra: 
     )
 
 
+def own_group(settings: Settings, component: str, suffix: str, topics: Iterable[str]) -> str:
+    """`ledgerstream.<component>.<suffix>`, a group of the component's own (its principal may use
+    it) started at the end of `topics`: it works only what is produced from now on."""
+    group = f"ledgerstream.{component}.{suffix}"
+    start_at_end(settings.as_principal(component), group, topics)
+    return group
+
+
 def start_at_end(settings: Settings, group: str, topics: Iterable[str]) -> None:
     """Commit `group`'s offsets at the current end of every partition of `topics`, so a consumer
     of that group sees only what is produced from now on, not what the topics already hold."""

@@ -64,7 +64,7 @@ from streams.runtime import AgentRuntime, run_agent
 from streams.status.agent import StatusHandler
 from topics.catalog import Catalog
 from topics.codec import AvroCodec
-from topics.consuming import start_at_end
+from topics.consuming import own_group
 from topics.events import new_metadata
 from topics.names import (
     CRYPTO_WALLET_TRANSFER_CONFIRMED_V1,
@@ -137,11 +137,7 @@ def in_process_workers(
     ]
 
     def group(name: str, topics: tuple[str, ...]) -> str | None:
-        if own_groups is None:
-            return None
-        own = f"ledgerstream.{name}.{own_groups}"
-        start_at_end(settings.as_principal(name), own, topics)
-        return own
+        return None if own_groups is None else own_group(settings, name, own_groups, topics)
 
     workers: list[Callable[[], Any]] = [
         partial(

@@ -23,11 +23,11 @@ from streams.status.agent import StatusHandler
 from streams.status.machine import HAPPY_PATH
 from tests.fixtures.database import private_database
 from tests.fixtures.events import metadata, transfer_requested
-from tests.fixtures.kafka import start_group_at_end
 from tests.fixtures.ledger import open_accounts
 from tests.fixtures.running import running
 from tests.fixtures.waiting import wait_for
 from topics.codec import AvroCodec
+from topics.consuming import start_at_end
 from topics.producer import EventProducer
 from topics.schemas import load_store
 from topics.settings import REPO_ROOT
@@ -91,7 +91,7 @@ def audited(services, codec, catalog):
             )
 
         open_accounts(db, [f"acc-audit-{RUN}"], overdraft=100_000)
-        start_group_at_end(db, f"{group}.audit", catalog.schema_topics())  # this run's events, not history
+        start_at_end(db, f"{group}.audit", catalog.schema_topics())  # this run's events, not history
         for work in (
             agent(StatusHandler(db.as_database_role("status_agent"), codec)),
             agent(FeesHandler(pricing.fees)),

@@ -27,11 +27,12 @@ from streams.runtime import AgentRuntime
 from streams.status.agent import StatusHandler
 from tests.fixtures.database import private_database
 from tests.fixtures.events import metadata, transfer_requested
-from tests.fixtures.kafka import fresh_topic, produce_raw, start_group_at_end
+from tests.fixtures.kafka import fresh_topic, produce_raw
 from tests.fixtures.ledger import open_accounts
 from tests.fixtures.running import running
 from tests.fixtures.waiting import wait_for
 from topics.codec import AvroCodec
+from topics.consuming import start_at_end
 from topics.health import HealthServer
 from topics.journals import journal_entry_id, journal_record
 from topics.schemas import load_store
@@ -87,7 +88,7 @@ def test_a_database_outage_longer_than_the_poll_interval_loses_and_duplicates_no
     codec = AvroCodec(load_store(REPO_ROOT / "avro"))
     journal_topic, request_topic = fresh_topic(services, "outage-journals"), "payments.transfer.requested.v1"
     # every input of the agent from now on: not other tests' history
-    start_group_at_end(services, f"outage-agent-{RUN}", catalog.consumers["status_agent"].inputs)
+    start_at_end(services, f"outage-agent-{RUN}", catalog.consumers["status_agent"].inputs)
     with private_database(services) as db:
         open_accounts(db, [f"acc-out-{RUN}-{i}" for i in range(7)], overdraft=10**9)
         sink = SinkRunner(

@@ -23,11 +23,12 @@ from sinks.ledger import LedgerSink
 from streams.ledger.postings import fee_assessed
 from tests.fixtures.database import private_database
 from tests.fixtures.events import metadata, transfer_confirmed, transfer_requested
-from tests.fixtures.kafka import fresh_topic, produce_raw, start_group_at_end
+from tests.fixtures.kafka import fresh_topic, produce_raw
 from tests.fixtures.running import running
 from tests.fixtures.services import service_environment
 from tests.fixtures.waiting import wait_for
 from topics.codec import AvroCodec, codec_from_settings
+from topics.consuming import start_at_end
 from topics.deadletter import KIP_1034
 from topics.journals import journal_entry_id, journal_record
 from topics.schemas import load_store
@@ -186,7 +187,7 @@ def test_an_offset_reset_is_planned_with_money_refused_while_members_run_then_re
         db, topic, [(r["account_id"].encode(), codec.encode(topic_of_transfers(), r)) for r in records]
     )
     group = f"test-offsets-{RUN}"
-    start_group_at_end(db, group, [topic])
+    start_at_end(db, group, [topic])
     total = sum(r["amount"]["units"] for r in records)  # cents
 
     dry = cli(db, "offsets", "reset", group, "--topic", topic, "--to-earliest")
@@ -294,7 +295,7 @@ def test_status_reports_lag_per_partition_dead_letters_and_a_topic_of_mixed_fram
     registry_framed = b"\x00\x00\x00\x00\x01" + body[10:]
     produce_raw(services, mixed, [(key, body), (key, registry_framed)])
     spec = ConsumerSpec(f"test_status_{RUN}", "sink", (clean,), ())
-    start_group_at_end(services, spec.group_id, [clean])
+    start_at_end(services, spec.group_id, [clean])
     produce_raw(services, clean, [(key, body)] * 3)  # three behind, on the key's partition
 
     found = pipeline_status(services, catalog, topics=[clean, mixed], consumers=[spec])

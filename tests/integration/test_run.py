@@ -21,10 +21,11 @@ from confluent_kafka.admin import AdminClient
 
 from ops.supervise import Supervisor
 from tests.fixtures.events import transfer_requested
-from tests.fixtures.kafka import produce_raw, start_group_at_end
+from tests.fixtures.kafka import produce_raw
 from tests.fixtures.services import service_environment
 from tests.fixtures.waiting import wait_for
 from topics.codec import AvroCodec
+from topics.consuming import start_at_end
 from topics.schemas import load_store
 from topics.settings import REPO_ROOT
 
@@ -81,7 +82,7 @@ def broker_offsets(settings, partition: int) -> tuple[int, int]:
 
 def test_run_brings_workers_up_restarts_a_killed_one_and_stops_them(services, catalog, tmp_path: Path):
     env, folder, base = service_environment(services), tmp_path / "run", free_ports(2)
-    start_group_at_end(services, GROUP, [TOPIC])  # only what this test sends, not other tests' history
+    start_at_end(services, GROUP, [TOPIC])  # only what this test sends, not other tests' history
     started = cli(
         env,
         "run",
