@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import socket
 import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,6 +11,7 @@ import pytest
 import uvicorn
 
 from connectors.webhooks.http import HEAD_LIMIT, BoundedHeadProtocol
+from tests.fixtures.waiting import wait_for
 
 
 async def echo_length(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -38,10 +38,7 @@ def port() -> Iterator[int]:
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.01)
+    wait_for(lambda: server.started, 10, 0.01, what="uvicorn to start")
     yield server.servers[0].sockets[0].getsockname()[1]
     server.should_exit = True
     thread.join(10)
