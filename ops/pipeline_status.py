@@ -173,7 +173,7 @@ def _groups(
             state, members = str(info.state.name), len(info.members)
         except Exception as e:  # a group the broker does not know yet
             state, members = f"unknown ({e})", 0
-        inputs = catalog.inputs_of(spec.name)
+        inputs = catalog.expand(spec.inputs)
         parts = [TopicPartition(t, p) for (t, p) in watermarks if t in inputs]
         status = GroupStatus(spec.name, spec.group_id, state, members)
         if parts:

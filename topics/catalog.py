@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -150,8 +151,11 @@ class Catalog:
         return sorted(t.name for t in self.topics.values() if t.value_schema != "raw")
 
     def inputs_of(self, consumer: str) -> list[str]:
-        """The topics a consumer reads (`*`: every topic with a schema)."""
-        inputs = self.consumers[consumer].inputs
+        """The topics a catalog consumer reads."""
+        return self.expand(self.consumers[consumer].inputs)
+
+    def expand(self, inputs: Sequence[str]) -> list[str]:
+        """Topics as a consumer names them (`*`: every topic with a schema)."""
         return self.schema_topics() if "*" in inputs else list(inputs)
 
     def principals(self) -> list[Principal]:
