@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import re
 from collections.abc import Callable
 from typing import Any
@@ -20,10 +21,26 @@ from ops.console import (
     stop_on_signals,
     topic_pair,
 )
+from ops.outside import CHAINS as CHAIN_NAMES
+from ops.outside import CIRCLE_API_URL, PAYOUT_PROVIDER_URL, SENDER_KEYS, rpc_url_variable, where
 from topics.ports import API_PORTS, WEBHOOK_PORTS
 from topics.settings import API, CHAIN_LISTENER, CHAIN_SENDER, PAYOUT_DISPATCHER, WEBHOOKS
 
 PROVIDERS = ("stripe", "plaid", "truelayer", "circle", "sumsub")
+SANDBOX_URL = "http://127.0.0.1:18095"
+"""The payout provider sandbox (`connect provider-sandbox`)."""
+RPC_URL_HELP = (
+    "the node's JSON-RPC endpoint, http:// or https:// (default: $CHAIN_RPC_URL_<CHAIN>, e.g. "
+    "CHAIN_RPC_URL_ETHEREUM; the environment keeps a URL's API key off the process list)"
+)
+
+
+def _rpc_url(command: str, args: argparse.Namespace) -> str | None:
+    """The node's URL: `--rpc-url`, else the chain's variable; None (said in one line) when neither."""
+    url: str | None = args.rpc_url or os.environ.get(rpc_url_variable(args.chain))
+    if not url:
+        err.print(f"{command}: no node: give --rpc-url or set {rpc_url_variable(args.chain)}", markup=False)
+    return url
 
 
 def connect_api(args: argparse.Namespace) -> int:
@@ -123,13 +140,16 @@ def connect_chain(args: argparse.Namespace) -> int:
     from topics.catalog import load_catalog
     from topics.codec import codec_from_settings
 
+    rpc_url = _rpc_url("connect chain", args)
+    if rpc_url is None:
+        return 2
     settings = settings_or_error().as_principal(CHAIN_LISTENER)
     spec = CHAINS[args.chain]
     if args.confirmations is not None:
         spec = dataclasses.replace(spec, confirmations=args.confirmations)
-    w3 = Web3(Web3.HTTPProvider(args.rpc_url, request_kwargs={"timeout": 15}))
+    w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": 15}))
     if not w3.is_connected():
-        err.print(f"connect chain: no JSON-RPC node answers at {args.rpc_url}", markup=False)
+        err.print(f"connect chain: no JSON-RPC node answers at {where(rpc_url)}", markup=False)
         return 1
     stop = stop_on_signals()
     try:
@@ -140,7 +160,7 @@ def connect_chain(args: argparse.Namespace) -> int:
         err.print(f"connect chain: {e}", markup=False)
         return 2
     err.print(
-        f"chain listener: {spec.name} (chain id {listener.chain_id}) at {args.rpc_url}, "
+        f"chain listener: {spec.name} (chain id {listener.chain_id}) at {where(rpc_url)}, "
         f"{spec.confirmations} confirmations; events go to the outbox",
         markup=False,
     )
@@ -170,7 +190,13 @@ def connect_chain_sender(args: argparse.Namespace) -> int:
     from topics.catalog import load_catalog
     from topics.codec import codec_from_settings
 
-    keys_file = Path(args.keys)
+    rpc_url = _rpc_url("connect chain-sender", args)
+    if rpc_url is None:
+        return 2
+    if not (args.keys or os.environ.get(SENDER_KEYS)):
+        err.print(f"connect chain-sender: no wallet keys: give --keys or set {SENDER_KEYS}", markup=False)
+        return 2
+    keys_file = Path(args.keys or os.environ[SENDER_KEYS])
     try:
         mode = keys_file.stat().st_mode
         if mode & (stat.S_IRWXG | stat.S_IRWXO):
@@ -188,9 +214,9 @@ def connect_chain_sender(args: argparse.Namespace) -> int:
         return 2
     settings = settings_or_error().as_principal(CHAIN_SENDER)
     spec = CHAINS[args.chain]
-    w3 = Web3(Web3.HTTPProvider(args.rpc_url, request_kwargs={"timeout": 15}))
+    w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": 15}))
     if not w3.is_connected():
-        err.print(f"connect chain-sender: no JSON-RPC node answers at {args.rpc_url}", markup=False)
+        err.print(f"connect chain-sender: no JSON-RPC node answers at {where(rpc_url)}", markup=False)
         return 1
     if spec.chain_id is not None and int(w3.eth.chain_id) != spec.chain_id:
         err.print(f"connect chain-sender: {WrongChain(f'the node is not {spec.name}')}", markup=False)
@@ -331,9 +357,14 @@ def add_connect_commands(sub: Any, command: Callable[..., Any]) -> None:
         connect_dispatcher,
         "send reserved bank transfers to their payout provider (SENT_TO_PROVIDER)",
     )
-    dp.add_argument("--provider-url", default="http://127.0.0.1:18095", help="the payout provider's API")
+    dp.add_argument(
+        "--provider-url",
+        help=f"the payout provider's API (default: ${PAYOUT_PROVIDER_URL}, else {SANDBOX_URL})",
+    )
     dp.add_argument("--merchant-account", default="ma-ledgerstream", help="the merchant account paid from")
-    dp.add_argument("--circle-url", help="Circle's API (default: the --provider-url sandbox)")
+    dp.add_argument(
+        "--circle-url", help=f"Circle's API (default: ${CIRCLE_API_URL}, else the --provider-url)"
+    )
     dp.add_argument(
         "--circle-wallet", default="1000216185", help="the Circle wallet ACH payouts are paid from"
     )
@@ -384,9 +415,12 @@ def add_connect_commands(sub: Any, command: Callable[..., Any]) -> None:
         connect_chain_sender,
         "sign and broadcast reserved CRYPTO transfers from each account's wallet",
     )
-    cs.add_argument("--chain", choices=("ethereum", "polygon", "arbitrum", "optimism"), required=True)
-    cs.add_argument("--rpc-url", required=True, help="the node's JSON-RPC endpoint")
-    cs.add_argument("--keys", required=True, help="a mode-0600 JSON file of wallet address: hex private key")
+    cs.add_argument("--chain", choices=CHAIN_NAMES, required=True)
+    cs.add_argument("--rpc-url", help=RPC_URL_HELP)
+    cs.add_argument(
+        "--keys",
+        help=f"a mode-0600 JSON file of wallet address: hex private key (default: ${SENDER_KEYS})",
+    )
     cs.add_argument("--poll", type=seconds_arg, default=1.0, help="seconds between looks (default 1)")
     cs.add_argument(
         "--metrics-port",
@@ -396,13 +430,13 @@ def add_connect_commands(sub: Any, command: Callable[..., Any]) -> None:
     ch = command(
         conn_sub, "chain", connect_chain, "follow an EVM chain for transfers touching watched wallets"
     )
-    ch.add_argument("--chain", choices=("ethereum", "polygon", "arbitrum", "optimism"), required=True)
+    ch.add_argument("--chain", choices=CHAIN_NAMES, required=True)
     ch.add_argument(
         "--metrics-port",
         type=port_arg,
         help="serve /healthz, /readyz and /metrics on this port (0 picks a free one; default: none)",
     )
-    ch.add_argument("--rpc-url", required=True, help="the node's JSON-RPC endpoint (http:// or https://)")
+    ch.add_argument("--rpc-url", help=RPC_URL_HELP)
     ch.add_argument(
         "--confirmations",
         type=positive_int,
@@ -416,7 +450,7 @@ def add_connect_commands(sub: Any, command: Callable[..., Any]) -> None:
         "--poll", type=seconds_arg, default=2.0, help="seconds between polls for new blocks (default 2)"
     )
     wa = command(conn_sub, "watch", connect_watch, "watch a wallet (for an account) or an ERC-20 token")
-    wa.add_argument("--chain", choices=("ethereum", "polygon", "arbitrum", "optimism"), required=True)
+    wa.add_argument("--chain", choices=CHAIN_NAMES, required=True)
     wa.add_argument("--address", required=True, help="the wallet's or the token contract's address")
     group = wa.add_mutually_exclusive_group(required=True)
     group.add_argument("--account", help="our account the wallet belongs to (with --tenant)")
@@ -471,16 +505,17 @@ def connect_dispatcher(args: argparse.Namespace) -> int:
 
     settings = settings_or_error().as_principal(PAYOUT_DISPATCHER)
     stop = stop_on_signals()
-    circle_url = args.circle_url or args.provider_url
+    provider_url = args.provider_url or os.environ.get(PAYOUT_PROVIDER_URL) or SANDBOX_URL
+    circle_url = args.circle_url or os.environ.get(CIRCLE_API_URL) or provider_url
     with (
-        TrueLayerPayouts(args.provider_url, args.merchant_account) as truelayer,
+        TrueLayerPayouts(provider_url, args.merchant_account) as truelayer,
         CirclePayouts(circle_url, args.circle_wallet, args.circle_destination) as circle,
     ):
         routes: dict[str, PayoutClient] = {"SEPA": truelayer, "FASTER_PAYMENTS": truelayer, "ACH": circle}
         dispatcher = PayoutDispatcher(settings, codec_from_settings(settings), load_catalog(), routes)
         err.print(
-            f"payout dispatcher: SEPA and Faster Payments to TrueLayer at {args.provider_url}, "
-            f"ACH to Circle at {circle_url}",
+            f"payout dispatcher: SEPA and Faster Payments to TrueLayer at {where(provider_url)}, "
+            f"ACH to Circle at {where(circle_url)}",
             markup=False,
         )
         health = serve_health(args.metrics_port, dispatcher.probe)

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from ops.console import Parser, err, out, port_arg, positive_int, seconds_arg, settings_or_error
 from topics.ports import METRICS_BASE
+
+
+def _outside(word: str) -> bool:
+    """Whether an `--only` word names connectors that need configuration from outside."""
+    return word == "connectors" or word.startswith(("webhooks", "chain", "payout"))
 
 
 def _names(text: str) -> list[str]:
@@ -54,6 +60,7 @@ def _table(states: list[Any], workers: list[Any]) -> None:
 
 def run_start(args: argparse.Namespace) -> int:
     from connectors.webhooks.settings import WebhookSettings
+    from ops.outside import Outside
     from ops.supervise import Supervisor, plan, run_foreground
     from topics.catalog import load_catalog
 
@@ -68,15 +75,24 @@ def run_start(args: argparse.Namespace) -> int:
         err.print(f"run: started {', '.join(w.name for w in chosen)} again", markup=False)
         return 0
     hooks = bool(WebhookSettings().providers())
-    workers = plan(
-        load_catalog(), only=only, workers=args.workers, metrics_base=args.metrics_base, webhooks=hooks
-    )
-    if not hooks and (not only or "webhooks" in only or "connectors" in only):
-        err.print(
-            "run: the webhook service is left out: no provider is configured (set STRIPE_WEBHOOK_SECRETS, "
-            "SUMSUB_WEBHOOK_SECRET, PLAID_WEBHOOK_JWKS, TRUELAYER_WEBHOOK_JWKS or CIRCLE_WEBHOOK_KEYS)",
-            markup=False,
+    outside = Outside.from_environment(os.environ)
+    left_out = outside.left_out()
+    if not hooks:
+        left_out.insert(
+            0,
+            "the webhook service (no provider: set STRIPE_WEBHOOK_SECRETS, SUMSUB_WEBHOOK_SECRET, "
+            "PLAID_WEBHOOK_JWKS, TRUELAYER_WEBHOOK_JWKS or CIRCLE_WEBHOOK_KEYS)",
         )
+    if left_out and (not only or any(_outside(word) for word in only)):
+        err.print(f"run: left out, as nothing configures them: {'; '.join(left_out)}", markup=False)
+    workers = plan(
+        load_catalog(),
+        only=only,
+        workers=args.workers,
+        metrics_base=args.metrics_base,
+        webhooks=hooks,
+        outside=outside,
+    )
     supervisor.write(workers)
     err.print(
         f"run: starting {len(workers)} workers under supervisord (logs in {folder / 'logs'})", markup=False
@@ -137,9 +153,12 @@ def add_run_command(sub: Any, command: Callable[..., Any]) -> None:
         "run",
         help="run every agent, sink and connector as supervised processes (start, status, stop)",
         description="Run the pipeline: every agent and sink of the catalog, the outbox relay, the command "
-        "API and (when a provider is configured) the webhooks, each a process supervisord restarts with "
-        "backoff. `run` stays in the foreground until Ctrl-C or SIGTERM, which stop every worker after its "
-        "batch; `run --detach` returns once all run; `run status` prints the table; `run stop` ends it.",
+        "API, the webhooks when a provider is configured, a chain listener per chain whose node is "
+        "configured (CHAIN_RPC_URL_<CHAIN>) and a chain sender beside it when CHAIN_SENDER_KEYS names the "
+        "wallets' keys, and the payout dispatcher when PAYOUT_PROVIDER_URL is set; each a process "
+        "supervisord restarts with backoff. `run` stays in the foreground until Ctrl-C or SIGTERM, which "
+        "stop every worker after its batch; `run --detach` returns once all run; `run status` prints "
+        "the table; `run stop` ends it.",
     )
     rn.add_argument("action", nargs="?", choices=list(actions), default="start", help="default start")
     rn.add_argument(
@@ -148,7 +167,8 @@ def add_run_command(sub: Any, command: Callable[..., Any]) -> None:
         action="append",
         metavar="NAMES",
         help="comma-separated: agents, sinks, connectors, a consumer (fees_agent), a short name for both "
-        "agent and sink (fees), or a connector (outbox_relay, api, webhooks); repeatable (default: all)",
+        "agent and sink (fees), or a connector (outbox_relay, api, webhooks, chain_listener, "
+        "chain_listener_ethereum, chain_sender, payout_dispatcher); repeatable (default: all)",
     )
     rn.add_argument(
         "--workers",

@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from ops.outside import CHAINS, Outside
 from ops.supervise import Worker, plan
 from topics.catalog import Catalog
 from topics.settings import REPO_ROOT
@@ -32,6 +33,18 @@ PUBLIC = {"api": 18080, "webhooks": 18090}
 """The connectors callers reach from outside, and their public ports."""
 WEBHOOK_KEYS_FILE = "../../.env.webhooks"
 """Where compose finds the providers' keys (STRIPE_WEBHOOK_SECRETS=..., one per line)."""
+OUTSIDE = Outside(chains=CHAINS, payouts=True)
+"""The outside connectors deployed: each starts only where its configuration is given (a compose
+profile, a Secret). The chain sender is not among them: its wallet keys are a file only its own
+user may read, which neither a compose secret nor a Kubernetes Secret volume (group-readable
+under `fsGroup`) gives; it runs under `ledgerstream run` on the host that holds the keys."""
+CONFIGURED_BY = {"chain_listener": "chains", "payout_dispatcher": "payouts"}
+"""An outside connector -> its compose profile, its env file (`.env.<name>`) and its Kubernetes
+Secret (`ledgerstream-<name>`): CHAIN_RPC_URL_<CHAIN> for the listeners, PAYOUT_PROVIDER_URL
+(and CIRCLE_API_URL) for the dispatcher."""
+SINGLE = {"chain_listener": {"strategy": {"type": "Recreate"}}}
+"""One listener per chain, also during a rollout: the old one stops before the new one starts
+from the checkpoint it left."""
 LAG_THRESHOLD = 1000
 """KEDA adds a replica for each this many messages a group lags (up to its partitions)."""
 
@@ -41,7 +54,7 @@ def dns_name(worker: Worker) -> str:
 
 
 def _workers(catalog: Catalog) -> list[Worker]:
-    return plan(catalog, offset=0)  # the unmoved ports, whatever this machine uses
+    return plan(catalog, offset=0, outside=OUTSIDE)  # the unmoved ports, whatever this machine uses
 
 
 def _partitions(catalog: Catalog, component: str) -> int:
@@ -120,6 +133,10 @@ def compose(catalog: Catalog) -> dict[str, Any]:
             service["ports"] = [f"{PUBLIC[w.component]}:{PUBLIC[w.component]}"]
         if w.component == "webhooks":  # the providers' keys, kept out of the compose file
             service["env_file"] = [{"path": WEBHOOK_KEYS_FILE, "required": False}]
+        if w.component in CONFIGURED_BY:  # started with `--profile <name>`, configured by `.env.<name>`
+            name = CONFIGURED_BY[w.component]
+            service["profiles"] = [name]
+            service["env_file"] = [{"path": f"../../.env.{name}", "required": False}]
         services[dns_name(w)] = service
     return {"services": services, "volumes": {"ledgerstream-state": {}}}
 
@@ -178,10 +195,11 @@ def _component(catalog: Catalog, w: Worker) -> list[dict[str, Any]]:
         "app.kubernetes.io/component": w.kind,
     }
     principal = _principal(w)
+    role = w.component.replace("_", "-")  # one role per component, however many deployments run it
     env: list[dict[str, Any]] = [
         {  # its own PostgreSQL role (sinks/roles.toml), and only its own
             "name": "DATABASE_URL",
-            "valueFrom": {"secretKeyRef": {"name": f"ledgerstream-database-{name}", "key": "url"}},
+            "valueFrom": {"secretKeyRef": {"name": f"ledgerstream-database-{role}", "key": "url"}},
         },
         {"name": "REDIS_URL", "valueFrom": {"secretKeyRef": {"name": "ledgerstream-redis", "key": "url"}}},
         {
@@ -238,12 +256,15 @@ def _component(catalog: Catalog, w: Worker) -> list[dict[str, Any]]:
         container["ports"].append({"name": "http", "containerPort": PUBLIC[w.component]})
     if w.component == "webhooks":  # the providers' keys: a provider without them is not served
         container["envFrom"].append({"secretRef": {"name": "ledgerstream-webhooks"}})
+    if w.component in CONFIGURED_BY:  # a node's URL carries its API key: a Secret, not the ConfigMap
+        container["envFrom"].append({"secretRef": {"name": f"ledgerstream-{CONFIGURED_BY[w.component]}"}})
     deployment: dict[str, Any] = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": {"name": name, "labels": labels},
         "spec": {
             "replicas": 1,
+            **SINGLE.get(w.component, {}),
             "selector": {"matchLabels": {"app.kubernetes.io/name": name}},
             "template": {
                 "metadata": {

@@ -1,15 +1,17 @@
 """`ledgerstream run`: every worker of the catalog as a supervised child process.
 
 The plan comes from the catalog: one process per agent and sink (`--workers N` per
-consumer group, at most the partitions of its inputs), the outbox relay, the command API
-and the provider webhooks when a provider is configured. supervisord runs them:
+consumer group, at most the partitions of its inputs), the outbox relay, the command API,
+the provider webhooks when a provider is configured, and the connectors that reach outside
+when the environment configures them (`ops.outside`: a chain listener and a chain sender per
+chain, the payout dispatcher). supervisord runs them:
 
 - a worker that exits is restarted; one that keeps failing within `START_SECONDS` is
   retried with a growing delay (supervisord's backoff: 1 s, 2 s, 3 s, ...);
 - SIGTERM or SIGINT stops every worker with SIGTERM, waits `STOP_SECONDS` for each to
   finish its batch, and only then kills it;
-- each agent, sink and the relay serves `/healthz`, `/readyz` and `/metrics` on its own
-  port, counted up from `--metrics-base` (9400) in plan order; the API and the webhooks
+- each agent, sink, the relay and each outside connector serves `/healthz`, `/readyz` and
+  `/metrics` on its own port, counted up from `--metrics-base` (9400) in plan order; the API and the webhooks
   serve `/metrics` on their admin ports.
 
 Everything of one run lives in one folder (`.stack/run/` by default): the generated
@@ -33,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ops.outside import CHAINS, Outside
 from topics.catalog import Catalog
 from topics.consuming import own_group
 from topics.errors import LedgerstreamError
@@ -49,8 +52,9 @@ STOP_SECONDS = 30
 GIVE_UP_AFTER = 3
 """`run` reports a worker that exited this often before it was ready (supervisord keeps retrying)."""
 
-CONNECTORS = ("outbox_relay", "api", "webhooks")
+CONNECTORS = ("outbox_relay", "chain_listener", "chain_sender", "payout_dispatcher", "api", "webhooks")
 GROUPS = ("agents", "sinks", "connectors")
+NOTHING_OUTSIDE = Outside()
 
 
 @dataclass(frozen=True)
@@ -75,17 +79,20 @@ class Worker:
     env: tuple[tuple[str, str], ...] = ()
 
 
-def _selected(component: str, kind: str, only: Sequence[str] | None) -> bool:
+def _selected(component: str, kind: str, only: Sequence[str] | None, name: str | None = None) -> bool:
     if not only:
         return True
     short = component.rsplit("_", 1)[0] if kind in ("agent", "sink") else component
     names = {component, short, component.replace("_", "-"), f"{kind}s"}
+    if name is not None:
+        names |= {name, name.replace("_", "-")}
     return any(o in names for o in only)
 
 
 def known_names(catalog: Catalog) -> set[str]:
     """Every word `--only` accepts."""
-    names = set(GROUPS) | set(CONNECTORS) | {c.replace("_", "-") for c in CONNECTORS}
+    per_chain = [f"{c}_{chain}" for c in ("chain_listener", "chain_sender") for chain in CHAINS]
+    names = set(GROUPS) | {n for c in (*CONNECTORS, *per_chain) for n in (c, c.replace("_", "-"))}
     for c in catalog.consumers.values():
         names |= {c.name, c.name.rsplit("_", 1)[0]}
     return names
@@ -112,6 +119,7 @@ def plan(
     workers: int = 1,
     metrics_base: int | None = None,
     webhooks: bool = True,
+    outside: Outside = NOTHING_OUTSIDE,
     partitions: Callable[[str], int] | None = None,
     offset: int = OFFSET,
 ) -> list[Worker]:
@@ -122,7 +130,8 @@ def plan(
     (`fees`), or a connector (`outbox_relay`, `api`, `webhooks`). `workers` processes run
     in each consumer group, at most as many as its inputs' partitions (`partitions(topic)`,
     the catalog's count by default): a worker more would sit idle.
-    `webhooks` False leaves the webhook service out (no provider is configured). Ports are
+    `webhooks` False leaves the webhook service out (no provider is configured); `outside` names
+    the outside connectors to run (none by default: each needs its configuration). Ports are
     this machine's (`topics.ports`, moved by `offset`); metrics count up from `metrics_base`.
     """
     unknown = sorted(set(only or ()) - known_names(catalog))
@@ -152,6 +161,22 @@ def plan(
     if _selected("outbox_relay", "connector", only):
         args = ("connect", "outbox-relay", "--metrics-port", str(port))
         result.append(Worker("outbox_relay", "outbox_relay", "connector", args, port, _readyz(port)))
+        port += 1
+    polling: list[tuple[str, str, tuple[str, ...]]] = [
+        (f"chain_listener_{c}", "chain_listener", ("connect", "chain", "--chain", c)) for c in outside.chains
+    ]
+    if outside.chain_sender:
+        polling += [
+            (f"chain_sender_{c}", "chain_sender", ("connect", "chain-sender", "--chain", c))
+            for c in outside.chains
+        ]
+    if outside.payouts:
+        polling.append(("payout_dispatcher", "payout_dispatcher", ("connect", "dispatcher")))
+    for name, component, command in polling:
+        if _selected(component, "connector", only, name):
+            args = (*command, "--metrics-port", str(port))
+            result.append(Worker(name, component, "connector", args, port, _readyz(port)))
+            port += 1
     if _selected("api", "connector", only):
         api, admin = api_ports(offset)
         args = ("connect", "api", "--port", str(api), "--admin-port", str(admin))

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import shlex
+import subprocess
+import sys
 
 import pytest
 from supervisor.options import ServerOptions
@@ -31,10 +34,10 @@ def test_the_checked_in_deployment_files_are_what_the_catalog_renders(catalog):
     assert drifted(catalog) == [], "run `ledgerstream deploy render`"
 
 
-def test_prometheus_and_compose_name_every_worker_of_the_default_run(catalog):
-    from ops.deploy import compose, dns_name, kubernetes, prometheus
+def test_prometheus_and_compose_name_every_worker_of_the_deployment(catalog):
+    from ops.deploy import OUTSIDE, compose, dns_name, kubernetes, prometheus
 
-    workers = plan(catalog, offset=0)
+    workers = plan(catalog, offset=0, outside=OUTSIDE)
     scraped = {(c["names"][0], c["port"]) for c in prometheus(catalog)["scrape_configs"][1]["dns_sd_configs"]}
     assert scraped == {(dns_name(w), w.metrics_port) for w in workers}
     services = compose(catalog)["services"]
@@ -168,3 +171,94 @@ def test_the_webhook_service_is_deployed_public_with_its_providers_keys(catalog)
     assert not any(e["name"].startswith("KAFKA_SASL") for e in container["env"]), "it writes the outbox only"
     hooks = compose(catalog)["services"]["webhooks"]
     assert hooks["ports"] == ["18090:18090"] and hooks["env_file"][0]["required"] is False
+
+
+def test_outside_connectors_run_only_where_the_environment_configures_them():
+    from ops.outside import Outside
+
+    assert Outside.from_environment({}) == Outside()
+    env = {
+        "CHAIN_RPC_URL_POLYGON": "https://polygon.example/v2/k3y",
+        "CHAIN_RPC_URL_ETHEREUM": "http://n:8545",
+    }
+    assert Outside.from_environment(env) == Outside(chains=("ethereum", "polygon"))
+    assert Outside.from_environment({**env, "CHAIN_SENDER_KEYS": "/k.json"}).chain_sender
+    assert not Outside.from_environment({"CHAIN_SENDER_KEYS": "/k.json"}).chain_sender, (
+        "a sender needs a node"
+    )
+    assert Outside.from_environment({"PAYOUT_PROVIDER_URL": "https://api.truelayer.com"}).payouts
+    said = " ".join(Outside.from_environment(env).left_out())
+    assert "CHAIN_SENDER_KEYS" in said and "PAYOUT_PROVIDER_URL" in said and "CHAIN_RPC_URL" not in said
+
+
+def test_outside_connectors_follow_the_relay_with_ports_of_their_own(catalog):
+    from ops.outside import Outside
+
+    assert not [w for w in plan(catalog) if w.component.startswith(("chain", "payout"))], "none unconfigured"
+    outside = Outside(chains=("ethereum", "polygon"), chain_sender=True, payouts=True)
+    workers = plan(catalog, outside=outside, webhooks=False)
+    names = [w.name for w in workers if w.kind == "connector"]
+    assert names == [
+        "outbox_relay",
+        "chain_listener_ethereum",
+        "chain_listener_polygon",
+        "chain_sender_ethereum",
+        "chain_sender_polygon",
+        "payout_dispatcher",
+        "api",
+    ]
+    ports = [w.metrics_port for w in workers if w.kind != "connector" or w.name != "api"]
+    assert ports == list(range(METRICS_BASE, METRICS_BASE + len(ports)))
+    polygon = next(w for w in workers if w.name == "chain_listener_polygon")
+    assert polygon.args[:4] == ("connect", "chain", "--chain", "polygon")
+    assert polygon.probe == f"http://127.0.0.1:{polygon.metrics_port}/readyz"
+    assert "--rpc-url" not in polygon.args, "a node's URL (its API key) stays in the environment"
+
+    def names_of(*only: str) -> list[str]:
+        return [w.name for w in plan(catalog, only=list(only), outside=outside)]
+
+    assert names_of("chain_listener") == ["chain_listener_ethereum", "chain_listener_polygon"]
+    assert names_of("chain-sender-polygon", "payout_dispatcher") == [
+        "chain_sender_polygon",
+        "payout_dispatcher",
+    ]
+
+
+def test_a_node_url_is_printed_without_its_key():
+    from ops.outside import where
+
+    assert where("https://mainnet.infura.io/v3/0123456789abcdef") == "https://mainnet.infura.io"
+    assert where("http://user:secret@127.0.0.1:8545/?key=k") == "http://127.0.0.1:8545"
+    assert where("not a url") == "an unparsable URL"
+
+
+def test_a_chain_listener_without_a_node_is_refused_in_one_line():
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHAIN_RPC_URL_")}
+    done = subprocess.run(
+        [sys.executable, "-m", "ops.cli", "connect", "chain", "--chain", "optimism"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip() == "connect chain: no node: give --rpc-url or set CHAIN_RPC_URL_OPTIMISM"
+
+
+def test_chain_listeners_and_the_dispatcher_are_deployed_behind_their_configuration(catalog):
+    from ops.deploy import compose, kubernetes
+
+    services = compose(catalog)["services"]
+    listener = services["chain-listener-arbitrum"]
+    assert listener["profiles"] == ["chains"]
+    assert listener["env_file"] == [{"path": "../../.env.chains", "required": False}]
+    assert services["payout-dispatcher"]["profiles"] == ["payouts"]
+    assert not [s for s in services if s.startswith("chain-sender")], "its keys file cannot be mounted 0600"
+    files = kubernetes(catalog)
+    (deployment,) = files["chain-listener-arbitrum.yaml"]
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}, "one listener per chain, also in a rollout"
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert {"secretRef": {"name": "ledgerstream-chains"}} in container["envFrom"]
+    database = next(e for e in container["env"] if e["name"] == "DATABASE_URL")
+    assert database["valueFrom"]["secretKeyRef"]["name"] == "ledgerstream-database-chain-listener"
+    assert not any(e["name"].startswith("KAFKA_SASL") for e in container["env"]), "it writes the outbox only"
