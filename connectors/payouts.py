@@ -12,21 +12,32 @@ webhooks (connectors/webhooks/truelayer.py) then move the transfer on.
 `CirclePayouts` to Circle's, here pointed at the project's own provider sandbox; a real
 client replaces either. The dispatcher routes each rail to one client (by default
 SEPA and Faster Payments to TrueLayer, ACH to Circle).
+
+Each client authenticates as the provider asks (`PayoutCredentials`, from the environment):
+- TrueLayer: an access token from its auth server (OAuth client credentials, `scope=payments`),
+  kept until shortly before it expires and fetched again after a 401; and each payout request
+  signed with the merchant's registered EC key (`Tl-Signature`, by the truelayer-signing
+  library, over the method, the path, the `Idempotency-Key` header and the exact body sent);
+- Circle: its API key as a bearer token.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Protocol, Self
 
 import httpx
 import psycopg
 from psycopg.rows import dict_row
+from truelayer_signing import HttpMethod, sign_with_pem
+from truelayer_signing.errors import TlSigningException
 
 from connectors.polling import step_until_idle
 from topics.catalog import Catalog
@@ -97,21 +108,65 @@ class PayoutClient(Protocol):
         """Ask the provider to pay out; the provider's payout id. Idempotent by transaction id."""
 
 
+TOKEN_MARGIN_SECONDS = 60
+"""An access token is fetched again this long before the provider says it expires."""
+TRUELAYER_VARIABLES = (
+    "TRUELAYER_CLIENT_ID",
+    "TRUELAYER_CLIENT_SECRET",
+    "TRUELAYER_SIGNING_KEY_ID",
+    "TRUELAYER_SIGNING_KEY",
+)
+
+
+@dataclass(frozen=True)
+class TrueLayerClient:
+    """What TrueLayer gives a merchant for its API: OAuth client credentials, and the request
+    signing key registered in its console (its key id and the private key, PEM)."""
+
+    client_id: str
+    client_secret: str = field(repr=False)
+    signing_key_id: str
+    signing_key_pem: str = field(repr=False)
+    auth_url: str | None = None
+    """TrueLayer's auth server (`https://auth.truelayer.com`); None: the payouts API's own host."""
+
+
+@dataclass(frozen=True)
+class PayoutCredentials:
+    """How the dispatcher authenticates to each provider."""
+
+    truelayer: TrueLayerClient
+    circle_api_key: str = field(repr=False)
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str]) -> PayoutCredentials:
+        """TRUELAYER_CLIENT_ID, TRUELAYER_CLIENT_SECRET, TRUELAYER_SIGNING_KEY_ID, TRUELAYER_SIGNING_KEY
+        (PEM), TRUELAYER_AUTH_URL (optional) and CIRCLE_API_KEY; PayoutError names what is missing."""
+        missing = [v for v in (*TRUELAYER_VARIABLES, "CIRCLE_API_KEY") if not environ.get(v)]
+        if missing:
+            raise PayoutError(f"no payout credentials: set {', '.join(missing)}")
+        client_id, secret, key_id, key = (environ[v] for v in TRUELAYER_VARIABLES)
+        truelayer = TrueLayerClient(client_id, secret, key_id, key, environ.get("TRUELAYER_AUTH_URL") or None)
+        return cls(truelayer, environ["CIRCLE_API_KEY"])
+
+
 class _HttpPayouts:
-    """What a provider's HTTP payout client shares: the client, one POST with its refusals as
-    PayoutError, the payout id of the answer, and closing."""
+    """What a provider's HTTP payout client shares: the client, one POST of exact bytes with its
+    refusals as PayoutError, the payout id of the answer, and closing."""
 
     name: str
 
     def __init__(self, base_url: str, timeout: float) -> None:
         self.http = httpx.Client(base_url=base_url, timeout=timeout)
 
-    def _post(self, path: str, body: dict[str, Any], ok: tuple[int, ...], **headers: str) -> Any:
-        """The answer's JSON body; PayoutError when the provider is unreachable or refuses."""
+    def _send(self, path: str, body: bytes, headers: Mapping[str, str]) -> httpx.Response:
         try:
-            response = self.http.post(path, json=body, headers=headers)
+            return self.http.post(path, content=body, headers={"content-type": "application/json", **headers})
         except httpx.HTTPError as e:
             raise PayoutError(f"{self.name}: {type(e).__name__}: {e}") from e
+
+    def _answer(self, response: httpx.Response, ok: tuple[int, ...]) -> Any:
+        """The answer's JSON body; PayoutError when the provider refused."""
         if response.status_code not in ok:
             raise PayoutError(f"{self.name} answered {response.status_code}: {response.text[:200]}")
         return response.json()
@@ -131,54 +186,113 @@ class _HttpPayouts:
         self.close()
 
 
+def _json(body: dict[str, Any]) -> bytes:
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
 class TrueLayerPayouts(_HttpPayouts):
     """TrueLayer's `POST /v3/payouts` shape (amount in minor units, `Idempotency-Key`, metadata
-    echoed on the payout's webhooks)."""
+    echoed on the payout's webhooks), with a bearer token and a signed request."""
 
     name = "truelayer"
+    PATH = "/v3/payouts"
 
-    def __init__(self, base_url: str, merchant_account_id: str, timeout: float = 10.0) -> None:
+    def __init__(
+        self, base_url: str, merchant_account_id: str, client: TrueLayerClient, timeout: float = 10.0
+    ) -> None:
         super().__init__(base_url, timeout)
-        self.merchant_account_id = merchant_account_id
+        self.merchant_account_id, self.client = merchant_account_id, client
+        self.auth = httpx.Client(base_url=client.auth_url or base_url, timeout=timeout)
+        self._token: tuple[str, float] | None = None
+
+    def close(self) -> None:
+        self.auth.close()
+        super().close()
+
+    def access_token(self) -> str:
+        """A current access token: the one kept, or a new one (client credentials grant)."""
+        if self._token is not None and time.monotonic() < self._token[1]:
+            return self._token[0]
+        form = {
+            "grant_type": "client_credentials",
+            "client_id": self.client.client_id,
+            "client_secret": self.client.client_secret,
+            "scope": "payments",
+        }
+        try:
+            response = self.auth.post("/connect/token", data=form)
+        except httpx.HTTPError as e:
+            raise PayoutError(f"truelayer auth: {type(e).__name__}: {e}") from e
+        if response.status_code != 200:
+            raise PayoutError(f"truelayer auth answered {response.status_code}: {response.text[:200]}")
+        answer = response.json()
+        token, lifetime = answer.get("access_token"), answer.get("expires_in")
+        if not isinstance(token, str) or not token or not isinstance(lifetime, int):
+            raise PayoutError("truelayer auth answered without an access token and its lifetime")
+        self._token = (token, time.monotonic() + max(lifetime - TOKEN_MARGIN_SECONDS, 0))
+        return token
+
+    def _signature(self, body: bytes, idempotency_key: str) -> str:
+        try:
+            return (
+                sign_with_pem(self.client.signing_key_id, self.client.signing_key_pem)
+                .set_method(HttpMethod.POST)
+                .set_path(self.PATH)
+                .add_header("Idempotency-Key", idempotency_key)
+                .set_body(body.decode())
+                .sign()
+            )
+        except (TlSigningException, ValueError) as e:
+            raise PayoutError(f"truelayer: the request signing key cannot sign: {e}") from e
 
     def create_payout(self, payout: Payout) -> str:
-        answer = self._post(
-            "/v3/payouts",
+        body = _json(
             {
                 "merchant_account_id": self.merchant_account_id,
                 "amount_in_minor": payout.units,
                 "currency": payout.currency,
                 "beneficiary": {"type": "external_account", "reference": payout.transaction_id},
                 "metadata": {"transaction_id": payout.transaction_id},
-            },
-            (200, 201, 202),
-            **{"Idempotency-Key": payout.transaction_id},
+            }
         )
-        return self._payout_id(answer.get("id"))
+        headers = {
+            "Idempotency-Key": payout.transaction_id,
+            "Tl-Signature": self._signature(body, payout.transaction_id),
+        }
+        response = self._send(self.PATH, body, {**headers, "Authorization": f"Bearer {self.access_token()}"})
+        if response.status_code == 401:  # revoked or expired early: one new token, the same request
+            self._token = None
+            response = self._send(
+                self.PATH, body, {**headers, "Authorization": f"Bearer {self.access_token()}"}
+            )
+        return self._payout_id(self._answer(response, (200, 201, 202)).get("id"))
 
 
 class CirclePayouts(_HttpPayouts):
     """Circle's `POST /v1/payouts` shape: the amount as a decimal string, an idempotency key that
     must be a UUID (derived from the transfer id, so a resend is the same payout), and the
-    wallet paid from and the bank account paid to as Circle ids."""
+    wallet paid from and the bank account paid to as Circle ids; its API key as bearer token."""
 
     name = "circle"
 
-    def __init__(self, base_url: str, wallet_id: str, destination_id: str, timeout: float = 10.0) -> None:
+    def __init__(
+        self, base_url: str, wallet_id: str, destination_id: str, api_key: str, timeout: float = 10.0
+    ) -> None:
         super().__init__(base_url, timeout)
-        self.wallet_id, self.destination_id = wallet_id, destination_id
+        self.wallet_id, self.destination_id, self.api_key = wallet_id, destination_id, api_key
 
     def create_payout(self, payout: Payout) -> str:
         amount = Decimal(payout.units).scaleb(-payout.exponent)
-        answer = self._post(
-            "/v1/payouts",
+        body = _json(
             {
                 "idempotencyKey": str(uuid.uuid5(LEDGERSTREAM_NAMESPACE, f"payout:{payout.transaction_id}")),
                 "source": {"type": "wallet", "id": self.wallet_id},
                 "destination": {"type": "wire", "id": self.destination_id},
                 "amount": {"amount": f"{amount:f}", "currency": payout.currency},
-            },
-            (200, 201),
+            }
+        )
+        answer = self._answer(
+            self._send("/v1/payouts", body, {"Authorization": f"Bearer {self.api_key}"}), (200, 201)
         )
         data = answer.get("data")
         return self._payout_id(data.get("id") if isinstance(data, dict) else None)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shlex
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from ops.console import (
@@ -29,10 +31,21 @@ from topics.settings import API, CHAIN_LISTENER, CHAIN_SENDER, PAYOUT_DISPATCHER
 PROVIDERS = ("stripe", "plaid", "truelayer", "circle", "sumsub")
 SANDBOX_URL = "http://127.0.0.1:18095"
 """The payout provider sandbox (`connect provider-sandbox`)."""
+SANDBOX_CREDENTIALS = "provider-sandbox.env"
+"""Where in the stack's folder the sandbox leaves the credentials it lets in."""
 RPC_URL_HELP = (
     "the node's JSON-RPC endpoint, http:// or https:// (default: $CHAIN_RPC_URL_<CHAIN>, e.g. "
     "CHAIN_RPC_URL_ETHEREUM; the environment keeps a URL's API key off the process list)"
 )
+
+
+def _owner_only(path: Path, text: str) -> None:
+    """Write `text` to `path`, readable by its owner only (a secret)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
 
 
 def _rpc_url(command: str, args: argparse.Namespace) -> str | None:
@@ -181,7 +194,6 @@ def connect_chain(args: argparse.Namespace) -> int:
 def connect_chain_sender(args: argparse.Namespace) -> int:
     import json
     import stat
-    from pathlib import Path
 
     from web3 import Web3
 
@@ -357,6 +369,11 @@ def add_connect_commands(sub: Any, command: Callable[..., Any]) -> None:
         connect_dispatcher,
         "send reserved bank transfers to their payout provider (SENT_TO_PROVIDER)",
     )
+    dp.epilog = (
+        "Credentials come from the environment: TRUELAYER_CLIENT_ID and TRUELAYER_CLIENT_SECRET (its access "
+        "token), TRUELAYER_SIGNING_KEY_ID and TRUELAYER_SIGNING_KEY (the PEM private key each request is "
+        "signed with), TRUELAYER_AUTH_URL (default: the --provider-url's host), CIRCLE_API_KEY."
+    )
     dp.add_argument(
         "--provider-url",
         help=f"the payout provider's API (default: ${PAYOUT_PROVIDER_URL}, else {SANDBOX_URL})",
@@ -390,6 +407,11 @@ def add_connect_commands(sub: Any, command: Callable[..., Any]) -> None:
         "--webhook-url",
         default=f"http://127.0.0.1:{WEBHOOK_PORTS[0]}/v1/webhooks/truelayer",
         help="where TrueLayer's payout webhooks go (Circle's: .../circle beside it)",
+    )
+    sb.add_argument(
+        "--credentials",
+        help="where to write the dispatcher's credentials for this sandbox, owner-only "
+        f"(default .stack/{SANDBOX_CREDENTIALS})",
     )
     sb.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     sb.add_argument("--port", type=positive_int, default=18095, help="port (default 18095)")
@@ -499,17 +521,34 @@ def add_connect_commands(sub: Any, command: Callable[..., Any]) -> None:
 
 
 def connect_dispatcher(args: argparse.Namespace) -> int:
-    from connectors.payouts import CirclePayouts, PayoutClient, PayoutDispatcher, TrueLayerPayouts
+    from connectors.payouts import (
+        CirclePayouts,
+        PayoutClient,
+        PayoutCredentials,
+        PayoutDispatcher,
+        PayoutError,
+        TrueLayerPayouts,
+    )
     from topics.catalog import load_catalog
     from topics.codec import codec_from_settings
 
+    try:
+        credentials = PayoutCredentials.from_environment(os.environ)
+    except PayoutError as e:
+        err.print(
+            f"connect dispatcher: {e} (`connect provider-sandbox` writes its .stack/{SANDBOX_CREDENTIALS})",
+            markup=False,
+        )
+        return 2
     settings = settings_or_error().as_principal(PAYOUT_DISPATCHER)
     stop = stop_on_signals()
     provider_url = args.provider_url or os.environ.get(PAYOUT_PROVIDER_URL) or SANDBOX_URL
     circle_url = args.circle_url or os.environ.get(CIRCLE_API_URL) or provider_url
     with (
-        TrueLayerPayouts(provider_url, args.merchant_account) as truelayer,
-        CirclePayouts(circle_url, args.circle_wallet, args.circle_destination) as circle,
+        TrueLayerPayouts(provider_url, args.merchant_account, credentials.truelayer) as truelayer,
+        CirclePayouts(
+            circle_url, args.circle_wallet, args.circle_destination, credentials.circle_api_key
+        ) as circle,
     ):
         routes: dict[str, PayoutClient] = {"SEPA": truelayer, "FASTER_PAYMENTS": truelayer, "ACH": circle}
         dispatcher = PayoutDispatcher(settings, codec_from_settings(settings), load_catalog(), routes)
@@ -544,9 +583,16 @@ def connect_provider_sandbox(args: argparse.Namespace) -> int:
         f"CIRCLE_WEBHOOK_KEYS='{trusted['CIRCLE_WEBHOOK_KEYS']}'",
         markup=False,
     )
+    path = Path(args.credentials) if args.credentials else settings_or_error().stack_dir / SANDBOX_CREDENTIALS
+    _owner_only(path, "".join(f"{k}={shlex.quote(v)}\n" for k, v in keys.payout_environment().items()))
+    err.print(
+        f"the dispatcher's credentials for this sandbox are in {path} (`set -a; . {path}; set +a`)",
+        markup=False,
+    )
     app = create_sandbox(
         args.webhook_url,
         keys.truelayer,
+        keys.payouts(),
         circle_url=circle_url,
         circle_sign=lambda body, path: keys.circle(body),
     )

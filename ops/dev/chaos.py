@@ -776,11 +776,14 @@ class Chaos:
         self.producer = EventProducer(self.settings.as_principal("upstream"), self.codec, self.catalog)
         self.setup()
         restarts_before = sum(self.supervisor.restarts().values())
-        sandbox = create_sandbox(f"{self.hooks}/v1/webhooks/truelayer", self.keys.truelayer, attempts=100_000)
+        credentials = self.keys.payouts()
+        sandbox = create_sandbox(
+            f"{self.hooks}/v1/webhooks/truelayer", self.keys.truelayer, credentials, attempts=100_000
+        )
         with (
             httpx.Client(timeout=10) as self.http,
             serving(sandbox) as provider,
-            TrueLayerPayouts(provider, f"ma-chaos-{self.run_id}") as payouts,
+            TrueLayerPayouts(provider, f"ma-chaos-{self.run_id}", credentials.truelayer) as payouts,
         ):
             dispatcher = PayoutDispatcher(
                 self.settings.as_principal(PAYOUT_DISPATCHER), self.codec, self.catalog, payouts

@@ -320,10 +320,10 @@ class PipelineDemo:
                     create_webhooks(settings.as_principal(WEBHOOKS), keys.settings(), codec, catalog)
                 ) as self.hooks_url,
                 serving(
-                    create_sandbox(f"{self.hooks_url}/v1/webhooks/truelayer", keys.truelayer)
+                    create_sandbox(f"{self.hooks_url}/v1/webhooks/truelayer", keys.truelayer, keys.payouts())
                 ) as provider,
                 httpx.Client(timeout=30) as self.http,
-                TrueLayerPayouts(provider, f"ma-demo-{self.run_id}") as payouts,
+                TrueLayerPayouts(provider, f"ma-demo-{self.run_id}", keys.payouts().truelayer) as payouts,
             ):
                 dispatcher = PayoutDispatcher(
                     settings.as_principal(PAYOUT_DISPATCHER), codec, catalog, payouts

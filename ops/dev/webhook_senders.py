@@ -25,6 +25,7 @@ from jwt.algorithms import ECAlgorithm
 from pydantic import SecretStr
 from truelayer_signing import HttpMethod, sign_with_pem
 
+from connectors.payouts import PayoutCredentials
 from connectors.webhooks.settings import WebhookSettings
 
 
@@ -51,6 +52,31 @@ class ProviderKeys:
         default_factory=lambda: ec.generate_private_key(ec.SECP256R1())
     )
     circle_kid: str = "circle-key-1"
+    # the merchant's side of the payout APIs: what TrueLayer and Circle would have issued us
+    truelayer_client_id: str = field(default_factory=lambda: f"ledgerstream-{secrets.token_hex(4)}")
+    truelayer_client_secret: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+    truelayer_request_key: ec.EllipticCurvePrivateKey = field(
+        default_factory=lambda: ec.generate_private_key(ec.SECP521R1())
+    )
+    truelayer_request_kid: str = field(default_factory=lambda: str(uuid.uuid4()))
+    circle_api_key: str = field(default_factory=lambda: f"SAND_API_KEY:{secrets.token_hex(16)}")
+
+    def payouts(self) -> PayoutCredentials:
+        """How the dispatcher authenticates to the sandbox's payout APIs."""
+        return PayoutCredentials.from_environment(self.payout_environment())
+
+    def payout_environment(self) -> dict[str, str]:
+        """The same credentials as environment variables, for a `connect dispatcher` process."""
+        pem = self.truelayer_request_key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ).decode()
+        return {
+            "TRUELAYER_CLIENT_ID": self.truelayer_client_id,
+            "TRUELAYER_CLIENT_SECRET": self.truelayer_client_secret,
+            "TRUELAYER_SIGNING_KEY_ID": self.truelayer_request_kid,
+            "TRUELAYER_SIGNING_KEY": pem,
+            "CIRCLE_API_KEY": self.circle_api_key,
+        }
 
     def settings(self, **overrides: Any) -> WebhookSettings:
         circle_der = self.circle_key.public_key().public_bytes(

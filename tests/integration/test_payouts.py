@@ -52,14 +52,15 @@ def paid_out(services, catalog):
                 create_sandbox(
                     f"{hooks}/v1/webhooks/truelayer",
                     lambda body, path: keys.truelayer(body, path),
+                    keys.payouts(),
                     circle_url=f"{hooks}/v1/webhooks/circle",
                     circle_sign=lambda body, path: keys.circle(body),
                 )
             )
         )
-        client = TrueLayerPayouts(sandbox, "ma-ledgerstream")
+        client = TrueLayerPayouts(sandbox, "ma-ledgerstream", keys.payouts().truelayer)
         stack.callback(client.close)
-        circle = CirclePayouts(sandbox, str(uuid.uuid4()), str(uuid.uuid4()))
+        circle = CirclePayouts(sandbox, str(uuid.uuid4()), str(uuid.uuid4()), keys.circle_api_key)
         stack.callback(circle.close)
         dispatcher = PayoutDispatcher(
             db.as_database_role("payout_dispatcher"),
