@@ -21,7 +21,7 @@ SCENARIO_NAMES = (
     "poison",
     "webhook-storm",
 )
-"""`ops.dev.chaos.SCENARIOS`, in their order (a wheel has no `ops.dev`; a test keeps both equal)."""
+"""`ops.dev.chaos_schedule.SCENARIOS`, in their order (a wheel has no `ops.dev`; a test keeps both equal)."""
 
 
 def _scenarios(text: str) -> list[str]:

@@ -11,7 +11,8 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from ops.dev.chaos import SCENARIOS, Chaos
+from ops.dev.chaos import Chaos
+from ops.dev.chaos_schedule import SCENARIOS
 from ops.stack.services import Kafka
 from tests.fixtures.database import private_database
 from topics.codec import codec_from_settings

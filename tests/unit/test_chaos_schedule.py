@@ -7,8 +7,8 @@ import subprocess
 import sys
 
 from ops.cli_chaos import SCENARIO_NAMES
-from ops.dev.chaos import SCENARIOS, Action
 from ops.dev.chaos_checks import Verdict
+from ops.dev.chaos_schedule import SCENARIOS, Action
 from topics.faults import FAULT_ENV
 from topics.settings import REPO_ROOT
 
