@@ -7,6 +7,7 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
+from confluent_kafka import KafkaException
 from rich.table import Table
 
 from ops.cli_ledger import balance_cells
@@ -104,6 +105,20 @@ def demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _drop_groups(settings: Settings, suffix: str) -> None:
+    """The demo's own consumer groups, deleted once its workers stopped (said, not fatal, if not)."""
+    from topics.consuming import drop_own_groups
+
+    try:
+        dropped = drop_own_groups(settings, suffix)
+    except (LedgerstreamError, KafkaException) as e:
+        err.print(f"demo: {e}; `ledgerstream status` lists them", markup=False)
+        return
+    err.print(
+        f"demo: its {len(dropped)} consumer groups (ledgerstream.<name>.{suffix}) deleted", markup=False
+    )
+
+
 def _pipeline(settings: Settings, catalog: Catalog, *, in_process: bool) -> None:
     import uuid
 
@@ -113,10 +128,11 @@ def _pipeline(settings: Settings, catalog: Catalog, *, in_process: bool) -> None
 
     codec = codec_from_settings(settings)
     supervisor, started = Supervisor(settings.stack_dir / "run"), False
+    suffix = f"demo-{uuid.uuid4().hex[:6]}"
     if not in_process:
         workers = plan(catalog, only=["agents", "sinks", "outbox_relay"])
         if supervisor.pid() is None:
-            workers = own_groups(settings, catalog, workers, f"demo-{uuid.uuid4().hex[:6]}")
+            workers = own_groups(settings, catalog, workers, suffix)
             supervisor.write(workers)
             err.print(f"demo: `ledgerstream run` starts {len(workers)} workers (logs in {supervisor.folder})")
             supervisor.start_detached(workers, 120)
@@ -129,12 +145,14 @@ def _pipeline(settings: Settings, catalog: Catalog, *, in_process: bool) -> None
             err.print(f"demo: using the workers of the run going in {supervisor.folder}")
     try:
         with err.status("the status, fees, FX, billing, AML and ledger agents and their sinks at work"):
-            report = run_pipeline(settings, codec, catalog, workers_running=not in_process)
+            report = run_pipeline(settings, codec, catalog, workers_running=not in_process, own_groups=suffix)
     finally:
         codec.close()
         if started:
             supervisor.stop()
             err.print("demo: the run's workers stopped")
+        if started or in_process:
+            _drop_groups(settings, suffix)
     inputs = Table("connector", "sent", "answer", "result")
     for row in report.connectors:
         inputs.add_row(*row)

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from topics.settings import Settings
 
@@ -61,3 +62,30 @@ def start_at_end(settings: Settings, group: str, topics: Iterable[str]) -> None:
         consumer.commit(offsets=offsets, asynchronous=False)
     finally:
         consumer.close()
+
+
+def drop_own_groups(settings: Settings, suffix: str) -> list[str]:
+    """Delete the groups `ledgerstream.<component>.<suffix>` (a demo's own, once its workers
+    stopped), so they do not stay on the broker for its offsets' retention (7 days); returns
+    those deleted. A group that still has members, or that the broker refuses to delete, stays,
+    and is named in the LedgerstreamError raised."""
+    from topics.errors import LedgerstreamError
+
+    admin = AdminClient(settings.kafka_config())
+    listed = admin.list_consumer_groups(request_timeout=10).result()
+    names = sorted(
+        g.group_id
+        for g in listed.valid
+        if g.group_id.startswith("ledgerstream.") and g.group_id.endswith(f".{suffix}")
+    )
+    if not names:
+        return []
+    refused = []
+    for name, future in admin.delete_consumer_groups(names, request_timeout=30).items():
+        try:
+            future.result()
+        except KafkaException as e:
+            refused.append(f"{name} ({e.args[0].str()})")
+    if refused:
+        raise LedgerstreamError(f"consumer groups not deleted: {', '.join(refused)}")
+    return names

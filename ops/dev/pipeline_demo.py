@@ -184,10 +184,13 @@ def run_pipeline(
     *,
     transfers: int = 4,
     workers_running: bool = False,
+    own_groups: str | None = None,
 ) -> DemoReport:
     """The demo's round trip, step by step; `workers_running`: the agents, sinks and relay run
-    elsewhere (`ledgerstream run`), else they run as threads here."""
-    return PipelineDemo(settings, codec, catalog, transfers).run(workers_running=workers_running)
+    elsewhere (`ledgerstream run`), else they run as threads here, each in its group
+    `ledgerstream.<name>.<own_groups>` (default `demo-<the run's id>`)."""
+    demo = PipelineDemo(settings, codec, catalog, transfers)
+    return demo.run(workers_running=workers_running, own_groups=own_groups or f"demo-{demo.run_id}")
 
 
 class PipelineDemo:
@@ -281,7 +284,7 @@ class PipelineDemo:
 
     # the run ------------------------------------------------------------------------------------
 
-    def run(self, *, workers_running: bool) -> DemoReport:
+    def run(self, *, workers_running: bool, own_groups: str) -> DemoReport:
         settings, codec, catalog = self.settings, self.codec, self.catalog
         started = time.monotonic()
         url = settings.database_url.get_secret_value()
@@ -297,7 +300,7 @@ class PipelineDemo:
         workers = (
             []
             if workers_running
-            else in_process_workers(settings, codec, catalog, stop, own_groups=f"demo-{self.run_id}")
+            else in_process_workers(settings, codec, catalog, stop, own_groups=own_groups)
         )
         threads = [threading.Thread(target=guarded, args=(w,), daemon=True) for w in workers]
         for t in threads:

@@ -559,3 +559,21 @@ def test_registry_commands_write_through_their_repository_functions(db):
     assert missing.returncode == 1 and "no sandbox flag" in missing.stderr
     check = cli(db, "ledger", "check")
     assert check.returncode == 0 and "0 journals, 0 entries, 0 active holds" in check.stdout + check.stderr
+
+
+def test_a_demos_own_groups_are_deleted_after_it_and_no_other_group(services):
+    from topics.consuming import drop_own_groups
+
+    topic = fresh_topic(services, "demo-groups", partitions=2)
+    suffix = f"demo-{RUN}"
+    ours = [f"ledgerstream.fees_agent.{suffix}", f"ledgerstream.ledger_sink.{suffix}"]
+    others = [f"ledgerstream.fees_agent.{suffix}-later", f"bench-{suffix}"]
+    for group in ours + others:
+        start_at_end(services, group, [topic])
+    assert drop_own_groups(services, suffix) == ours
+    admin = AdminClient(services.kafka_config())
+    left = {g.group_id for g in admin.list_consumer_groups(request_timeout=10).result().valid}
+    assert not set(ours) & left
+    assert set(others) <= left
+    for future in admin.delete_consumer_groups(others, request_timeout=30).values():
+        future.result()
