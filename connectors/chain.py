@@ -114,6 +114,24 @@ def _chain_order(transfer: dict[str, Any]) -> tuple[int, str, int]:
     return int(transfer["block_number"]), transfer["tx_hash"], int(transfer["log_index"])
 
 
+def _bears_gas(hit: dict[str, Any], receipt: Any, borne: set[str]) -> bool:
+    """Whether this side of a transfer carries its transaction's gas figures.
+
+    An INBOUND side always does (what the sender paid, for the record). An OUTBOUND side does only
+    when our wallet sent the transaction, so it paid the gas, and only the first such transfer of
+    the transaction (a native value before its logs, logs in their order): a transaction that moves
+    several amounts from our wallet (a batch, a token and ether together) pays its gas once, and it
+    is charged and posted once. A transfer out of our wallet in someone else's transaction (a
+    spender's `transferFrom`) carries none: we paid no gas for it."""
+    if hit["direction"] != "OUTBOUND":
+        return True
+    payer = str(receipt.get("from") or "").lower()
+    if hit["from_address"] != payer or hit["tx_hash"] in borne:
+        return False
+    borne.add(hit["tx_hash"])
+    return True
+
+
 def _address(topic: Any) -> str:
     return "0x" + _hex(topic)[-40:]
 
@@ -255,24 +273,31 @@ class ChainListener:
                     )
         base_fee = block.get("baseFeePerGas")
         receipts: dict[str, Any] = {}
+        gas_borne: set[str] = set()
+        """Transactions whose gas one OUTBOUND transfer already carries."""
         for hit in hits:
             tx_hash = hit["tx_hash"]
             receipt = receipts.get(tx_hash) or self.w3.eth.get_transaction_receipt(HexStr(tx_hash))
             receipts[tx_hash] = receipt
             if int(receipt["status"]) != 1:
                 continue  # a failed transaction moved nothing
-            priority = None
-            if base_fee is not None and receipt.get("effectiveGasPrice") is not None:
-                priority = int(receipt["effectiveGasPrice"]) - int(base_fee)
+            gas: dict[str, int | None] = {
+                "gas_used": None,
+                "base_fee_per_gas": None,
+                "priority_fee_per_gas": None,
+            }
+            if _bears_gas(hit, receipt, gas_borne):
+                gas["gas_used"] = int(receipt["gasUsed"])
+                gas["base_fee_per_gas"] = int(base_fee) if base_fee is not None else None
+                if base_fee is not None and receipt.get("effectiveGasPrice") is not None:
+                    gas["priority_fee_per_gas"] = int(receipt["effectiveGasPrice"]) - int(base_fee)
             transfer = {
                 **hit,
                 "chain": self.spec.name,
                 "block_hash": block_hash,
                 "block_number": number,
                 "chain_id": self.chain_id,
-                "gas_used": int(receipt["gasUsed"]),
-                "base_fee_per_gas": int(base_fee) if base_fee is not None else None,
-                "priority_fee_per_gas": priority,
+                **gas,
             }
             if conn.execute(INSERT_TRANSFER, transfer).fetchone():
                 self._emit(conn, "detected", transfer, 1, int(block["timestamp"]))

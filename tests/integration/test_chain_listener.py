@@ -121,6 +121,30 @@ def test_transfers_are_detected_then_confirmed_after_n_blocks(db, codec, catalog
     }
 
 
+def test_only_the_transfer_our_wallet_paid_gas_for_carries_the_gas(db, codec, catalog, chain):
+    """A spender's `transferFrom` out of our wallet is OUTBOUND, but its gas was the spender's:
+    neither the customer is charged nor custody debited for it."""
+    sandbox, conn, spec, _ = chain
+    a = sandbox.accounts
+    follower = listener(db, codec, catalog, sandbox, spec)
+    sandbox.send_token(a[0], a[1], 2_000_000)
+    ours = sandbox.send_token(a[1], a[4], 300_000)  # a[1] sends and pays the gas
+    approval = sandbox.token.functions.approve(a[3], 500_000).transact({"from": a[1]})
+    sandbox.w3.eth.wait_for_transaction_receipt(approval)
+    pulled = sandbox.token.functions.transferFrom(a[1], a[4], 500_000).transact({"from": a[3]})
+    pulled = sandbox.w3.to_hex(sandbox.w3.eth.wait_for_transaction_receipt(pulled)["transactionHash"])
+    follower.catch_up(conn)
+    outbound = {
+        e["transfer"]["tx_hash"]: e["transfer"]
+        for e in events(conn, codec, spec, "detected")
+        if e["transfer"]["direction"] == "OUTBOUND"
+    }
+    assert set(outbound) == {ours, pulled}
+    assert outbound[ours]["gas_used"] > 21_000 and outbound[ours]["base_fee_per_gas"] > 0
+    assert outbound[pulled]["gas_used"] is None
+    assert outbound[pulled]["base_fee_per_gas"] is None and outbound[pulled]["priority_fee_per_gas"] is None
+
+
 def test_a_node_of_another_chain_is_refused(db, codec, catalog, chain):
     sandbox, _, _, _ = chain
     with pytest.raises(WrongChain, match="not ethereum"):
