@@ -180,7 +180,8 @@ def add_run_command(sub: Any, command: Callable[..., Any]) -> None:
         "--metrics-base",
         type=port_arg,
         default=METRICS_BASE,
-        help=f"first metrics port; agents, sinks and the relay count up from it (default {METRICS_BASE})",
+        help=f"first metrics port; agents, sinks, the relay and the outside connectors count up from it "
+        f"(default {METRICS_BASE})",
     )
     rn.add_argument("--detach", action="store_true", help="return once every worker runs")
     rn.add_argument(

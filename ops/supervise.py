@@ -300,7 +300,7 @@ class Supervisor:
 
     def select(self, only: Sequence[str]) -> list[Worker]:
         """The workers of the going run that `only` names (as `plan` reads it)."""
-        chosen = [w for w in self.workers() if _selected(w.component, w.kind, only) or w.name in only]
+        chosen = [w for w in self.workers() if _selected(w.component, w.kind, only, w.name)]
         if not chosen:
             raise LedgerstreamError(f"--only {','.join(only)}: no worker of the run in {self.folder} matches")
         return chosen
