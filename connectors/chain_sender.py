@@ -39,6 +39,7 @@ from connectors.polling import step_until_idle
 from topics.catalog import Catalog
 from topics.codec import AvroCodec
 from topics.errors import LedgerstreamError
+from topics.fields import TRANSACTIONS_BENEFICIARY, open_field
 from topics.health import LoopProbe
 from topics.settings import Settings
 
@@ -48,7 +49,7 @@ ERC20_TRANSFER_GAS = 100_000
 NATIVE_GAS = 21_000
 READY = """
 SELECT t.transaction_id, t.tenant_id, t.account_id, t.amount_units, t.currency, t.exponent,
-       t.beneficiary_reference, t.correlation_id, w.address
+       t.beneficiary_sealed, t.beneficiary_reference, t.correlation_id, w.address
   FROM transactions t
   LEFT JOIN chain_wallets w ON w.chain = t.chain AND w.tenant_id = t.tenant_id AND w.account_id = t.account_id
  WHERE t.status = 'BALANCE_RESERVED' AND t.rail = 'CRYPTO' AND t.chain = %(chain)s
@@ -116,6 +117,8 @@ class ChainSender:
         self.settings, self.codec, self.catalog = settings, codec, catalog
         self.w3, self.spec, self.signer = w3, spec, signer
         self.chain_id = int(w3.eth.chain_id)
+        self.field_key = settings.field_key()
+        """Opens a transfer's sealed beneficiary (`topics.fields`)."""
         self.stats = SenderStats()
         self.probe = LoopProbe(f"chain sender {spec.name}")
 
@@ -142,7 +145,9 @@ class ChainSender:
         wallet = row["address"]
         if wallet is None:
             raise SendRefused(f"account {row['account_id']} has no wallet on {self.spec.name}")
-        beneficiary = str(row["beneficiary_reference"] or "")
+        # sealed, or (a transfer reserved before `db seal`) still the text it was written as
+        opened = open_field(self.field_key, row["beneficiary_sealed"], TRANSACTIONS_BENEFICIARY)
+        beneficiary = str(opened or row["beneficiary_reference"] or "")
         if not Web3.is_address(beneficiary):
             raise SendRefused(f"beneficiary {beneficiary!r} is not an address on {self.spec.name}")
         units, asset = int(row["amount_units"]), row["currency"]

@@ -10,7 +10,7 @@ from typing import Any
 from confluent_kafka.admin import AclBinding
 from rich.table import Table
 
-from ops.console import Parser, err, out, settings_or_error
+from ops.console import Parser, err, out, positive_int, settings_or_error
 from topics.errors import LedgerstreamError
 
 
@@ -253,6 +253,32 @@ def db_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def db_seal(args: argparse.Namespace) -> int:
+    from rich.progress import Progress
+
+    from sinks.migrate import connect
+    from sinks.sealing import plaintext_left, seal_plaintext
+
+    settings = settings_or_error()
+    key = settings.field_key()
+    with connect(settings.database_url.get_secret_value()) as conn:
+        conn.autocommit = True
+        left = plaintext_left(conn)
+        with Progress(transient=True, console=err) as progress:
+            tasks = {t: progress.add_task(f"sealing {t}", total=n) for t, n in left.items()}
+            sealed = seal_plaintext(
+                conn,
+                key,
+                batch_size=args.batch_size,
+                progress=lambda table, done: progress.update(tasks[table], completed=done),
+            )
+    counts = ", ".join(f"{table} {n:,}" for table, n in sealed.items())
+    out.print(
+        f"db seal: beneficiaries sealed: {counts}; the text columns are empty and checked so", markup=False
+    )
+    return 0
+
+
 def db_status(args: argparse.Namespace) -> int:
     from sinks.migrate import connect, status
 
@@ -347,6 +373,16 @@ def add_setup_commands(sub: Any, command: Callable[..., Any]) -> None:
     db = sub.add_parser("db", help="the PostgreSQL schema: versioned migrations")
     db_sub = db.add_subparsers(dest="action", required=True, parser_class=Parser, metavar="ACTION")
     command(db_sub, "migrate", db_migrate, "apply pending migrations in order (refuses edited ones)")
+    seal = command(
+        db_sub,
+        "seal",
+        db_seal,
+        "seal the bank account details written as text before they were sealed, under the bank-details "
+        "key (LEDGERSTREAM_FIELD_KEY), and check the text columns stay empty",
+    )
+    seal.add_argument(
+        "--batch-size", type=positive_int, default=1000, help="rows per transaction (default 1000)"
+    )
     command(
         db_sub, "status", db_status, "each migration: applied, pending or changed (exit 1 unless all applied)"
     )

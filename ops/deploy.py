@@ -42,6 +42,9 @@ CONFIGURED_BY = {"chain_listener": "chains", "payout_dispatcher": "payouts"}
 """An outside connector -> its compose profile, its env file (`.env.<name>`) and its Kubernetes
 Secret (`ledgerstream-<name>`): CHAIN_RPC_URL_<CHAIN> for the listeners, PAYOUT_PROVIDER_URL
 (and CIRCLE_API_URL) for the dispatcher."""
+FIELD_KEY_HOLDERS = ("status_agent", "transfers_sink", "chain_sender")
+"""The components that seal or open bank account details (`topics.fields`): the bank-details key
+(the Secret `ledgerstream-field-key`) goes to these and to no other."""
 SINGLE = {"chain_listener": {"strategy": {"type": "Recreate"}}}
 """One listener per chain, also during a rollout: the old one stops before the new one starts
 from the checkpoint it left."""
@@ -213,6 +216,13 @@ def _component(catalog: Catalog, w: Worker) -> list[dict[str, Any]]:
             },
         },
     ]
+    if w.component in FIELD_KEY_HOLDERS:
+        env.append(
+            {
+                "name": "LEDGERSTREAM_FIELD_KEY",
+                "valueFrom": {"secretKeyRef": {"name": "ledgerstream-field-key", "key": "key"}},
+            }
+        )
     if principal is not None:  # its own Kafka principal, and only its own
         secret = f"ledgerstream-kafka-{principal.replace('_', '-')}"
         env += [

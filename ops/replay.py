@@ -117,7 +117,7 @@ def into_sink(
 ) -> None:
     """Write the events with `sink`'s mapping and SQL, a transaction per batch, counting rows
     changed per table; `dry_run` rolls each batch back."""
-    sink.bind(codec)
+    sink.bind(codec, settings)
     staging.STAGING_ONLY = True  # no COPY attempted straight into a table: only real changes are counted
     with psycopg.connect(settings.database_url.get_secret_value()) as conn:
         batch: list[tuple[Event, Any]] = []

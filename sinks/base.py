@@ -47,9 +47,9 @@ class Sink(ABC, Generic[Item]):
     def write(self, conn: psycopg.Connection, items: Sequence[Item]) -> None:
         """Store a batch inside the caller's transaction; must be idempotent."""
 
-    def bind(self, codec: AvroCodec) -> None:
-        """Called once by the runner with this deployment's codec, for a sink that also enqueues
-        events to the outbox in its own transaction."""
+    def bind(self, codec: AvroCodec, settings: Settings) -> None:
+        """Called once by the runner with this deployment's codec and settings, for a sink that
+        also enqueues events to the outbox in its own transaction, or seals a field."""
 
 
 class SinkWork(Generic[Item]):
@@ -148,7 +148,7 @@ class SinkRunner(BatchRuntime):
         input_aliases: dict[str, str] | None = None,
     ) -> None:
         self.sink = sink
-        sink.bind(codec)
+        sink.bind(codec, settings)
         super().__init__(
             settings,
             SinkWork(settings, sink),

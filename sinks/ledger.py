@@ -41,6 +41,7 @@ from topics.journals import (
 from topics.money import InexactValue, money_parts
 from topics.names import CARDS_TRANSACTION_RECEIVED_V1, LEDGER_JOURNAL_POSTED_V1
 from topics.outbox import enqueue_many
+from topics.settings import Settings
 
 TOPIC = LEDGER_JOURNAL_POSTED_V1
 CARDS = CARDS_TRANSACTION_RECEIVED_V1
@@ -204,7 +205,7 @@ class LedgerSink(Sink[Item]):
     def __init__(self) -> None:
         self._outbox: tuple[AvroCodec, Catalog] | None = None
 
-    def bind(self, codec: AvroCodec) -> None:
+    def bind(self, codec: AvroCodec, settings: Settings) -> None:
         self._outbox = (codec, load_catalog())
 
     def prepare(self, event: Event) -> Item:

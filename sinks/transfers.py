@@ -2,15 +2,19 @@
 
 The simplest sink, one row per event (a `TableSink`): COPY into a staging table,
 then `INSERT ... ON CONFLICT (event_id) DO NOTHING`, so a redelivered or replayed
-event changes nothing.
+event changes nothing. The beneficiary's reference (bank account details) is stored only
+sealed, under the bank-details key (`topics.fields`).
 """
 
 from __future__ import annotations
 
 from sinks.staging import Row, TableSink
+from topics.codec import AvroCodec
 from topics.events import Event
+from topics.fields import TRANSFER_REQUESTS_BENEFICIARY, seal_field
 from topics.money import money_parts
 from topics.names import PAYMENTS_TRANSFER_REQUESTED_V1
+from topics.settings import Settings
 
 TOPIC = PAYMENTS_TRANSFER_REQUESTED_V1
 COLUMNS = (
@@ -24,7 +28,7 @@ COLUMNS = (
     "exponent",
     "rail",
     "destination_account_id",
-    "beneficiary_reference",
+    "beneficiary_sealed",
     "reference",
     "correlation_id",
     "idempotency_key",
@@ -35,7 +39,7 @@ COLUMNS = (
 )
 
 
-def row_from_event(event: Event) -> Row:
+def row_from_event(event: Event, field_key: bytes) -> Row:
     r = event.record
     meta = r["metadata"]
     units, currency, exponent = money_parts(r["amount"])
@@ -50,7 +54,7 @@ def row_from_event(event: Event) -> Row:
         exponent,
         r["rail"],
         r["destination_account_id"],
-        r["beneficiary_reference"],
+        seal_field(field_key, r["beneficiary_reference"], TRANSFER_REQUESTS_BENEFICIARY),
         r["reference"],
         meta["correlation_id"],
         meta["idempotency_key"],
@@ -66,5 +70,13 @@ class TransferRequestSink(TableSink):
     topics = (TOPIC,)
     table, columns, conflict, noun = "transfer_requests", COLUMNS, "event_id", "transfer request"
 
+    def __init__(self) -> None:
+        self.field_key: bytes | None = None
+
+    def bind(self, codec: AvroCodec, settings: Settings) -> None:
+        self.field_key = settings.field_key()
+
     def row(self, event: Event) -> Row:
-        return row_from_event(event)
+        if self.field_key is None:
+            raise RuntimeError("transfers_sink: bind() gives it the bank-details key before its first row")
+        return row_from_event(event, self.field_key)

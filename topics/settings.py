@@ -70,6 +70,8 @@ class Settings(BaseSettings):
     kafka_ssl_key_password: SecretStr | None = Field(None, validation_alias="KAFKA_SSL_KEY_PASSWORD")
     dlq_key: SecretStr | None = Field(None, validation_alias="LEDGERSTREAM_DLQ_KEY")
     """Base64 of the 32-byte AES key that seals dead-letter values (see topics.deadletter)."""
+    field_key_b64: SecretStr | None = Field(None, validation_alias="LEDGERSTREAM_FIELD_KEY")
+    """Base64 of the 32-byte AES key that seals bank account details at rest (see topics.fields)."""
     kafka_credentials_file: Path | None = Field(None, validation_alias="LEDGERSTREAM_KAFKA_CREDENTIALS")
     """Principal -> password, for processes that run several components (the local stack's)."""
     database_credentials_file: Path | None = Field(None, validation_alias="LEDGERSTREAM_DATABASE_CREDENTIALS")
@@ -138,20 +140,30 @@ class Settings(BaseSettings):
     def dead_letter_key(self) -> bytes:
         """The dead-letter key: LEDGERSTREAM_DLQ_KEY, else (sandbox only) the local stack's key file,
         made on first use. A live deployment must set its key."""
-        if self.dlq_key is not None:
+        return self._key(self.dlq_key, "LEDGERSTREAM_DLQ_KEY", "dlq.key", "dead letters")
+
+    def field_key(self) -> bytes:
+        """The bank-details key (`topics.fields`), apart from every other key: LEDGERSTREAM_FIELD_KEY,
+        else (sandbox only) the local stack's key file, made on first use. A live deployment must
+        set its key."""
+        return self._key(self.field_key_b64, "LEDGERSTREAM_FIELD_KEY", "field.key", "bank account details")
+
+    def _key(self, given: SecretStr | None, variable: str, filename: str, what: str) -> bytes:
+        """A 32-byte key: `given` (base64), else (sandbox only) `.stack/<filename>`, made on first use."""
+        if given is not None:
             try:
-                key = base64.b64decode(self.dlq_key.get_secret_value(), validate=True)
+                key = base64.b64decode(given.get_secret_value(), validate=True)
             except ValueError:
-                raise ConfigError("LEDGERSTREAM_DLQ_KEY is not base64") from None
+                raise ConfigError(f"{variable} is not base64") from None
             if len(key) != 32:
-                raise ConfigError(f"LEDGERSTREAM_DLQ_KEY must be 32 bytes, not {len(key)}")
+                raise ConfigError(f"{variable} must be 32 bytes, not {len(key)}")
             return key
         if self.environment == "live":
-            raise ConfigError("LEDGERSTREAM_DLQ_KEY is not set: live dead letters need a key of their own")
-        path = self.stack_dir / "dlq.key"
+            raise ConfigError(f"{variable} is not set: live {what} need a key of their own")
+        path = self.stack_dir / filename
         if not path.exists():  # written whole, then linked: a racing process sees no key or all of it
             path.parent.mkdir(parents=True, exist_ok=True)
-            draft = path.with_name(f"dlq.key.{os.getpid()}.{secrets.token_hex(4)}")
+            draft = path.with_name(f"{filename}.{os.getpid()}.{secrets.token_hex(4)}")
             fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "wb") as f:
                 f.write(secrets.token_bytes(32))
@@ -163,7 +175,7 @@ class Settings(BaseSettings):
                 draft.unlink()
         key = path.read_bytes()
         if len(key) != 32:
-            raise ConfigError(f"{path}: a dead-letter key is 32 bytes, not {len(key)}")
+            raise ConfigError(f"{path}: a key for {what} is 32 bytes, not {len(key)}")
         return key
 
     @property

@@ -299,8 +299,9 @@ def bench_sink(settings: Settings, events: int, batch_size: int, workers: int = 
         return account.encode(), codec.encode(TRANSFER_TOPIC, record)
 
     def raw_rows(messages: list[tuple[bytes, bytes]]) -> RawLoad:
+        field_key = settings.field_key()
         rows = [
-            row_from_event(Event(codec.decode(value), TRANSFER_TOPIC, 0, n, key))
+            row_from_event(Event(codec.decode(value), TRANSFER_TOPIC, 0, n, key), field_key)
             for n, (key, value) in enumerate(messages)
         ]
         return RawLoad(timed=[("transfer_requests", COLUMNS, rows)])

@@ -192,6 +192,8 @@ class StatusHandler(BatchHandler):
         self.fees = fees if fees is not None else load_pricing(settings.pricing_file).fees
         self.balances = BalanceAnnouncer(codec, load_catalog(), settings.environment, "streams.status", AGENT)
         self.db = Database(settings, dict_rows=True)
+        self.field_key = settings.field_key()
+        """Seals each new transaction's beneficiary (bank account details)."""
         self._swept = 0.0
 
     def close(self) -> None:
@@ -454,8 +456,7 @@ class StatusHandler(BatchHandler):
             occurred_at=meta["occurred_at"],
         )
 
-    @staticmethod
-    def _write(conn: psycopg.Connection[dict[str, Any]], work: _Work) -> None:
+    def _write(self, conn: psycopg.Connection[dict[str, Any]], work: _Work) -> None:
         touched = {c.transaction_id for c in work.changes} - set(work.created)
         parked = [
             (source, tid, e.topic, e.partition, e.offset, e.key, e.value, e.record["metadata"]["occurred_at"])
@@ -469,6 +470,7 @@ class StatusHandler(BatchHandler):
             changes=work.changes,
             unparked=sorted(work.unparked),
             parked=parked,
+            field_key=self.field_key,
         )
 
 

@@ -11,6 +11,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from topics.fields import TRANSACTIONS_BENEFICIARY, seal_field
+
 TXN_COLUMNS = (
     "transaction_id",
     "account_id",
@@ -29,8 +31,9 @@ TXN_COLUMNS = (
     "updated_at",
     "rail",
     "chain",
-    "beneficiary_reference",
+    "beneficiary_sealed",
 )
+"""What a new transaction's row is written with: its beneficiary only sealed (`topics.fields`)."""
 HISTORY_COLUMNS = (
     "event_id",
     "transaction_id",
@@ -119,7 +122,12 @@ class Change:
 def lock_transactions(conn: psycopg.Connection[Any], ids: Sequence[str]) -> dict[str, Txn]:
     """The transactions with these ids, locked for the batch's transaction."""
     return {
-        row["transaction_id"]: Txn(**{**row, "amount_units": _exact_int(row["amount_units"])})
+        row["transaction_id"]: Txn(
+            **{
+                **{k: v for k, v in row.items() if k != "beneficiary_sealed"},  # the agent needs it no more
+                "amount_units": _exact_int(row["amount_units"]),
+            }
+        )
         for row in conn.execute(SELECT_TXNS, (list(ids),)).fetchall()
     }
 
@@ -147,12 +155,13 @@ def save(
     changes: Sequence[Change],
     unparked: Sequence[str],
     parked: Sequence[tuple[Any, ...]],
+    field_key: bytes,
 ) -> None:
-    """Write a batch: new transactions, the new state of moved ones, their history, and the
-    parked reports taken or kept."""
+    """Write a batch: new transactions (each beneficiary sealed under `field_key`), the new state
+    of moved ones, their history, and the parked reports taken or kept."""
     with conn.cursor() as cur:
         if created:
-            cur.executemany(INSERT_TXNS, [tuple(getattr(t, c) for c in TXN_COLUMNS) for t in created])
+            cur.executemany(INSERT_TXNS, [_txn_row(t, field_key) for t in created])
         if moved:
             cur.executemany(
                 UPDATE_TXN, [(t.status, t.version, t.updated_at, t.transaction_id, t.version) for t in moved]
@@ -163,6 +172,15 @@ def save(
             cur.execute(DELETE_PARKED, (sorted(unparked),))
         if parked:
             cur.executemany(INSERT_PARKED, parked)
+
+
+def _txn_row(txn: Txn, field_key: bytes) -> tuple[Any, ...]:
+    return tuple(
+        seal_field(field_key, txn.beneficiary_reference, TRANSACTIONS_BENEFICIARY)
+        if column == "beneficiary_sealed"
+        else getattr(txn, column)
+        for column in TXN_COLUMNS
+    )
 
 
 def _exact_int(value: Any) -> int:

@@ -1,0 +1,73 @@
+"""Bank account details written as text before they were sealed (migration 0023): sealed now.
+
+`ledgerstream db seal` seals each such beneficiary into its `beneficiary_sealed` column and
+empties the text one, a batch per transaction (rows being written meanwhile are skipped, not
+waited for), then validates the constraint that keeps the text column empty, which until
+then held for new rows only. Run again, it finds nothing to do and validates again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from topics.fields import TRANSACTIONS_BENEFICIARY, TRANSFER_REQUESTS_BENEFICIARY, seal_field
+
+SEALED = (
+    ("transfer_requests", "event_id", TRANSFER_REQUESTS_BENEFICIARY),
+    ("transactions", "transaction_id", TRANSACTIONS_BENEFICIARY),
+)
+"""(table, its primary key, the sealed column) of every beneficiary kept."""
+
+
+def plaintext_left(conn: psycopg.Connection[Any]) -> dict[str, int]:
+    """Per table, the rows whose beneficiary is still text."""
+    return {
+        table: int(
+            conn.execute(
+                sql.SQL("SELECT count(*) FROM {} WHERE beneficiary_reference IS NOT NULL").format(
+                    sql.Identifier(table)
+                )
+            ).fetchone()[0]  # type: ignore[index]
+        )
+        for table, _, _ in SEALED
+    }
+
+
+def seal_plaintext(
+    conn: psycopg.Connection[Any],
+    key: bytes,
+    *,
+    batch_size: int = 1000,
+    progress: Callable[[str, int], None] = lambda table, sealed: None,
+) -> dict[str, int]:
+    """Seal every text beneficiary and empty its text column; returns the rows sealed per table.
+    `conn` is the database owner's (it validates the constraints), in autocommit mode."""
+    sealed: dict[str, int] = {}
+    for table, pk, where in SEALED:
+        select = sql.SQL(
+            "SELECT {pk}, beneficiary_reference FROM {table} WHERE beneficiary_reference IS NOT NULL "
+            "LIMIT %s FOR UPDATE SKIP LOCKED"
+        ).format(pk=sql.Identifier(pk), table=sql.Identifier(table))
+        update = sql.SQL(
+            "UPDATE {table} SET beneficiary_sealed = %s, beneficiary_reference = NULL WHERE {pk} = %s"
+        ).format(pk=sql.Identifier(pk), table=sql.Identifier(table))
+        sealed[table] = 0
+        while True:
+            with conn.transaction(), conn.cursor() as cur:
+                rows = cur.execute(select, (batch_size,)).fetchall()
+                if rows:
+                    cur.executemany(update, [(seal_field(key, text, where), row_id) for row_id, text in rows])
+            if not rows:
+                break
+            sealed[table] += len(rows)
+            progress(table, sealed[table])
+        conn.execute(
+            sql.SQL("ALTER TABLE {} VALIDATE CONSTRAINT {}").format(
+                sql.Identifier(table), sql.Identifier(f"{table}_beneficiary_sealed")
+            )
+        )
+    return sealed

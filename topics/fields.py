@@ -1,0 +1,66 @@
+"""Bank account details at rest: sealed field by field, under a key of their own.
+
+A beneficiary's reference (an IBAN, a sort code and account number, a wallet address) is
+kept in PostgreSQL only sealed, never as text: AES-256-GCM under the bank-details key
+(`Settings.field_key`, apart from the dead-letter key and from anything the database
+holds), with the table and column it belongs to as associated data, so a sealed value
+copied into another column does not open. A sealed value is
+
+    version (1 byte) || key id (8 bytes) || nonce (12 bytes) || ciphertext and tag
+
+The key id (the first 8 bytes of the key's SHA-256) says which key sealed it, so a value
+sealed under another key is refused by name, and a rotation can tell old values from new.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from topics.errors import LedgerstreamError
+
+VERSION = b"\x01"
+TRANSFER_REQUESTS_BENEFICIARY = "transfer_requests.beneficiary_sealed"
+TRANSACTIONS_BENEFICIARY = "transactions.beneficiary_sealed"
+"""The sealed columns (`table.column`, each value's associated data)."""
+KEY_ID_BYTES, NONCE_BYTES = 8, 12
+
+
+class FieldSealError(LedgerstreamError):
+    """A sealed field that does not open: another key, another column, or altered."""
+
+
+def key_id(key: bytes) -> bytes:
+    return hashlib.sha256(key).digest()[:KEY_ID_BYTES]
+
+
+def seal_field(key: bytes, value: str | None, where: str) -> bytes | None:
+    """`value` sealed for the column `where` (`table.column`); None stays None."""
+    if value is None:
+        return None
+    nonce = secrets.token_bytes(NONCE_BYTES)
+    return VERSION + key_id(key) + nonce + AESGCM(key).encrypt(nonce, value.encode(), where.encode())
+
+
+def open_field(key: bytes, sealed: bytes | None, where: str) -> str | None:
+    """The value sealed for the column `where`; None stays None."""
+    if sealed is None:
+        return None
+    sealed = bytes(sealed)
+    header = len(VERSION) + KEY_ID_BYTES
+    if sealed[:1] != VERSION or len(sealed) < header + NONCE_BYTES:
+        raise FieldSealError(f"{where}: not a sealed value of version {VERSION.hex()}")
+    if sealed[1:header] != key_id(key):
+        raise FieldSealError(
+            f"{where}: sealed under key {sealed[1:header].hex()}, not this one ({key_id(key).hex()})"
+        )
+    nonce, body = sealed[header : header + NONCE_BYTES], sealed[header + NONCE_BYTES :]
+    try:
+        return AESGCM(key).decrypt(nonce, body, where.encode()).decode()
+    except InvalidTag:
+        raise FieldSealError(
+            f"{where}: the sealed value does not open (altered, or of another column)"
+        ) from None
