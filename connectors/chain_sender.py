@@ -117,8 +117,9 @@ class ChainSender:
         self.settings, self.codec, self.catalog = settings, codec, catalog
         self.w3, self.spec, self.signer = w3, spec, signer
         self.chain_id = int(w3.eth.chain_id)
-        self.field_key = settings.field_key()
-        """Opens a transfer's sealed beneficiary (`topics.fields`)."""
+        self.field_keys = settings.field_keys()
+        """Open a transfer's sealed beneficiary (`topics.fields`): the current key, and the previous
+        ones during a rotation."""
         self.stats = SenderStats()
         self.probe = LoopProbe(f"chain sender {spec.name}")
 
@@ -146,7 +147,7 @@ class ChainSender:
         if wallet is None:
             raise SendRefused(f"account {row['account_id']} has no wallet on {self.spec.name}")
         # sealed, or (a transfer reserved before `db seal`) still the text it was written as
-        opened = open_field(self.field_key, row["beneficiary_sealed"], TRANSACTIONS_BENEFICIARY)
+        opened = open_field(self.field_keys, row["beneficiary_sealed"], TRANSACTIONS_BENEFICIARY)
         beneficiary = str(opened or row["beneficiary_reference"] or "")
         if not Web3.is_address(beneficiary):
             raise SendRefused(f"beneficiary {beneficiary!r} is not an address on {self.spec.name}")

@@ -257,10 +257,10 @@ def db_seal(args: argparse.Namespace) -> int:
     from rich.progress import Progress
 
     from sinks.migrate import connect
-    from sinks.sealing import plaintext_left, seal_plaintext
+    from sinks.sealing import plaintext_left, reseal, seal_plaintext
 
     settings = settings_or_error()
-    key = settings.field_key()
+    keys = settings.field_keys()
     with connect(settings.database_url.get_secret_value()) as conn:
         conn.autocommit = True
         left = plaintext_left(conn)
@@ -268,13 +268,23 @@ def db_seal(args: argparse.Namespace) -> int:
             tasks = {t: progress.add_task(f"sealing {t}", total=n) for t, n in left.items()}
             sealed = seal_plaintext(
                 conn,
-                key,
+                keys[0],
                 batch_size=args.batch_size,
                 progress=lambda table, done: progress.update(tasks[table], completed=done),
             )
+            again = progress.add_task("re-sealing under the current key", total=None)
+            resealed = reseal(
+                conn,
+                keys,
+                batch_size=args.batch_size,
+                progress=lambda table, done: progress.update(again, completed=done),
+            )
     counts = ", ".join(f"{table} {n:,}" for table, n in sealed.items())
+    moved = ", ".join(f"{table} {n:,}" for table, n in resealed.items())
     out.print(
-        f"db seal: beneficiaries sealed: {counts}; the text columns are empty and checked so", markup=False
+        f"db seal: beneficiaries sealed: {counts}; the text columns are empty and checked so; "
+        f"re-sealed under the current key: {moved}",
+        markup=False,
     )
     return 0
 
@@ -378,7 +388,8 @@ def add_setup_commands(sub: Any, command: Callable[..., Any]) -> None:
         "seal",
         db_seal,
         "seal the bank account details written as text before they were sealed, under the bank-details "
-        "key (LEDGERSTREAM_FIELD_KEY), and check the text columns stay empty",
+        "key (LEDGERSTREAM_FIELD_KEY), and check the text columns stay empty; re-seal under it what the "
+        "keys of LEDGERSTREAM_FIELD_KEY_PREVIOUS sealed (a rotation)",
     )
     seal.add_argument(
         "--batch-size", type=positive_int, default=1000, help="rows per transaction (default 1000)"

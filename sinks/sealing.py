@@ -1,9 +1,12 @@
-"""Bank account details written as text before they were sealed (migration 0023): sealed now.
+"""Bank account details written as text before they were sealed (migration 0023), or sealed
+under a key since rotated out: sealed under the current key now.
 
-`ledgerstream db seal` seals each such beneficiary into its `beneficiary_sealed` column and
+`ledgerstream db seal` seals each text beneficiary into its `beneficiary_sealed` column and
 empties the text one, a batch per transaction (rows being written meanwhile are skipped, not
 waited for), then validates the constraint that keeps the text column empty, which until
-then held for new rows only. Run again, it finds nothing to do and validates again.
+then held for new rows only. It then re-seals under the current key every value a previous
+key sealed (LEDGERSTREAM_FIELD_KEY_PREVIOUS), so that key can be retired; a value sealed under
+a key it was not given stops it, named. Run again, it finds nothing to do.
 """
 
 from __future__ import annotations
@@ -14,7 +17,13 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from topics.fields import TRANSACTIONS_BENEFICIARY, TRANSFER_REQUESTS_BENEFICIARY, seal_field
+from topics.fields import (
+    TRANSACTIONS_BENEFICIARY,
+    TRANSFER_REQUESTS_BENEFICIARY,
+    key_id,
+    open_field,
+    seal_field,
+)
 
 SEALED = (
     ("transfer_requests", "event_id", TRANSFER_REQUESTS_BENEFICIARY),
@@ -71,3 +80,40 @@ def seal_plaintext(
             )
         )
     return sealed
+
+
+def reseal(
+    conn: psycopg.Connection[Any],
+    keys: list[bytes],
+    *,
+    batch_size: int = 1000,
+    progress: Callable[[str, int], None] = lambda table, sealed: None,
+) -> dict[str, int]:
+    """Re-seal under `keys[0]` (the current key) every beneficiary another of `keys` sealed;
+    returns the rows re-sealed per table. `conn` in autocommit mode."""
+    current, resealed = keys[0], {}
+    for table, pk, where in SEALED:
+        select = sql.SQL(
+            "SELECT {pk}, beneficiary_sealed FROM {table} WHERE beneficiary_sealed IS NOT NULL "
+            "AND substring(beneficiary_sealed from 2 for 8) <> %s LIMIT %s FOR UPDATE SKIP LOCKED"
+        ).format(pk=sql.Identifier(pk), table=sql.Identifier(table))
+        update = sql.SQL("UPDATE {table} SET beneficiary_sealed = %s WHERE {pk} = %s").format(
+            pk=sql.Identifier(pk), table=sql.Identifier(table)
+        )
+        resealed[table] = 0
+        while True:
+            with conn.transaction(), conn.cursor() as cur:
+                rows = cur.execute(select, (key_id(current), batch_size)).fetchall()
+                if rows:
+                    cur.executemany(
+                        update,
+                        [
+                            (seal_field(current, open_field(keys, old, where), where), row_id)
+                            for row_id, old in rows
+                        ],
+                    )
+            if not rows:
+                break
+            resealed[table] += len(rows)
+            progress(table, resealed[table])
+    return resealed

@@ -8,8 +8,10 @@ copied into another column does not open. A sealed value is
 
     version (1 byte) || key id (8 bytes) || nonce (12 bytes) || ciphertext and tag
 
-The key id (the first 8 bytes of the key's SHA-256) says which key sealed it, so a value
-sealed under another key is refused by name, and a rotation can tell old values from new.
+The key id (the first 8 bytes of the key's SHA-256) says which key sealed it. A reader opens
+with whichever of its keys has that id (the current one, and during a rotation the previous
+ones), and refuses a value of any other key by name; `ledgerstream db seal` re-seals under the
+current key what a previous key sealed (`sinks.sealing`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import secrets
+from collections.abc import Sequence
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -53,17 +56,26 @@ def seal_field(key: bytes, value: str | None, where: str) -> bytes | None:
     return header + nonce + cipher.encrypt(nonce, value.encode(), where.encode())
 
 
-def open_field(key: bytes, sealed: bytes | None, where: str) -> str | None:
-    """The value sealed for the column `where`; None stays None."""
+def sealed_under(sealed: bytes) -> bytes:
+    """The id of the key that sealed a value."""
+    return bytes(sealed[len(VERSION) : len(VERSION) + KEY_ID_BYTES])
+
+
+def open_field(keys: bytes | Sequence[bytes], sealed: bytes | None, where: str) -> str | None:
+    """The value sealed for the column `where`, opened with whichever of `keys` sealed it (a key,
+    or the current key and the previous ones); None stays None."""
     if sealed is None:
         return None
     sealed = bytes(sealed)
     header = len(VERSION) + KEY_ID_BYTES
     if sealed[:1] != VERSION or len(sealed) < header + NONCE_BYTES:
         raise FieldSealError(f"{where}: not a sealed value of version {VERSION.hex()}")
-    if sealed[1:header] != key_id(key):
+    ring = [keys] if isinstance(keys, bytes) else list(keys)
+    key = next((k for k in ring if key_id(k) == sealed[1:header]), None)
+    if key is None:
+        known = ", ".join(key_id(k).hex() for k in ring)
         raise FieldSealError(
-            f"{where}: sealed under key {sealed[1:header].hex()}, not this one ({key_id(key).hex()})"
+            f"{where}: sealed under key {sealed[1:header].hex()}, not one of these ({known})"
         )
     nonce, body = sealed[header : header + NONCE_BYTES], sealed[header + NONCE_BYTES :]
     try:

@@ -72,6 +72,10 @@ class Settings(BaseSettings):
     """Base64 of the 32-byte AES key that seals dead-letter values (see topics.deadletter)."""
     field_key_b64: SecretStr | None = Field(None, validation_alias="LEDGERSTREAM_FIELD_KEY")
     """Base64 of the 32-byte AES key that seals bank account details at rest (see topics.fields)."""
+    previous_field_keys_b64: SecretStr | None = Field(
+        None, validation_alias="LEDGERSTREAM_FIELD_KEY_PREVIOUS"
+    )
+    """During a rotation: the keys that sealed values before the current one, comma-separated base64."""
     kafka_credentials_file: Path | None = Field(None, validation_alias="LEDGERSTREAM_KAFKA_CREDENTIALS")
     """Principal -> password, for processes that run several components (the local stack's)."""
     database_credentials_file: Path | None = Field(None, validation_alias="LEDGERSTREAM_DATABASE_CREDENTIALS")
@@ -147,6 +151,21 @@ class Settings(BaseSettings):
         else (sandbox only) the local stack's key file, made on first use. A live deployment must
         set its key."""
         return self._key(self.field_key_b64, "LEDGERSTREAM_FIELD_KEY", "field.key", "bank account details")
+
+    def field_keys(self) -> list[bytes]:
+        """Every key a sealed field may open with: the current one first, then the previous ones
+        (LEDGERSTREAM_FIELD_KEY_PREVIOUS, during a rotation)."""
+        previous = []
+        text = self.previous_field_keys_b64.get_secret_value() if self.previous_field_keys_b64 else ""
+        for n, part in enumerate(p.strip() for p in text.split(",") if p.strip()):
+            try:
+                key = base64.b64decode(part, validate=True)
+            except ValueError:
+                raise ConfigError(f"LEDGERSTREAM_FIELD_KEY_PREVIOUS: key {n + 1} is not base64") from None
+            if len(key) != 32:
+                raise ConfigError(f"LEDGERSTREAM_FIELD_KEY_PREVIOUS: key {n + 1} is {len(key)} bytes, not 32")
+            previous.append(key)
+        return [self.field_key(), *previous]
 
     def _key(self, given: SecretStr | None, variable: str, filename: str, what: str) -> bytes:
         """A 32-byte key: `given` (base64), else (sandbox only) `.stack/<filename>`, made on first use."""

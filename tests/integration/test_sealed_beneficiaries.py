@@ -4,6 +4,8 @@ transfers sink keeps a beneficiary only sealed, the database refuses one written
 
 from __future__ import annotations
 
+import base64
+import secrets
 import subprocess
 import sys
 import uuid
@@ -18,7 +20,7 @@ from tests.fixtures.events import transfer_requested
 from tests.fixtures.kafka import fresh_topic, produce_raw
 from tests.fixtures.services import service_environment
 from topics.codec import AvroCodec
-from topics.fields import TRANSFER_REQUESTS_BENEFICIARY, open_field
+from topics.fields import TRANSFER_REQUESTS_BENEFICIARY, key_id, open_field, seal_field
 from topics.names import PAYMENTS_TRANSFER_REQUESTED_V1
 from topics.schemas import load_store
 from topics.settings import REPO_ROOT
@@ -107,4 +109,55 @@ def test_db_seal_seals_what_was_written_as_text_and_then_checks_none_is_left(db)
         text=True,
         timeout=120,
     )
-    assert again.returncode == 0 and "transfer_requests 0, transactions 0" in again.stdout
+    assert again.returncode == 0 and "sealed: transfer_requests 0, transactions 0" in again.stdout
+
+
+def test_db_seal_moves_every_value_to_a_new_key_and_then_the_old_one_can_go(db):
+    url = db.database_url.get_secret_value()
+    old, new = db.field_key(), secrets.token_bytes(32)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO transfer_requests (event_id, transfer_id, account_id, tenant_id, environment,"
+            " amount_units, currency, exponent, rail, beneficiary_sealed, correlation_id, occurred_at,"
+            " kafka_topic, kafka_partition, kafka_offset)"
+            " VALUES (%s, %s, %s, 'tenant-1', %s, 100, 'EUR', 2, 'SEPA', %s, 'c', now(), 't', 0, 0)",
+            (
+                str(uuid.uuid4()),
+                f"tr-{RUN}-rot",
+                f"acc-rotated-{RUN}",
+                db.environment,
+                seal_field(old, IBAN, TRANSFER_REQUESTS_BENEFICIARY),
+            ),
+        )
+        under_old = conn.execute(
+            "SELECT count(*) FROM transfer_requests WHERE substring(beneficiary_sealed from 2 for 8) = %s",
+            (key_id(old),),
+        ).fetchone()[0]
+    rotated = {
+        **service_environment(db),
+        "LEDGERSTREAM_FIELD_KEY": base64.b64encode(new).decode(),
+        "LEDGERSTREAM_FIELD_KEY_PREVIOUS": base64.b64encode(old).decode(),
+    }
+    done = seal_command(rotated)
+    assert done.returncode == 0, done.stderr
+    assert f"re-sealed under the current key: transfer_requests {under_old:,}, transactions 0" in done.stdout
+    with psycopg.connect(url, autocommit=True) as conn:
+        sealed = [r[0] for r in conn.execute("SELECT beneficiary_sealed FROM transfer_requests").fetchall()]
+        row = conn.execute(
+            "SELECT beneficiary_sealed FROM transfer_requests WHERE account_id = %s", (f"acc-rotated-{RUN}",)
+        ).fetchone()[0]
+    assert all(bytes(v)[1:9] == key_id(new) for v in sealed if v is not None)
+    assert open_field(new, row, TRANSFER_REQUESTS_BENEFICIARY) == IBAN
+    retired = {**rotated, "LEDGERSTREAM_FIELD_KEY_PREVIOUS": ""}
+    assert "re-sealed under the current key: transfer_requests 0" in seal_command(retired).stdout
+    unknown = {**retired, "LEDGERSTREAM_FIELD_KEY": base64.b64encode(secrets.token_bytes(32)).decode()}
+    refused = seal_command(unknown)
+    assert refused.returncode == 1
+    assert f"sealed under key {key_id(new).hex()}, not one of these" in refused.stderr
+    assert "Traceback" not in refused.stderr
+
+
+def seal_command(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "ops.cli", "db", "seal"], env=env, capture_output=True, text=True, timeout=120
+    )

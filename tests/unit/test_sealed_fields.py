@@ -64,3 +64,34 @@ def test_only_the_components_that_seal_or_open_a_beneficiary_get_the_field_key(c
             if any(e["name"] == "LEDGERSTREAM_FIELD_KEY" for e in env):
                 holders.add(name)
     assert holders == {"status-agent.yaml", "transfers-sink.yaml"}
+
+
+def test_during_a_rotation_a_value_opens_with_the_key_that_sealed_it():
+    from topics.fields import sealed_under
+
+    old, new = secrets.token_bytes(32), secrets.token_bytes(32)
+    before = seal_field(old, IBAN, WHERE)
+    assert before is not None and sealed_under(before) == key_id(old)
+    assert open_field([new, old], before, WHERE) == IBAN
+    with pytest.raises(FieldSealError, match=f"sealed under key {key_id(old).hex()}, not one of these"):
+        open_field([new], before, WHERE)
+
+
+def test_previous_field_keys_are_read_in_order_and_a_bad_one_is_named(tmp_path):
+    import base64
+
+    from topics.errors import ConfigError
+    from topics.settings import Settings
+
+    keys = [secrets.token_bytes(32) for _ in range(3)]
+    b64 = [base64.b64encode(k).decode() for k in keys]
+    settings = Settings.model_validate(
+        {"LEDGERSTREAM_FIELD_KEY": b64[0], "LEDGERSTREAM_FIELD_KEY_PREVIOUS": f"{b64[1]}, {b64[2]}"}
+    )
+    assert settings.field_keys() == keys
+    short = base64.b64encode(b"x" * 16).decode()
+    bad = Settings.model_validate(
+        {"LEDGERSTREAM_FIELD_KEY": b64[0], "LEDGERSTREAM_FIELD_KEY_PREVIOUS": f"{b64[1]},{short}"}
+    )
+    with pytest.raises(ConfigError, match="key 2 is 16 bytes, not 32"):
+        bad.field_keys()
