@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ops.console import Parser, err, positive_int, settings_or_error, stop_on_signals
+from topics.masking import conceal
 
 
 def _filter(text: str) -> tuple[str, str]:
@@ -70,6 +71,7 @@ def tail(args: argparse.Namespace) -> int:
                         continue
                     line = message_json(msg, None, error=str(e))
                 else:
+                    record = conceal(record)  # account numbers to their last four, PANs redacted
                     if args.filter and not _matches(record, args.filter):
                         continue
                     line = message_json(msg, record)

@@ -24,6 +24,7 @@ import pyarrow as pa
 from ops.topic_reader import Start, TopicReader, jsonable
 from topics.codec import AvroCodec, DecodeError
 from topics.errors import LedgerstreamError
+from topics.masking import conceal
 from topics.settings import Settings
 
 DECIMAL256_DIGITS = 76
@@ -122,7 +123,7 @@ def topic_table(
                     "_offset": msg.offset(),
                     "_timestamp": datetime.fromtimestamp(ms / 1000, UTC) if kind else None,
                     "_key": key.decode(errors="replace") if key is not None else None,
-                    **flatten(record),
+                    **flatten(conceal(record)),  # account numbers to their last four, PANs redacted
                 }
             )
     if undecodable:

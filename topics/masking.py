@@ -1,4 +1,5 @@
-"""Masking for the audit trail: account numbers to their last four, card numbers never.
+"""Masking for the audit trail and analysts' tools: account numbers to their last four, card
+numbers never.
 
 Every string anywhere in a payload is scanned for card numbers: 13 to 19 digits,
 contiguous or in the printed groups (4-4-4-4, 4-6-5) with one space or dash
@@ -6,8 +7,9 @@ between groups, not part of a longer run of digits (but glued to words, as in
 `card4111111111111111`), and not inside a hash-like hex token, that pass the Luhn
 check are replaced with `[PAN REDACTED]` and the row is flagged. Values under keys that name
 account numbers (IBANs, beneficiary and counterparty references) keep only their
-last four characters. Exact types become JSON text (Decimal and big integers as
-strings, so no amount passes through a float).
+last four characters. `mask` makes a JSON-ready copy (Decimal and big integers as
+strings, so no amount passes through a float); `conceal` masks the same strings and keeps
+every other value as it is, for `tail` and `export`, which write exact types themselves.
 """
 
 from __future__ import annotations
@@ -95,11 +97,17 @@ def mask(record: Any) -> Masked:
     return out
 
 
-def _walk(value: Any, key: str | None, out: Masked) -> Any:
+def conceal(record: Any) -> Any:
+    """`record` with account numbers masked and PANs redacted, and every other value as it was
+    (amounts stay Decimal or int): what analysts' tools print and export."""
+    return _walk(record, None, Masked(None), exact=True)
+
+
+def _walk(value: Any, key: str | None, out: Masked, exact: bool = False) -> Any:
     if isinstance(value, dict):
-        return {str(k): _walk(v, str(k), out) for k, v in value.items()}
+        return {str(k): _walk(v, str(k), out, exact) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_walk(v, key, out) for v in value]
+        return [_walk(v, key, out, exact) for v in value]
     if isinstance(value, str):
         text, found = redact_pans(value)
         out.pan_redacted |= found
@@ -107,7 +115,7 @@ def _walk(value: Any, key: str | None, out: Masked) -> Any:
             out.masked_keys.append(key)
             return last_four(text)
         return text
-    if isinstance(value, bool) or value is None:
+    if exact or isinstance(value, bool) or value is None:
         return value
     if isinstance(value, int):
         return value if -JSON_SAFE_INT < value < JSON_SAFE_INT else str(value)

@@ -75,6 +75,9 @@ def test_tail_decodes_both_framings_of_one_topic_with_start_key_and_filter(servi
     )
     assert {line["framing"] for line in lines} == framings
     assert all(line["value"]["amount"]["currency"] == "EUR" and "error" not in line for line in lines)
+    assert {line["value"]["beneficiary_reference"] for line in lines} == {"****5555"}, (
+        "account numbers masked"
+    )
 
     keyed = cli(services, "tail", topic, "-o", "beginning", "--key", f"acc-tail-{RUN}-1")
     assert {json.loads(line)["key"] for line in keyed.stdout.splitlines()} == {f"acc-tail-{RUN}-1"}

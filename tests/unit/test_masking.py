@@ -93,3 +93,27 @@ def test_a_card_number_glued_to_words_is_redacted(text):
 def test_a_hash_with_a_luhn_valid_digit_run_is_not_a_card_number():
     tx_hash = "0xab" + "4111111111111111" + "cd" * 23
     assert redact_pans(tx_hash) == (tx_hash, False)
+
+
+def test_what_analysts_tools_print_is_masked_and_keeps_exact_types():
+    from datetime import UTC, datetime
+    from decimal import Decimal
+
+    from topics.masking import conceal
+
+    at = datetime(2026, 11, 30, tzinfo=UTC)
+    record = {
+        "beneficiary_reference": "GB33BUKB20201555555555",
+        "reference": "card 4111 1111 1111 1111",
+        "amount": {"units": Decimal("123456789012345678901234567890"), "exponent": 18},
+        "gas_used": 2**60,
+        "occurred_at": at,
+        "destination_account_id": None,
+    }
+    out = conceal(record)
+    assert out["beneficiary_reference"] == "****5555"
+    assert out["reference"] == "card [PAN REDACTED]"
+    assert out["amount"]["units"] == Decimal("123456789012345678901234567890")
+    assert type(out["amount"]["units"]) is Decimal and out["gas_used"] == 2**60 and out["occurred_at"] == at
+    assert out["destination_account_id"] is None
+    assert record["beneficiary_reference"] == "GB33BUKB20201555555555", "the record itself is left alone"
