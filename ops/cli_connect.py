@@ -23,6 +23,7 @@ from ops.console import (
     stop_on_signals,
     topic_pair,
 )
+from ops.kafka_acl import write_private
 from ops.outside import CHAINS as CHAIN_NAMES
 from ops.outside import CIRCLE_API_URL, PAYOUT_PROVIDER_URL, SENDER_KEYS, rpc_url_variable, where
 from topics.ports import API_PORTS, WEBHOOK_PORTS
@@ -37,15 +38,6 @@ RPC_URL_HELP = (
     "the node's JSON-RPC endpoint, http:// or https:// (default: $CHAIN_RPC_URL_<CHAIN>, e.g. "
     "CHAIN_RPC_URL_ETHEREUM; the environment keeps a URL's API key off the process list)"
 )
-
-
-def _owner_only(path: Path, text: str) -> None:
-    """Write `text` to `path`, readable by its owner only (a secret)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.fchmod(fd, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
 
 
 def _rpc_url(command: str, args: argparse.Namespace) -> str | None:
@@ -584,7 +576,7 @@ def connect_provider_sandbox(args: argparse.Namespace) -> int:
         markup=False,
     )
     path = Path(args.credentials) if args.credentials else settings_or_error().stack_dir / SANDBOX_CREDENTIALS
-    _owner_only(path, "".join(f"{k}={shlex.quote(v)}\n" for k, v in keys.payout_environment().items()))
+    write_private(path, "".join(f"{k}={shlex.quote(v)}\n" for k, v in keys.payout_environment().items()))
     err.print(
         f"the dispatcher's credentials for this sandbox are in {path} (`set -a; . {path}; set +a`)",
         markup=False,

@@ -57,11 +57,6 @@ class Outside:
             payouts=bool(environ.get(PAYOUT_PROVIDER_URL)),
         )
 
-    @classmethod
-    def everything(cls) -> Outside:
-        """Every outside connector (the deployment files, where each starts once configured)."""
-        return cls(chains=CHAINS, chain_sender=True, payouts=True)
-
     def left_out(self) -> list[str]:
         """What is not configured, and the variable that would configure it."""
         missing = []

@@ -12,6 +12,7 @@ a key it was not given stops it, named. Run again, it finds nothing to do.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import psycopg
@@ -46,6 +47,48 @@ def plaintext_left(conn: psycopg.Connection[Any]) -> dict[str, int]:
     }
 
 
+def _rewrite(
+    conn: psycopg.Connection[Any],
+    table: str,
+    pk: str,
+    column: str,
+    where: sql.Composable,
+    arguments: tuple[Any, ...],
+    assign: sql.Composable,
+    values: Callable[[Any], tuple[Any, ...]],
+    batch_size: int,
+    progress: Callable[[str, int], None],
+) -> int:
+    """Rewrite, a batch per transaction, every row of `table` that `where` picks: `assign` (its
+    placeholders filled by `values(column's value)`) for each; returns the rows rewritten. Rows
+    locked by a writer are skipped, not waited for."""
+    select = sql.SQL(
+        "SELECT {pk}, {column} FROM {table} WHERE {where} LIMIT %s FOR UPDATE SKIP LOCKED"
+    ).format(pk=sql.Identifier(pk), column=sql.Identifier(column), table=sql.Identifier(table), where=where)
+    update = sql.SQL("UPDATE {table} SET {assign} WHERE {pk} = %s").format(
+        table=sql.Identifier(table), assign=assign, pk=sql.Identifier(pk)
+    )
+    done = 0
+    while True:
+        with conn.transaction(), conn.cursor() as cur:
+            rows = cur.execute(select, (*arguments, batch_size)).fetchall()
+            if rows:
+                cur.executemany(update, [(*values(value), row_id) for row_id, value in rows])
+        if not rows:
+            return done
+        done += len(rows)
+        progress(table, done)
+
+
+def _sealed(key: bytes, where: str, text: str) -> tuple[bytes | None]:
+    return (seal_field(key, text, where),)
+
+
+def _resealed(keys: list[bytes], where: str, old: bytes) -> tuple[bytes | None]:
+    """Opened with whichever of `keys` sealed it, sealed again under the first (the current key)."""
+    return (seal_field(keys[0], open_field(keys, old, where), where),)
+
+
 def seal_plaintext(
     conn: psycopg.Connection[Any],
     key: bytes,
@@ -57,23 +100,18 @@ def seal_plaintext(
     `conn` is the database owner's (it validates the constraints), in autocommit mode."""
     sealed: dict[str, int] = {}
     for table, pk, where in SEALED:
-        select = sql.SQL(
-            "SELECT {pk}, beneficiary_reference FROM {table} WHERE beneficiary_reference IS NOT NULL "
-            "LIMIT %s FOR UPDATE SKIP LOCKED"
-        ).format(pk=sql.Identifier(pk), table=sql.Identifier(table))
-        update = sql.SQL(
-            "UPDATE {table} SET beneficiary_sealed = %s, beneficiary_reference = NULL WHERE {pk} = %s"
-        ).format(pk=sql.Identifier(pk), table=sql.Identifier(table))
-        sealed[table] = 0
-        while True:
-            with conn.transaction(), conn.cursor() as cur:
-                rows = cur.execute(select, (batch_size,)).fetchall()
-                if rows:
-                    cur.executemany(update, [(seal_field(key, text, where), row_id) for row_id, text in rows])
-            if not rows:
-                break
-            sealed[table] += len(rows)
-            progress(table, sealed[table])
+        sealed[table] = _rewrite(
+            conn,
+            table,
+            pk,
+            "beneficiary_reference",
+            sql.SQL("beneficiary_reference IS NOT NULL"),
+            (),
+            sql.SQL("beneficiary_sealed = %s, beneficiary_reference = NULL"),
+            partial(_sealed, key, where),
+            batch_size,
+            progress,
+        )
         conn.execute(
             sql.SQL("ALTER TABLE {} VALIDATE CONSTRAINT {}").format(
                 sql.Identifier(table), sql.Identifier(f"{table}_beneficiary_sealed")
@@ -91,29 +129,19 @@ def reseal(
 ) -> dict[str, int]:
     """Re-seal under `keys[0]` (the current key) every beneficiary another of `keys` sealed;
     returns the rows re-sealed per table. `conn` in autocommit mode."""
-    current, resealed = keys[0], {}
-    for table, pk, where in SEALED:
-        select = sql.SQL(
-            "SELECT {pk}, beneficiary_sealed FROM {table} WHERE beneficiary_sealed IS NOT NULL "
-            "AND substring(beneficiary_sealed from 2 for 8) <> %s LIMIT %s FOR UPDATE SKIP LOCKED"
-        ).format(pk=sql.Identifier(pk), table=sql.Identifier(table))
-        update = sql.SQL("UPDATE {table} SET beneficiary_sealed = %s WHERE {pk} = %s").format(
-            pk=sql.Identifier(pk), table=sql.Identifier(table)
+    current = keys[0]
+    return {
+        table: _rewrite(
+            conn,
+            table,
+            pk,
+            "beneficiary_sealed",
+            sql.SQL("beneficiary_sealed IS NOT NULL AND substring(beneficiary_sealed from 2 for 8) <> %s"),
+            (key_id(current),),
+            sql.SQL("beneficiary_sealed = %s"),
+            partial(_resealed, keys, where),
+            batch_size,
+            progress,
         )
-        resealed[table] = 0
-        while True:
-            with conn.transaction(), conn.cursor() as cur:
-                rows = cur.execute(select, (key_id(current), batch_size)).fetchall()
-                if rows:
-                    cur.executemany(
-                        update,
-                        [
-                            (seal_field(current, open_field(keys, old, where), where), row_id)
-                            for row_id, old in rows
-                        ],
-                    )
-            if not rows:
-                break
-            resealed[table] += len(rows)
-            progress(table, resealed[table])
-    return resealed
+        for table, pk, where in SEALED
+    }

@@ -67,19 +67,20 @@ def open_field(keys: bytes | Sequence[bytes], sealed: bytes | None, where: str) 
     if sealed is None:
         return None
     sealed = bytes(sealed)
-    header = len(VERSION) + KEY_ID_BYTES
-    if sealed[:1] != VERSION or len(sealed) < header + NONCE_BYTES:
+    start = len(VERSION) + KEY_ID_BYTES
+    if sealed[:1] != VERSION or len(sealed) < start + NONCE_BYTES:
         raise FieldSealError(f"{where}: not a sealed value of version {VERSION.hex()}")
-    ring = [keys] if isinstance(keys, bytes) else list(keys)
-    key = next((k for k in ring if key_id(k) == sealed[1:header]), None)
-    if key is None:
+    ring = [keys] if isinstance(keys, bytes) else keys
+    header = sealed[:start]
+    cipher = next((c for c, h in map(_cipher, ring) if h == header), None)
+    if cipher is None:
         known = ", ".join(key_id(k).hex() for k in ring)
         raise FieldSealError(
-            f"{where}: sealed under key {sealed[1:header].hex()}, not one of these ({known})"
+            f"{where}: sealed under key {sealed_under(sealed).hex()}, not one of these ({known})"
         )
-    nonce, body = sealed[header : header + NONCE_BYTES], sealed[header + NONCE_BYTES :]
+    nonce, body = sealed[start : start + NONCE_BYTES], sealed[start + NONCE_BYTES :]
     try:
-        return _cipher(key)[0].decrypt(nonce, body, where.encode()).decode()
+        return cipher.decrypt(nonce, body, where.encode()).decode()
     except InvalidTag:
         raise FieldSealError(
             f"{where}: the sealed value does not open (altered, or of another column)"

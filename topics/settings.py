@@ -41,6 +41,17 @@ def database_role(component: str) -> str:
     return f"ledgerstream_{component}"
 
 
+def _decoded(text: str, what: str) -> bytes:
+    """A 32-byte key from its base64; ConfigError naming `what` when it is not one."""
+    try:
+        key = base64.b64decode(text, validate=True)
+    except ValueError:
+        raise ConfigError(f"{what} is not base64") from None
+    if len(key) != 32:
+        raise ConfigError(f"{what} is {len(key)} bytes, not 32 bytes")
+    return key
+
+
 class Settings(BaseSettings):
     """Connection and behaviour settings for every ledgerstream process.
 
@@ -155,28 +166,15 @@ class Settings(BaseSettings):
     def field_keys(self) -> list[bytes]:
         """Every key a sealed field may open with: the current one first, then the previous ones
         (LEDGERSTREAM_FIELD_KEY_PREVIOUS, during a rotation)."""
-        previous = []
         text = self.previous_field_keys_b64.get_secret_value() if self.previous_field_keys_b64 else ""
-        for n, part in enumerate(p.strip() for p in text.split(",") if p.strip()):
-            try:
-                key = base64.b64decode(part, validate=True)
-            except ValueError:
-                raise ConfigError(f"LEDGERSTREAM_FIELD_KEY_PREVIOUS: key {n + 1} is not base64") from None
-            if len(key) != 32:
-                raise ConfigError(f"LEDGERSTREAM_FIELD_KEY_PREVIOUS: key {n + 1} is {len(key)} bytes, not 32")
-            previous.append(key)
+        parts = [p.strip() for p in text.split(",") if p.strip()]
+        previous = [_decoded(p, f"LEDGERSTREAM_FIELD_KEY_PREVIOUS: key {n}") for n, p in enumerate(parts, 1)]
         return [self.field_key(), *previous]
 
     def _key(self, given: SecretStr | None, variable: str, filename: str, what: str) -> bytes:
         """A 32-byte key: `given` (base64), else (sandbox only) `.stack/<filename>`, made on first use."""
         if given is not None:
-            try:
-                key = base64.b64decode(given.get_secret_value(), validate=True)
-            except ValueError:
-                raise ConfigError(f"{variable} is not base64") from None
-            if len(key) != 32:
-                raise ConfigError(f"{variable} must be 32 bytes, not {len(key)}")
-            return key
+            return _decoded(given.get_secret_value(), variable)
         if self.environment == "live":
             raise ConfigError(f"{variable} is not set: live {what} need a key of their own")
         path = self.stack_dir / filename

@@ -262,3 +262,10 @@ def test_chain_listeners_and_the_dispatcher_are_deployed_behind_their_configurat
     database = next(e for e in container["env"] if e["name"] == "DATABASE_URL")
     assert database["valueFrom"]["secretKeyRef"]["name"] == "ledgerstream-database-chain-listener"
     assert not any(e["name"].startswith("KAFKA_SASL") for e in container["env"]), "it writes the outbox only"
+
+
+def test_the_chains_run_knows_are_the_chains_a_listener_follows():
+    from connectors.chain import CHAINS as SPECS
+    from ops.outside import CHAINS
+
+    assert set(CHAINS) == set(SPECS)
