@@ -11,13 +11,18 @@ STAMP := $(VENV)/.installed
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-$(STAMP): pyproject.toml
+NATIVE := sinks/native
+NATIVE_SOURCES := $(NATIVE)/Cargo.toml $(NATIVE)/Cargo.lock $(NATIVE)/pyproject.toml $(wildcard $(NATIVE)/src/*.rs)
+
+$(STAMP): pyproject.toml $(NATIVE_SOURCES)
+	@command -v cargo >/dev/null || { echo "cargo not found: the native row writer ($(NATIVE)) is built with Rust (https://rustup.rs)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q ./$(NATIVE)
 	touch $(STAMP)
 
-install: $(STAMP) ## Create .venv and install ledgerstream with its dev tools
+install: $(STAMP) ## Create .venv and install ledgerstream with its dev tools and its native row writer (Rust)
 
 up: install ## Start the local stack (Kafka KRaft, PostgreSQL, Redis, schema registry)
 	$(CLI) stack up

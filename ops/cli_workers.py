@@ -41,6 +41,10 @@ def sink(args: argparse.Namespace) -> int:
         input_aliases=dict(args.alias or []),
     )
     err.print(f"sink {args.name}: consuming {', '.join(runner.topics)} as {runner.group_id}")
+    if runner.fast_rows:
+        err.print(
+            f"sink {args.name}: rows of {', '.join(runner.fast_rows)} written natively (ledgerstream_native)"
+        )
     health = serve_health(args.metrics_port, runner)
     try:
         stats = runner.run(stop=stop, idle_exit=args.idle_exit)
@@ -57,6 +61,7 @@ def sink(args: argparse.Namespace) -> int:
             "consumed",
             "written",
             "dead_lettered",
+            "fast",
             "batches",
             "retries",
             "seconds",

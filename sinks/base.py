@@ -22,7 +22,7 @@ from sinks.errors import PoisonEvent
 from topics.codec import AvroCodec
 from topics.database import Database, refused_by_schema
 from topics.events import Event
-from topics.runtime import BatchRuntime, Outcome
+from topics.runtime import BatchRuntime, FastRows, Outcome
 from topics.settings import Settings
 
 Item = TypeVar("Item")
@@ -50,6 +50,11 @@ class Sink(ABC, Generic[Item]):
     def bind(self, codec: AvroCodec, settings: Settings) -> None:
         """Called once by the runner with this deployment's codec and settings, for a sink that
         also enqueues events to the outbox in its own transaction, or seals a field."""
+
+    def fast_rows(self, codec: AvroCodec, settings: Settings) -> dict[str, FastRows]:
+        """Per input topic, a writer of items straight from the bytes of a value (after `bind`);
+        none by default: every event is decoded and `prepare`d."""
+        return {}
 
 
 class SinkWork(Generic[Item]):
@@ -160,4 +165,5 @@ class SinkRunner(BatchRuntime):
             topics=topics,
             consumer_config=consumer_config,
             input_aliases=input_aliases,
+            fast_rows=sink.fast_rows(codec, settings),
         )

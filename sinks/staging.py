@@ -4,7 +4,6 @@ of the sinks that write one row per event."""
 
 from __future__ import annotations
 
-from abc import abstractmethod
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -13,8 +12,12 @@ from psycopg import errors, sql
 
 from sinks.base import Sink
 from sinks.errors import PoisonEvent
+from sinks.rows import RowPlan
+from topics.codec import AvroCodec
 from topics.events import Event
 from topics.money import InexactValue
+from topics.runtime import FastRows
+from topics.settings import Settings
 
 Row = tuple[Any, ...]
 
@@ -42,6 +45,9 @@ def copy_new(
     there, the savepoint is rolled back and the batch takes the staging path instead (COPY into
     a temporary table, then `INSERT ... ON CONFLICT DO NOTHING`), as do the table's next batches
     until one inserts every row: a replay does not pay twice per batch.
+
+    A row is a tuple of values, or a line of COPY text already (`sinks.rows`), which cannot
+    be asked for a `returning` column.
 
     Returns the `returning` column (one of `columns`) of the rows actually inserted (when asked).
     """
@@ -88,15 +94,23 @@ def _copy(
     cur: psycopg.Cursor[Any], table: sql.Identifier, cols: sql.Composed, rows: list[Sequence[Any]]
 ) -> None:
     with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN").format(table, cols)) as copy:
-        for row in rows:
-            copy.write_row(row)
+        lines = [row for row in rows if type(row) is bytes]
+        if lines:
+            copy.write(b"".join(lines))
+        if len(lines) < len(rows):
+            for row in rows:
+                if type(row) is not bytes:
+                    copy.write_row(row)
 
 
 class TableSink(Sink[Row]):
-    """A sink of one row per event into one table: `row(event)` is the only per-table code.
+    """A sink of one row per event into one table: a `RowPlan` (`plan`), or `row(event)`, is the
+    only per-table code.
 
     A row that cannot be built (a missing field, an inexact amount) dead-letters its
     event; a batch is written with `copy_new`, so a repeated `conflict` key changes nothing.
+    A sink with a plan also has its rows written natively where `ledgerstream_native` is built
+    (`fast_rows`).
     """
 
     table: str
@@ -104,10 +118,35 @@ class TableSink(Sink[Row]):
     conflict: str | tuple[str, ...]
     noun: str
     """What one event is, for the dead-letter reason (`malformed <noun>: ...`)."""
+    plan: RowPlan | None = None
+    sealing = False
+    """The plan seals a column: `bind` takes the bank-details key."""
+    field_key: bytes | None = None
 
-    @abstractmethod
+    def bind(self, codec: AvroCodec, settings: Settings) -> None:
+        if self.sealing:
+            self.field_key = settings.field_key()
+
     def row(self, event: Event) -> Row:
         """The table row of one event, in `columns` order."""
+        if self.plan is None:
+            raise NotImplementedError(f"{type(self).__name__} has neither a plan nor a row()")
+        if self.sealing and self.field_key is None:
+            raise RuntimeError(f"{self.name}: bind() gives it the bank-details key before its first row")
+        return self.plan.row(event, self.field_key)
+
+    def fast_rows(self, codec: AvroCodec, settings: Settings) -> dict[str, FastRows]:
+        """Per input topic, the native writer of its rows (none without a plan or the module)."""
+        if self.plan is None:
+            return {}
+        found = {}
+        for topic in self.topics:
+            writer = self.plan.native(
+                codec.store.for_topic(topic).definition, settings.environment, self.field_key
+            )
+            if writer is not None:
+                found[topic] = writer
+        return found
 
     def prepare(self, event: Event) -> Row:
         try:

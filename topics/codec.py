@@ -187,6 +187,14 @@ class AvroCodec:
             raise fail(f"{writer.fullname}: value is not a record")
         return record, writer
 
+    def current_header(self, data: bytes, topic: str, writer: WriterSchema) -> bytes | None:
+        """The framing header of `data`, which was decoded as `topic` with `writer`, if `writer` is
+        the topic's current schema (the value was read without resolution): every value with the
+        same header is of that schema, its registry id or fingerprint already checked."""
+        if not self.store.has_topic(topic) or self.store.for_topic(topic).fingerprint != writer.fingerprint:
+            return None
+        return bytes(data[:5]) if data[0] == CONFLUENT_MAGIC else bytes(data[:10])
+
     def _reader_for(self, topic: str | None, writer: WriterSchema) -> Any:
         if topic is None or not self.store.has_topic(topic):
             return None

@@ -47,6 +47,11 @@ def _cipher(key: bytes) -> tuple[AESGCM, bytes]:
     return AESGCM(key), VERSION + key_id(key)
 
 
+def sealing_header(key: bytes) -> bytes:
+    """What every value sealed under `key` starts with: the version and the key's id."""
+    return _cipher(key)[1]
+
+
 def seal_field(key: bytes, value: str | None, where: str) -> bytes | None:
     """`value` sealed for the column `where` (`table.column`); None stays None."""
     if value is None:

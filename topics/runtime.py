@@ -6,7 +6,8 @@ mapping and SQL (events in, rows written). The runtime does everything else, onc
    worker that is idle gets a batch as soon as events arrive, and while one is busy the next
    batch fills (natural batching: large batches under load, small and prompt ones when quiet);
 2. decode each (an undecodable value, a tombstone or an event of the other environment
-   is dead-lettered here);
+   is dead-lettered here), or, for a sink with a native row writer (`FastRows`), let that
+   writer make the value's row straight from its bytes; what it is not certain of is decoded;
 3. hand the batch to the work on a worker thread, while this thread consumes and decodes
    the next one (per-partition order holds: one batch is worked at a time);
 4. produce the work's outputs and dead letters, flush both, and only then commit the
@@ -159,6 +160,21 @@ class BatchWork(Protocol):
         """Release connections."""
 
 
+class FastRows(Protocol):
+    """Makes a work's item (a sink's COPY line) straight from the bytes of a value, without
+    decoding it into a record (`sinks.rows`)."""
+
+    def accept(self, header: bytes) -> None:
+        """Values framed with `header` were written with the schema this writer reads."""
+
+    def row(self, value: bytes, topic: str, partition: int, offset: int) -> bytes | None:
+        """The item, or None: the value is decoded and prepared instead."""
+
+
+UNDECODED: dict[str, Any] = {}
+"""The record of an event whose item was made from its bytes (`FastRows`): never read."""
+
+
 @dataclass
 class BatchStats:
     """One run of a consumer, agent or sink."""
@@ -167,6 +183,8 @@ class BatchStats:
     emitted: int = 0
     written: int = 0
     dead_lettered: int = 0
+    fast: int = 0
+    """Events whose item was made straight from their bytes (`FastRows`)."""
     batches: int = 0
     retries: int = 0
     paused_seconds: float = 0.0
@@ -186,6 +204,7 @@ class _Batch:
     offsets: dict[tuple[str, int], int] = field(default_factory=dict)
     consumed: int = 0
     dead: int = 0
+    fast: int = 0
     prepared: list[Any] = field(default_factory=list)
 
 
@@ -206,6 +225,7 @@ class BatchRuntime:
         input_aliases: reads a topic as another (a scratch copy as the catalog topic it stands
             for): its events are decoded with, and handed to the work under, the catalog name;
             offsets are the copy's.
+        fast_rows: per (catalog) topic, a writer of the work's items from a value's bytes.
     """
 
     def __init__(
@@ -222,8 +242,10 @@ class BatchRuntime:
         consumer_config: dict[str, Any] | None = None,
         output_topics: Mapping[str, str] | None = None,
         input_aliases: Mapping[str, str] | None = None,
+        fast_rows: Mapping[str, FastRows] | None = None,
     ) -> None:
         self.settings, self.work, self.codec = settings, work, codec
+        self.fast_rows = dict(fast_rows or {})
         self.batch_size, self.linger = batch_size, linger
         self.aliases = dict(input_aliases or {})
         self.group_id = group_id or f"ledgerstream.{work.name}"
@@ -343,6 +365,8 @@ class BatchRuntime:
     # decoding ------------------------------------------------------------------
 
     def _decode(self, messages: list[Message], batch: _Batch) -> None:
+        """Decode and prepare `messages` into `batch` (their items, in order, in `prepared`)."""
+        waiting: list[int] = []
         for msg in messages:
             err = msg.error()
             if err is not None:
@@ -361,10 +385,21 @@ class BatchRuntime:
             topic = self.aliases.get(physical, physical)
             batch.consumed += 1
             value = msg.value()
+            fast = self.fast_rows.get(topic)
+            if fast is not None and value is not None:
+                item = fast.row(value, topic, partition, offset)
+                if item is not None:
+                    batch.events.append(Event(UNDECODED, topic, partition, offset, msg.key(), value))
+                    batch.messages[(topic, partition, offset)] = msg
+                    batch.prepared.append(item)
+                    batch.fast += 1
+                    continue
             try:
                 if value is None:
                     raise EventRefused("no value (tombstone)")
-                record = self.codec.decode(value, topic=topic, partition=partition, offset=offset)
+                record, writer = self.codec.decode_with_schema(
+                    value, topic=topic, partition=partition, offset=offset
+                )
                 environment = record.get("metadata", {}).get("environment")
                 if environment != self.settings.environment:
                     raise EventRefused(
@@ -375,8 +410,17 @@ class BatchRuntime:
                 self.dead_letters.send_message(msg, e)
                 batch.dead += 1
                 continue
+            if fast is not None:
+                header = self.codec.current_header(value, topic, writer)
+                if header is not None:
+                    fast.accept(header)
+            waiting.append(len(batch.events))
             batch.events.append(Event(record, topic, partition, offset, msg.key(), value))
             batch.messages[(topic, partition, offset)] = msg
+            batch.prepared.append(None)
+        if waiting:
+            for at, item in zip(waiting, self.work.prepare([batch.events[i] for i in waiting]), strict=True):
+                batch.prepared[at] = item
 
     # working (on the worker thread) -------------------------------------------
 
@@ -453,6 +497,7 @@ class BatchRuntime:
         self.stats.emitted += len(outcome.outputs)
         self.stats.written += outcome.written
         self.stats.dead_lettered += dead
+        self.stats.fast += batch.fast
         self.stats.batches += 1
         self.stats.last_offsets.update(batch.offsets)
         EVENTS.labels(self.work.name, "emitted").inc(len(outcome.outputs))
@@ -538,9 +583,7 @@ class BatchRuntime:
                 log.warning("%s: consumer error %s; polling on", self.work.name, error.str())
                 return False
             if messages:
-                known = len(ready.events)
                 self._decode(messages, ready)
-                ready.prepared.extend(self.work.prepare(ready.events[known:]))
             return bool(messages)
 
         def keep_alive(done: Callable[[], bool]) -> None:
