@@ -41,16 +41,18 @@ run: up ## Run the pipeline end to end on the local stack and print what it did
 contracts: ## Recompile the test ERC-20 (solc and OpenZeppelin from npm) into connectors/contracts/TestToken.json
 	cd connectors/contracts && npm ci --silent && node compile.js
 
-lint: install ## ruff, mypy, the import rules between packages, and the deployment files (render and schemas)
+lint: install ## ruff, mypy, the import rules between packages, the deployment files (render and schemas), rustfmt and clippy
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 	$(CLI) deploy check
+	cd $(NATIVE) && cargo fmt --check && cargo clippy --release --quiet -- -D warnings
 
-format: install ## Apply ruff's formatting and safe fixes
+format: install ## Apply ruff's formatting and safe fixes, and rustfmt
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+	cd $(NATIVE) && cargo fmt
 
 gate: install ## The schema compatibility gate
 	$(CLI) schemas check

@@ -56,7 +56,11 @@ struct Node {
 }
 
 fn plain(kind: Kind) -> Node {
-    Node { kind, logical: Logical::Plain, slot: None }
+    Node {
+        kind,
+        logical: Logical::Plain,
+        slot: None,
+    }
 }
 
 struct Parser {
@@ -101,25 +105,40 @@ impl Parser {
                 let mut node = match kind_name {
                     "record" | "error" => return self.record(obj, ns, depth),
                     "enum" => {
-                        let name = obj.get("name").and_then(Json::as_str).ok_or("an enum without a name")?;
+                        let name = obj
+                            .get("name")
+                            .and_then(Json::as_str)
+                            .ok_or("an enum without a name")?;
                         let own_ns = obj.get("namespace").and_then(Json::as_str).unwrap_or(ns);
                         let symbols = obj
                             .get("symbols")
                             .and_then(Json::as_array)
                             .ok_or("an enum without symbols")?
                             .iter()
-                            .map(|s| s.as_str().map(str::to_string).ok_or("a symbol that is not a string"))
+                            .map(|s| {
+                                s.as_str()
+                                    .map(str::to_string)
+                                    .ok_or("a symbol that is not a string")
+                            })
                             .collect::<Result<Vec<_>, _>>()?;
                         let node = plain(Kind::Enum(symbols));
-                        self.named.insert(fullname(name, own_ns), Some(node.clone()));
+                        self.named
+                            .insert(fullname(name, own_ns), Some(node.clone()));
                         node
                     }
                     "fixed" => {
-                        let name = obj.get("name").and_then(Json::as_str).ok_or("a fixed without a name")?;
+                        let name = obj
+                            .get("name")
+                            .and_then(Json::as_str)
+                            .ok_or("a fixed without a name")?;
                         let own_ns = obj.get("namespace").and_then(Json::as_str).unwrap_or(ns);
-                        let size = obj.get("size").and_then(Json::as_u64).ok_or("a fixed without a size")?;
+                        let size = obj
+                            .get("size")
+                            .and_then(Json::as_u64)
+                            .ok_or("a fixed without a size")?;
                         let node = plain(Kind::Fixed(size as usize));
-                        self.named.insert(fullname(name, own_ns), Some(node.clone()));
+                        self.named
+                            .insert(fullname(name, own_ns), Some(node.clone()));
                         node
                     }
                     "array" => {
@@ -139,8 +158,16 @@ impl Parser {
         }
     }
 
-    fn record(&mut self, obj: &serde_json::Map<String, Json>, ns: &str, depth: usize) -> Result<Node, String> {
-        let name = obj.get("name").and_then(Json::as_str).ok_or("a record without a name")?;
+    fn record(
+        &mut self,
+        obj: &serde_json::Map<String, Json>,
+        ns: &str,
+        depth: usize,
+    ) -> Result<Node, String> {
+        let name = obj
+            .get("name")
+            .and_then(Json::as_str)
+            .ok_or("a record without a name")?;
         let own_ns = if name.contains('.') {
             name.rsplit_once('.').map(|(n, _)| n).unwrap_or("")
         } else {
@@ -149,8 +176,15 @@ impl Parser {
         let full = fullname(name, own_ns);
         self.named.insert(full.clone(), None); // a reference to it before it is done: recursive
         let mut fields = Vec::new();
-        for field in obj.get("fields").and_then(Json::as_array).ok_or("a record without fields")? {
-            let fname = field.get("name").and_then(Json::as_str).ok_or("a field without a name")?;
+        for field in obj
+            .get("fields")
+            .and_then(Json::as_array)
+            .ok_or("a record without fields")?
+        {
+            let fname = field
+                .get("name")
+                .and_then(Json::as_str)
+                .ok_or("a field without a name")?;
             let ftype = field.get("type").ok_or("a field without a type")?;
             fields.push((fname.to_string(), self.parse(ftype, own_ns, depth + 1)?));
         }
@@ -175,7 +209,9 @@ impl Parser {
                     .get(&fullname(name, ns))
                     .or_else(|| self.named.get(name))
                     .ok_or_else(|| format!("unknown type {name}"))?;
-                return found.clone().ok_or_else(|| format!("recursive type {name}"));
+                return found
+                    .clone()
+                    .ok_or_else(|| format!("recursive type {name}"));
             }
         };
         Ok(plain(kind))
@@ -202,7 +238,11 @@ fn render_of(node: &Node) -> Result<Option<Render>, String> {
         (Kind::Long, Logical::TimestampMicros) => Render::TimestampMicros,
         (Kind::Long, Logical::TimestampMillis) => Render::TimestampMillis,
         (Kind::Boolean, Logical::Plain) => Render::Boolean,
-        (kind, logical) => return Err(format!("a column of {kind:?} ({logical:?}) is not written natively")),
+        (kind, logical) => {
+            return Err(format!(
+                "a column of {kind:?} ({logical:?}) is not written natively"
+            ))
+        }
     }))
 }
 
@@ -304,19 +344,21 @@ impl<'a> Reader<'a> {
         None
     }
 
-    fn long(&mut self) -> Option<i64> {
-        let v = self.varint(10)?;
+    /// A zigzag-encoded long of at most `max_bytes` bytes.
+    fn zigzag(&mut self, max_bytes: usize) -> Option<i64> {
+        let v = self.varint(max_bytes)?;
         Some((v >> 1) as i64 ^ -((v & 1) as i64))
+    }
+
+    fn long(&mut self) -> Option<i64> {
+        self.zigzag(10)
     }
 
     fn int(&mut self) -> Option<i64> {
-        let v = self.long_of(5)?;
-        (i64::from(i32::MIN)..=i64::from(i32::MAX)).contains(&v).then_some(v)
-    }
-
-    fn long_of(&mut self, max_bytes: usize) -> Option<i64> {
-        let v = self.varint(max_bytes)?;
-        Some((v >> 1) as i64 ^ -((v & 1) as i64))
+        let v = self.zigzag(5)?;
+        (i64::from(i32::MIN)..=i64::from(i32::MAX))
+            .contains(&v)
+            .then_some(v)
     }
 
     fn take(&mut self, n: usize) -> Option<&'a [u8]> {
@@ -336,7 +378,12 @@ impl<'a> Reader<'a> {
     }
 }
 
-fn walk<'a>(node: &'a Node, r: &mut Reader<'a>, caps: &mut [Cap<'a>], outer: Option<usize>) -> Option<()> {
+fn walk<'a>(
+    node: &'a Node,
+    r: &mut Reader<'a>,
+    caps: &mut [Cap<'a>],
+    outer: Option<usize>,
+) -> Option<()> {
     let slot = node.slot.or(outer);
     let cap = match &node.kind {
         Kind::Null => Cap::Null,
@@ -500,8 +547,11 @@ impl RowWriter {
         expects: Vec<(Vec<String>, String)>,
         seal: Option<(Vec<u8>, Vec<u8>, Vec<u8>)>,
     ) -> PyResult<Self> {
-        let json: Json = serde_json::from_str(schema).map_err(|e| PyValueError::new_err(e.to_string()))?;
-        let mut parser = Parser { named: HashMap::new() };
+        let json: Json =
+            serde_json::from_str(schema).map_err(|e| PyValueError::new_err(e.to_string()))?;
+        let mut parser = Parser {
+            named: HashMap::new(),
+        };
         let mut root = parser.parse(&json, "", 0).map_err(PyValueError::new_err)?;
         let mut slots = 0;
         let mut cols = Vec::new();
@@ -509,7 +559,8 @@ impl RowWriter {
         for (kind, path) in &columns {
             let col = match kind.as_str() {
                 "value" | "sealed" => {
-                    let (slot, render) = mark(&mut root, path, slots).map_err(PyValueError::new_err)?;
+                    let (slot, render) =
+                        mark(&mut root, path, slots).map_err(PyValueError::new_err)?;
                     slots = slots.max(slot + 1);
                     if kind == "sealed" {
                         if render != Render::Text || sealed {
@@ -524,7 +575,11 @@ impl RowWriter {
                 "topic" => Col::Topic,
                 "partition" => Col::Partition,
                 "offset" => Col::Offset,
-                other => return Err(PyValueError::new_err(format!("unknown column kind {other}"))),
+                other => {
+                    return Err(PyValueError::new_err(format!(
+                        "unknown column kind {other}"
+                    )))
+                }
             };
             cols.push(col);
         }
@@ -532,7 +587,9 @@ impl RowWriter {
         for (path, text) in expects {
             let (slot, render) = mark(&mut root, &path, slots).map_err(PyValueError::new_err)?;
             if render != Render::Text {
-                return Err(PyValueError::new_err("an expectation on a value that is not text"));
+                return Err(PyValueError::new_err(
+                    "an expectation on a value that is not text",
+                ));
             }
             checks.push((slot, text));
             slots = slots.max(slot + 1);
@@ -541,7 +598,8 @@ impl RowWriter {
             (false, _) => None,
             (true, None) => return Err(PyValueError::new_err("a sealed column needs a key")),
             (true, Some((key, header, aad))) => Some(Seal {
-                cipher: Aes256Gcm::new_from_slice(&key).map_err(|_| PyValueError::new_err("a 32-byte key"))?,
+                cipher: Aes256Gcm::new_from_slice(&key)
+                    .map_err(|_| PyValueError::new_err("a 32-byte key"))?,
                 header,
                 aad,
             }),
@@ -549,7 +607,14 @@ impl RowWriter {
         if !matches!(root.kind, Kind::Record(..)) {
             return Err(PyValueError::new_err("the schema is not a record"));
         }
-        Ok(RowWriter { root, slots, columns: cols, expects: checks, seal, accepted: Vec::new() })
+        Ok(RowWriter {
+            root,
+            slots,
+            columns: cols,
+            expects: checks,
+            seal,
+            accepted: Vec::new(),
+        })
     }
 
     /// Values whose framing header is `header` were written with this writer's schema (the
@@ -586,7 +651,10 @@ impl RowWriter {
             return None;
         }
         let mut caps = vec![Cap::Missing; self.slots];
-        let mut r = Reader { buf: value, pos: start };
+        let mut r = Reader {
+            buf: value,
+            pos: start,
+        };
         walk(&self.root, &mut r, &mut caps, None)?;
         if r.pos != value.len() {
             return None;
@@ -611,11 +679,19 @@ impl RowWriter {
                     (Cap::Text(t), Render::Text) => push_text(&mut out, t)?,
                     (Cap::Text(t), Render::Uuid) => {
                         let id = uuid::Uuid::try_parse(t).ok()?;
-                        out.extend_from_slice(id.hyphenated().encode_lower(&mut uuid::Uuid::encode_buffer()).as_bytes())
+                        out.extend_from_slice(
+                            id.hyphenated()
+                                .encode_lower(&mut uuid::Uuid::encode_buffer())
+                                .as_bytes(),
+                        )
                     }
-                    (Cap::Long(v), Render::Integer) => out.extend_from_slice(v.to_string().as_bytes()),
+                    (Cap::Long(v), Render::Integer) => {
+                        out.extend_from_slice(v.to_string().as_bytes())
+                    }
                     (Cap::Long(v), Render::TimestampMicros) => push_timestamp(&mut out, v)?,
-                    (Cap::Long(v), Render::TimestampMillis) => push_timestamp(&mut out, v.checked_mul(1000)?)?,
+                    (Cap::Long(v), Render::TimestampMillis) => {
+                        push_timestamp(&mut out, v.checked_mul(1000)?)?
+                    }
                     (Cap::Bool(b), Render::Boolean) => out.push(if b { b't' } else { b'f' }),
                     _ => return None, // a branch the plan does not map (e.g. crypto money)
                 },
@@ -627,7 +703,13 @@ impl RowWriter {
                         getrandom::getrandom(&mut nonce).ok()?;
                         let body = seal
                             .cipher
-                            .encrypt(Nonce::from_slice(&nonce), Payload { msg: t.as_bytes(), aad: &seal.aad })
+                            .encrypt(
+                                Nonce::from_slice(&nonce),
+                                Payload {
+                                    msg: t.as_bytes(),
+                                    aad: &seal.aad,
+                                },
+                            )
                             .ok()?;
                         out.extend_from_slice(b"\\\\x");
                         for b in seal.header.iter().chain(nonce.iter()).chain(body.iter()) {
