@@ -3,9 +3,10 @@
 A `RowPlan` is the one description of a one-row-per-event table. Two paths read it:
 - `row(event, key)`: the Python path, from the decoded record (any writer schema, any money);
 - `native(schema, environment, key)`: a `ledgerstream_native.RowWriter` (Rust, built from
-  `sinks/native` by `make install` where cargo is found) that reads the Avro bytes of a value
-  written with the topic's current schema and writes the COPY text line itself, without
-  building the record. It answers None for anything it is not certain of (crypto money, an
+  `sinks/native` by `make install`) that reads the Avro bytes of a value written with the
+  topic's current schema and writes its binary COPY tuple itself (each column in the binary
+  form of its PostgreSQL type, which the plan names and `check_types` holds to the table),
+  without building the record. It answers None for anything it is not certain of (crypto money, an
   unknown header, bytes the guard would refuse, another environment), and that event takes
   the Python path, which stores it or says why not. Both write the same row
   (`tests/unit/test_native_rows.py` holds them to it).
@@ -19,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from topics.errors import LedgerstreamError
 from topics.events import Event
 from topics.fields import seal_field, sealing_header
 from topics.money import money_parts
@@ -47,33 +49,38 @@ class Column:
     name: str
     kind: str
     path: str = ""
+    pg: str = "text"
+    """The column's PostgreSQL type, as `regtype` names it (e.g. `timestamp with time zone`)."""
     where: str = ""
     """For a sealed column: the `table.column` it is sealed for (its associated data)."""
 
 
-def value(name: str, path: str | None = None) -> Column:
-    """The field at `path` (default: the column's name) as it is, None for a null."""
-    return Column(name, "value", path or name)
+def value(name: str, path: str | None = None, pg: str = "text") -> Column:
+    """The field at `path` (default: the column's name) as it is, None for a null, into a
+    column of type `pg`."""
+    return Column(name, "value", path or name, pg)
 
 
 def sealed(name: str, path: str, where: str) -> Column:
-    """The string at `path`, sealed under the bank-details key for `where` (`topics.fields`)."""
-    return Column(name, "sealed", path, where)
+    """The string at `path`, sealed under the bank-details key for `where` (`topics.fields`),
+    into a bytea column."""
+    return Column(name, "sealed", path, "bytea", where)
 
 
 def money(path: str, units: str, currency: str, exponent: str) -> tuple[Column, Column, Column]:
-    """A money field's three columns: units, currency (or asset) and exponent (or decimals)."""
+    """A money field's three columns: units (numeric), currency or asset (text), and exponent
+    or decimals (smallint)."""
     return (
-        Column(units, "units", path),
-        Column(currency, "currency", path),
-        Column(exponent, "exponent", path),
+        Column(units, "units", path, "numeric"),
+        Column(currency, "currency", path, "text"),
+        Column(exponent, "exponent", path, "smallint"),
     )
 
 
 KAFKA = (
-    Column("kafka_topic", "topic"),
-    Column("kafka_partition", "partition"),
-    Column("kafka_offset", "offset"),
+    Column("kafka_topic", "topic", pg="text"),
+    Column("kafka_partition", "partition", pg="integer"),
+    Column("kafka_offset", "offset", pg="bigint"),
 )
 """Where the event was read: topic, partition and offset."""
 
@@ -119,6 +126,10 @@ def _getter(column: Column) -> Getter:
     return lambda r, e, key: money_parts(at(r))[part]
 
 
+class PlanMismatch(LedgerstreamError):
+    """The table's columns are not of the types the plan writes (a migration the plan missed)."""
+
+
 class RowPlan:
     """The columns of a one-row-per-event table, in order."""
 
@@ -140,15 +151,15 @@ class RowPlan:
         where it is not built or cannot read this schema (the Python path serves)."""
         if RowWriter is None:
             return None
-        columns: list[tuple[str, list[str]]] = []
+        columns: list[tuple[str, list[str], str]] = []
         where = ""
         for c in self.columns:
             if c.kind in ("topic", "partition", "offset"):
-                columns.append((c.kind, []))
+                columns.append((c.kind, [], c.pg))
             elif c.kind in ("units", "currency", "exponent"):
-                columns.append(("value", [*c.path.split("."), FIAT, c.kind]))
+                columns.append(("value", [*c.path.split("."), FIAT, c.kind], c.pg))
             else:
-                columns.append((c.kind, c.path.split(".")))
+                columns.append((c.kind, c.path.split("."), c.pg))
                 where = c.where or where
         seal = None
         if key is not None and where:
@@ -158,3 +169,23 @@ class RowPlan:
         except ValueError as e:
             log.info("rows of this schema take the Python path: %s", e)
             return None
+
+    def check_types(self, conn: Any, table: str) -> None:
+        """Raise PlanMismatch unless each column of `table` is of the type the plan names (the
+        native writer writes each in that type's binary form)."""
+        found = dict(
+            conn.execute(
+                "SELECT attname, atttypid::regtype::text FROM pg_attribute"
+                " WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped",
+                (table,),
+            ).fetchall()
+        )
+        wrong = [
+            f"{c.name} is {found.get(c.name, 'missing')}, not {c.pg}"
+            for c in self.columns
+            if found.get(c.name) != c.pg
+        ]
+        if wrong:
+            raise PlanMismatch(
+                f"{table}: " + "; ".join(wrong) + " (the sink's RowPlan and the migrations disagree)"
+            )

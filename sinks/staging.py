@@ -20,11 +20,16 @@ from topics.runtime import FastRows
 from topics.settings import Settings
 
 Row = tuple[Any, ...]
+BINARY_HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)
+"""Binary COPY's signature, then no flags and no header extension."""
+BINARY_TRAILER = b"\xff\xff"
 
 
 _CONFLICTED: set[str] = set()
 """Tables whose last batch in this process met a row already there (a redelivery, a replay):
 they take the staging path until a batch inserts every row again."""
+_CHECKED: set[str] = set()
+"""Tables whose column types this process has held to their sink's plan (`RowPlan.check_types`)."""
 STAGING_ONLY = False
 """Every batch takes the staging path (`ledgerstream replay`: nothing is attempted and rolled
 back, so the transaction's statistics count only rows really changed)."""
@@ -46,8 +51,8 @@ def copy_new(
     a temporary table, then `INSERT ... ON CONFLICT DO NOTHING`), as do the table's next batches
     until one inserts every row: a replay does not pay twice per batch.
 
-    A row is a tuple of values, or a line of COPY text already (`sinks.rows`), which cannot
-    be asked for a `returning` column.
+    A row is a tuple of values, or a binary COPY tuple already (`sinks.rows`), which cannot be
+    asked for a `returning` column. Tuples go in one binary COPY, values in one text COPY.
 
     Returns the `returning` column (one of `columns`) of the rows actually inserted (when asked).
     """
@@ -93,11 +98,12 @@ def copy_new(
 def _copy(
     cur: psycopg.Cursor[Any], table: sql.Identifier, cols: sql.Composed, rows: list[Sequence[Any]]
 ) -> None:
-    with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN").format(table, cols)) as copy:
-        lines = [row for row in rows if type(row) is bytes]
-        if lines:
-            copy.write(b"".join(lines))
-        if len(lines) < len(rows):
+    tuples = [row for row in rows if type(row) is bytes]
+    if tuples:
+        with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(table, cols)) as copy:
+            copy.write(b"".join((BINARY_HEADER, *tuples, BINARY_TRAILER)))
+    if len(tuples) < len(rows):
+        with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN").format(table, cols)) as copy:
             for row in rows:
                 if type(row) is not bytes:
                     copy.write_row(row)
@@ -141,6 +147,8 @@ class TableSink(Sink[Row]):
             return {}
         found = {}
         for topic in self.topics:
+            if not codec.store.has_topic(topic):  # a topic of no schema of ours: decoded as it comes
+                continue
             writer = self.plan.native(
                 codec.store.for_topic(topic).definition, settings.environment, self.field_key
             )
@@ -157,6 +165,9 @@ class TableSink(Sink[Row]):
     def write(self, conn: psycopg.Connection, items: Sequence[Row]) -> None:
         with conn.cursor() as cur:
             self.before_write(cur)
+            if self.plan is not None and self.table not in _CHECKED:
+                self.plan.check_types(conn, self.table)
+                _CHECKED.add(self.table)
             copy_new(cur, self.table, self.columns, items, self.conflict)
 
     def before_write(self, cur: psycopg.Cursor[Any]) -> None:

@@ -16,7 +16,7 @@ from topics.names import PAYMENTS_TRANSFER_REQUESTED_V1
 
 TOPIC = PAYMENTS_TRANSFER_REQUESTED_V1
 PLAN = RowPlan(
-    value("event_id", "metadata.event_id"),
+    value("event_id", "metadata.event_id", "uuid"),
     value("transfer_id"),
     value("account_id"),
     value("tenant_id", "metadata.tenant_id"),
@@ -28,7 +28,7 @@ PLAN = RowPlan(
     value("reference"),
     value("correlation_id", "metadata.correlation_id"),
     value("idempotency_key", "metadata.idempotency_key"),
-    value("occurred_at", "metadata.occurred_at"),
+    value("occurred_at", "metadata.occurred_at", "timestamp with time zone"),
     KAFKA,
 )
 COLUMNS = PLAN.names

@@ -18,11 +18,18 @@ CONNECT_TIMEOUT = 10
 """Seconds a connection attempt may take before it counts as the database being down."""
 
 
+BINARY_FORMAT = {"22P03", "22P04"}
+"""A binary COPY tuple in the wrong form for its column, or with the wrong column count: the
+native writer's plan and the table disagree (`sinks.rows`), never an event's fault."""
+
+
 def refused_by_schema(error: psycopg.Error) -> bool:
     """Whether PostgreSQL refused the statement itself (SQLSTATE class 42: a privilege the role
-    lacks, a table or column a migration has not made), never the data's fault: retrying will
-    not help and neither will dead-lettering the events."""
-    return (error.sqlstate or "").startswith("42")
+    lacks, a table or column a migration has not made; or a binary COPY in a form the table does
+    not take), never the data's fault: retrying will not help and neither will dead-lettering
+    the events."""
+    state = error.sqlstate or ""
+    return state.startswith("42") or state in BINARY_FORMAT
 
 
 class Database:

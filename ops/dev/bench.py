@@ -59,6 +59,7 @@ class BenchResult:
     workers: int = 1
     fast: int = 0
     """Events whose row the native writer made from their bytes (`sinks.rows`)."""
+    binary_copy_per_s: float = 0.0
 
     @property
     def _db_share(self) -> float:
@@ -68,6 +69,8 @@ class BenchResult:
         rows_per_event = self.copy_rows / self.events if self.events else 1.0
         copy_events_per_s = self.copy_per_s / rows_per_event if rows_per_event else 0.0
         ratio = self.sink_per_s / copy_events_per_s if copy_events_per_s else 0.0
+        binary_events_per_s = self.binary_copy_per_s / rows_per_event if rows_per_event else 0.0
+        binary_ratio = self.sink_per_s / binary_events_per_s if binary_events_per_s else 0.0
         return [
             f"bench {self.name}: {self.events:,} events",
             f"  produce (acks=all, idempotent) {self.produce_per_s:>10,.0f} events/s",
@@ -76,6 +79,14 @@ class BenchResult:
             f"  raw COPY, same rows             {self.copy_per_s:>10,.0f} rows/s"
             f"    ({self.copy_rows:,} rows, {rows_per_event:g} per event: {copy_events_per_s:,.0f} events/s)",
             f"  sink / raw COPY (events/s)      {ratio:>10.0%}",
+            *(
+                [
+                    f"  raw COPY in binary, same rows   {self.binary_copy_per_s:>10,.0f} rows/s",
+                    f"  sink / raw binary COPY          {binary_ratio:>10.0%}",
+                ]
+                if self.binary_copy_per_s
+                else []
+            ),
             f"  of the busy time, database      {self._db_share:>10.0%}   (the rest: consume, decode, map)",
             f"  sink process peak RSS           {self.sink_peak_rss_mb:>10.0f} MB",
             f"  dead-lettered                   {self.dead_lettered:>10}",
@@ -200,29 +211,37 @@ class RawLoad:
 
     timed: list[Load]
     setup: list[Load] = field(default_factory=list)
+    types: dict[str, list[str]] = field(default_factory=dict)
+    """Per timed table, its columns' types: raw COPY is also timed in binary."""
 
 
 def _copy(
-    conn: psycopg.Connection, table: str, columns: tuple[str, ...], rows: list[tuple[Any, ...]]
+    conn: psycopg.Connection,
+    table: str,
+    columns: tuple[str, ...],
+    rows: list[tuple[Any, ...]],
+    types: list[str] | None = None,
 ) -> None:
-    statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
+    statement = sql.SQL("COPY {} ({}) FROM STDIN" + (" (FORMAT BINARY)" if types else "")).format(
         sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, columns))
     )
     with conn.cursor() as cur, cur.copy(statement) as copy:
+        if types:
+            copy.set_types(types)
         for row in rows:
             copy.write_row(row)
 
 
-def _raw_copy(db_url: str, load: RawLoad) -> tuple[int, float]:
-    """COPY the same rows into the sink's real tables (indexes, constraints, triggers);
-    returns (rows, rows/s) and leaves the tables empty for the sink."""
+def _raw_copy(db_url: str, load: RawLoad, binary: bool = False) -> tuple[int, float]:
+    """COPY the same rows into the sink's real tables (indexes, constraints, triggers), in text
+    or in binary; returns (rows, rows/s) and leaves the tables empty for the sink."""
     with psycopg.connect(db_url) as conn:
         for table, columns, rows in load.setup:
             _copy(conn, table, columns, rows)
         conn.commit()
         started = time.monotonic()
         for table, columns, rows in load.timed:
-            _copy(conn, table, columns, rows)
+            _copy(conn, table, columns, rows, load.types.get(table) if binary else None)
         conn.commit()
         seconds = time.monotonic() - started
         tables = [sql.Identifier(t) for t, _, _ in [*load.timed, *load.setup]]
@@ -269,7 +288,9 @@ def _measure(
 ) -> BenchResult:
     with scratch_database(settings.database_url.get_secret_value(), prefix="ledgerstream_bench") as db_url:
         produce_rate = _produce(settings, topic, iter(messages), events)
-        copy_rows, copy_rate = _raw_copy(db_url, raw_rows(messages))
+        load = raw_rows(messages)
+        copy_rows, copy_rate = _raw_copy(db_url, load)
+        binary_rate = _raw_copy(db_url, load, binary=True)[1] if load.types else 0.0
         stats = _run_sinks(settings, db_url, sink, topic, stands_for, batch_size, workers)
     return BenchResult(
         name=name,
@@ -284,6 +305,7 @@ def _measure(
         db_seconds=stats["db_seconds"],
         workers=workers,
         fast=stats["fast"],
+        binary_copy_per_s=binary_rate,
     )
 
 
@@ -319,7 +341,10 @@ def bench_sink(settings: Settings, events: int, batch_size: int, workers: int = 
             PLAN.row(Event(codec.decode(value), TRANSFER_TOPIC, 0, n, key), field_key)
             for n, (key, value) in enumerate(messages)
         ]
-        return RawLoad(timed=[("transfer_requests", COLUMNS, rows)])
+        return RawLoad(
+            timed=[("transfer_requests", COLUMNS, rows)],
+            types={"transfer_requests": [c.pg for c in PLAN.columns]},
+        )
 
     return _bench(settings, "sink", "transfers", events, batch_size, make, raw_rows, TRANSFER_TOPIC, workers)
 

@@ -13,7 +13,8 @@ import psycopg
 import pytest
 
 from sinks.base import SinkRunner
-from sinks.transfers import TransferRequestSink
+from sinks.rows import PlanMismatch
+from sinks.transfers import PLAN, TransferRequestSink
 from tests.fixtures.database import private_database
 from tests.fixtures.events import transfer_requested
 from tests.fixtures.kafka import fresh_topic, produce_raw
@@ -108,3 +109,12 @@ def test_native_and_python_rows_are_the_same(db, services):
     assert native.fast == 40 - 1 - 4 and python.fast == 0
     assert {r[4] for r in native_rows} == {db.environment}
     assert [r[11] for r in native_rows[:8]] == [None, *ODD[1:5], None, *ODD[6:8]]
+
+
+def test_a_column_of_another_type_stops_the_plan_before_it_writes(db):
+    with psycopg.connect(db.database_url.get_secret_value(), autocommit=True) as conn:
+        PLAN.check_types(conn, "transfer_requests")
+        with conn.transaction(force_rollback=True):
+            conn.execute("ALTER TABLE transfer_requests ALTER COLUMN kafka_partition TYPE bigint")
+            with pytest.raises(PlanMismatch, match="kafka_partition is bigint, not integer"):
+                PLAN.check_types(conn, "transfer_requests")
