@@ -41,6 +41,9 @@ def bench(args: argparse.Namespace) -> int:
         for line in e2e.lines():
             out.print(line, markup=False)
         return 0
+    from sinks.base import DEFAULT_BATCH_SIZE as SINK_BATCH_SIZE
+    from topics.runtime import DEFAULT_BATCH_SIZE as AGENT_BATCH_SIZE
+
     if args.target == "agent":
         from ops.dev.bench_agent import bench_agent
         from topics.catalog import load_catalog
@@ -48,7 +51,9 @@ def bench(args: argparse.Namespace) -> int:
         if args.workers != 1:
             err.print("bench agent: --workers is not supported (one agent process)", markup=False)
             return 2
-        measured = bench_agent(settings_or_error(), load_catalog(), args.agent, args.events, args.batch_size)
+        measured = bench_agent(
+            settings_or_error(), load_catalog(), args.agent, args.events, args.batch_size or AGENT_BATCH_SIZE
+        )
         for line in measured.lines():
             out.print(line, markup=False)
         return 0
@@ -60,13 +65,17 @@ def bench(args: argparse.Namespace) -> int:
             err.print("bench reservations: --workers is not supported (one status agent)", markup=False)
             return 2
         reservations = bench_reservations(
-            settings_or_error(), load_catalog(), args.events, args.accounts, args.batch_size
+            settings_or_error(),
+            load_catalog(),
+            args.events,
+            args.accounts,
+            args.batch_size or AGENT_BATCH_SIZE,
         )
         for line in reservations.lines():
             out.print(line, markup=False)
         return 0
     run = bench_sink if args.target == "sink" else bench_ledger
-    result = run(settings_or_error(), args.events, args.batch_size, args.workers)
+    result = run(settings_or_error(), args.events, args.batch_size or SINK_BATCH_SIZE, args.workers)
     for line in result.lines():
         out.print(line, markup=False)
     return 0
@@ -248,7 +257,11 @@ def add_dev_commands(sub: Any, command: Callable[..., Any]) -> None:
         default=1,
         help="sink processes in one consumer group, or webhook service processes (webhooks, e2e; default 1)",
     )
-    bn.add_argument("--batch-size", type=positive_int, default=2000, help="sink batch size (default 2000)")
+    bn.add_argument(
+        "--batch-size",
+        type=positive_int,
+        help="most events per batch (default: the component's own, 5000 for a sink, 2000 for an agent)",
+    )
 
     dm = command(sub, "demo", demo, "run the pipeline's round trip on the local stack and print what it did")
     dm.add_argument(

@@ -117,12 +117,16 @@ def agent(args: argparse.Namespace) -> int:
 
 def add_worker_commands(sub: Any, command: Callable[..., Any]) -> None:
     """Register these commands on the top-level subparsers."""
+    from sinks.base import DEFAULT_BATCH_SIZE as SINK_BATCH_SIZE
     from sinks.registry import SINKS
 
     sk = command(sub, "sink", sink, "run one sink (its own consumer group) until interrupted")
     sk.add_argument("name", choices=sorted(SINKS), help="which sink")
     sk.add_argument(
-        "--batch-size", type=positive_int, default=2000, help="most events per transaction (default 2000)"
+        "--batch-size",
+        type=positive_int,
+        default=SINK_BATCH_SIZE,
+        help=f"most events per transaction (default {SINK_BATCH_SIZE})",
     )
     sk.add_argument(
         "--linger",
@@ -159,11 +163,15 @@ def add_worker_commands(sub: Any, command: Callable[..., Any]) -> None:
     )
 
     from streams.registry import AGENTS
+    from topics.runtime import DEFAULT_BATCH_SIZE
 
     ag = command(sub, "agent", agent, "run one agent (a Faust agent fed batches; its own consumer group)")
     ag.add_argument("name", choices=sorted(AGENTS), help="which agent")
     ag.add_argument(
-        "--batch-size", type=positive_int, default=2000, help="most events per batch (default 2000)"
+        "--batch-size",
+        type=positive_int,
+        default=DEFAULT_BATCH_SIZE,
+        help=f"most events per batch (default {DEFAULT_BATCH_SIZE})",
     )
     ag.add_argument(
         "--linger",

@@ -23,7 +23,7 @@ from streams.base import AgentError, BatchHandler, Refused, Result
 from topics.catalog import Catalog
 from topics.codec import AvroCodec
 from topics.events import Event
-from topics.runtime import BatchRuntime, BatchStats, Outcome
+from topics.runtime import DEFAULT_BATCH_SIZE, BatchRuntime, BatchStats, Outcome
 from topics.settings import Settings
 
 TRANSIENT = (psycopg.OperationalError, psycopg.InterfaceError, redis.ConnectionError, redis.TimeoutError)
@@ -159,7 +159,7 @@ class AgentRuntime(BatchRuntime):
         codec: AvroCodec,
         catalog: Catalog,
         *,
-        batch_size: int = 2000,
+        batch_size: int = DEFAULT_BATCH_SIZE,
         linger: float = 0.01,
         group_id: str | None = None,
         topics: list[str] | None = None,

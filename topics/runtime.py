@@ -108,6 +108,8 @@ CANNOT_HEAL = {
 }
 """Consumer errors no wait mends: the worker stops and says what to fix."""
 MAX_POLL_INTERVAL_MS = 300_000
+DEFAULT_BATCH_SIZE = 2000
+"""Most messages per batch, by default (an agent's; a sink's is `sinks.base.DEFAULT_BATCH_SIZE`)."""
 SWITCH_INTERVAL = 0.0005
 """Seconds a thread may hold the GIL while another waits for it (Python's default is 5 ms): the
 worker thread's database I/O gets the GIL back soon after each wait, instead of queueing behind
@@ -235,7 +237,7 @@ class BatchRuntime:
         codec: AvroCodec,
         catalog: Catalog | None = None,
         *,
-        batch_size: int = 2000,
+        batch_size: int = DEFAULT_BATCH_SIZE,
         linger: float = 0.01,
         group_id: str | None = None,
         topics: Sequence[str] | None = None,
