@@ -163,7 +163,7 @@ class BatchWork(Protocol):
 
 
 class FastRows(Protocol):
-    """Makes a work's item (a sink's COPY line) straight from the bytes of a value, without
+    """Makes a work's item (a sink's binary COPY tuple) straight from the bytes of a value, without
     decoding it into a record (`sinks.rows`)."""
 
     def accept(self, header: bytes) -> None:
