@@ -139,6 +139,8 @@ class RowPlan:
             flat.extend(c if isinstance(c, tuple) else (c,))
         self.columns = tuple(flat)
         self.names = tuple(c.name for c in self.columns)
+        self.sealed_for = next((c.where for c in self.columns if c.kind == "sealed"), None)
+        """The `table.column` a sealed column is sealed for (None: the plan seals nothing)."""
         self._getters = tuple(_getter(c) for c in self.columns)
 
     def row(self, event: Event, key: bytes | None = None) -> Row:
@@ -152,7 +154,6 @@ class RowPlan:
         if RowWriter is None:
             return None
         columns: list[tuple[str, list[str], str]] = []
-        where = ""
         for c in self.columns:
             if c.kind in ("topic", "partition", "offset"):
                 columns.append((c.kind, [], c.pg))
@@ -160,10 +161,9 @@ class RowPlan:
                 columns.append(("value", [*c.path.split("."), FIAT, c.kind], c.pg))
             else:
                 columns.append((c.kind, c.path.split("."), c.pg))
-                where = c.where or where
         seal = None
-        if key is not None and where:
-            seal = (key, sealing_header(key), where.encode())
+        if key is not None and self.sealed_for is not None:
+            seal = (key, sealing_header(key), self.sealed_for.encode())
         try:
             return RowWriter(json.dumps(schema), columns, [(["metadata", "environment"], environment)], seal)
         except ValueError as e:

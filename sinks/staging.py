@@ -125,19 +125,22 @@ class TableSink(Sink[Row]):
     noun: str
     """What one event is, for the dead-letter reason (`malformed <noun>: ...`)."""
     plan: RowPlan | None = None
-    sealing = False
-    """The plan seals a column: `bind` takes the bank-details key."""
     field_key: bytes | None = None
+    """The bank-details key, for a plan that seals a column (`bind` takes it)."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.plan is None and cls.row is TableSink.row:
+            raise TypeError(f"{cls.__name__}: a TableSink needs a plan or a row()")
 
     def bind(self, codec: AvroCodec, settings: Settings) -> None:
-        if self.sealing:
+        if self.plan is not None and self.plan.sealed_for is not None:
             self.field_key = settings.field_key()
 
     def row(self, event: Event) -> Row:
-        """The table row of one event, in `columns` order."""
-        if self.plan is None:
-            raise NotImplementedError(f"{type(self).__name__} has neither a plan nor a row()")
-        if self.sealing and self.field_key is None:
+        """The table row of one event, in `columns` order (from the plan)."""
+        assert self.plan is not None  # __init_subclass__: a sink without a plan has its own row()
+        if self.plan.sealed_for is not None and self.field_key is None:
             raise RuntimeError(f"{self.name}: bind() gives it the bank-details key before its first row")
         return self.plan.row(event, self.field_key)
 

@@ -38,4 +38,3 @@ class TransferRequestSink(TableSink):
     name = "transfers_sink"
     topics = (TOPIC,)
     table, columns, plan, conflict, noun = "transfer_requests", COLUMNS, PLAN, "event_id", "transfer request"
-    sealing = True

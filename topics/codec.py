@@ -33,6 +33,10 @@ from topics.schemas import SchemaStore, WriterSchema
 
 CONFLUENT_MAGIC = 0
 SINGLE_OBJECT_MAGIC = b"\xc3\x01"
+CONFLUENT_HEADER = 5
+"""The magic byte and the 4-byte schema id."""
+SINGLE_OBJECT_HEADER = 10
+"""The 2-byte marker and the 8-byte fingerprint."""
 _ID = struct.Struct(">I")
 
 Record = dict[str, Any]
@@ -150,18 +154,18 @@ class AvroCodec:
 
         if data is None:
             raise fail("no value (tombstone)")
-        if len(data) >= 5 and data[0] == CONFLUENT_MAGIC:
+        if len(data) >= CONFLUENT_HEADER and data[0] == CONFLUENT_MAGIC:
             schema_id = _ID.unpack_from(data, 1)[0]
             writer = self._writer_by_id(schema_id, fail)
             if topic is not None and self.store.has_topic(topic):
                 self._check_subject(topic, schema_id, writer, fail)
-            start = 5
-        elif data[:2] == SINGLE_OBJECT_MAGIC and len(data) >= 10:
-            found = self.store.by_fingerprint(bytes(data[2:10]))
+            start = CONFLUENT_HEADER
+        elif data[:2] == SINGLE_OBJECT_MAGIC and len(data) >= SINGLE_OBJECT_HEADER:
+            found = self.store.by_fingerprint(bytes(data[2:SINGLE_OBJECT_HEADER]))
             if found is None:
-                raise fail(f"unknown schema fingerprint {bytes(data[2:10]).hex()}")
+                raise fail(f"unknown schema fingerprint {bytes(data[2:SINGLE_OBJECT_HEADER]).hex()}")
             writer = found
-            start = 10
+            start = SINGLE_OBJECT_HEADER
         else:
             raise fail(f"unknown framing (first bytes {bytes(data[:2]).hex() or 'none'})")
         reader = self._reader_for(topic, writer)
@@ -193,7 +197,7 @@ class AvroCodec:
         same header is of that schema, its registry id or fingerprint already checked."""
         if not self.store.has_topic(topic) or self.store.for_topic(topic).fingerprint != writer.fingerprint:
             return None
-        return bytes(data[:5]) if data[0] == CONFLUENT_MAGIC else bytes(data[:10])
+        return bytes(data[: CONFLUENT_HEADER if data[0] == CONFLUENT_MAGIC else SINGLE_OBJECT_HEADER])
 
     def _reader_for(self, topic: str | None, writer: WriterSchema) -> Any:
         if topic is None or not self.store.has_topic(topic):

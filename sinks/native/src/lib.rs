@@ -106,11 +106,6 @@ impl Parser {
                 let mut node = match kind_name {
                     "record" | "error" => return self.record(obj, ns, depth),
                     "enum" => {
-                        let name = obj
-                            .get("name")
-                            .and_then(Json::as_str)
-                            .ok_or("an enum without a name")?;
-                        let own_ns = obj.get("namespace").and_then(Json::as_str).unwrap_or(ns);
                         let symbols = obj
                             .get("symbols")
                             .and_then(Json::as_array)
@@ -122,25 +117,14 @@ impl Parser {
                                     .ok_or("a symbol that is not a string")
                             })
                             .collect::<Result<Vec<_>, _>>()?;
-                        let node = plain(Kind::Enum(symbols));
-                        self.named
-                            .insert(fullname(name, own_ns), Some(node.clone()));
-                        node
+                        self.define(obj, ns, Kind::Enum(symbols))?
                     }
                     "fixed" => {
-                        let name = obj
-                            .get("name")
-                            .and_then(Json::as_str)
-                            .ok_or("a fixed without a name")?;
-                        let own_ns = obj.get("namespace").and_then(Json::as_str).unwrap_or(ns);
                         let size = obj
                             .get("size")
                             .and_then(Json::as_u64)
                             .ok_or("a fixed without a size")?;
-                        let node = plain(Kind::Fixed(size as usize));
-                        self.named
-                            .insert(fullname(name, own_ns), Some(node.clone()));
-                        node
+                        self.define(obj, ns, Kind::Fixed(size as usize))?
                     }
                     "array" => {
                         let items = obj.get("items").ok_or("an array without items")?;
@@ -157,6 +141,24 @@ impl Parser {
             }
             _ => Err(format!("not a schema: {json}")),
         }
+    }
+
+    /// A named enum or fixed: kept under its full name for later references.
+    fn define(
+        &mut self,
+        obj: &serde_json::Map<String, Json>,
+        ns: &str,
+        kind: Kind,
+    ) -> Result<Node, String> {
+        let name = obj
+            .get("name")
+            .and_then(Json::as_str)
+            .ok_or("a named type without a name")?;
+        let own_ns = obj.get("namespace").and_then(Json::as_str).unwrap_or(ns);
+        let node = plain(kind);
+        self.named
+            .insert(fullname(name, own_ns), Some(node.clone()));
+        Ok(node)
     }
 
     fn record(
@@ -219,7 +221,8 @@ impl Parser {
     }
 }
 
-/// How a captured value is written as COPY text.
+/// What a captured value is (its Avro type and logical type), which decides the PostgreSQL
+/// types it may go into (`fits`).
 #[derive(Clone, Copy, PartialEq, Debug)]
 enum Render {
     Text,
@@ -467,11 +470,11 @@ fn walk<'a>(
             Cap::Text(symbols.get(i)?.as_str())
         }
         Kind::Array(item) => {
-            skip_blocks(r, item, None)?;
+            skip_blocks(r, item, false)?;
             Cap::Missing
         }
         Kind::Map(value) => {
-            skip_blocks(r, value, Some(()))?;
+            skip_blocks(r, value, true)?;
             Cap::Missing
         }
         Kind::Record(_, fields) => {
@@ -493,8 +496,9 @@ fn walk<'a>(
     Some(())
 }
 
-fn skip_blocks<'a>(r: &mut Reader<'a>, item: &'a Node, keyed: Option<()>) -> Option<()> {
-    let mut scratch: Vec<Cap<'a>> = Vec::new();
+/// Skips an array's or a map's blocks. No column is inside one: `mark` walks records and
+/// unions only, so the items are walked with no slots to fill.
+fn skip_blocks<'a>(r: &mut Reader<'a>, item: &'a Node, keyed: bool) -> Option<()> {
     loop {
         let count = r.long()?;
         if count == 0 {
@@ -508,30 +512,13 @@ fn skip_blocks<'a>(r: &mut Reader<'a>, item: &'a Node, keyed: Option<()>) -> Opt
             return None; // left to the guard, which bounds it
         }
         for _ in 0..count {
-            if keyed.is_some() {
+            if keyed {
                 let n = r.length()?;
                 std::str::from_utf8(r.take(n)?).ok()?;
             }
-            walk_unmarked(item, r, &mut scratch)?;
+            walk(item, r, &mut [], None)?;
         }
     }
-}
-
-fn walk_unmarked<'a>(node: &'a Node, r: &mut Reader<'a>, scratch: &mut Vec<Cap<'a>>) -> Option<()> {
-    if has_slots(node) {
-        return None; // a column inside a collection: not planned natively
-    }
-    walk(node, r, scratch, None)
-}
-
-fn has_slots(node: &Node) -> bool {
-    node.slot.is_some()
-        || match &node.kind {
-            Kind::Record(_, fields) => fields.iter().any(|(_, f)| has_slots(f)),
-            Kind::Union(b) => b.iter().any(has_slots),
-            Kind::Array(i) | Kind::Map(i) => has_slots(i),
-            _ => false,
-        }
 }
 
 /// PostgreSQL's epoch (2000-01-01) in Unix microseconds.
@@ -701,7 +688,7 @@ impl RowWriter {
     }
 
     /// Values whose framing header is `header` were written with this writer's schema (the
-    /// codec checked it): `row` reads them.
+    /// codec checked it): `row` reads them, from the byte after it.
     fn accept(&mut self, header: Vec<u8>) {
         if !self.accepted.contains(&header) {
             self.accepted.push(header);
@@ -724,15 +711,7 @@ impl RowWriter {
 
 impl RowWriter {
     fn line(&self, value: &[u8], topic: &str, partition: i64, offset: i64) -> Option<Vec<u8>> {
-        let start = match value.first()? {
-            0 => 5,
-            0xc3 => 10,
-            _ => return None,
-        };
-        let header = value.get(..start)?;
-        if !self.accepted.iter().any(|h| h.as_slice() == header) {
-            return None;
-        }
+        let start = self.accepted.iter().find(|h| value.starts_with(h))?.len();
         let mut caps = vec![Cap::Missing; self.slots];
         let mut r = Reader {
             buf: value,
@@ -753,14 +732,8 @@ impl RowWriter {
         for col in &self.columns {
             match col {
                 Col::Topic => text(&mut out, topic)?,
-                Col::Partition(pg) | Col::Offset(pg) => {
-                    let v = if matches!(col, Col::Partition(_)) {
-                        partition
-                    } else {
-                        offset
-                    };
-                    integer(&mut out, v, *pg)?
-                }
+                Col::Partition(pg) => integer(&mut out, partition, *pg)?,
+                Col::Offset(pg) => integer(&mut out, offset, *pg)?,
                 Col::Value(slot, render, pg) => match (caps[*slot], render, pg) {
                     (Cap::Null, _, _) => out.extend_from_slice(&(-1i32).to_be_bytes()),
                     (Cap::Text(t), Render::Text, _) => text(&mut out, t)?,
