@@ -236,7 +236,11 @@ def add_dev_commands(sub: Any, command: Callable[..., Any]) -> None:
         "--rate", type=positive_int, default=2000, help="e2e: deliveries per second (default 2000)"
     )
     bn.add_argument(
-        "--agent", choices=["fees", "ledger"], default="fees", help="agent: which agent (default fees)"
+        "--agent",
+        choices=["fees", "ledger", "status", "aml", "fx"],
+        default="fees",
+        help="agent: which agent (default fees); status, aml and fx run on a scratch database and an "
+        "empty scratch Redis database",
     )
     bn.add_argument(
         "--accounts", type=positive_int, default=1000, help="reservations: funded accounts (default 1000)"

@@ -1,15 +1,24 @@
-"""`ledgerstream bench agent --agent fees|ledger`: an agent end to end, against a minimal loop.
+"""`ledgerstream bench agent --agent fees|ledger|status|aml|fx`: an agent end to end, against a minimal loop.
 
-N completed SEPA transfers (chargeable, and posted by the ledger agent) are produced to a
-scratch topic. Then, each as a consumer group of its own on that topic:
+N input events are produced to a scratch topic:
+- fees and ledger: completed SEPA transfers (chargeable, and posted by the ledger agent);
+- status and aml: transfer requests from funded accounts (reserved or refused for funds by the
+  status agent; screened and added to velocity windows by the AML agent);
+- fx: market orders selling EUR for USD against a cached EUR/USD rate (a hold and a conversion
+  each).
+
+Then, each as a consumer group of its own on that topic and each on fresh state:
 1. the agent on the one batch runtime, in this process; its outputs go to scratch copies of
    its output topics, never to the real ones;
 2. a minimal confluent-kafka loop running the same handler: consume a batch, decode, handle,
    encode and produce the outputs, flush, commit.
 
-Both rates are events/s from the first message to the last commit. The per-event cost of
-decoding, of the handler's logic and of encoding an output is measured in this process on the
-same events. Every scratch topic is deleted afterwards.
+An agent that keeps state gets it fresh for each of the three runs (the per-event costs, the
+runtime, the minimal loop): a scratch database migrated and funded, and an empty scratch Redis
+database, all removed afterwards. Both rates are events/s from the first message to the last
+commit. The per-event cost of decoding, of the handler's logic (with its database and Redis
+round trips) and of encoding an output is measured in this process on the same events, in
+batches of the runtime's size. Every scratch topic is deleted afterwards.
 """
 
 from __future__ import annotations
@@ -17,32 +26,69 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from urllib.parse import urlsplit, urlunsplit
 
+import redis
 from confluent_kafka import Producer
 
 from ops.dev.bench import BenchError, _drop_topic, _produce, _scratch_topic
+from ops.dev.bench_reservations import fund, transfer_requests
 from ops.process_stats import peak_rss_kb
+from sinks.migrate import scratch_database
 from streams.base import BatchHandler
+from streams.fx.pricing import Rate
+from streams.fx.rates import RateCache
+from streams.pricing import load_pricing
 from streams.registry import AGENTS
 from streams.runtime import AgentRuntime, run_agent
 from topics.catalog import Catalog
 from topics.codec import AvroCodec
 from topics.consuming import batch_consumer
 from topics.events import Event, new_metadata
-from topics.names import PAYMENTS_TRANSACTION_COMPLETED_V1
+from topics.names import (
+    FX_ORDER_REQUESTED_V1,
+    PAYMENTS_TRANSACTION_COMPLETED_V1,
+    PAYMENTS_TRANSFER_REQUESTED_V1,
+)
 from topics.schemas import load_store
 from topics.settings import Settings
 
 TENANT = "tenant-bench"
 COMPLETED = PAYMENTS_TRANSACTION_COMPLETED_V1
-PURE = ("fees", "ledger")
-"""Agents whose handler needs no database or Redis state to be measured."""
+REQUESTED = PAYMENTS_TRANSFER_REQUESTED_V1
+ORDERS = FX_ORDER_REQUESTED_V1
+ACCOUNTS = 1000
+REDIS_CLAIM = "ledgerstream:bench:claimed"
+CLAIM_EMPTY = """
+if redis.call('DBSIZE') == 0 then
+  redis.call('SET', KEYS[1], ARGV[1], 'EX', 86400)
+  return 1
+end
+return 0
+"""
+"""Claims a Redis database for a bench only while it holds nothing (atomic: one script)."""
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What an agent is fed, and the state it reads and writes."""
+
+    topic: str
+    """The catalog topic the scratch topic stands for."""
+    unit: str
+    messages: Callable[[Settings, AvroCodec, int], Iterator[tuple[bytes, bytes]]]
+    state: Callable[[Settings], AbstractContextManager[Settings]]
+    """Fresh state for one run: settings pointing at it."""
 
 
 @dataclass
 class AgentBenchResult:
     agent: str
+    unit: str
     events: int
     outputs: int
     produce_per_s: float
@@ -53,19 +99,21 @@ class AgentBenchResult:
     handle_us: float
     encode_us: float
     peak_rss_mb: float
+    dead_lettered: int
 
     def lines(self) -> list[str]:
         ratio = self.runtime_per_s / self.minimal_per_s if self.minimal_per_s else 0.0
         per_output = self.outputs / self.events if self.events else 0.0
         return [
-            f"bench agent {self.agent}: {self.events:,} completed transfers ({per_output:g} outputs each)",
+            f"bench agent {self.agent}: {self.events:,} {self.unit} ({per_output:.2g} outputs each)",
             f"  produce (acks=all, idempotent)   {self.produce_per_s:>10,.0f} events/s",
             f"  agent on the batch runtime       {self.runtime_per_s:>10,.0f} events/s"
             f"  ({self.runtime_seconds:.1f}s busy)",
             f"  minimal confluent-kafka loop     {self.minimal_per_s:>10,.0f} events/s   (same handler)",
             f"  runtime / minimal loop           {ratio:>10.0%}",
             f"  per event: decode {self.decode_us:.1f} us, handler {self.handle_us:.1f} us, "
-            f"encode {self.encode_us:.1f} us per output",
+            + (f"encode {self.encode_us:.1f} us per output" if self.outputs else "no outputs to encode"),
+            f"  dead-lettered                    {self.dead_lettered:>10,}",
             f"  process peak RSS                 {self.peak_rss_mb:>10.0f} MB",
         ]
 
@@ -92,28 +140,132 @@ def _completed(settings: Settings, codec: AvroCodec, events: int) -> Iterator[tu
         yield account.encode(), codec.encode(COMPLETED, record)
 
 
+def _requests(settings: Settings, codec: AvroCodec, events: int) -> Iterator[tuple[bytes, bytes]]:
+    return transfer_requests(settings, codec, events, ACCOUNTS)
+
+
+def _orders(settings: Settings, codec: AvroCodec, events: int) -> Iterator[tuple[bytes, bytes]]:
+    """Market orders of 1.00 to 40.00 EUR for USD, below every OTC threshold."""
+    for i in range(events):
+        account = f"acc-{i % ACCOUNTS}"
+        record = {
+            "metadata": new_metadata(
+                "fx.order.requested",
+                tenant_id=TENANT,
+                environment=settings.environment,
+                source="ops.dev.bench",
+            ),
+            "account_id": account,
+            "order_id": f"bench-{uuid.uuid4()}",
+            "sell": {"units": 100 + (i * 7919) % 3_900, "currency": "EUR", "exponent": 2},
+            "buy_currency": "USD",
+            "buy_exponent": 2,
+            "order_type": "MARKET",
+        }
+        yield account.encode(), codec.encode(ORDERS, record)
+
+
+@contextmanager
+def scratch_redis(url: str) -> Iterator[str]:
+    """Claim an empty Redis database on `url`'s server (1 to 15), yield its URL, empty it afterwards
+    (benchmarks must not touch the velocity windows or the rates of a real environment)."""
+    parts = urlsplit(url)
+    for number in range(1, 16):
+        candidate = urlunsplit(parts._replace(path=f"/{number}"))
+        client = redis.Redis.from_url(candidate, socket_timeout=10)
+        try:
+            if client.eval(CLAIM_EMPTY, 1, REDIS_CLAIM, str(uuid.uuid4())):
+                try:
+                    yield candidate
+                finally:
+                    client.flushdb()
+                return
+        finally:
+            client.close()
+    raise BenchError(f"no empty Redis database (1 to 15) on {parts.hostname}:{parts.port} for a scratch copy")
+
+
+@contextmanager
+def _funded(settings: Settings, units: int) -> Iterator[Settings]:
+    """A scratch database with ACCOUNTS EUR accounts, each funded with `units` cents."""
+    with scratch_database(settings.database_url.get_secret_value(), prefix="ledgerstream_bench") as url:
+        fund(url, ACCOUNTS, settings.environment, units)
+        yield settings.model_copy(update={"database_url": type(settings.database_url)(url)})
+
+
+@contextmanager
+def _status_state(settings: Settings) -> Iterator[Settings]:
+    with _funded(settings, 100_000) as funded:  # 1,000.00 EUR: the first few dozen requests fit
+        yield funded
+
+
+@contextmanager
+def _aml_state(settings: Settings) -> Iterator[Settings]:
+    with scratch_redis(settings.redis_url) as url:
+        yield settings.model_copy(update={"redis_url": url})
+
+
+@contextmanager
+def _fx_state(settings: Settings) -> Iterator[Settings]:
+    """Funds for every order, and a EUR/USD rate cached as quoted now (fresh for the whole run)."""
+    with _funded(settings, 10_000_000_000) as funded, scratch_redis(settings.redis_url) as url:
+        book = load_pricing(settings.pricing_file).fx
+        client = redis.Redis.from_url(url, socket_timeout=10)
+        try:
+            RateCache(client, settings.environment, book.rate_ttl_seconds).put_many(
+                [
+                    Rate(
+                        "EUR/USD",
+                        "EUR",
+                        "USD",
+                        Decimal("1.0842"),
+                        Decimal("1.0846"),
+                        "bench",
+                        datetime.now(UTC),
+                    )
+                ]
+            )
+        finally:
+            client.close()
+        yield funded.model_copy(update={"redis_url": url})
+
+
+def _no_state(settings: Settings) -> AbstractContextManager[Settings]:
+    return nullcontext(settings)
+
+
+WORKLOADS: dict[str, Workload] = {
+    "fees": Workload(COMPLETED, "completed transfers", _completed, _no_state),
+    "ledger": Workload(COMPLETED, "completed transfers", _completed, _no_state),
+    "status": Workload(REQUESTED, "transfer requests", _requests, _status_state),
+    "aml": Workload(REQUESTED, "transfer requests", _requests, _aml_state),
+    "fx": Workload(ORDERS, "fx orders", _orders, _fx_state),
+}
+
+
 def _per_event_micros(
-    handler: BatchHandler, codec: AvroCodec, values: list[tuple[bytes, bytes]]
+    handler: BatchHandler, codec: AvroCodec, topic: str, values: list[tuple[bytes, bytes]], batch_size: int
 ) -> tuple[float, ...]:
-    """Per-event microseconds of decoding, of the handler, and per output of encoding."""
+    """Per-event microseconds of decoding, of the handler (in batches of `batch_size`), and per
+    output of encoding."""
     sample = values[: min(len(values), 20_000)]
     started = time.perf_counter()
-    records = [codec.decode(v, topic=COMPLETED) for _, v in sample]
+    records = [codec.decode(v, topic=topic) for _, v in sample]
     decoded = time.perf_counter()
-    events = [
-        Event(r, COMPLETED, 0, n, k, v) for n, (r, (k, v)) in enumerate(zip(records, sample, strict=True))
-    ]
+    events = [Event(r, topic, 0, n, k, v) for n, (r, (k, v)) in enumerate(zip(records, sample, strict=True))]
+    outputs = []
     handled_at = time.perf_counter()
-    result = handler.handle(events)
+    for at in range(0, len(events), batch_size):
+        outputs.extend(handler.handle(events[at : at + batch_size]).outputs)
     handled = time.perf_counter()
-    for output in result.outputs:
+    for output in outputs:
         codec.encode(output.topic, output.record)
     encoded = time.perf_counter()
-    n, outputs = len(sample), max(len(result.outputs), 1)
+    n = len(sample)
     return (
         (decoded - started) / n * 1e6,
         (handled - handled_at) / n * 1e6,
-        (encoded - handled) / outputs * 1e6,
+        (encoded - handled) / max(len(outputs), 1) * 1e6,
     )
 
 
@@ -122,6 +274,7 @@ def _minimal_loop(
     codec: AvroCodec,
     handler: BatchHandler,
     topic: str,
+    stands_for: str,
     outputs: dict[str, str],
     events: int,
     batch_size: int,
@@ -145,8 +298,8 @@ def _minimal_loop(
             first = first or time.monotonic()
             batch = [
                 Event(
-                    codec.decode(m.value() or b"", topic=COMPLETED),
-                    COMPLETED,
+                    codec.decode(m.value() or b"", topic=stands_for),
+                    stands_for,
                     m.partition() or 0,
                     m.offset() or 0,
                     m.key(),
@@ -170,41 +323,59 @@ def _minimal_loop(
 def bench_agent(
     settings: Settings, catalog: Catalog, agent: str, events: int, batch_size: int
 ) -> AgentBenchResult:
-    """Measure one pure agent (fees or ledger) on the runtime and in a minimal loop."""
-    if agent not in PURE:
-        raise BenchError(
-            f"agent {agent!r} keeps state in PostgreSQL or Redis; bench agent measures {', '.join(PURE)}"
-        )
+    """Measure one agent on the runtime and in a minimal loop, each on fresh state."""
+    if agent not in WORKLOADS:
+        raise BenchError(f"no workload for agent {agent!r}; bench agent measures {', '.join(WORKLOADS)}")
+    work = WORKLOADS[agent]
     codec = AvroCodec(load_store(settings.avro_dir))
-    make: Callable[[], BatchHandler] = lambda: AGENTS[agent](settings, codec)  # noqa: E731
     consumer = catalog.consumers[f"{agent}_agent"]
     topic = _scratch_topic(settings, f"agent-{agent}", catalog.money_partitions)
     outputs = {out: _scratch_topic(settings, f"agent-{agent}-out", 12) for out in consumer.outputs}
+
+    def handler(state: Settings) -> BatchHandler:
+        return AGENTS[agent](state, codec)
+
     try:
-        values = list(_completed(settings, codec, events))
+        values = list(work.messages(settings, codec, events))
         produce_rate = _produce(settings, topic, iter(values), events)
-        decode_us, handle_us, encode_us = _per_event_micros(make(), codec, values)
-        runtime = AgentRuntime(
-            settings,
-            make(),
-            codec,
-            catalog,
-            batch_size=batch_size,
-            linger=0.05,
-            group_id=f"bench-{uuid.uuid4()}",
-            topics=[topic],
-            input_aliases={topic: COMPLETED},
-            output_topics=outputs,
-        )
-        stats = run_agent(runtime, idle_exit=3)
+        with work.state(settings) as state:
+            measuring = handler(state)
+            try:
+                decode_us, handle_us, encode_us = _per_event_micros(
+                    measuring, codec, work.topic, values, batch_size
+                )
+            finally:
+                measuring.close()
+        with work.state(settings) as state:
+            runtime = AgentRuntime(
+                state,
+                handler(state),
+                codec,
+                catalog,
+                batch_size=batch_size,
+                linger=0.05,
+                group_id=f"bench-{uuid.uuid4()}",
+                topics=[topic],
+                input_aliases={topic: work.topic},
+                output_topics=outputs,
+            )
+            stats = run_agent(runtime, idle_exit=3)
         if stats.consumed != events:
             raise BenchError(f"the agent consumed {stats.consumed} of {events} events")
-        minimal = _minimal_loop(settings, codec, make(), topic, outputs, events, batch_size)
+        with work.state(settings) as state:
+            minimal_handler = handler(state)
+            try:
+                minimal = _minimal_loop(
+                    state, codec, minimal_handler, topic, work.topic, outputs, events, batch_size
+                )
+            finally:
+                minimal_handler.close()
     finally:
         for name in [topic, *outputs.values()]:
             _drop_topic(settings, name)
     return AgentBenchResult(
         agent=agent,
+        unit=work.unit,
         events=events,
         outputs=stats.emitted,
         produce_per_s=produce_rate,
@@ -215,4 +386,5 @@ def bench_agent(
         handle_us=handle_us,
         encode_us=encode_us,
         peak_rss_mb=peak_rss_kb() / 1024,
+        dead_lettered=stats.dead_lettered,
     )

@@ -71,29 +71,11 @@ def bench_reservations(
     try:
         with scratch_database(settings.database_url.get_secret_value(), prefix="ledgerstream_bench") as url:
             db = settings.model_copy(update={"database_url": type(settings.database_url)(url)})
-            _fund(url, accounts, settings.environment)
+            fund(url, accounts, settings.environment)
 
-            def messages() -> Iterator[tuple[bytes, bytes]]:
-                for i in range(requests):
-                    account = f"acc-{i % accounts}"
-                    record = {
-                        "metadata": new_metadata(
-                            "payments.transfer.requested",
-                            tenant_id=TENANT,
-                            environment=settings.environment,
-                            source="ops.dev.bench",
-                        ),
-                        "account_id": account,
-                        "transfer_id": f"bench-{uuid.uuid4()}",
-                        "amount": {"units": 100 + (i * 7919) % 3_900, "currency": "EUR", "exponent": 2},
-                        "destination_account_id": None,
-                        "beneficiary_reference": None,
-                        "rail": "SEPA",
-                        "reference": None,
-                    }
-                    yield account.encode(), codec.encode(TOPIC, record)
-
-            produce_rate = _produce(settings, topic, messages(), requests)
+            produce_rate = _produce(
+                settings, topic, transfer_requests(settings, codec, requests, accounts), requests
+            )
             runtime = AgentRuntime(
                 db,
                 StatusHandler(db, codec),
@@ -134,8 +116,32 @@ def bench_reservations(
     )
 
 
-def _fund(url: str, accounts: int, environment: str) -> None:
-    """Open every account and give it a posted balance of 1,000.00 EUR (a balance row, untimed)."""
+def transfer_requests(
+    settings: Settings, codec: AvroCodec, requests: int, accounts: int
+) -> Iterator[tuple[bytes, bytes]]:
+    """SEPA transfer requests of 1.00 to 40.00 EUR, spread over `accounts` accounts: key and value."""
+    for i in range(requests):
+        account = f"acc-{i % accounts}"
+        record = {
+            "metadata": new_metadata(
+                "payments.transfer.requested",
+                tenant_id=TENANT,
+                environment=settings.environment,
+                source="ops.dev.bench",
+            ),
+            "account_id": account,
+            "transfer_id": f"bench-{uuid.uuid4()}",
+            "amount": {"units": 100 + (i * 7919) % 3_900, "currency": "EUR", "exponent": 2},
+            "destination_account_id": None,
+            "beneficiary_reference": None,
+            "rail": "SEPA",
+            "reference": None,
+        }
+        yield account.encode(), codec.encode(TOPIC, record)
+
+
+def fund(url: str, accounts: int, environment: str, units: int = 100_000) -> None:
+    """Open every account and give it a posted balance of `units` cents of EUR (a balance row, untimed)."""
     with psycopg.connect(url) as conn, conn.cursor() as cur:
         with cur.copy(
             "COPY accounts (tenant_id, account_id, currency, exponent, environment, holder, kind) FROM STDIN"
@@ -150,5 +156,5 @@ def _fund(url: str, accounts: int, environment: str) -> None:
                 copy.write_row((code, "liability", "CREDIT", "EUR", 2, TENANT))
         with cur.copy("COPY balances (ledger_account, currency, debits, credits) FROM STDIN") as copy:
             for code in codes:
-                copy.write_row((code, "EUR", 0, 100_000))
+                copy.write_row((code, "EUR", 0, units))
         conn.commit()
