@@ -21,7 +21,7 @@ from topics.codec import AvroCodec
 from topics.events import derived_event_id, new_metadata
 from topics.money import money_record
 from topics.names import ACCOUNTS_BALANCE_UPDATED_V1
-from topics.outbox import enqueue
+from topics.outbox import enqueue_many
 
 BALANCE_TOPIC = ACCOUNTS_BALANCE_UPDATED_V1
 
@@ -94,20 +94,24 @@ class BalanceAnnouncer:
         if not hold_ids:
             return 0
         rows = conn.cursor(row_factory=tuple_row).execute(HOLDS_STATE, (hold_ids,)).fetchall()
-        for code, tenant, account_id, currency, exponent, posted, held, overdraft, cause in rows:
-            state = BalanceState(
-                code,
-                tenant,
-                account_id,
-                currency,
-                int(exponent),
-                int(posted),
-                int(held),
-                int(overdraft),
-                cause,
+        records = [
+            balance_record(
+                BalanceState(
+                    code,
+                    tenant,
+                    account_id,
+                    currency,
+                    int(exponent),
+                    int(posted),
+                    int(held),
+                    int(overdraft),
+                    cause,
+                ),
+                environment=self.environment,
+                source=self.source,
+                producer=self.producer,
             )
-            record = balance_record(
-                state, environment=self.environment, source=self.source, producer=self.producer
-            )
-            enqueue(conn, self.codec, self.catalog, BALANCE_TOPIC, record)
+            for code, tenant, account_id, currency, exponent, posted, held, overdraft, cause in rows
+        ]
+        enqueue_many(conn, self.codec, self.catalog, BALANCE_TOPIC, records)
         return len(rows)

@@ -1,14 +1,27 @@
 """Funds reserved before money leaves: one reservation, used by every agent that spends.
 
-`reserve` locks the account's registry row (so two workers reserving against one account take
-turns and each sees the other's hold), computes available = posted - active holds + overdraft
-limit, and places an ACTIVE hold when the amount fits. It runs in the caller's transaction, so
-the hold commits with the decision it backs. The ledger sink completes a hold in the same
-transaction as the posting that names it; a failure releases it; the sweep expires it.
+A reservation locks the account's registry row (so two workers reserving against one account
+take turns and each sees the other's hold), computes available = posted - active holds +
+overdraft limit, and places an ACTIVE hold when the amount fits. It runs in the caller's
+transaction, so the hold commits with the decision it backs. The ledger sink completes a hold
+in the same transaction as the posting that names it; a failure releases it; the sweep expires
+it.
+
+An agent deciding a batch uses `Reservations`: the accounts the batch may spend from are locked
+in one statement, in key order (so two workers never wait on each other in a cycle), and their
+posted balances and active holds read in one more. Each reservation then decides from those
+figures, kept current by the holds the batch places and releases, and the holds it places are
+written together (`place`, before the batch reads or changes them). The figures are one
+statement's snapshot: a posting committed meanwhile moves posted funds and completes its hold
+together, which leaves available unchanged; money credited meanwhile is seen by the next batch.
+A hold asked for again under an id already placed is counted again within the batch (the row is
+not written twice): the batch refuses rather than spends what may not be there. `reserve` is
+one reservation on its own.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,14 +34,20 @@ from topics.journals import account
 HOLD_SECONDS = 30 * 60
 """A reservation holds funds for 30 minutes unless its money reaches a provider first."""
 
-LOCK_ACCOUNT = (
-    "SELECT status, overdraft_limit FROM accounts "
-    "WHERE tenant_id = %s AND account_id = %s AND currency = %s FOR UPDATE"
-)
+LOCK_ACCOUNTS = """
+SELECT a.tenant_id, a.account_id, a.currency, a.status, a.overdraft_limit
+  FROM accounts a
+  JOIN unnest(%s::text[], %s::text[], %s::text[]) AS wanted(tenant_id, account_id, currency)
+ USING (tenant_id, account_id, currency)
+ ORDER BY a.tenant_id, a.account_id, a.currency
+   FOR UPDATE OF a
+"""
 AVAILABLE = """
-SELECT coalesce((SELECT credits - debits FROM balances WHERE ledger_account = %(code)s), 0),
+SELECT c.code,
+       coalesce((SELECT credits - debits FROM balances WHERE ledger_account = c.code), 0),
        coalesce((SELECT sum(amount) FROM holds
-                  WHERE ledger_account = %(code)s AND status = 'ACTIVE' AND expires_at > now()), 0)
+                  WHERE ledger_account = c.code AND status = 'ACTIVE' AND expires_at > now()), 0)
+  FROM unnest(%s::text[]) AS c(code)
 """
 PLACE = """
 INSERT INTO holds (hold_id, tenant_id, account_id, ledger_account, currency, exponent, amount, status, reason,
@@ -39,6 +58,7 @@ ON CONFLICT (hold_id) DO NOTHING
 RELEASE = """
 UPDATE holds SET status = 'RELEASED', settled_at = now(), reason = reason || '; ' || %s
  WHERE hold_id = %s AND status = 'ACTIVE'
+RETURNING ledger_account, amount, expires_at > now()
 """
 PIN = (
     "UPDATE holds SET expires_at = 'infinity' WHERE hold_id = %s AND status = 'ACTIVE' AND expires_at > now()"
@@ -65,45 +85,141 @@ class Spend:
     """What `units` is made of, for the refusal's message (e.g. "10000 + fees 37")."""
 
 
-def reserve(
-    conn: psycopg.Connection[Any], registry: CurrencyRegistry, spend: Spend, *, seconds: int = HOLD_SECONDS
-) -> str | None:
-    """Hold `spend.units` on the account, or return why not (reason codes first, e.g.
-    INSUFFICIENT_FUNDS, ACCOUNT_NOT_FOUND, ACCOUNT_FROZEN, CURRENCY_MISMATCH)."""
-    try:
-        registry.check(spend.currency, spend.exponent)
-    except CurrencyError as e:
-        return f"CURRENCY_MISMATCH: {e}"
-    with conn.cursor(row_factory=tuple_row) as cur:
-        row = cur.execute(LOCK_ACCOUNT, (spend.tenant, spend.account_id, spend.currency)).fetchone()
-        if row is None:
+AccountKey = tuple[str, str, str]
+"""tenant, account id, currency."""
+
+
+@dataclass
+class _Funds:
+    code: str
+    status: str
+    overdraft: int
+    posted: int
+    held: int
+
+
+class Reservations:
+    """A batch's reservations in the caller's transaction (see the module's doc). Used as a
+    context manager, it places what it reserved when the block ends without an error.
+
+    Args:
+        conn: the caller's connection, in its transaction.
+        registry: the system's currencies; a spend in another exponent is refused.
+        seconds: how long a placed hold stands before the sweep expires it.
+    """
+
+    def __init__(
+        self, conn: psycopg.Connection[Any], registry: CurrencyRegistry, *, seconds: int = HOLD_SECONDS
+    ) -> None:
+        self.conn = conn
+        self.registry = registry
+        self.seconds = seconds
+        self._funds: dict[AccountKey, _Funds | None] = {}
+        self._by_code: dict[str, _Funds] = {}
+        self._placing: list[tuple[Any, ...]] = []
+
+    def __enter__(self) -> Reservations:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        if kind is None:
+            self.place()
+
+    def lock(self, keys: Iterable[AccountKey]) -> None:
+        """Lock these accounts (those not locked yet) and read what each has: one statement each."""
+        wanted = sorted(set(keys) - self._funds.keys())
+        if not wanted:
+            return
+        with self.conn.cursor(row_factory=tuple_row) as cur:
+            found = {
+                (tenant, acc, currency): (status, int(overdraft))
+                for tenant, acc, currency, status, overdraft in cur.execute(
+                    LOCK_ACCOUNTS, [list(column) for column in zip(*wanted, strict=True)]
+                ).fetchall()
+            }
+            codes = {key: account("customer", *key) for key in found}
+            figures = {
+                code: (int(posted), int(held))
+                for code, posted, held in cur.execute(AVAILABLE, (list(codes.values()),)).fetchall()
+            }
+        for key in wanted:
+            if key not in found:
+                self._funds[key] = None
+                continue
+            status, overdraft = found[key]
+            posted, held = figures[codes[key]]
+            funds = _Funds(codes[key], str(status), overdraft, posted, held)
+            self._funds[key] = self._by_code[funds.code] = funds
+
+    def reserve(self, spend: Spend) -> str | None:
+        """Hold `spend.units` on the account, or return why not (reason codes first, e.g.
+        INSUFFICIENT_FUNDS, ACCOUNT_NOT_FOUND, ACCOUNT_FROZEN, CURRENCY_MISMATCH)."""
+        try:
+            self.registry.check(spend.currency, spend.exponent)
+        except CurrencyError as e:
+            return f"CURRENCY_MISMATCH: {e}"
+        key = (spend.tenant, spend.account_id, spend.currency)
+        if key not in self._funds:
+            self.lock([key])
+        funds = self._funds[key]
+        if funds is None:
             return f"ACCOUNT_NOT_FOUND: no {spend.currency} account {spend.account_id} for this tenant"
-        status, overdraft = row
-        if status != "active":
-            return f"ACCOUNT_{str(status).upper()}: account {spend.account_id} is {status}"
-        code = account("customer", spend.tenant, spend.account_id, spend.currency)
-        posted, held = cur.execute(AVAILABLE, {"code": code}).fetchone() or (0, 0)
-        available = int(posted) - int(held) + int(overdraft)
+        if funds.status != "active":
+            return f"ACCOUNT_{funds.status.upper()}: account {spend.account_id} is {funds.status}"
+        available = funds.posted - funds.held + funds.overdraft
         if spend.units > available:
             made_of = f" ({spend.breakdown})" if spend.breakdown else ""
             return (
                 f"INSUFFICIENT_FUNDS: {spend.units} {spend.currency} needed{made_of}, {available} available"
             )
-        cur.execute(
-            PLACE,
+        self._placing.append(
             (
                 spend.hold_id,
                 spend.tenant,
                 spend.account_id,
-                code,
+                funds.code,
                 spend.currency,
                 spend.exponent,
                 spend.units,
                 spend.reason,
-                seconds,
-            ),
+                self.seconds,
+            )
         )
-    return None
+        funds.held += spend.units
+        return None
+
+    def place(self) -> None:
+        """Write the holds reserved since the last call (the caller's transaction commits them)."""
+        if self._placing:
+            with self.conn.cursor() as cur:
+                cur.executemany(PLACE, self._placing)
+            self._placing = []
+
+    def release(self, hold_id: str, why: str) -> bool:
+        """`release`, keeping the figures of a locked account current."""
+        self.place()
+        with self.conn.cursor(row_factory=tuple_row) as cur:
+            row = cur.execute(RELEASE, (f"released: {why}", hold_id)).fetchone()
+        if row is None:
+            return False
+        code, amount, counted = row
+        funds = self._by_code.get(code)
+        if counted and funds is not None:
+            funds.held -= int(amount)
+        return True
+
+    def pin(self, hold_id: str) -> bool:
+        """`pin`, the batch's holds placed first."""
+        self.place()
+        return pin(self.conn, hold_id)
+
+
+def reserve(
+    conn: psycopg.Connection[Any], registry: CurrencyRegistry, spend: Spend, *, seconds: int = HOLD_SECONDS
+) -> str | None:
+    """One reservation on its own (`Reservations.reserve`), its hold placed."""
+    with Reservations(conn, registry, seconds=seconds) as reservations:
+        return reservations.reserve(spend)
 
 
 def pin(conn: psycopg.Connection[Any], hold_id: str) -> bool:

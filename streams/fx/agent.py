@@ -20,6 +20,7 @@ than `FUTURE_SKEW` after it.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -42,14 +43,14 @@ from streams.fx.pricing import (
     pair_for,
 )
 from streams.fx.rates import RateCache
-from streams.fx.repository import ORDER_COLUMNS, lock_orders, save_order
+from streams.fx.repository import ORDER_COLUMNS, lock_orders, save_orders
 from topics.balances import BalanceAnnouncer
 from topics.catalog import load_catalog
 from topics.codec import AvroCodec
 from topics.currencies import CurrencyRegistry
 from topics.database import Database
 from topics.events import Event, derived_event_id, new_metadata
-from topics.holds import Spend, reserve
+from topics.holds import AccountKey, Reservations, Spend
 from topics.journals import fx_hold_id
 from topics.money import InexactValue, money_parts, money_record
 from topics.names import (
@@ -132,9 +133,28 @@ class _Batch:
     conn: psycopg.Connection[dict[str, Any]]
     rows: dict[str, dict[str, Any]]
     result: Result
-    registry: CurrencyRegistry
+    reservations: Reservations
+    saved: dict[str, None] = field(default_factory=dict)
+    """Orders whose row changed, in the order they first did: written once, at the batch's end."""
+    rates: dict[tuple[str, str], Rate] = field(default_factory=dict)
+    """The rates this batch read from the cache."""
     holds: list[str] = field(default_factory=list)
     """Holds placed in this batch: their balances are announced once, before it commits."""
+
+
+def _spenders(orders: list[Event], rows: dict[str, dict[str, Any]]) -> Iterator[AccountKey]:
+    """The accounts these orders and approvals may sell from (an unreadable one is left out: its
+    event is refused, or its account locked when it is reserved from)."""
+    for event in orders:
+        r = event.record
+        if event.topic == ORDERS:
+            sell = r.get("sell")
+            if isinstance(sell, dict) and isinstance(sell.get("currency"), str):
+                yield (str(r["metadata"]["tenant_id"]), str(r["account_id"]), sell["currency"])
+            continue
+        row = rows.get(str(r["order_id"]))
+        if row is not None and row["account_id"] is not None and row["sell_currency"] is not None:
+            yield (str(row["tenant_id"]), str(row["account_id"]), str(row["sell_currency"]))
 
 
 def conversion_id(order_id: str) -> str:
@@ -180,15 +200,18 @@ class FxHandler(BatchHandler):
             with conn.transaction():
                 ids = sorted({str(e.record["order_id"]) for e in orders})
                 rows = lock_orders(conn, ids)
-                batch = _Batch(conn, rows, result, CurrencyRegistry.load(conn))
-                for event in orders:
-                    try:
-                        if event.topic == ORDERS:
-                            self._order(batch, event)
-                        else:
-                            self._approval(batch, event)
-                    except (FxError, InexactValue, KeyError, TypeError) as e:
-                        result.refused.append((event, f"order {event.record.get('order_id')}: {e}"))
+                with Reservations(conn, CurrencyRegistry.load(conn)) as reservations:  # placed at the end
+                    reservations.lock(_spenders(orders, rows))
+                    batch = _Batch(conn, rows, result, reservations)
+                    for event in orders:
+                        try:
+                            if event.topic == ORDERS:
+                                self._order(batch, event)
+                            else:
+                                self._approval(batch, event)
+                        except (FxError, InexactValue, KeyError, TypeError) as e:
+                            result.refused.append((event, f"order {event.record.get('order_id')}: {e}"))
+                save_orders(conn, [batch.rows[order_id] for order_id in batch.saved])
                 # the holds lower what their accounts have available: announced in this transaction
                 self.balances.holds_changed(conn, batch.holds)
         except psycopg.Error:
@@ -272,16 +295,14 @@ class FxHandler(BatchHandler):
         self._execute(batch, {**row, **decided}, meta["occurred_at"])
 
     def _execute(self, batch: _Batch, row: dict[str, Any], at: datetime) -> None:
-        rate = self._rate(row["sell_currency"], row["buy_currency"])
+        rate = self._rate(batch, row["sell_currency"], row["buy_currency"])
         check_fresh(rate, at, self.max_age)
         if rate.quoted_at - at > FUTURE_SKEW:
             raise StaleRate(
                 f"rate {rate.pair} quoted at {rate.quoted_at.isoformat()} is after the execution time "
                 f"{at.isoformat()}: the order cannot have seen it"
             )
-        refusal = reserve(
-            batch.conn,
-            batch.registry,
+        refusal = batch.reservations.reserve(
             Spend(
                 fx_hold_id(row["order_id"]),
                 row["tenant_id"],
@@ -331,7 +352,12 @@ class FxHandler(BatchHandler):
             row["rate_quoted_at"],
         )
 
-    def _rate(self, sell: str, buy: str) -> Rate:
+    def _rate(self, batch: _Batch, sell: str, buy: str) -> Rate:
+        if (sell, buy) not in batch.rates:
+            batch.rates[(sell, buy)] = self._cached_rate(sell, buy)
+        return batch.rates[(sell, buy)]
+
+    def _cached_rate(self, sell: str, buy: str) -> Rate:
         for pair in pair_for(sell, buy):
             rate = self.cache.get(pair)
             if rate is not None:
@@ -341,8 +367,8 @@ class FxHandler(BatchHandler):
         )
 
     def _save(self, batch: _Batch, row: dict[str, Any]) -> None:
-        save_order(batch.conn, row)
         batch.rows[row["order_id"]] = row
+        batch.saved[row["order_id"]] = None
 
     def close(self) -> None:
         self.db.close()

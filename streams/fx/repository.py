@@ -36,14 +36,19 @@ ORDER_COLUMNS = (
     "markup_bps",
     "bonus_bps",
 )
-UPSERT_ORDER = sql.SQL(
-    "INSERT INTO fx_orders ({cols}, updated_at) VALUES ({values}, now()) "
-    "ON CONFLICT (order_id) DO UPDATE SET ({cols}, updated_at) = ({excluded}, now())"
-).format(
-    cols=sql.SQL(", ").join(map(sql.Identifier, ORDER_COLUMNS)),
-    values=sql.SQL(", ").join(map(sql.Placeholder, ORDER_COLUMNS)),
-    excluded=sql.SQL(", ").join(sql.SQL("EXCLUDED.{}").format(sql.Identifier(c)) for c in ORDER_COLUMNS),
+UPSERT_ORDER = (
+    sql.SQL(
+        "INSERT INTO fx_orders ({cols}, updated_at) VALUES ({values}, now()) "
+        "ON CONFLICT (order_id) DO UPDATE SET ({cols}, updated_at) = ({excluded}, now())"
+    )
+    .format(
+        cols=sql.SQL(", ").join(map(sql.Identifier, ORDER_COLUMNS)),
+        values=sql.SQL(", ").join(map(sql.Placeholder, ORDER_COLUMNS)),
+        excluded=sql.SQL(", ").join(sql.SQL("EXCLUDED.{}").format(sql.Identifier(c)) for c in ORDER_COLUMNS),
+    )
+    .as_string()
 )
+"""Rendered once: a composed query is rendered again on every execution."""
 
 
 def lock_orders(conn: psycopg.Connection[Any], ids: Sequence[str]) -> dict[str, dict[str, Any]]:
@@ -51,6 +56,8 @@ def lock_orders(conn: psycopg.Connection[Any], ids: Sequence[str]) -> dict[str, 
     return {r["order_id"]: r for r in conn.execute(SELECT_ORDERS, (list(ids),)).fetchall()}
 
 
-def save_order(conn: psycopg.Connection[Any], row: dict[str, Any]) -> None:
-    """Insert an order, or replace what is known of it."""
-    conn.execute(UPSERT_ORDER, row)
+def save_orders(conn: psycopg.Connection[Any], rows: Sequence[dict[str, Any]]) -> None:
+    """Insert each order, or replace what is known of it."""
+    if rows:
+        with conn.cursor() as cur:
+            cur.executemany(UPSERT_ORDER, rows)

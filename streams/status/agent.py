@@ -38,7 +38,7 @@ from topics.codec import AvroCodec
 from topics.currencies import CurrencyRegistry
 from topics.database import Database
 from topics.events import Event, derived_event_id, new_metadata
-from topics.holds import Spend, expire, pin, release, reserve
+from topics.holds import AccountKey, Reservations, Spend, expire
 from topics.journals import transfer_hold_id
 from topics.money import InexactValue, money_parts, money_record
 from topics.names import (
@@ -211,9 +211,19 @@ class StatusHandler(BatchHandler):
     def _handle(self, conn: psycopg.Connection[dict[str, Any]], events: list[Event]) -> Result:
         txns = lock_transactions(conn, sorted({_transaction_id(e) for e in events}))
         applied = applied_changes(conn, [str(e.record["metadata"]["event_id"]) for e in events])
-        work = _Work(txns, applied, registry=CurrencyRegistry.load(conn))
-        for event in events:
-            self._apply(conn, work, event)
+        requested = [e for e in events if e.topic == REQUESTED and _transaction_id(e) not in txns]
+        new_ids = sorted({_transaction_id(e) for e in requested})
+        with Reservations(conn, CurrencyRegistry.load(conn)) as reservations:  # placed at the end
+            work = _Work(
+                txns,
+                applied,
+                reservations=reservations,
+                stored_parked=parked_reports(conn, new_ids),
+                looked_up=set(new_ids),
+            )
+            reservations.lock(key for key in map(_spender, requested) if key is not None)
+            for event in events:
+                self._apply(conn, work, event)
         self._write(conn, work)
         now = time.monotonic()
         if now - self._swept > SWEEP_SECONDS:
@@ -242,7 +252,7 @@ class StatusHandler(BatchHandler):
         if change.from_status is None:
             steps += self._validate_and_reserve(conn, work, txn, source, event.record["metadata"])
         elif change.to_status == "SENT_TO_PROVIDER":
-            steps = self._dispatch(conn, work.txns[txn.transaction_id], txn, change, source, event)
+            steps = self._dispatch(work, work.txns[txn.transaction_id], txn, change, source, event)
         for txn, change in steps:
             work.txns[txn.transaction_id] = txn
             work.changes.append(change)
@@ -250,7 +260,7 @@ class StatusHandler(BatchHandler):
             work.result.outputs += outputs_for(txn, change)
             if change.to_status in ("FAILED", "COMPENSATING"):
                 hold = transfer_hold_id(txn.transaction_id)
-                if release(conn, hold, change.reason or change.to_status):
+                if work.reservations.release(hold, change.reason or change.to_status):
                     work.holds.append(hold)
         txn, change = steps[0]
         if change.from_status is None:
@@ -269,8 +279,8 @@ class StatusHandler(BatchHandler):
         """INITIATED -> VALIDATING -> BALANCE_RESERVED when the amount plus its fees fits the
         account's available balance (posted - active holds + overdraft limit), else FAILED.
 
-        The account's registry row is locked first, so two workers reserving against one
-        account take turns, and each sees the other's hold."""
+        The batch's requesting accounts were locked together first, so two workers reserving
+        against one account take turns, and each sees the other's hold."""
         steps = [self._step(txn, "VALIDATING", source, meta, "validating account, currency and funds")]
         validating = steps[0][0]
         try:
@@ -280,9 +290,7 @@ class StatusHandler(BatchHandler):
             return steps
         need = txn.amount_units + fee
         breakdown = f"{txn.amount_units} + fees {fee}"
-        refusal = reserve(
-            conn,
-            work.registry,
+        refusal = work.reservations.reserve(
             Spend(
                 transfer_hold_id(txn.transaction_id),
                 txn.tenant_id,
@@ -310,7 +318,7 @@ class StatusHandler(BatchHandler):
 
     def _dispatch(
         self,
-        conn: psycopg.Connection[dict[str, Any]],
+        work: _Work,
         before: Txn,
         txn: Txn,
         change: Change,
@@ -319,7 +327,7 @@ class StatusHandler(BatchHandler):
     ) -> list[tuple[Txn, Change]]:
         """Money leaves for the provider only while its hold stands; the hold then stays until
         the posting completes it or a failure releases it."""
-        if not pin(conn, transfer_hold_id(txn.transaction_id)):
+        if not work.reservations.pin(transfer_hold_id(txn.transaction_id)):
             meta = event.record["metadata"]
             return [
                 self._step(
@@ -358,12 +366,21 @@ class StatusHandler(BatchHandler):
                 bytes(row["kafka_key"]) if row["kafka_key"] is not None else None,
                 bytes(row["value"]),
             )
-            for row in parked_reports(conn, tid)
+            for row in self._stored_parked(conn, work, tid)
         ]
         if stored:
             work.unparked.add(tid)
         fresh = list(work.parked.pop(tid, {}).values())
         return stored + fresh
+
+    @staticmethod
+    def _stored_parked(
+        conn: psycopg.Connection[dict[str, Any]], work: _Work, tid: str
+    ) -> list[dict[str, Any]]:
+        if tid not in work.looked_up:  # read with the batch's new transactions unless created otherwise
+            work.looked_up.add(tid)
+            work.stored_parked.update(parked_reports(conn, [tid]))
+        return work.stored_parked.pop(tid, [])
 
     def _decide(self, event: Event, source: str, txns: dict[str, Txn]) -> Decision:
         record, meta = event.record, event.record["metadata"]
@@ -480,7 +497,12 @@ class _Work:
 
     txns: dict[str, Txn]
     applied: dict[str, list[Change]]
-    registry: CurrencyRegistry
+    reservations: Reservations
+    """The batch's reservations: the requesting accounts locked and read together."""
+    stored_parked: dict[str, list[dict[str, Any]]]
+    """Reports parked in earlier batches for the transactions this batch creates."""
+    looked_up: set[str]
+    """Transactions whose stored parked reports were read."""
     result: Result = field(default_factory=Result)
     created: dict[str, Txn] = field(default_factory=dict)
     changes: list[Change] = field(default_factory=list)
@@ -488,6 +510,16 @@ class _Work:
     unparked: set[str] = field(default_factory=set)
     holds: list[str] = field(default_factory=list)
     """Holds this batch placed, released or expired: their accounts' balances are announced."""
+
+
+def _spender(event: Event) -> AccountKey | None:
+    """The account a transfer request would reserve from (None when its amount is unreadable:
+    the request is refused without a reservation)."""
+    try:
+        _, currency, _ = money_parts(event.record["amount"])
+    except (InexactValue, KeyError, TypeError):
+        return None
+    return (str(event.record["metadata"]["tenant_id"]), str(event.record["account_id"]), currency)
 
 
 def _transaction_id(event: Event) -> str:

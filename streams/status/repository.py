@@ -64,8 +64,8 @@ INSERT_TXNS = sql.SQL(
     "INSERT INTO transactions ({}) VALUES ({}) ON CONFLICT (transaction_id) DO NOTHING"
 ).format(_columns(TXN_COLUMNS), _placeholders(TXN_COLUMNS))
 SELECT_PARKED = (
-    "SELECT * FROM transaction_status_parked WHERE transaction_id = %s "
-    "ORDER BY occurred_at, kafka_topic, kafka_partition, kafka_offset FOR UPDATE"
+    "SELECT * FROM transaction_status_parked WHERE transaction_id = ANY(%s) "
+    "ORDER BY transaction_id, occurred_at, kafka_topic, kafka_partition, kafka_offset FOR UPDATE"
 )
 DELETE_PARKED = "DELETE FROM transaction_status_parked WHERE transaction_id = ANY(%s)"
 INSERT_PARKED = (
@@ -142,9 +142,13 @@ def applied_changes(conn: psycopg.Connection[Any], sources: Sequence[str]) -> di
     return applied
 
 
-def parked_reports(conn: psycopg.Connection[Any], transaction_id: str) -> list[dict[str, Any]]:
-    """The reports kept for a transaction until it existed, oldest first (locked)."""
-    return list(conn.execute(SELECT_PARKED, (transaction_id,)).fetchall())
+def parked_reports(conn: psycopg.Connection[Any], ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+    """The reports kept for these transactions until they existed, oldest first (locked), by
+    transaction id."""
+    parked: dict[str, list[dict[str, Any]]] = {}
+    for row in conn.execute(SELECT_PARKED, (list(ids),)).fetchall():
+        parked.setdefault(str(row["transaction_id"]), []).append(row)
+    return parked
 
 
 def save(
