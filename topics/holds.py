@@ -126,7 +126,7 @@ class Reservations:
             self.place()
 
     def lock(self, keys: Iterable[AccountKey]) -> None:
-        """Lock these accounts (those not locked yet) and read what each has: one statement each."""
+        """Lock these accounts (those not locked yet) and read their funds: two statements however many."""
         wanted = sorted(set(keys) - self._funds.keys())
         if not wanted:
             return

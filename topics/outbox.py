@@ -15,14 +15,13 @@ from psycopg.types.json import Jsonb
 
 from topics.catalog import Catalog
 from topics.codec import AvroCodec
+from topics.database import copy_new_rows
 from topics.headers import header_map, routing_headers
 
 INSERT = """
 INSERT INTO outbox (aggregate_id, topic, event_id, event_type, key, value, headers)
 VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (event_id) DO NOTHING
 """
-FEW = 8
-"""Up to this many rows, `enqueue_many` inserts them rather than COPYing them."""
 COPY = "COPY outbox (aggregate_id, topic, event_id, event_type, key, value, headers) FROM STDIN"
 
 
@@ -60,19 +59,10 @@ def enqueue_many(
 ) -> int:
     """Add events to the outbox in the caller's transaction (every record is encoded before any
     row is sent): one COPY, under a savepoint; an event id already there (the batch is worked
-    again) falls back to inserting each row that is new. A few rows are inserted straight away
-    (fewer round trips than a savepoint and a COPY). Returns how many were given."""
+    again) falls back to inserting each row that is new (`copy_new_rows`). Returns how many
+    were given."""
     rows = [outbox_row(codec, catalog, topic, record) for record in records]
-    if not rows:
-        return 0
-    with conn.cursor() as cur:
-        if len(rows) <= FEW:
-            cur.executemany(INSERT, rows)
-            return len(rows)
-        try:
-            with conn.transaction(), cur.copy(COPY) as copy:
-                for row in rows:
-                    copy.write_row(row)
-        except psycopg.errors.UniqueViolation:
-            cur.executemany(INSERT, rows)
+    if rows:
+        with conn.cursor() as cur:
+            copy_new_rows(cur, COPY, INSERT, rows)
     return len(rows)

@@ -11,6 +11,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from topics.database import copy_new_rows
 from topics.fields import TRANSACTIONS_BENEFICIARY, seal_field
 
 TXN_COLUMNS = (
@@ -60,6 +61,8 @@ SELECT_TXNS = "SELECT * FROM transactions WHERE transaction_id = ANY(%s) ORDER B
 SELECT_APPLIED = sql.SQL(
     "SELECT {} FROM transaction_status_history WHERE source_event_id = ANY(%s) ORDER BY version"
 ).format(_columns(HISTORY_COLUMNS))
+COPY_TXNS = sql.SQL("COPY transactions ({}) FROM STDIN").format(_columns(TXN_COLUMNS))
+COPY_HISTORY = sql.SQL("COPY transaction_status_history ({}) FROM STDIN").format(_columns(HISTORY_COLUMNS))
 INSERT_TXNS = sql.SQL(
     "INSERT INTO transactions ({}) VALUES ({}) ON CONFLICT (transaction_id) DO NOTHING"
 ).format(_columns(TXN_COLUMNS), _placeholders(TXN_COLUMNS))
@@ -165,13 +168,14 @@ def save(
     of moved ones, their history, and the parked reports taken or kept."""
     with conn.cursor() as cur:
         if created:
-            cur.executemany(INSERT_TXNS, [_txn_row(t, field_key) for t in created])
+            copy_new_rows(cur, COPY_TXNS, INSERT_TXNS, [_txn_row(t, field_key) for t in created])
         if moved:
             cur.executemany(
                 UPDATE_TXN, [(t.status, t.version, t.updated_at, t.transaction_id, t.version) for t in moved]
             )
         if changes:
-            cur.executemany(INSERT_HISTORY, [tuple(getattr(c, k) for k in HISTORY_COLUMNS) for c in changes])
+            history = [tuple(getattr(c, k) for k in HISTORY_COLUMNS) for c in changes]
+            copy_new_rows(cur, COPY_HISTORY, INSERT_HISTORY, history)
         if unparked:
             cur.execute(DELETE_PARKED, (sorted(unparked),))
         if parked:
