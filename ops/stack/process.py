@@ -3,11 +3,13 @@ remembered by PID file, stopped by PID."""
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import signal
 import subprocess
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +19,15 @@ from topics.errors import StackError
 _LAUNCHED: dict[str, subprocess.Popen[bytes]] = {}
 """The services this process started, by name: kept (and reaped once they exit) so a long-lived
 caller (a chaos run restarting a killed broker) neither leaks zombies nor drops a running child."""
+
+
+@atexit.register
+def _leave_running() -> None:
+    """The services still running outlive this process on purpose (the stack stays up): their
+    handles are let go without the "still running" warning."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        _LAUNCHED.clear()
 
 
 @dataclass(frozen=True)
