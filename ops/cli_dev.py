@@ -11,7 +11,7 @@ from confluent_kafka import KafkaException
 from rich.table import Table
 
 from ops.cli_ledger import balance_cells
-from ops.console import err, out, positive_int, settings_or_error
+from ops.console import err, out, positive_int, settings_or_error, share
 from topics.catalog import Catalog
 from topics.errors import LedgerstreamError
 from topics.settings import Settings
@@ -37,7 +37,9 @@ def bench(args: argparse.Namespace) -> int:
         from ops.dev.bench_e2e import bench_e2e
         from topics.catalog import load_catalog
 
-        e2e = bench_e2e(settings_or_error(), load_catalog(), args.rate, args.seconds, args.workers)
+        e2e = bench_e2e(
+            settings_or_error(), load_catalog(), args.rate, args.seconds, args.workers, args.commands
+        )
         for line in e2e.lines():
             out.print(line, markup=False)
         return 0
@@ -230,10 +232,18 @@ def add_dev_commands(sub: Any, command: Callable[..., Any]) -> None:
         help="sink: one row per event; ledger: balanced transfers; agent: one agent against a minimal "
         "confluent-kafka loop running its handler; reservations: transfer requests decided "
         "against funded accounts by the status agent; webhooks: signed deliveries under wrk; "
-        "e2e: signed webhooks at a fixed rate to their journal rows, each stage its own process",
+        "e2e: signed webhooks and API commands at a fixed rate to their journal rows, each stage its "
+        "own process",
     )
     bn.add_argument(
-        "--rate", type=positive_int, default=2000, help="e2e: deliveries per second (default 2000)"
+        "--rate", type=positive_int, default=2000, help="e2e: requests per second in all (default 2000)"
+    )
+    bn.add_argument(
+        "--commands",
+        type=share,
+        default=0.25,
+        help="e2e: the share of the requests that are API FX orders, the rest signed webhooks "
+        "(0 to 1; default 0.25)",
     )
     bn.add_argument(
         "--agent",

@@ -108,6 +108,17 @@ def positive_int(text: str) -> int:
     return value
 
 
+def share(text: str) -> float:
+    """A share from 0 to 1, e.g. 0.25."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{value:g} is not a share from 0 to 1")
+    return value
+
+
 def topic_pair(text: str) -> tuple[str, str]:
     """`A=B`: two topic names (a scratch copy and the catalog topic it stands for, or back)."""
     left, sep, right = text.partition("=")

@@ -44,6 +44,16 @@ class BenchError(LedgerstreamError):
     """A benchmark run could not complete."""
 
 
+TENANT = "tenant-bench"
+
+
+def bench_metadata(settings: Settings, event_type: str) -> dict[str, Any]:
+    """The metadata of an event a bench makes: the bench's tenant, this environment."""
+    return new_metadata(
+        event_type, tenant_id=TENANT, environment=settings.environment, source="ops.dev.bench"
+    )
+
+
 @dataclass
 class BenchResult:
     name: str
@@ -319,12 +329,7 @@ def bench_sink(settings: Settings, events: int, batch_size: int, workers: int = 
     def make(i: int) -> tuple[bytes, bytes]:
         account = f"acc-{i % 5000}"
         record = {
-            "metadata": new_metadata(
-                "payments.transfer.requested",
-                tenant_id="tenant-bench",
-                environment=settings.environment,
-                source="ops.dev.bench",
-            ),
+            "metadata": bench_metadata(settings, "payments.transfer.requested"),
             "account_id": account,
             "transfer_id": f"tr-{i}",
             "amount": {"units": 100 + i, "currency": "EUR", "exponent": 2},
@@ -382,12 +387,7 @@ def bench_ledger(settings: Settings, events: int, batch_size: int, workers: int 
     def make(i: int) -> tuple[bytes, bytes]:
         account, journal = transfer_with_fee(i)
         journals[i] = (account, journal)
-        meta = new_metadata(
-            "ledger.journal.posted",
-            tenant_id="tenant-bench",
-            environment=settings.environment,
-            source="ops.dev.bench",
-        )
+        meta = bench_metadata(settings, "ledger.journal.posted")
         record = journal_record(
             journal,
             journal_entry_id=journal_entry_id(journal.reference_id),

@@ -35,7 +35,7 @@ from urllib.parse import urlsplit, urlunsplit
 import redis
 from confluent_kafka import Producer
 
-from ops.dev.bench import BenchError, _drop_topic, _produce, _scratch_topic
+from ops.dev.bench import BenchError, _drop_topic, _produce, _scratch_topic, bench_metadata
 from ops.dev.bench_reservations import fund, transfer_requests
 from ops.process_stats import peak_rss_kb
 from sinks.migrate import scratch_database
@@ -48,7 +48,7 @@ from streams.runtime import AgentRuntime, run_agent
 from topics.catalog import Catalog
 from topics.codec import AvroCodec
 from topics.consuming import batch_consumer
-from topics.events import Event, new_metadata
+from topics.events import Event
 from topics.names import (
     FX_ORDER_REQUESTED_V1,
     PAYMENTS_TRANSACTION_COMPLETED_V1,
@@ -57,7 +57,6 @@ from topics.names import (
 from topics.schemas import load_store
 from topics.settings import Settings
 
-TENANT = "tenant-bench"
 COMPLETED = PAYMENTS_TRANSACTION_COMPLETED_V1
 REQUESTED = PAYMENTS_TRANSFER_REQUESTED_V1
 ORDERS = FX_ORDER_REQUESTED_V1
@@ -122,12 +121,7 @@ def _completed(settings: Settings, codec: AvroCodec, events: int) -> Iterator[tu
     for i in range(events):
         account = f"acc-{i % 5000}"
         record = {
-            "metadata": new_metadata(
-                "payments.transaction.completed",
-                tenant_id=TENANT,
-                environment=settings.environment,
-                source="ops.dev.bench",
-            ),
+            "metadata": bench_metadata(settings, "payments.transaction.completed"),
             "account_id": account,
             "transaction_id": f"bench-{i}",
             "transaction_type": "TRANSFER",
@@ -149,12 +143,7 @@ def _orders(settings: Settings, codec: AvroCodec, events: int) -> Iterator[tuple
     for i in range(events):
         account = f"acc-{i % ACCOUNTS}"
         record = {
-            "metadata": new_metadata(
-                "fx.order.requested",
-                tenant_id=TENANT,
-                environment=settings.environment,
-                source="ops.dev.bench",
-            ),
+            "metadata": bench_metadata(settings, "fx.order.requested"),
             "account_id": account,
             "order_id": f"bench-{uuid.uuid4()}",
             "sell": {"units": 100 + (i * 7919) % 3_900, "currency": "EUR", "exponent": 2},

@@ -18,18 +18,16 @@ from dataclasses import dataclass
 
 import psycopg
 
-from ops.dev.bench import BenchError, _drop_topic, _produce, _scratch_topic
+from ops.dev.bench import TENANT, BenchError, _drop_topic, _produce, _scratch_topic, bench_metadata
 from sinks.migrate import scratch_database
 from streams.runtime import AgentRuntime, run_agent
 from streams.status.agent import StatusHandler
 from topics.catalog import Catalog
 from topics.codec import AvroCodec
-from topics.events import new_metadata
 from topics.names import PAYMENTS_TRANSFER_REQUESTED_V1
 from topics.schemas import load_store
 from topics.settings import Settings
 
-TENANT = "tenant-bench"
 TOPIC = PAYMENTS_TRANSFER_REQUESTED_V1
 
 
@@ -123,12 +121,7 @@ def transfer_requests(
     for i in range(requests):
         account = f"acc-{i % accounts}"
         record = {
-            "metadata": new_metadata(
-                "payments.transfer.requested",
-                tenant_id=TENANT,
-                environment=settings.environment,
-                source="ops.dev.bench",
-            ),
+            "metadata": bench_metadata(settings, "payments.transfer.requested"),
             "account_id": account,
             "transfer_id": f"bench-{uuid.uuid4()}",
             "amount": {"units": 100 + (i * 7919) % 3_900, "currency": "EUR", "exponent": 2},
