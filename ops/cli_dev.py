@@ -54,7 +54,12 @@ def bench(args: argparse.Namespace) -> int:
             err.print("bench agent: --workers is not supported (one agent process)", markup=False)
             return 2
         measured = bench_agent(
-            settings_or_error(), load_catalog(), args.agent, args.events, args.batch_size or AGENT_BATCH_SIZE
+            settings_or_error(),
+            load_catalog(),
+            args.agent,
+            args.events,
+            args.batch_size or AGENT_BATCH_SIZE,
+            args.accounts,
         )
         for line in measured.lines():
             out.print(line, markup=False)
@@ -253,7 +258,11 @@ def add_dev_commands(sub: Any, command: Callable[..., Any]) -> None:
         "empty scratch Redis database",
     )
     bn.add_argument(
-        "--accounts", type=positive_int, default=1000, help="reservations: funded accounts (default 1000)"
+        "--accounts",
+        type=positive_int,
+        default=1000,
+        help="reservations, agent: accounts the events are spread over, funded where they are spent "
+        "from (default 1000)",
     )
     bn.add_argument(
         "--seconds",

@@ -60,7 +60,6 @@ from topics.settings import Settings
 COMPLETED = PAYMENTS_TRANSACTION_COMPLETED_V1
 REQUESTED = PAYMENTS_TRANSFER_REQUESTED_V1
 ORDERS = FX_ORDER_REQUESTED_V1
-ACCOUNTS = 1000
 REDIS_CLAIM = "ledgerstream:bench:claimed"
 CLAIM_EMPTY = """
 if redis.call('DBSIZE') == 0 then
@@ -79,9 +78,10 @@ class Workload:
     topic: str
     """The catalog topic the scratch topic stands for."""
     unit: str
-    messages: Callable[[Settings, AvroCodec, int], Iterator[tuple[bytes, bytes]]]
-    state: Callable[[Settings], AbstractContextManager[Settings]]
-    """Fresh state for one run: settings pointing at it."""
+    messages: Callable[[Settings, AvroCodec, int, int], Iterator[tuple[bytes, bytes]]]
+    """N events over so many accounts: key and value."""
+    state: Callable[[Settings, int], AbstractContextManager[Settings]]
+    """Fresh state for one run, for so many accounts: settings pointing at it."""
 
 
 @dataclass
@@ -89,6 +89,7 @@ class AgentBenchResult:
     agent: str
     unit: str
     events: int
+    accounts: int
     outputs: int
     produce_per_s: float
     runtime_per_s: float
@@ -104,7 +105,8 @@ class AgentBenchResult:
         ratio = self.runtime_per_s / self.minimal_per_s if self.minimal_per_s else 0.0
         per_output = self.outputs / self.events if self.events else 0.0
         return [
-            f"bench agent {self.agent}: {self.events:,} {self.unit} ({per_output:.2g} outputs each)",
+            f"bench agent {self.agent}: {self.events:,} {self.unit} over {self.accounts:,} accounts "
+            f"({per_output:.2g} outputs each)",
             f"  produce (acks=all, idempotent)   {self.produce_per_s:>10,.0f} events/s",
             f"  agent on the batch runtime       {self.runtime_per_s:>10,.0f} events/s"
             f"  ({self.runtime_seconds:.1f}s busy)",
@@ -117,9 +119,11 @@ class AgentBenchResult:
         ]
 
 
-def _completed(settings: Settings, codec: AvroCodec, events: int) -> Iterator[tuple[bytes, bytes]]:
+def _completed(
+    settings: Settings, codec: AvroCodec, events: int, accounts: int
+) -> Iterator[tuple[bytes, bytes]]:
     for i in range(events):
-        account = f"acc-{i % 5000}"
+        account = f"acc-{i % accounts}"
         record = {
             "metadata": bench_metadata(settings, "payments.transaction.completed"),
             "account_id": account,
@@ -134,14 +138,18 @@ def _completed(settings: Settings, codec: AvroCodec, events: int) -> Iterator[tu
         yield account.encode(), codec.encode(COMPLETED, record)
 
 
-def _requests(settings: Settings, codec: AvroCodec, events: int) -> Iterator[tuple[bytes, bytes]]:
-    return transfer_requests(settings, codec, events, ACCOUNTS)
+def _requests(
+    settings: Settings, codec: AvroCodec, events: int, accounts: int
+) -> Iterator[tuple[bytes, bytes]]:
+    return transfer_requests(settings, codec, events, accounts)
 
 
-def _orders(settings: Settings, codec: AvroCodec, events: int) -> Iterator[tuple[bytes, bytes]]:
+def _orders(
+    settings: Settings, codec: AvroCodec, events: int, accounts: int
+) -> Iterator[tuple[bytes, bytes]]:
     """Market orders of 1.00 to 40.00 EUR for USD, below every OTC threshold."""
     for i in range(events):
-        account = f"acc-{i % ACCOUNTS}"
+        account = f"acc-{i % accounts}"
         record = {
             "metadata": bench_metadata(settings, "fx.order.requested"),
             "account_id": account,
@@ -175,29 +183,29 @@ def scratch_redis(url: str) -> Iterator[str]:
 
 
 @contextmanager
-def _funded(settings: Settings, units: int) -> Iterator[Settings]:
-    """A scratch database with ACCOUNTS EUR accounts, each funded with `units` cents."""
+def _funded(settings: Settings, accounts: int, units: int) -> Iterator[Settings]:
+    """A scratch database with `accounts` EUR accounts, each funded with `units` cents."""
     with scratch_database(settings.database_url.get_secret_value(), prefix="ledgerstream_bench") as url:
-        fund(url, ACCOUNTS, settings.environment, units)
+        fund(url, accounts, settings.environment, units)
         yield settings.model_copy(update={"database_url": type(settings.database_url)(url)})
 
 
 @contextmanager
-def _status_state(settings: Settings) -> Iterator[Settings]:
-    with _funded(settings, 100_000) as funded:  # 1,000.00 EUR: the first few dozen requests fit
+def _status_state(settings: Settings, accounts: int) -> Iterator[Settings]:
+    with _funded(settings, accounts, 100_000) as funded:  # 1,000.00 EUR: the first few dozen requests fit
         yield funded
 
 
 @contextmanager
-def _aml_state(settings: Settings) -> Iterator[Settings]:
+def _aml_state(settings: Settings, accounts: int) -> Iterator[Settings]:
     with scratch_redis(settings.redis_url) as url:
         yield settings.model_copy(update={"redis_url": url})
 
 
 @contextmanager
-def _fx_state(settings: Settings) -> Iterator[Settings]:
+def _fx_state(settings: Settings, accounts: int) -> Iterator[Settings]:
     """Funds for every order, and a EUR/USD rate cached as quoted now (fresh for the whole run)."""
-    with _funded(settings, 10_000_000_000) as funded, scratch_redis(settings.redis_url) as url:
+    with _funded(settings, accounts, 10_000_000_000) as funded, scratch_redis(settings.redis_url) as url:
         book = load_pricing(settings.pricing_file).fx
         client = redis.Redis.from_url(url, socket_timeout=10)
         try:
@@ -219,7 +227,7 @@ def _fx_state(settings: Settings) -> Iterator[Settings]:
         yield funded.model_copy(update={"redis_url": url})
 
 
-def _no_state(settings: Settings) -> AbstractContextManager[Settings]:
+def _no_state(settings: Settings, accounts: int) -> AbstractContextManager[Settings]:
     return nullcontext(settings)
 
 
@@ -310,9 +318,10 @@ def _minimal_loop(
 
 
 def bench_agent(
-    settings: Settings, catalog: Catalog, agent: str, events: int, batch_size: int
+    settings: Settings, catalog: Catalog, agent: str, events: int, batch_size: int, accounts: int = 1000
 ) -> AgentBenchResult:
-    """Measure one agent on the runtime and in a minimal loop, each on fresh state."""
+    """Measure one agent on the runtime and in a minimal loop, each on fresh state; its input
+    spread over `accounts` accounts (each funded, for the agents that spend)."""
     if agent not in WORKLOADS:
         raise BenchError(f"no workload for agent {agent!r}; bench agent measures {', '.join(WORKLOADS)}")
     work = WORKLOADS[agent]
@@ -325,9 +334,9 @@ def bench_agent(
         return AGENTS[agent](state, codec)
 
     try:
-        values = list(work.messages(settings, codec, events))
+        values = list(work.messages(settings, codec, events, accounts))
         produce_rate = _produce(settings, topic, iter(values), events)
-        with work.state(settings) as state:
+        with work.state(settings, accounts) as state:
             measuring = handler(state)
             try:
                 decode_us, handle_us, encode_us = _per_event_micros(
@@ -335,7 +344,7 @@ def bench_agent(
                 )
             finally:
                 measuring.close()
-        with work.state(settings) as state:
+        with work.state(settings, accounts) as state:
             runtime = AgentRuntime(
                 state,
                 handler(state),
@@ -351,7 +360,7 @@ def bench_agent(
             stats = run_agent(runtime, idle_exit=3)
         if stats.consumed != events:
             raise BenchError(f"the agent consumed {stats.consumed} of {events} events")
-        with work.state(settings) as state:
+        with work.state(settings, accounts) as state:
             minimal_handler = handler(state)
             try:
                 minimal = _minimal_loop(
@@ -366,6 +375,7 @@ def bench_agent(
         agent=agent,
         unit=work.unit,
         events=events,
+        accounts=accounts,
         outputs=stats.emitted,
         produce_per_s=produce_rate,
         runtime_per_s=events / stats.busy_seconds if stats.busy_seconds else 0.0,
