@@ -196,7 +196,8 @@ class Reservations:
             self._placing = []
 
     def release(self, hold_id: str, why: str) -> bool:
-        """`release`, keeping the figures of a locked account current."""
+        """Give an ACTIVE hold's funds back (its movement failed or was compensated), keeping the
+        figures of a locked account current; False when there was no active hold."""
         self.place()
         with self.conn.cursor(row_factory=tuple_row) as cur:
             row = cur.execute(RELEASE, (f"released: {why}", hold_id)).fetchone()
@@ -209,9 +210,11 @@ class Reservations:
         return True
 
     def pin(self, hold_id: str) -> bool:
-        """`pin`, the batch's holds placed first."""
+        """Keep a hold that still stands until its posting completes it (its money has left for a
+        provider, so it must not expire); False when it lapsed or was never placed. The batch's
+        holds are placed first."""
         self.place()
-        return pin(self.conn, hold_id)
+        return self.conn.execute(PIN, (hold_id,)).rowcount == 1
 
 
 def reserve(
@@ -220,19 +223,6 @@ def reserve(
     """One reservation on its own (`Reservations.reserve`), its hold placed."""
     with Reservations(conn, registry, seconds=seconds) as reservations:
         return reservations.reserve(spend)
-
-
-def pin(conn: psycopg.Connection[Any], hold_id: str) -> bool:
-    """Keep a hold that still stands until its posting completes it (its money has left for a
-    provider, so it must not expire); False when it lapsed or was never placed."""
-    pinned = conn.execute(PIN, (hold_id,))
-    return pinned.rowcount == 1
-
-
-def release(conn: psycopg.Connection[Any], hold_id: str, why: str) -> bool:
-    """Give an ACTIVE hold's funds back (its movement failed or was compensated); False when
-    there was no active hold."""
-    return conn.execute(RELEASE, (f"released: {why}", hold_id)).rowcount == 1
 
 
 def expire(conn: psycopg.Connection[Any]) -> list[str]:

@@ -54,6 +54,21 @@ def bench_metadata(settings: Settings, event_type: str) -> dict[str, Any]:
     )
 
 
+def small_euros(i: int) -> dict[str, Any]:
+    """The i-th of a spread of amounts from 1.00 to 39.99 EUR, the same in every bench."""
+    return {"units": 100 + (i * 7919) % 3_900, "currency": "EUR", "exponent": 2}
+
+
+def keyed(
+    codec: AvroCodec, topic: str, events: int, accounts: int, record: Callable[[int, str], dict[str, Any]]
+) -> Iterator[tuple[bytes, bytes]]:
+    """`events` events of `topic`, the i-th `record(i, account)` of account `acc-<i mod accounts>`
+    (its key): key and value."""
+    for i in range(events):
+        account = f"acc-{i % accounts}"
+        yield account.encode(), codec.encode(topic, record(i, account))
+
+
 @dataclass
 class BenchResult:
     name: str

@@ -30,12 +30,21 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
+from functools import partial
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
 from confluent_kafka import Producer
 
-from ops.dev.bench import BenchError, _drop_topic, _produce, _scratch_topic, bench_metadata
+from ops.dev.bench import (
+    BenchError,
+    _drop_topic,
+    _produce,
+    _scratch_topic,
+    bench_metadata,
+    keyed,
+    small_euros,
+)
 from ops.dev.bench_reservations import fund, transfer_requests
 from ops.process_stats import peak_rss_kb
 from sinks.migrate import scratch_database
@@ -122,9 +131,12 @@ class AgentBenchResult:
 def _completed(
     settings: Settings, codec: AvroCodec, events: int, accounts: int
 ) -> Iterator[tuple[bytes, bytes]]:
-    for i in range(events):
-        account = f"acc-{i % accounts}"
-        record = {
+    return keyed(
+        codec,
+        COMPLETED,
+        events,
+        accounts,
+        lambda i, account: {
             "metadata": bench_metadata(settings, "payments.transaction.completed"),
             "account_id": account,
             "transaction_id": f"bench-{i}",
@@ -134,32 +146,29 @@ def _completed(
             "counterparty_account_id": None,
             "version": 7,
             "rail": "SEPA",
-        }
-        yield account.encode(), codec.encode(COMPLETED, record)
-
-
-def _requests(
-    settings: Settings, codec: AvroCodec, events: int, accounts: int
-) -> Iterator[tuple[bytes, bytes]]:
-    return transfer_requests(settings, codec, events, accounts)
+        },
+    )
 
 
 def _orders(
     settings: Settings, codec: AvroCodec, events: int, accounts: int
 ) -> Iterator[tuple[bytes, bytes]]:
-    """Market orders of 1.00 to 40.00 EUR for USD, below every OTC threshold."""
-    for i in range(events):
-        account = f"acc-{i % accounts}"
-        record = {
+    """Market orders of 1.00 to 39.99 EUR for USD, below every OTC threshold."""
+    return keyed(
+        codec,
+        ORDERS,
+        events,
+        accounts,
+        lambda i, account: {
             "metadata": bench_metadata(settings, "fx.order.requested"),
             "account_id": account,
             "order_id": f"bench-{uuid.uuid4()}",
-            "sell": {"units": 100 + (i * 7919) % 3_900, "currency": "EUR", "exponent": 2},
+            "sell": small_euros(i),
             "buy_currency": "USD",
             "buy_exponent": 2,
             "order_type": "MARKET",
-        }
-        yield account.encode(), codec.encode(ORDERS, record)
+        },
+    )
 
 
 @contextmanager
@@ -191,39 +200,27 @@ def _funded(settings: Settings, accounts: int, units: int) -> Iterator[Settings]
 
 
 @contextmanager
-def _status_state(settings: Settings, accounts: int) -> Iterator[Settings]:
-    with _funded(settings, accounts, 100_000) as funded:  # 1,000.00 EUR: the first few dozen requests fit
-        yield funded
-
-
-@contextmanager
 def _aml_state(settings: Settings, accounts: int) -> Iterator[Settings]:
     with scratch_redis(settings.redis_url) as url:
         yield settings.model_copy(update={"redis_url": url})
+
+
+def cache_rate(settings: Settings, redis_url: str) -> None:
+    """A EUR/USD rate quoted now, in the Redis database at `redis_url` (a scratch one)."""
+    client = redis.Redis.from_url(redis_url, socket_timeout=10)
+    try:
+        ttl = load_pricing(settings.pricing_file).fx.rate_ttl_seconds
+        rate = Rate("EUR/USD", "EUR", "USD", Decimal("1.0842"), Decimal("1.0846"), "bench", datetime.now(UTC))
+        RateCache(client, settings.environment, ttl).put_many([rate])
+    finally:
+        client.close()
 
 
 @contextmanager
 def _fx_state(settings: Settings, accounts: int) -> Iterator[Settings]:
     """Funds for every order, and a EUR/USD rate cached as quoted now (fresh for the whole run)."""
     with _funded(settings, accounts, 10_000_000_000) as funded, scratch_redis(settings.redis_url) as url:
-        book = load_pricing(settings.pricing_file).fx
-        client = redis.Redis.from_url(url, socket_timeout=10)
-        try:
-            RateCache(client, settings.environment, book.rate_ttl_seconds).put_many(
-                [
-                    Rate(
-                        "EUR/USD",
-                        "EUR",
-                        "USD",
-                        Decimal("1.0842"),
-                        Decimal("1.0846"),
-                        "bench",
-                        datetime.now(UTC),
-                    )
-                ]
-            )
-        finally:
-            client.close()
+        cache_rate(settings, url)
         yield funded.model_copy(update={"redis_url": url})
 
 
@@ -234,8 +231,9 @@ def _no_state(settings: Settings, accounts: int) -> AbstractContextManager[Setti
 WORKLOADS: dict[str, Workload] = {
     "fees": Workload(COMPLETED, "completed transfers", _completed, _no_state),
     "ledger": Workload(COMPLETED, "completed transfers", _completed, _no_state),
-    "status": Workload(REQUESTED, "transfer requests", _requests, _status_state),
-    "aml": Workload(REQUESTED, "transfer requests", _requests, _aml_state),
+    # 1,000.00 EUR an account: the first few dozen requests fit
+    "status": Workload(REQUESTED, "transfer requests", transfer_requests, partial(_funded, units=100_000)),
+    "aml": Workload(REQUESTED, "transfer requests", transfer_requests, _aml_state),
     "fx": Workload(ORDERS, "fx orders", _orders, _fx_state),
 }
 

@@ -36,17 +36,15 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from decimal import Decimal
 from functools import partial
 
 import httpx
 import psycopg
-import redis
 
 from connectors.auth import create_tenant, issue_key
 from ops.dev import webhook_senders as send
-from ops.dev.bench import BenchError, _drop_topic, _scratch_topic
-from ops.dev.bench_agent import scratch_redis
+from ops.dev.bench import BenchError, _drop_topic, _scratch_topic, small_euros
+from ops.dev.bench_agent import cache_rate, scratch_redis
 from ops.dev.bench_reservations import fund
 from ops.dev.bench_webhooks import service_environment
 from ops.dev.serving import free_port
@@ -55,9 +53,6 @@ from ops.stack import Stack
 from ops.stack.process import wait_until
 from sinks.migrate import scratch_database
 from streams.fx.agent import conversion_id
-from streams.fx.pricing import Rate
-from streams.fx.rates import RateCache
-from streams.pricing import load_pricing
 from topics.catalog import Catalog
 from topics.names import (
     ACCOUNTS_BALANCE_UPDATED_V1,
@@ -352,13 +347,13 @@ def _deliveries(keys: send.ProviderKeys, url: str, count: int) -> list[tuple[str
 
 
 def _orders(settings: Settings, token: str, url: str, count: int) -> list[tuple[str | None, bytes]]:
-    """FX market orders selling 1.00 to 40.00 EUR for USD (their references are in the answers)."""
+    """FX market orders selling 1.00 to 39.99 EUR for USD (their references are in the answers)."""
     orders: list[tuple[str | None, bytes]] = []
     for n in range(count):
         body = json.dumps(
             {
                 "account_id": f"acc-{n % CUSTOMERS}",
-                "sell": {"units": 100 + (n * 7919) % 3_900, "currency": "EUR", "exponent": 2},
+                "sell": small_euros(n),
                 "buy_currency": "USD",
                 "order_type": "MARKET",
             }
@@ -386,15 +381,7 @@ def _prepare(settings: Settings, db_url: str, redis_url: str) -> str:
         create_tenant(conn, TENANT, "bench")
         _, token = issue_key(conn, TENANT, "bench", ["fx:write"])
     fund(db_url, CUSTOMERS, settings.environment, FUNDS)
-    client = redis.Redis.from_url(redis_url, socket_timeout=10)
-    try:
-        RateCache(
-            client, settings.environment, load_pricing(settings.pricing_file).fx.rate_ttl_seconds
-        ).put_many(
-            [Rate("EUR/USD", "EUR", "USD", Decimal("1.0842"), Decimal("1.0846"), "bench", datetime.now(UTC))]
-        )
-    finally:
-        client.close()
+    cache_rate(settings, redis_url)
     return token
 
 

@@ -18,7 +18,16 @@ from dataclasses import dataclass
 
 import psycopg
 
-from ops.dev.bench import TENANT, BenchError, _drop_topic, _produce, _scratch_topic, bench_metadata
+from ops.dev.bench import (
+    TENANT,
+    BenchError,
+    _drop_topic,
+    _produce,
+    _scratch_topic,
+    bench_metadata,
+    keyed,
+    small_euros,
+)
 from sinks.migrate import scratch_database
 from streams.runtime import AgentRuntime, run_agent
 from streams.status.agent import StatusHandler
@@ -59,7 +68,7 @@ def bench_reservations(
     settings: Settings, catalog: Catalog, requests: int, accounts: int, batch_size: int
 ) -> ReservationResult:
     """Fund `accounts` accounts with 1,000.00 EUR each and send `requests` transfers of 1.00 to
-    40.00 EUR at them: the first few dozen per account fit, the rest are refused."""
+    39.99 EUR at them: the first few dozen per account fit, the rest are refused."""
     codec = AvroCodec(load_store(settings.avro_dir))
     topic = _scratch_topic(settings, "reservations", catalog.money_partitions)
     outputs = {
@@ -117,20 +126,23 @@ def bench_reservations(
 def transfer_requests(
     settings: Settings, codec: AvroCodec, requests: int, accounts: int
 ) -> Iterator[tuple[bytes, bytes]]:
-    """SEPA transfer requests of 1.00 to 40.00 EUR, spread over `accounts` accounts: key and value."""
-    for i in range(requests):
-        account = f"acc-{i % accounts}"
-        record = {
+    """SEPA transfer requests of 1.00 to 39.99 EUR, spread over `accounts` accounts: key and value."""
+    return keyed(
+        codec,
+        TOPIC,
+        requests,
+        accounts,
+        lambda i, account: {
             "metadata": bench_metadata(settings, "payments.transfer.requested"),
             "account_id": account,
             "transfer_id": f"bench-{uuid.uuid4()}",
-            "amount": {"units": 100 + (i * 7919) % 3_900, "currency": "EUR", "exponent": 2},
+            "amount": small_euros(i),
             "destination_account_id": None,
             "beneficiary_reference": None,
             "rail": "SEPA",
             "reference": None,
-        }
-        yield account.encode(), codec.encode(TOPIC, record)
+        },
+    )
 
 
 def fund(url: str, accounts: int, environment: str, units: int = 100_000) -> None:

@@ -148,9 +148,11 @@ def _spenders(orders: list[Event], rows: dict[str, dict[str, Any]]) -> Iterator[
     for event in orders:
         r = event.record
         if event.topic == ORDERS:
-            sell = r.get("sell")
-            if isinstance(sell, dict) and isinstance(sell.get("currency"), str):
-                yield (str(r["metadata"]["tenant_id"]), str(r["account_id"]), sell["currency"])
+            try:
+                _, currency, _ = money_parts(r["sell"])
+            except (InexactValue, KeyError, TypeError):
+                continue
+            yield (str(r["metadata"]["tenant_id"]), str(r["account_id"]), currency)
             continue
         row = rows.get(str(r["order_id"]))
         if row is not None and row["account_id"] is not None and row["sell_currency"] is not None:

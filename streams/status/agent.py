@@ -219,11 +219,10 @@ class StatusHandler(BatchHandler):
                 applied,
                 reservations=reservations,
                 stored_parked=parked_reports(conn, new_ids),
-                looked_up=set(new_ids),
             )
             reservations.lock(key for key in map(_spender, requested) if key is not None)
             for event in events:
-                self._apply(conn, work, event)
+                self._apply(work, event)
         self._write(conn, work)
         now = time.monotonic()
         if now - self._swept > SWEEP_SECONDS:
@@ -232,7 +231,7 @@ class StatusHandler(BatchHandler):
         self.balances.holds_changed(conn, work.holds)
         return work.result
 
-    def _apply(self, conn: psycopg.Connection[dict[str, Any]], work: _Work, event: Event) -> None:
+    def _apply(self, work: _Work, event: Event) -> None:
         source = str(event.record["metadata"]["event_id"])
         if source in work.applied:  # a redelivery: emit again, change nothing
             for done in work.applied[source]:
@@ -250,7 +249,7 @@ class StatusHandler(BatchHandler):
         txn, change = decision.txn, decision.change
         steps = [(txn, change)]
         if change.from_status is None:
-            steps += self._validate_and_reserve(conn, work, txn, source, event.record["metadata"])
+            steps += self._validate_and_reserve(work, txn, source, event.record["metadata"])
         elif change.to_status == "SENT_TO_PROVIDER":
             steps = self._dispatch(work, work.txns[txn.transaction_id], txn, change, source, event)
         for txn, change in steps:
@@ -265,12 +264,11 @@ class StatusHandler(BatchHandler):
         txn, change = steps[0]
         if change.from_status is None:
             work.created[txn.transaction_id] = txn
-            for waiting in self._unpark(conn, work, txn.transaction_id):
-                self._apply(conn, work, waiting)
+            for waiting in self._unpark(work, txn.transaction_id):
+                self._apply(work, waiting)
 
     def _validate_and_reserve(
         self,
-        conn: psycopg.Connection[dict[str, Any]],
         work: _Work,
         txn: Txn,
         source: str,
@@ -355,7 +353,7 @@ class StatusHandler(BatchHandler):
         )
         return moved, change
 
-    def _unpark(self, conn: psycopg.Connection[dict[str, Any]], work: _Work, tid: str) -> list[Event]:
+    def _unpark(self, work: _Work, tid: str) -> list[Event]:
         """Events that waited for this transaction, oldest first (stored ones, then this batch's)."""
         stored = [
             Event(
@@ -366,21 +364,12 @@ class StatusHandler(BatchHandler):
                 bytes(row["kafka_key"]) if row["kafka_key"] is not None else None,
                 bytes(row["value"]),
             )
-            for row in self._stored_parked(conn, work, tid)
+            for row in work.stored_parked.pop(tid, [])
         ]
         if stored:
             work.unparked.add(tid)
         fresh = list(work.parked.pop(tid, {}).values())
         return stored + fresh
-
-    @staticmethod
-    def _stored_parked(
-        conn: psycopg.Connection[dict[str, Any]], work: _Work, tid: str
-    ) -> list[dict[str, Any]]:
-        if tid not in work.looked_up:  # read with the batch's new transactions unless created otherwise
-            work.looked_up.add(tid)
-            work.stored_parked.update(parked_reports(conn, [tid]))
-        return work.stored_parked.pop(tid, [])
 
     def _decide(self, event: Event, source: str, txns: dict[str, Txn]) -> Decision:
         record, meta = event.record, event.record["metadata"]
@@ -500,9 +489,8 @@ class _Work:
     reservations: Reservations
     """The batch's reservations: the requesting accounts locked and read together."""
     stored_parked: dict[str, list[dict[str, Any]]]
-    """Reports parked in earlier batches for the transactions this batch creates."""
-    looked_up: set[str]
-    """Transactions whose stored parked reports were read."""
+    """Reports parked in earlier batches for the transactions this batch may create (only a
+    transfer request creates one, and every new one's are read when the batch starts)."""
     result: Result = field(default_factory=Result)
     created: dict[str, Txn] = field(default_factory=dict)
     changes: list[Change] = field(default_factory=list)
