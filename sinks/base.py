@@ -12,6 +12,7 @@ batch runtime's, `topics.runtime.BatchRuntime`, which the agents use too.
 
 from __future__ import annotations
 
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any, Generic, TypeVar
@@ -43,6 +44,11 @@ class Sink(ABC, Generic[Item]):
     topics: tuple[str, ...]
     outbox_outputs: tuple[str, ...] = ()
     """What it writes to the outbox in its own transaction (the relay publishes them)."""
+    overlap: int = 1
+    """How many batches it may write at once, each in its own transaction on its own connection
+    (`BatchWork.overlap`). More than 1 only for a sink whose write inserts rows new by a unique
+    key and reads nothing: a later batch cannot depend on an earlier one it does not see yet
+    (a row both insert waits for the earlier transaction, then conflicts or goes in)."""
 
     @abstractmethod
     def prepare(self, event: Event) -> Item:
@@ -71,8 +77,18 @@ class SinkWork(Generic[Item]):
 
     def __init__(self, settings: Settings, sink: Sink[Item]) -> None:
         self.settings, self.sink = settings, sink
-        self.name, self.topics = sink.name, sink.topics
-        self.db = Database(settings)
+        self.name, self.topics, self.overlap = sink.name, sink.topics, sink.overlap
+        self._local = threading.local()
+        self._connections: list[Database] = []
+
+    @property
+    def db(self) -> Database:
+        """This worker thread's connection (batches worked at once each have their own)."""
+        db: Database | None = getattr(self._local, "db", None)
+        if db is None:
+            db = self._local.db = Database(self.settings)
+            self._connections.append(db)
+        return db
 
     def _write_once(self, items: Sequence[Item]) -> None:
         conn = self.db.connection()
@@ -126,7 +142,8 @@ class SinkWork(Generic[Item]):
         return Outcome(refused=refused, written=written)
 
     def close(self) -> None:
-        self.db.close()
+        for db in self._connections:
+            db.close()
 
 
 class SinkRunner(BatchRuntime):

@@ -96,6 +96,8 @@ def fee_rows(event: Event) -> FeeRows:
 class FeesSink(Sink[FeeRows]):
     name = "fees_sink"
     topics = (TOPIC,)
+    overlap = 2
+    """It only inserts fees new by id, and the lines of the fees it inserted."""
 
     def prepare(self, event: Event) -> FeeRows:
         try:

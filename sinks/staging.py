@@ -127,6 +127,9 @@ class TableSink(Sink[Row]):
     plan: RowPlan | None = None
     field_key: bytes | None = None
     """The bank-details key, for a plan that seals a column (`bind` takes it)."""
+    overlap = 2
+    """Its batches only insert rows new by `conflict`: under a backlog, the next one is COPied
+    while the one before it commits (`bench sink`: 117k -> 138k events/s)."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -100,6 +100,8 @@ class AgentWork:
     """An agent's part of a batch: its handler's outputs and refusals."""
 
     transient: tuple[type[BaseException], ...] = TRANSIENT
+    overlap = 1
+    """A handler decides a batch on what the batch before it left (holds, parked reports, counters)."""
 
     def __init__(self, settings: Settings, handler: BatchHandler) -> None:
         self.handler = handler

@@ -9,9 +9,11 @@ mapping and SQL (events in, rows written). The runtime does everything else, onc
    is dead-lettered here), or, for a sink with a native row writer (`FastRows`), let that
    writer make the value's row straight from its bytes; what it is not certain of is decoded;
 3. hand the batch to the work on a worker thread, while this thread consumes and decodes
-   the next one (per-partition order holds: one batch is worked at a time);
+   the next one. One batch is worked at a time, unless the work's `overlap` allows more: then,
+   under a backlog, the next whole batch is worked beside it (a sink's on a second database
+   connection, its COPY overlapping the first one's commit);
 4. produce the work's outputs and dead letters, flush both, and only then commit the
-   batch's offsets.
+   batch's offsets, batch after batch in the order they were consumed.
 
 A dependency that is down (PostgreSQL, Redis: the work raises one of its `transient`
 errors) is retried with backoff on the worker thread. Meanwhile this thread pauses every
@@ -30,8 +32,9 @@ import logging
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Protocol
@@ -147,6 +150,10 @@ class BatchWork(Protocol):
     topics: tuple[str, ...]
     transient: tuple[type[BaseException], ...]
     """Errors of a dependency that is down: retried, never dead-lettered."""
+    overlap: int
+    """How many batches may be worked at once, each on a worker thread of its own; their outputs
+    are emitted and their offsets committed in the order they were consumed. 1 for a work whose
+    batch decides on what the batch before it left (every agent's, the ledger sink's)."""
 
     def prepare(self, events: list[Event]) -> list[Any]:
         """Pure per-event work (e.g. a sink's mapping), one result per event, done on the consumer
@@ -156,7 +163,8 @@ class BatchWork(Protocol):
         """Get ready before the first batch (e.g. an agent's host), so it does not wait for it."""
 
     def work(self, events: list[Event], prepared: list[Any]) -> Outcome:
-        """Process a batch (ordered per partition); runs on the worker thread; idempotent."""
+        """Process a batch (ordered per partition); runs on a worker thread; idempotent. With an
+        `overlap` above 1, batches are worked on several threads at once."""
 
     def close(self) -> None:
         """Release connections."""
@@ -195,8 +203,31 @@ class BatchStats:
     busy_seconds: float = 0.0
     """From the first message consumed to the last batch committed."""
     db_seconds: float = 0.0
-    """Time spent in the work (the handler or the database transaction), on the worker thread."""
+    """Time during which a batch was being worked (the handler or the database transaction), on a
+    worker thread; batches worked at once count once."""
     last_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
+
+
+class _Working:
+    """Measures the time during which at least one batch is being worked."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._count = 0
+        self._since = 0.0
+        self.seconds = 0.0
+
+    def __enter__(self) -> None:
+        with self._lock:
+            if self._count == 0:
+                self._since = time.monotonic()
+            self._count += 1
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            self._count -= 1
+            if self._count == 0:
+                self.seconds += time.monotonic() - self._since
 
 
 @dataclass
@@ -285,6 +316,7 @@ class BatchRuntime:
         self._polled_at = time.monotonic()
         self._running = False
         self.stats = BatchStats()
+        self._working = _Working()
 
     def _assigned(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         self.assignments += 1
@@ -434,9 +466,10 @@ class BatchRuntime:
         while True:
             started = time.monotonic()
             try:
-                outcome = self.work.work(batch.events, batch.prepared)
+                with self._working:
+                    outcome = self.work.work(batch.events, batch.prepared)
                 elapsed = time.monotonic() - started
-                self.stats.db_seconds += elapsed
+                self.stats.db_seconds = self._working.seconds
                 BATCH_SECONDS.labels(self.work.name).observe(elapsed)
                 BATCH_SIZE.labels(self.work.name).observe(len(batch.events))
                 self._degraded.clear()
@@ -563,13 +596,16 @@ class BatchRuntime:
         """Consume until `stop` is set, `idle_exit` seconds pass with nothing new (counted once
         partitions are assigned), or `max_events` events were handled."""
         self.stats = stats = BatchStats()
+        self._working = _Working()
         sys.setswitchinterval(SWITCH_INTERVAL)
         stopping = stop or threading.Event()
         started = time.monotonic()
         last_seen = started
         first: float | None = None
-        worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{self.work.name}-work")
-        in_flight: tuple[Future[Outcome], _Batch] | None = None
+        depth = self.work.overlap
+        worker = ThreadPoolExecutor(max_workers=depth, thread_name_prefix=f"{self.work.name}-work")
+        flights: deque[tuple[Future[Outcome], _Batch]] = deque()
+        """The batches being worked, oldest first: each is emitted and committed after those before it."""
         ready = _Batch()
 
         def poll_into_ready(timeout: float) -> bool:
@@ -613,21 +649,22 @@ class BatchRuntime:
                 if assignment:
                     self.consumer.resume(assignment)
 
-        def settle() -> None:
-            """Wait for the batch in flight (polling, paused, while a dependency is down), then
-            emit and commit it."""
-            nonlocal in_flight
-            if in_flight is None:
-                return
-            future, batch = in_flight
-            if not future.done():
-                keep_alive(future.done)
+        def settle(*, waiting: bool = True) -> None:
+            """Emit and commit the batches in flight, oldest first, waiting for each (polling,
+            paused, while a dependency is down); without `waiting`, only those already worked
+            before the first that is not."""
+            while flights:
+                future, batch = flights[0]
                 if not future.done():
-                    return  # stopping, or a rebalance that could not wait: settled later
-            in_flight = None
-            self._finish(batch, future.result(), keep_alive)
-            if first is not None:
-                stats.busy_seconds = time.monotonic() - first
+                    if not waiting:
+                        return
+                    keep_alive(future.done)
+                    if not future.done():
+                        return  # stopping, or a rebalance that could not wait: settled later
+                flights.popleft()
+                self._finish(batch, future.result(), keep_alive)
+                if first is not None:
+                    stats.busy_seconds = time.monotonic() - first
 
         def revoked(partitions: list[TopicPartition]) -> None:
             nonlocal ready
@@ -645,28 +682,35 @@ class BatchRuntime:
         self._running = True
         try:
             while not stopping.is_set():
-                busy = in_flight is not None and not in_flight[0].done()
+                busy = any(not future.done() for future, _ in flights)
                 if busy and self._degraded.is_set():
                     settle()  # pauses and keeps polling until the dependency is back
                     continue
                 got = False
                 if ready.consumed < self.batch_size and (busy or ready.consumed == 0):
                     got = poll_into_ready(self.linger)
-                elif busy and in_flight is not None:
-                    wait([in_flight[0]], timeout=self.linger)
+                elif busy and len(flights) >= depth:
+                    wait([future for future, _ in flights], timeout=self.linger, return_when=FIRST_COMPLETED)
                 now = time.monotonic()
                 if not self.assigned.is_set():
                     last_seen = now
                 if got:
                     last_seen = now
                     first = first or now
-                if in_flight is not None and not in_flight[0].done():
-                    continue
-                settle()
-                if ready.consumed:
+                settle(waiting=False)
+                # a batch starts once the one before it is worked, or beside it when a whole
+                # batch is waiting (a backlog) and the work may overlap
+                if ready.consumed and (
+                    not flights or (len(flights) < depth and ready.consumed >= self.batch_size)
+                ):
                     batch, ready = ready, _Batch()
-                    in_flight = (worker.submit(self._work, batch, stopping), batch)
-                elif idle_exit is not None and now - last_seen >= idle_exit:
+                    flights.append((worker.submit(self._work, batch, stopping), batch))
+                elif (
+                    not flights
+                    and ready.consumed == 0
+                    and idle_exit is not None
+                    and now - last_seen >= idle_exit
+                ):
                     break
                 if max_events is not None and stats.consumed >= max_events:
                     break

@@ -1,6 +1,7 @@
-"""PostgreSQL stopped for longer than `max.poll.interval.ms` under a running agent and sink.
+"""PostgreSQL stopped for longer than `max.poll.interval.ms` under a running agent and two sinks
+(the ledger sink, one batch at a time; the transfers sink, which may write two at once).
 
-Both pause their partitions and keep polling while the database is down, so neither leaves
+Each pauses their partitions and keep polling while the database is down, so neither leaves
 its group (no rebalance); once it is back they resume. Nothing is lost and nothing is
 duplicated. The poll interval is cut to 10 s here (librdkafka's floor is the session timeout)
 so the outage outlasts it without a five-minute test.
@@ -22,6 +23,7 @@ import pytest
 from ops.stack.services import Postgres, port_open
 from sinks.base import SinkRunner
 from sinks.ledger import LedgerSink
+from sinks.transfers import TransferRequestSink
 from streams.ledger.postings import fee_assessed
 from streams.runtime import AgentRuntime
 from streams.status.agent import StatusHandler
@@ -89,6 +91,7 @@ def test_a_database_outage_longer_than_the_poll_interval_loses_and_duplicates_no
     journal_topic, request_topic = fresh_topic(services, "outage-journals"), "payments.transfer.requested.v1"
     # every input of the agent from now on: not other tests' history
     start_at_end(services, f"outage-agent-{RUN}", catalog.consumers["status_agent"].inputs)
+    start_at_end(services, f"outage-transfers-{RUN}", [request_topic])
     with private_database(services) as db:
         open_accounts(db, [f"acc-out-{RUN}-{i}" for i in range(7)], overdraft=10**9)
         sink = SinkRunner(
@@ -99,6 +102,15 @@ def test_a_database_outage_longer_than_the_poll_interval_loses_and_duplicates_no
             linger=0.05,
             group_id=f"outage-sink-{RUN}",
             topics=[journal_topic],
+            consumer_config=CONFIG,
+        )
+        transfers = SinkRunner(
+            db.as_database_role("transfers_sink"),
+            TransferRequestSink(),
+            codec,
+            batch_size=EACH // 4,
+            linger=0.05,
+            group_id=f"outage-transfers-{RUN}",
             consumer_config=CONFIG,
         )
         agent = AgentRuntime(
@@ -113,27 +125,32 @@ def test_a_database_outage_longer_than_the_poll_interval_loses_and_duplicates_no
         )
         url = db.database_url.get_secret_value()
 
-        def counts() -> tuple[int, int]:
+        def counts() -> tuple[int, int, int]:
             with psycopg.connect(url, connect_timeout=3) as conn:
                 row = conn.execute(
                     "SELECT (SELECT count(*) FROM journal_entries), "
                     "(SELECT count(*) FROM transactions WHERE status = 'BALANCE_RESERVED'), "
-                    "(SELECT count(*) FROM transaction_status_history)"
+                    "(SELECT count(*) FROM transaction_status_history), "
+                    "(SELECT count(*) FROM transfer_requests), "
+                    "(SELECT count(DISTINCT event_id) FROM transfer_requests)"
                 ).fetchone()
             assert row is not None
-            journals, reserved, steps = (int(v) for v in row)
+            journals, reserved, steps, requests, distinct = (int(v) for v in row)
             assert steps <= 3 * reserved + 3 * EACH  # INITIATED, VALIDATING, BALANCE_RESERVED once each
-            return journals, reserved
+            assert requests == distinct  # no request stored twice
+            return journals, reserved, requests
 
         health = HealthServer(0, sink.live, sink.ready, host="127.0.0.1")
 
         def probe(path: str) -> int:
             return httpx.get(f"http://127.0.0.1:{health.port}{path}", timeout=5).status_code
 
-        with running(sink.run), running(agent.run):
+        with running(sink.run), running(agent.run), running(transfers.run):
             produce_raw(services, journal_topic, journals(codec, 0))
             produce_raw(services, request_topic, requests(codec, 0))
-            wait_for(lambda: counts() == (EACH, EACH), 60, what=f"the first events written (now {counts()})")
+            wait_for(
+                lambda: counts() == (EACH, EACH, EACH), 60, what=f"the first events written (now {counts()})"
+            )
             assert (probe("/healthz"), probe("/readyz")) == (200, 200)
             pid = pg.process.pid()
             assert pid is not None
@@ -142,7 +159,11 @@ def test_a_database_outage_longer_than_the_poll_interval_loses_and_duplicates_no
             down = time.monotonic()
             produce_raw(services, journal_topic, journals(codec, EACH))  # arrives while the database is down
             produce_raw(services, request_topic, requests(codec, EACH))
-            wait_for(lambda: sink.stats.retries > 0 and agent.stats.retries > 0, 30, what="both retrying")
+            wait_for(
+                lambda: sink.stats.retries > 0 and agent.stats.retries > 0 and transfers.stats.retries > 0,
+                30,
+                what="all three retrying",
+            )
             assert wait_for(lambda: probe("/readyz") == 503, 10, what="the paused sink not ready")
             assert probe("/healthz") == 200  # alive: it keeps polling Kafka while paused
             time.sleep(max(0.0, OUTAGE_SECONDS - (time.monotonic() - down)))  # the outage itself, not a sync
@@ -154,7 +175,11 @@ def test_a_database_outage_longer_than_the_poll_interval_loses_and_duplicates_no
             )
             assert restarted.returncode == 0, restarted.stderr
             assert wait_for(pg.healthy, 60, what="PostgreSQL back")
-            wait_for(lambda: counts() == (2 * EACH, 2 * EACH), 90, what="everything written after the outage")
+            wait_for(
+                lambda: counts() == (2 * EACH, 2 * EACH, 2 * EACH),
+                90,
+                what="everything written after the outage",
+            )
             assert time.monotonic() - down > POLL_INTERVAL_MS / 1000
             assert wait_for(lambda: probe("/readyz") == 200, 10, what="the sink ready again")
             metrics = httpx.get(f"http://127.0.0.1:{health.port}/metrics", timeout=5).text
@@ -166,12 +191,10 @@ def test_a_database_outage_longer_than_the_poll_interval_loses_and_duplicates_no
         ]
         assert lag and all(line.endswith(" 0.0") for line in lag), lag  # every partition caught up
         assert f'kafka_consumergroup_current_offset{{consumergroup="outage-sink-{RUN}"' in metrics
-        assert (sink.assignments, agent.assignments) == (1, 1)  # neither left its group: no rebalance
-        assert (
-            sink.stats.paused_seconds > POLL_INTERVAL_MS / 1000
-            and agent.stats.paused_seconds > POLL_INTERVAL_MS / 1000
-        )
-        assert counts() == (2 * EACH, 2 * EACH)  # nothing lost, nothing duplicated
+        # none left its group: no rebalance
+        assert (sink.assignments, agent.assignments, transfers.assignments) == (1, 1, 1)
+        assert all(w.stats.paused_seconds > POLL_INTERVAL_MS / 1000 for w in (sink, agent, transfers))
+        assert counts() == (2 * EACH, 2 * EACH, 2 * EACH)  # nothing lost, nothing duplicated
         with psycopg.connect(url) as conn:
             history = conn.execute(
                 "SELECT count(*), count(DISTINCT (transaction_id, version)) FROM transaction_status_history"
@@ -179,3 +202,4 @@ def test_a_database_outage_longer_than_the_poll_interval_loses_and_duplicates_no
         assert history == (3 * 2 * EACH, 3 * 2 * EACH)
         assert sink.stats.written == 2 * EACH and sink.stats.dead_lettered == 0
         assert agent.stats.consumed == 2 * EACH and agent.stats.dead_lettered == 0
+        assert transfers.stats.written == 2 * EACH and transfers.stats.dead_lettered == 0

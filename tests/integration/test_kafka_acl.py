@@ -116,6 +116,7 @@ class _Nothing:
     name = "transfers_sink"
     topics = ("payments.transfer.requested.v1",)
     transient = ()
+    overlap = 1
 
     def prepare(self, events):
         return [None] * len(events)

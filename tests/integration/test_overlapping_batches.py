@@ -1,0 +1,112 @@
+"""A sink that may overlap its batches (`Sink.overlap`) writes the next batch while the one
+before it is still open, and still commits offsets batch after batch in the order they were
+consumed: a later batch written first commits no offset until the earlier one is written."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import psycopg
+import pytest
+from confluent_kafka import TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from ops.offsets import committed
+from sinks.base import SinkRunner
+from sinks.staging import Row
+from sinks.transfers import TransferRequestSink
+from tests.fixtures.database import private_database
+from tests.fixtures.events import transfer_requested
+from tests.fixtures.kafka import fresh_topic, produce_raw
+from tests.fixtures.running import running
+from tests.fixtures.waiting import wait_for
+from topics.codec import AvroCodec
+from topics.names import PAYMENTS_TRANSFER_REQUESTED_V1
+from topics.schemas import load_store
+from topics.settings import REPO_ROOT
+
+pytestmark = pytest.mark.integration
+
+BATCH = 50
+BATCHES = 4
+
+
+class HeldFirstBatch(TransferRequestSink):
+    """The transfers sink, its first batch held open (its rows written, not committed) until
+    the test lets it go."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+        self.holding = threading.Event()
+        self._calls = 0
+        self._lock = threading.Lock()
+
+    def write(self, conn: psycopg.Connection, items: Sequence[Row]) -> None:
+        with self._lock:
+            self._calls += 1
+            first = self._calls == 1
+        super().write(conn, items)
+        if first:
+            self.holding.set()
+            assert self.release.wait(60), "the test never let the first batch go"
+
+
+def test_a_later_batch_written_first_commits_nothing_before_the_earlier_one(services):
+    assert TransferRequestSink.overlap == 2
+    codec = AvroCodec(load_store(REPO_ROOT / "avro"))
+    topic = fresh_topic(services, "overlap", partitions=1)
+    run = uuid.uuid4().hex[:8]
+    total = BATCH * BATCHES
+    produce_raw(
+        services,
+        topic,
+        [
+            (b"k", codec.encode(PAYMENTS_TRANSFER_REQUESTED_V1, transfer_requested(f"acc-ov-{run}", 100 + i)))
+            for i in range(total)
+        ],
+    )
+    group = f"overlap-{run}"
+    admin = AdminClient(services.kafka_config())
+
+    def committed_offset() -> int:
+        return committed(admin, group, [TopicPartition(topic, 0)])[(topic, 0)]
+
+    with private_database(services) as db:
+        url = db.database_url.get_secret_value()
+
+        def stored() -> tuple[int, int]:
+            with psycopg.connect(url) as conn:
+                row = conn.execute(
+                    "SELECT count(*), count(DISTINCT event_id) FROM transfer_requests WHERE account_id = %s",
+                    (f"acc-ov-{run}",),
+                ).fetchone()
+            assert row is not None
+            return int(row[0]), int(row[1])
+
+        sink = HeldFirstBatch()
+        runner = SinkRunner(
+            db.as_database_role("transfers_sink"),
+            sink,
+            codec,
+            batch_size=BATCH,
+            linger=0.05,
+            group_id=group,
+            topics=[topic],
+            input_aliases={topic: PAYMENTS_TRANSFER_REQUESTED_V1},
+        )
+        with running(runner.run):
+            assert sink.holding.wait(60), "the first batch never reached the database"
+            # the second batch is written and committed beside the first, which stays open
+            wait_for(lambda: stored()[0] >= BATCH, 60, what="the second batch committed to the database")
+            assert stored()[0] < total
+            assert committed_offset() < 0  # and yet no offset is committed: the first is not written
+            sink.release.set()
+            wait_for(lambda: committed_offset() == total, 60, what="every offset committed")
+            assert stored() == (total, total)  # nothing lost, nothing twice
+        stats: Any = runner.stats
+        assert stats.consumed == total and stats.written == total and stats.dead_lettered == 0
+        assert stats.batches >= BATCHES
