@@ -202,6 +202,10 @@ class BatchStats:
     seconds: float = 0.0
     busy_seconds: float = 0.0
     """From the first message consumed to the last batch committed."""
+    first_at: float = 0.0
+    last_at: float = 0.0
+    """When the first message was consumed and the last batch committed (Unix time: several
+    processes' runs are compared by them)."""
     db_seconds: float = 0.0
     """Time during which a batch was being worked (the handler or the database transaction), on a
     worker thread; batches worked at once count once."""
@@ -458,8 +462,9 @@ class BatchRuntime:
 
     # working (on the worker thread) -------------------------------------------
 
-    def _work(self, batch: _Batch, stopping: threading.Event) -> Outcome:
-        """The work of one batch, retrying transient failures until they pass (or we stop)."""
+    def _work(self, batch: _Batch, stopping: threading.Event, halt: threading.Event) -> Outcome:
+        """The work of one batch, retrying transient failures until they pass, we stop, or the
+        loop has ended (`halt`: a batch worked beside one that failed is not retried forever)."""
         if not batch.events:
             return Outcome()
         delay = 0.2
@@ -481,7 +486,7 @@ class BatchRuntime:
                 log.warning(
                     "%s: a dependency is unavailable (%s); retrying in %.1fs", self.work.name, e, delay
                 )
-                if stopping.wait(delay):
+                if stopping.is_set() or halt.wait(delay) or stopping.is_set():
                     raise
                 delay = min(2 * delay, 10.0)
             except psycopg.Error as e:
@@ -604,6 +609,7 @@ class BatchRuntime:
         first: float | None = None
         depth = self.work.overlap
         worker = ThreadPoolExecutor(max_workers=depth, thread_name_prefix=f"{self.work.name}-work")
+        halt = threading.Event()
         flights: deque[tuple[Future[Outcome], _Batch]] = deque()
         """The batches being worked, oldest first: each is emitted and committed after those before it."""
         ready = _Batch()
@@ -665,6 +671,7 @@ class BatchRuntime:
                 self._finish(batch, future.result(), keep_alive)
                 if first is not None:
                     stats.busy_seconds = time.monotonic() - first
+                    stats.last_at = time.time()
 
         def revoked(partitions: list[TopicPartition]) -> None:
             nonlocal ready
@@ -696,7 +703,8 @@ class BatchRuntime:
                     last_seen = now
                 if got:
                     last_seen = now
-                    first = first or now
+                    if first is None:
+                        first, stats.first_at = now, time.time()
                 settle(waiting=False)
                 # a batch starts once the one before it is worked, or beside it when a whole
                 # batch is waiting (a backlog) and the work may overlap
@@ -704,7 +712,7 @@ class BatchRuntime:
                     not flights or (len(flights) < depth and ready.consumed >= self.batch_size)
                 ):
                     batch, ready = ready, _Batch()
-                    flights.append((worker.submit(self._work, batch, stopping), batch))
+                    flights.append((worker.submit(self._work, batch, stopping, halt), batch))
                 elif (
                     not flights
                     and ready.consumed == 0
@@ -718,6 +726,7 @@ class BatchRuntime:
         finally:
             self._running = False
             self._on_revoke = lambda parts: None
+            halt.set()
             worker.shutdown(wait=True)
             stats.seconds = time.monotonic() - started
             self.consumer.close()

@@ -5,6 +5,7 @@ consumed: a later batch written first commits no offset until the earlier one is
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -24,6 +25,7 @@ from tests.fixtures.kafka import fresh_topic, produce_raw
 from tests.fixtures.running import running
 from tests.fixtures.waiting import wait_for
 from topics.codec import AvroCodec
+from topics.errors import LedgerstreamError
 from topics.names import PAYMENTS_TRANSFER_REQUESTED_V1
 from topics.schemas import load_store
 from topics.settings import REPO_ROOT
@@ -110,3 +112,61 @@ def test_a_later_batch_written_first_commits_nothing_before_the_earlier_one(serv
         stats: Any = runner.stats
         assert stats.consumed == total and stats.written == total and stats.dead_lettered == 0
         assert stats.batches >= BATCHES
+
+
+class RefusedBesideAnOutage(TransferRequestSink):
+    """The first batch is refused by the schema (a grant missing) while the second one, worked
+    beside it, meets a database that is down for as long as it retries."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.retrying = threading.Event()
+        self._calls = 0
+        self._lock = threading.Lock()
+
+    def write(self, conn: psycopg.Connection, items: Sequence[Row]) -> None:
+        with self._lock:
+            self._calls += 1
+            first = self._calls == 1
+        if first:
+            assert self.retrying.wait(60), "the second batch never started"
+            raise psycopg.errors.InsufficientPrivilege("permission denied for table transfer_requests")
+        self.retrying.set()
+        raise psycopg.OperationalError("connection refused")
+
+
+def test_a_worker_stops_on_a_refused_batch_without_waiting_out_the_one_beside_it(services):
+    codec = AvroCodec(load_store(REPO_ROOT / "avro"))
+    topic = fresh_topic(services, "overlap-refused", partitions=1)
+    run = uuid.uuid4().hex[:8]
+    produce_raw(
+        services,
+        topic,
+        [
+            (b"k", codec.encode(PAYMENTS_TRANSFER_REQUESTED_V1, transfer_requested(f"acc-or-{run}", 100 + i)))
+            for i in range(BATCH * BATCHES)
+        ],
+    )
+    with private_database(services) as db:
+        sink = RefusedBesideAnOutage()
+        runner = SinkRunner(
+            db.as_database_role("transfers_sink"),
+            sink,
+            codec,
+            batch_size=BATCH,
+            linger=0.05,
+            group_id=f"overlap-refused-{run}",
+            topics=[topic],
+            input_aliases={topic: PAYMENTS_TRANSFER_REQUESTED_V1},
+        )
+        started = time.monotonic()
+        with pytest.raises(LedgerstreamError, match="the database refused the work"):
+            runner.run(idle_exit=30)
+        assert time.monotonic() - started < 25  # not the 30 s idle exit, nor a retry loop without end
+        assert sink.retrying.is_set() and runner.stats.retries >= 1
+        assert (
+            committed(
+                AdminClient(services.kafka_config()), f"overlap-refused-{run}", [TopicPartition(topic, 0)]
+            )[(topic, 0)]
+            < 0
+        )  # nothing committed: neither batch was written
