@@ -50,9 +50,6 @@ def bench(args: argparse.Namespace) -> int:
         from ops.dev.bench_agent import bench_agent
         from topics.catalog import load_catalog
 
-        if args.workers != 1:
-            err.print("bench agent: --workers is not supported (one agent process)", markup=False)
-            return 2
         measured = bench_agent(
             settings_or_error(),
             load_catalog(),
@@ -60,6 +57,7 @@ def bench(args: argparse.Namespace) -> int:
             args.events,
             args.batch_size or AGENT_BATCH_SIZE,
             args.accounts,
+            args.workers,
         )
         for line in measured.lines():
             out.print(line, markup=False)
@@ -278,7 +276,8 @@ def add_dev_commands(sub: Any, command: Callable[..., Any]) -> None:
         "--workers",
         type=positive_int,
         default=1,
-        help="sink processes in one consumer group, or webhook service processes (webhooks, e2e; default 1)",
+        help="sink processes in one consumer group; agent: also run this many agent processes in one "
+        "group; webhook service processes (webhooks, e2e); default 1",
     )
     bn.add_argument(
         "--batch-size",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ops.console import (
     component_settings,
@@ -17,6 +17,9 @@ from ops.console import (
     stop_on_signals,
     topic_pair,
 )
+
+if TYPE_CHECKING:
+    from topics.runtime import BatchStats
 
 
 def sink(args: argparse.Namespace) -> int:
@@ -52,28 +55,35 @@ def sink(args: argparse.Namespace) -> int:
         if health is not None:
             health.close()
     if args.json:
-        import json
-
-        from ops.process_stats import peak_rss_kb
-
-        peak_kb = peak_rss_kb()
-        fields = (
-            "consumed",
-            "written",
-            "dead_lettered",
-            "fast",
-            "batches",
-            "retries",
-            "seconds",
-            "busy_seconds",
-            "db_seconds",
-        )
-        print(json.dumps({**{f: getattr(stats, f) for f in fields}, "peak_rss_kb": peak_kb}))
+        _print_json(stats)
     err.print(
         f"sink {args.name}: {stats.written} written, {stats.dead_lettered} dead-lettered, "
         f"{stats.batches} batches, {stats.retries} retries in {stats.seconds:.1f}s"
     )
     return 0
+
+
+def _print_json(stats: BatchStats) -> None:
+    """The run's figures and this process's peak RSS, as one JSON line on stdout (for `bench`)."""
+    import json
+
+    from ops.process_stats import peak_rss_kb
+
+    fields = (
+        "consumed",
+        "emitted",
+        "written",
+        "dead_lettered",
+        "fast",
+        "batches",
+        "retries",
+        "seconds",
+        "busy_seconds",
+        "first_at",
+        "last_at",
+        "db_seconds",
+    )
+    print(json.dumps({**{f: getattr(stats, f) for f in fields}, "peak_rss_kb": peak_rss_kb()}))
 
 
 def agent(args: argparse.Namespace) -> int:
@@ -108,6 +118,8 @@ def agent(args: argparse.Namespace) -> int:
     finally:
         if health is not None:
             health.close()
+    if args.json:
+        _print_json(stats)
     err.print(
         f"agent {args.name}: {stats.consumed} consumed, {stats.emitted} emitted, "
         f"{stats.dead_lettered} dead-lettered in {stats.batches} batches"
@@ -184,6 +196,7 @@ def add_worker_commands(sub: Any, command: Callable[..., Any]) -> None:
     ag.add_argument(
         "--topic", action="append", help="consume this topic instead of the agent's own (repeatable)"
     )
+    ag.add_argument("--json", action="store_true", help="print the run's figures as one JSON line on stdout")
     ag.add_argument(
         "--alias",
         type=topic_pair,

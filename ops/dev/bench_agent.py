@@ -11,10 +11,12 @@ Then, each as a consumer group of its own on that topic and each on fresh state:
 1. the agent on the one batch runtime, in this process; its outputs go to scratch copies of
    its output topics, never to the real ones;
 2. a minimal confluent-kafka loop running the same handler: consume a batch, decode, handle,
-   encode and produce the outputs, flush, commit.
+   encode and produce the outputs, flush, commit;
+3. with `workers` above 1, that many `ledgerstream agent` processes in one consumer group, which
+   Kafka splits the partitions between.
 
-An agent that keeps state gets it fresh for each of the three runs (the per-event costs, the
-runtime, the minimal loop): a scratch database migrated and funded, and an empty scratch Redis
+An agent that keeps state gets it fresh for each run (the per-event costs, the runtime, the
+minimal loop, the group of processes): a scratch database migrated and funded, and an empty scratch Redis
 database, all removed afterwards. Both rates are events/s from the first message to the last
 commit. The per-event cost of decoding, of the handler's logic (with its database and Redis
 round trips) and of encoding an output is measured in this process on the same events, in
@@ -23,6 +25,10 @@ batches of the runtime's size. Every scratch topic is deleted afterwards.
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -31,6 +37,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from functools import partial
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
@@ -64,7 +71,7 @@ from topics.names import (
     PAYMENTS_TRANSFER_REQUESTED_V1,
 )
 from topics.schemas import load_store
-from topics.settings import Settings
+from topics.settings import REPO_ROOT, Settings
 
 COMPLETED = PAYMENTS_TRANSACTION_COMPLETED_V1
 REQUESTED = PAYMENTS_TRANSFER_REQUESTED_V1
@@ -109,6 +116,11 @@ class AgentBenchResult:
     encode_us: float
     peak_rss_mb: float
     dead_lettered: int
+    workers: int = 1
+    group_per_s: float = 0.0
+    """Events/s of `workers` agent processes in one group (when more than one)."""
+    group_seconds: float = 0.0
+    group_peak_rss_mb: float = 0.0
 
     def lines(self) -> list[str]:
         ratio = self.runtime_per_s / self.minimal_per_s if self.minimal_per_s else 0.0
@@ -121,6 +133,16 @@ class AgentBenchResult:
             f"  ({self.runtime_seconds:.1f}s busy)",
             f"  minimal confluent-kafka loop     {self.minimal_per_s:>10,.0f} events/s   (same handler)",
             f"  runtime / minimal loop           {ratio:>10.0%}",
+            *(
+                [
+                    f"  {self.workers} agent processes, one group {self.group_per_s:>9,.0f} events/s"
+                    f"  ({self.group_seconds:.1f}s busy; "
+                    f"{self.group_per_s / self.runtime_per_s if self.runtime_per_s else 0:.2f}x one worker; "
+                    f"peak RSS {self.group_peak_rss_mb:.0f} MB a process)"
+                ]
+                if self.workers > 1
+                else []
+            ),
             f"  per event: decode {self.decode_us:.1f} us, handler {self.handle_us:.1f} us, "
             + (f"encode {self.encode_us:.1f} us per output" if self.outputs else "no outputs to encode"),
             f"  dead-lettered                    {self.dead_lettered:>10,}",
@@ -315,11 +337,87 @@ def _minimal_loop(
         consumer.close()
 
 
+def _agent_processes(
+    state: Settings,
+    agent: str,
+    workers: int,
+    topic: str,
+    stands_for: str,
+    outputs: dict[str, str],
+    batch_size: int,
+) -> dict[str, Any]:
+    """Run `workers` `ledgerstream agent` processes in one new group on `topic` until it is drained;
+    their summed figures, busy from the group's first message to its last commit."""
+    env = {
+        **os.environ,
+        "DATABASE_URL": state.database_url.get_secret_value(),
+        "REDIS_URL": state.redis_url,
+        "KAFKA_BOOTSTRAP_SERVERS": state.kafka_bootstrap_servers,
+        "SCHEMA_REGISTRY_URL": "",
+        "LEDGERSTREAM_ENVIRONMENT": state.environment,
+    }
+    group = f"bench-{uuid.uuid4()}"
+    redirects = [arg for out, copy in outputs.items() for arg in ("--output-to", f"{out}={copy}")]
+    command = [
+        sys.executable,
+        "-m",
+        "ops.cli",
+        "agent",
+        agent,
+        "--topic",
+        topic,
+        "--alias",
+        f"{topic}={stands_for}",
+        *redirects,
+        "--group",
+        group,
+        "--batch-size",
+        str(batch_size),
+        "--idle-exit",
+        "3",
+        "--json",
+        "--operator",
+    ]
+    procs = [
+        subprocess.Popen(
+            command, env=env, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(workers)
+    ]
+    results = []
+    try:
+        for proc in procs:
+            out, errors = proc.communicate(timeout=3600)
+            if proc.returncode != 0:
+                raise BenchError(f"agent {agent} failed: {errors[-2000:]}")
+            results.append(json.loads(out.strip().splitlines()[-1]))
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+    return {
+        "consumed": sum(r["consumed"] for r in results),
+        "dead_lettered": sum(r["dead_lettered"] for r in results),
+        # from the group's first message to its last commit (the processes start apart)
+        "busy_seconds": max(r["last_at"] for r in results)
+        - min((r["first_at"] for r in results if r["first_at"]), default=0.0),
+        "peak_rss_kb": max(r["peak_rss_kb"] for r in results),
+    }
+
+
 def bench_agent(
-    settings: Settings, catalog: Catalog, agent: str, events: int, batch_size: int, accounts: int = 1000
+    settings: Settings,
+    catalog: Catalog,
+    agent: str,
+    events: int,
+    batch_size: int,
+    accounts: int = 1000,
+    workers: int = 1,
 ) -> AgentBenchResult:
-    """Measure one agent on the runtime and in a minimal loop, each on fresh state; its input
-    spread over `accounts` accounts (each funded, for the agents that spend)."""
+    """Measure one agent on the runtime and in a minimal loop, each on fresh state, and with
+    `workers` above 1 that many agent processes in one group; its input spread over `accounts`
+    accounts (each funded, for the agents that spend)."""
     if agent not in WORKLOADS:
         raise BenchError(f"no workload for agent {agent!r}; bench agent measures {', '.join(WORKLOADS)}")
     work = WORKLOADS[agent]
@@ -366,6 +464,14 @@ def bench_agent(
                 )
             finally:
                 minimal_handler.close()
+        group: dict[str, Any] = {"consumed": 0, "dead_lettered": 0, "busy_seconds": 0.0, "peak_rss_kb": 0}
+        if workers > 1:
+            with work.state(settings, accounts) as state:
+                group = _agent_processes(state, agent, workers, topic, work.topic, outputs, batch_size)
+            if group["consumed"] != events:
+                raise BenchError(
+                    f"the {workers} agent processes consumed {group['consumed']} of {events} events"
+                )
     finally:
         for name in [topic, *outputs.values()]:
             _drop_topic(settings, name)
@@ -383,5 +489,9 @@ def bench_agent(
         handle_us=handle_us,
         encode_us=encode_us,
         peak_rss_mb=peak_rss_kb() / 1024,
-        dead_lettered=stats.dead_lettered,
+        dead_lettered=stats.dead_lettered + group["dead_lettered"],
+        workers=workers,
+        group_per_s=events / group["busy_seconds"] if group["busy_seconds"] else 0.0,
+        group_seconds=group["busy_seconds"],
+        group_peak_rss_mb=group["peak_rss_kb"] / 1024,
     )

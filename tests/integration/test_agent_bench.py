@@ -56,3 +56,13 @@ def test_a_scratch_redis_database_is_one_nobody_uses(services: Settings) -> None
         assert client.dbsize() == 0
     finally:
         client.close()
+
+
+def test_two_agent_processes_in_one_group_drain_the_topic_between_them(
+    services: Settings, catalog: Catalog
+) -> None:
+    result = bench_agent(services, catalog, "fees", events=600, batch_size=100, accounts=40, workers=2)
+    assert result.workers == 2 and result.dead_lettered == 0
+    assert result.group_per_s > 0 and result.group_seconds > 0  # every event consumed, or it raises
+    assert result.group_peak_rss_mb > 0
+    assert any("2 agent processes, one group" in line for line in result.lines())
