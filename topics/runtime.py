@@ -34,7 +34,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Protocol
@@ -697,7 +697,8 @@ class BatchRuntime:
                 if ready.consumed < self.batch_size and (busy or ready.consumed == 0):
                     got = poll_into_ready(self.linger)
                 elif busy and len(flights) >= depth:
-                    wait([future for future, _ in flights], timeout=self.linger, return_when=FIRST_COMPLETED)
+                    # nothing can start or be committed before the oldest batch is worked
+                    wait([flights[0][0]], timeout=self.linger)
                 now = time.monotonic()
                 if not self.assigned.is_set():
                     last_seen = now

@@ -36,7 +36,19 @@ BATCH = 50
 BATCHES = 4
 
 
-class HeldFirstBatch(TransferRequestSink):
+OFFSET_AT = TransferRequestSink.columns.index("kafka_offset")
+
+
+class _FirstBatchKnown(TransferRequestSink):
+    """The transfers sink, knowing the batch consumed first (the one holding offset 0) when it
+    writes it: batches are written on two threads, in no set order. Its rows are the Python
+    path's (the runner's native writer is turned off), so each carries its offset."""
+
+    def _first(self, items: Sequence[Row]) -> bool:
+        return any(row[OFFSET_AT] == 0 for row in items)
+
+
+class HeldFirstBatch(_FirstBatchKnown):
     """The transfers sink, its first batch held open (its rows written, not committed) until
     the test lets it go."""
 
@@ -44,13 +56,9 @@ class HeldFirstBatch(TransferRequestSink):
         super().__init__()
         self.release = threading.Event()
         self.holding = threading.Event()
-        self._calls = 0
-        self._lock = threading.Lock()
 
     def write(self, conn: psycopg.Connection, items: Sequence[Row]) -> None:
-        with self._lock:
-            self._calls += 1
-            first = self._calls == 1
+        first = self._first(items)
         super().write(conn, items)
         if first:
             self.holding.set()
@@ -100,12 +108,18 @@ def test_a_later_batch_written_first_commits_nothing_before_the_earlier_one(serv
             topics=[topic],
             input_aliases={topic: PAYMENTS_TRANSFER_REQUESTED_V1},
         )
+        runner.fast_rows = {}
         with running(runner.run):
             assert sink.holding.wait(60), "the first batch never reached the database"
             # the second batch is written and committed beside the first, which stays open
             wait_for(lambda: stored()[0] >= BATCH, 60, what="the second batch committed to the database")
             assert stored()[0] < total
             assert committed_offset() < 0  # and yet no offset is committed: the first is not written
+            # while it waits for the first batch, the worker polls and waits; it does not spin
+            window = threading.Event()
+            cpu, wall = time.process_time(), time.monotonic()
+            window.wait(2.0)  # a window to measure over, not a synchronisation
+            assert (time.process_time() - cpu) / (time.monotonic() - wall) < 0.5
             sink.release.set()
             wait_for(lambda: committed_offset() == total, 60, what="every offset committed")
             assert stored() == (total, total)  # nothing lost, nothing twice
@@ -114,21 +128,16 @@ def test_a_later_batch_written_first_commits_nothing_before_the_earlier_one(serv
         assert stats.batches >= BATCHES
 
 
-class RefusedBesideAnOutage(TransferRequestSink):
+class RefusedBesideAnOutage(_FirstBatchKnown):
     """The first batch is refused by the schema (a grant missing) while the second one, worked
     beside it, meets a database that is down for as long as it retries."""
 
     def __init__(self) -> None:
         super().__init__()
         self.retrying = threading.Event()
-        self._calls = 0
-        self._lock = threading.Lock()
 
     def write(self, conn: psycopg.Connection, items: Sequence[Row]) -> None:
-        with self._lock:
-            self._calls += 1
-            first = self._calls == 1
-        if first:
+        if self._first(items):
             assert self.retrying.wait(60), "the second batch never started"
             raise psycopg.errors.InsufficientPrivilege("permission denied for table transfer_requests")
         self.retrying.set()
@@ -159,6 +168,7 @@ def test_a_worker_stops_on_a_refused_batch_without_waiting_out_the_one_beside_it
             topics=[topic],
             input_aliases={topic: PAYMENTS_TRANSFER_REQUESTED_V1},
         )
+        runner.fast_rows = {}
         started = time.monotonic()
         with pytest.raises(LedgerstreamError, match="the database refused the work"):
             runner.run(idle_exit=30)
