@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -37,7 +37,7 @@ from topics.errors import LedgerstreamError
 from topics.events import new_metadata
 from topics.journals import Journal, account_kind, check_balanced, journal_entry_id, journal_record
 from topics.schemas import load_store
-from topics.settings import Settings
+from topics.settings import REPO_ROOT, Settings
 
 
 class BenchError(LedgerstreamError):
@@ -164,68 +164,84 @@ def _produce(settings: Settings, topic: str, messages: Iterator[tuple[bytes, byt
     return total / (time.monotonic() - started)
 
 
+def run_group(
+    kind: str, name: str, env: Mapping[str, str], workers: int, args: Sequence[str]
+) -> list[dict[str, Any]]:
+    """Run `workers` `ledgerstream sink|agent NAME ARGS` processes in one new consumer group, each
+    until it has been idle for 3 s, and return the figures each prints (`--json`)."""
+    command = [
+        sys.executable,
+        "-m",
+        "ops.cli",
+        kind,
+        name,
+        *args,
+        "--group",
+        f"bench-{uuid.uuid4()}",
+        "--idle-exit",
+        "3",
+        "--json",
+        "--operator",
+    ]
+    procs = [
+        subprocess.Popen(
+            command,
+            env={**os.environ, **env},
+            cwd=REPO_ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(workers)
+    ]
+    results = []
+    try:
+        for proc in procs:
+            out, errors = proc.communicate(timeout=3600)
+            if proc.returncode != 0:
+                raise BenchError(f"{kind} {name} failed: {errors[-2000:]}")
+            results.append(json.loads(out.strip().splitlines()[-1]))
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+    return results
+
+
+def group_seconds(results: Sequence[Mapping[str, Any]]) -> float:
+    """From the group's first message to its last commit (the processes start apart)."""
+    started = [r["first_at"] for r in results if r["first_at"]]
+    return max(r["last_at"] for r in results) - min(started) if started else 0.0
+
+
+def worker_env(settings: Settings, database_url: str) -> dict[str, str]:
+    """What a sink or agent process of a bench is pointed at: the bench's scratch database, the
+    stack's Kafka, no registry (the single-object framing), the bench's environment."""
+    return {
+        "DATABASE_URL": database_url,
+        "REDIS_URL": settings.redis_url,
+        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+        "SCHEMA_REGISTRY_URL": "",
+        "LEDGERSTREAM_ENVIRONMENT": settings.environment,
+    }
+
+
 def _run_sinks(
     settings: Settings, db_url: str, sink: str, topic: str, stands_for: str, batch_size: int, workers: int
 ) -> dict[str, Any]:
     """Run `workers` sink processes in one consumer group, reading the scratch `topic` as the
     catalog topic it `stands_for`; Kafka splits the partitions."""
-    group = f"bench-{uuid.uuid4()}"
-    procs = [
-        _start_sink(settings, db_url, sink, topic, stands_for, batch_size, group) for _ in range(workers)
-    ]
-    results = []
-    for proc in procs:
-        out, errs = proc.communicate(timeout=3600)
-        if proc.returncode != 0:
-            raise BenchError(f"sink failed: {errs[-2000:]}")
-        results.append(json.loads(out.strip().splitlines()[-1]))
+    args = ["--topic", topic, "--alias", f"{topic}={stands_for}", "--batch-size", str(batch_size)]
+    results = run_group("sink", sink, worker_env(settings, db_url), workers, args)
     return {
         "written": sum(r["written"] for r in results),
         "dead_lettered": sum(r["dead_lettered"] for r in results),
         "fast": sum(r["fast"] for r in results),
-        # from the group's first message to its last commit (the processes start apart)
-        "busy_seconds": max(r["last_at"] for r in results)
-        - min((r["first_at"] for r in results if r["first_at"]), default=0.0),
+        "busy_seconds": group_seconds(results),
         "db_seconds": max(r["db_seconds"] for r in results),
         "peak_rss_kb": max(r["peak_rss_kb"] for r in results),
     }
-
-
-def _start_sink(
-    settings: Settings, db_url: str, sink: str, topic: str, stands_for: str, batch_size: int, group: str
-) -> subprocess.Popen[str]:
-    env = {
-        **os.environ,
-        "DATABASE_URL": db_url,
-        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
-        "SCHEMA_REGISTRY_URL": "",
-        "LEDGERSTREAM_ENVIRONMENT": settings.environment,
-    }
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "ops.cli",
-            "sink",
-            sink,
-            "--topic",
-            topic,
-            "--alias",
-            f"{topic}={stands_for}",
-            "--group",
-            group,
-            "--batch-size",
-            str(batch_size),
-            "--idle-exit",
-            "3",
-            "--json",
-            "--operator",
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
 
 
 Load = tuple[str, tuple[str, ...], list[tuple[Any, ...]]]

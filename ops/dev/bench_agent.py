@@ -25,10 +25,6 @@ batches of the runtime's size. Every scratch topic is deleted afterwards.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -49,8 +45,11 @@ from ops.dev.bench import (
     _produce,
     _scratch_topic,
     bench_metadata,
+    group_seconds,
     keyed,
+    run_group,
     small_euros,
+    worker_env,
 )
 from ops.dev.bench_reservations import fund, transfer_requests
 from ops.process_stats import peak_rss_kb
@@ -71,7 +70,7 @@ from topics.names import (
     PAYMENTS_TRANSFER_REQUESTED_V1,
 )
 from topics.schemas import load_store
-from topics.settings import REPO_ROOT, Settings
+from topics.settings import Settings
 
 COMPLETED = PAYMENTS_TRANSACTION_COMPLETED_V1
 REQUESTED = PAYMENTS_TRANSFER_REQUESTED_V1
@@ -348,60 +347,15 @@ def _agent_processes(
 ) -> dict[str, Any]:
     """Run `workers` `ledgerstream agent` processes in one new group on `topic` until it is drained;
     their summed figures, busy from the group's first message to its last commit."""
-    env = {
-        **os.environ,
-        "DATABASE_URL": state.database_url.get_secret_value(),
-        "REDIS_URL": state.redis_url,
-        "KAFKA_BOOTSTRAP_SERVERS": state.kafka_bootstrap_servers,
-        "SCHEMA_REGISTRY_URL": "",
-        "LEDGERSTREAM_ENVIRONMENT": state.environment,
-    }
-    group = f"bench-{uuid.uuid4()}"
     redirects = [arg for out, copy in outputs.items() for arg in ("--output-to", f"{out}={copy}")]
-    command = [
-        sys.executable,
-        "-m",
-        "ops.cli",
-        "agent",
-        agent,
-        "--topic",
-        topic,
-        "--alias",
-        f"{topic}={stands_for}",
-        *redirects,
-        "--group",
-        group,
-        "--batch-size",
-        str(batch_size),
-        "--idle-exit",
-        "3",
-        "--json",
-        "--operator",
-    ]
-    procs = [
-        subprocess.Popen(
-            command, env=env, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-        )
-        for _ in range(workers)
-    ]
-    results = []
-    try:
-        for proc in procs:
-            out, errors = proc.communicate(timeout=3600)
-            if proc.returncode != 0:
-                raise BenchError(f"agent {agent} failed: {errors[-2000:]}")
-            results.append(json.loads(out.strip().splitlines()[-1]))
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(10)
+    args = ["--topic", topic, "--alias", f"{topic}={stands_for}", *redirects, "--batch-size", str(batch_size)]
+    results = run_group(
+        "agent", agent, worker_env(state, state.database_url.get_secret_value()), workers, args
+    )
     return {
         "consumed": sum(r["consumed"] for r in results),
         "dead_lettered": sum(r["dead_lettered"] for r in results),
-        # from the group's first message to its last commit (the processes start apart)
-        "busy_seconds": max(r["last_at"] for r in results)
-        - min((r["first_at"] for r in results if r["first_at"]), default=0.0),
+        "busy_seconds": group_seconds(results),
         "peak_rss_kb": max(r["peak_rss_kb"] for r in results),
     }
 
