@@ -36,6 +36,43 @@ BATCH = 50
 BATCHES = 4
 
 
+def _requests_topic(services: Any, codec: AvroCodec, prefix: str, account: str, count: int) -> str:
+    """A one-partition topic holding `count` transfer requests of `account`."""
+    topic = fresh_topic(services, prefix, partitions=1)
+    produce_raw(
+        services,
+        topic,
+        [
+            (b"k", codec.encode(PAYMENTS_TRANSFER_REQUESTED_V1, transfer_requested(account, 100 + i)))
+            for i in range(count)
+        ],
+    )
+    return topic
+
+
+def _python_rows_runner(
+    db: Any, sink: TransferRequestSink, codec: AvroCodec, topic: str, group: str
+) -> SinkRunner:
+    """The sink on `topic` in batches of BATCH, its rows made by the Python path (each carries its
+    offset, which `_FirstBatchKnown` reads)."""
+    runner = SinkRunner(
+        db.as_database_role("transfers_sink"),
+        sink,
+        codec,
+        batch_size=BATCH,
+        linger=0.05,
+        group_id=group,
+        topics=[topic],
+        input_aliases={topic: PAYMENTS_TRANSFER_REQUESTED_V1},
+    )
+    runner.fast_rows = {}
+    return runner
+
+
+def _committed_offset(admin: AdminClient, group: str, topic: str) -> int:
+    return committed(admin, group, [TopicPartition(topic, 0)])[(topic, 0)]
+
+
 OFFSET_AT = TransferRequestSink.columns.index("kafka_offset")
 
 
@@ -68,22 +105,14 @@ class HeldFirstBatch(_FirstBatchKnown):
 def test_a_later_batch_written_first_commits_nothing_before_the_earlier_one(services):
     assert TransferRequestSink.overlap == 2
     codec = AvroCodec(load_store(REPO_ROOT / "avro"))
-    topic = fresh_topic(services, "overlap", partitions=1)
     run = uuid.uuid4().hex[:8]
     total = BATCH * BATCHES
-    produce_raw(
-        services,
-        topic,
-        [
-            (b"k", codec.encode(PAYMENTS_TRANSFER_REQUESTED_V1, transfer_requested(f"acc-ov-{run}", 100 + i)))
-            for i in range(total)
-        ],
-    )
+    topic = _requests_topic(services, codec, "overlap", f"acc-ov-{run}", total)
     group = f"overlap-{run}"
     admin = AdminClient(services.kafka_config())
 
     def committed_offset() -> int:
-        return committed(admin, group, [TopicPartition(topic, 0)])[(topic, 0)]
+        return _committed_offset(admin, group, topic)
 
     with private_database(services) as db:
         url = db.database_url.get_secret_value()
@@ -98,17 +127,7 @@ def test_a_later_batch_written_first_commits_nothing_before_the_earlier_one(serv
             return int(row[0]), int(row[1])
 
         sink = HeldFirstBatch()
-        runner = SinkRunner(
-            db.as_database_role("transfers_sink"),
-            sink,
-            codec,
-            batch_size=BATCH,
-            linger=0.05,
-            group_id=group,
-            topics=[topic],
-            input_aliases={topic: PAYMENTS_TRANSFER_REQUESTED_V1},
-        )
-        runner.fast_rows = {}
+        runner = _python_rows_runner(db, sink, codec, topic, group)
         with running(runner.run):
             assert sink.holding.wait(60), "the first batch never reached the database"
             # the second batch is written and committed beside the first, which stays open
@@ -146,37 +165,15 @@ class RefusedBesideAnOutage(_FirstBatchKnown):
 
 def test_a_worker_stops_on_a_refused_batch_without_waiting_out_the_one_beside_it(services):
     codec = AvroCodec(load_store(REPO_ROOT / "avro"))
-    topic = fresh_topic(services, "overlap-refused", partitions=1)
     run = uuid.uuid4().hex[:8]
-    produce_raw(
-        services,
-        topic,
-        [
-            (b"k", codec.encode(PAYMENTS_TRANSFER_REQUESTED_V1, transfer_requested(f"acc-or-{run}", 100 + i)))
-            for i in range(BATCH * BATCHES)
-        ],
-    )
+    topic = _requests_topic(services, codec, "overlap-refused", f"acc-or-{run}", BATCH * BATCHES)
     with private_database(services) as db:
         sink = RefusedBesideAnOutage()
-        runner = SinkRunner(
-            db.as_database_role("transfers_sink"),
-            sink,
-            codec,
-            batch_size=BATCH,
-            linger=0.05,
-            group_id=f"overlap-refused-{run}",
-            topics=[topic],
-            input_aliases={topic: PAYMENTS_TRANSFER_REQUESTED_V1},
-        )
-        runner.fast_rows = {}
+        runner = _python_rows_runner(db, sink, codec, topic, f"overlap-refused-{run}")
         started = time.monotonic()
         with pytest.raises(LedgerstreamError, match="the database refused the work"):
             runner.run(idle_exit=30)
         assert time.monotonic() - started < 25  # not the 30 s idle exit, nor a retry loop without end
         assert sink.retrying.is_set() and runner.stats.retries >= 1
-        assert (
-            committed(
-                AdminClient(services.kafka_config()), f"overlap-refused-{run}", [TopicPartition(topic, 0)]
-            )[(topic, 0)]
-            < 0
-        )  # nothing committed: neither batch was written
+        # nothing committed: neither batch was written
+        assert _committed_offset(AdminClient(services.kafka_config()), f"overlap-refused-{run}", topic) < 0
