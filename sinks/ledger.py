@@ -14,7 +14,7 @@ or whose exponent is not the currency registry's, is refused to the dead-letter 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -53,7 +53,8 @@ CREATE TEMP TABLE IF NOT EXISTS stage_journals (
 ) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS stage_holds (
     hold_id text, tenant_id text, account_id text, ledger_account text, currency text, exponent smallint,
-    amount numeric(78, 0), status text, reason text, expires_at timestamptz, journal_entry_id uuid
+    amount numeric(78, 0), status text, reason text, expires_at timestamptz, journal_entry_id uuid,
+    correlation_id text
 ) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS stage_entries (
     journal_entry_id uuid, line_no smallint, ledger_account text, account_type text, normal_side text,
@@ -111,9 +112,10 @@ ON CONFLICT (ledger_account) DO UPDATE
 # settles nothing twice.
 HOLDS = """
 INSERT INTO holds AS h (hold_id, tenant_id, account_id, ledger_account, currency, exponent, amount, status,
-                        reason, expires_at, settled_at)
+                        reason, expires_at, settled_at, correlation_id)
 SELECT DISTINCT ON (s.hold_id) s.hold_id, s.tenant_id, s.account_id, s.ledger_account, s.currency, s.exponent,
-       s.amount, s.status, s.reason, s.expires_at, CASE WHEN s.status = 'ACTIVE' THEN NULL ELSE now() END
+       s.amount, s.status, s.reason, s.expires_at, CASE WHEN s.status = 'ACTIVE' THEN NULL ELSE now() END,
+       s.correlation_id
   FROM stage_holds s
  WHERE s.journal_entry_id IS NULL OR s.journal_entry_id IN (SELECT journal_entry_id FROM stage_new)
  ORDER BY s.hold_id, s.status = 'ACTIVE'
@@ -157,6 +159,9 @@ class HoldChange:
     reason: str
     expires_at: datetime
     environment: str
+    correlation_id: str
+    event_id: str
+    """The card event that placed or settled it."""
 
 
 def journal_from_event(record: dict[str, Any]) -> PostedJournal:
@@ -190,6 +195,8 @@ def card_hold(record: dict[str, Any]) -> HoldChange | None:
         reason=f"card {status.lower()} {record['provider_reference']}",
         expires_at=occurred + timedelta(days=CARD_HOLD_DAYS),
         environment=meta["environment"],
+        correlation_id=meta["correlation_id"],
+        event_id=str(meta["event_id"]),
     )
 
 
@@ -273,7 +280,7 @@ class LedgerSink(Sink[Item]):
                         )
             with cur.copy(
                 "COPY stage_holds (hold_id, tenant_id, account_id, ledger_account, currency, exponent, "
-                "amount, status, reason, expires_at, journal_entry_id) FROM STDIN"
+                "amount, status, reason, expires_at, journal_entry_id, correlation_id) FROM STDIN"
             ) as copy:
                 for h in holds:
                     copy.write_row(
@@ -289,6 +296,7 @@ class LedgerSink(Sink[Item]):
                             h.reason,
                             h.expires_at,
                             None,
+                            h.correlation_id,
                         )
                     )
                 for p in unique.values():
@@ -302,18 +310,27 @@ class LedgerSink(Sink[Item]):
             cur.execute(HOLDS)
             environment = next((i.environment for i in items if i is not None), None)
             if self._outbox is not None and environment is not None:
-                self._balance_events(conn, *self._outbox, environment)
+                self._balance_events(conn, *self._outbox, environment, unique.values(), holds)
             # the platform's accounts (fee revenue, clearing: every journal's) last, so their row
             # locks are held for the least time; every batch locks customers first, each set in
             # account order, so two sinks cannot deadlock
             cur.execute(BALANCES, {"customers": False})
 
     def _balance_events(
-        self, conn: psycopg.Connection, codec: AvroCodec, catalog: Catalog, environment: str
+        self,
+        conn: psycopg.Connection,
+        codec: AvroCodec,
+        catalog: Catalog,
+        environment: str,
+        journals: Iterable[PostedJournal],
+        holds: Iterable[HoldChange],
     ) -> None:
         """`accounts.balance.updated.v1` for each customer account this batch posted to or held on,
-        with the committed balance, through the outbox in the batch's own transaction. A replayed
-        batch posts nothing new and so announces nothing."""
+        with the committed balance, through the outbox in the batch's own transaction, under the
+        correlation id of its latest change and caused by that change's event. A replayed batch
+        posts nothing new and so announces nothing."""
+        causes = {p.journal_entry_id.lower(): (p.correlation_id, p.event_id) for p in journals}
+        causes.update((h.hold_id, (h.correlation_id, h.event_id)) for h in holds)
         rows = conn.execute(BALANCE_STATE).fetchall()
         records = (
             balance_record(
@@ -327,6 +344,7 @@ class LedgerSink(Sink[Item]):
                     int(held),
                     int(overdraft),
                     cause,
+                    *causes.get(cause, (None, None)),
                 ),
                 environment=environment,
                 source="sinks.ledger",
@@ -359,4 +377,5 @@ def _completed_hold(p: PostedJournal) -> tuple[Any, ...] | None:
         f"posted as {p.journal.reference_id}",
         p.posted_at,
         p.journal_entry_id,
+        p.correlation_id,
     )

@@ -51,8 +51,8 @@ SELECT c.code,
 """
 PLACE = """
 INSERT INTO holds (hold_id, tenant_id, account_id, ledger_account, currency, exponent, amount, status, reason,
-                   expires_at)
-VALUES (%s, %s, %s, %s, %s, %s, %s, 'ACTIVE', %s, now() + make_interval(secs => %s))
+                   expires_at, correlation_id)
+VALUES (%s, %s, %s, %s, %s, %s, %s, 'ACTIVE', %s, now() + make_interval(secs => %s), %s)
 ON CONFLICT (hold_id) DO NOTHING
 """
 RELEASE = """
@@ -83,6 +83,8 @@ class Spend:
     reason: str
     breakdown: str | None = None
     """What `units` is made of, for the refusal's message (e.g. "10000 + fees 37")."""
+    correlation_id: str | None = None
+    """The work the hold is for: the balance changes the hold causes are announced under it."""
 
 
 AccountKey = tuple[str, str, str]
@@ -183,6 +185,7 @@ class Reservations:
                 spend.units,
                 spend.reason,
                 self.seconds,
+                spend.correlation_id,
             )
         )
         funds.held += spend.units

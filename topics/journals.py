@@ -172,6 +172,8 @@ class PostedJournal:
     correlation_id: str
     source_event_id: str
     posted_at: datetime
+    event_id: str
+    """The `JournalPosted` event's own id: what a balance change the posting makes was caused by."""
 
 
 def posted_journal(record: dict[str, Any]) -> PostedJournal:
@@ -199,6 +201,7 @@ def posted_journal(record: dict[str, Any]) -> PostedJournal:
         correlation_id=meta["correlation_id"],
         source_event_id=str(meta.get("causation_id") or meta["event_id"]),
         posted_at=meta["occurred_at"],
+        event_id=str(meta["event_id"]),
     )
 
 

@@ -352,10 +352,11 @@ def create_app(
                     ask.exponent,
                     ask.units,
                     f"card authorization {ask.authorization_id}",
+                    correlation_id=correlation,
                 )
                 refusal = reserve(conn, FIAT, spend, seconds=CARD_HOLD_DAYS * 86_400)
                 if refusal is None:
-                    balances.holds_changed(conn, [hold])
+                    balances.holds_changed(conn, {hold: None})  # a request at the edge, not an event
             decision: dict[str, Any] = {"approved": refusal is None}
             if refusal is not None:
                 decision["metadata"] = {"decision": refusal.split(":", 1)[0]}

@@ -138,8 +138,9 @@ class _Batch:
     """Orders whose row changed, in the order they first did: written once, at the batch's end."""
     rates: dict[tuple[str, str], Rate] = field(default_factory=dict)
     """The rates this batch read from the cache."""
-    holds: list[str] = field(default_factory=list)
-    """Holds placed in this batch: their balances are announced once, before it commits."""
+    holds: dict[str, str | None] = field(default_factory=dict)
+    """Holds placed in this batch, each with the event that placed it: their balances are
+    announced once, before it commits."""
 
 
 def _spenders(orders: list[Event], rows: dict[str, dict[str, Any]]) -> Iterator[AccountKey]:
@@ -254,14 +255,13 @@ class FxHandler(BatchHandler):
             if row["decision"] == "REJECTED":
                 self._save(batch, {**fresh, "status": "rejected"})
             else:
-                self._execute(
-                    batch, fresh, max(meta["occurred_at"], row["executed_at"] or meta["occurred_at"])
-                )
+                at = max(meta["occurred_at"], row["executed_at"] or meta["occurred_at"])
+                self._execute(batch, fresh, at, str(meta["event_id"]))
             return
         if needs_approval(r["order_type"], units, currency, pricing):
             self._save(batch, {**fresh, "status": "awaiting_approval"})
             return
-        self._execute(batch, fresh, meta["occurred_at"])
+        self._execute(batch, fresh, meta["occurred_at"], str(meta["event_id"]))
 
     def _approval(self, batch: _Batch, event: Event) -> None:
         r, meta = event.record, event.record["metadata"]
@@ -294,9 +294,10 @@ class FxHandler(BatchHandler):
         if r["decision"] == "REJECTED":
             self._save(batch, {**row, **decided, "status": "rejected"})
             return
-        self._execute(batch, {**row, **decided}, meta["occurred_at"])
+        self._execute(batch, {**row, **decided}, meta["occurred_at"], str(meta["event_id"]))
 
-    def _execute(self, batch: _Batch, row: dict[str, Any], at: datetime) -> None:
+    def _execute(self, batch: _Batch, row: dict[str, Any], at: datetime, cause: str) -> None:
+        """Execute the order at `at` (`cause`: the event, order or approval, that lets it run)."""
         rate = self._rate(batch, row["sell_currency"], row["buy_currency"])
         check_fresh(rate, at, self.max_age)
         if rate.quoted_at - at > FUTURE_SKEW:
@@ -313,11 +314,12 @@ class FxHandler(BatchHandler):
                 row["sell_exponent"],
                 int(row["sell_units"]),
                 f"fx order {row['order_id']}",
+                correlation_id=row["correlation_id"],
             ),
         )
         if refusal is not None:
             raise FxError(refusal)
-        batch.holds.append(fx_hold_id(row["order_id"]))
+        batch.holds[fx_hold_id(row["order_id"])] = cause
         pricing = self.book.tenant(row["tenant_id"])
         executed = {
             **row,

@@ -226,7 +226,8 @@ class StatusHandler(BatchHandler):
         self._write(conn, work)
         now = time.monotonic()
         if now - self._swept > SWEEP_SECONDS:
-            work.holds += expire(conn)
+            for hold in expire(conn):
+                work.holds.setdefault(hold, None)
             self._swept = now
         self.balances.holds_changed(conn, work.holds)
         return work.result
@@ -260,7 +261,7 @@ class StatusHandler(BatchHandler):
             if change.to_status in ("FAILED", "COMPENSATING"):
                 hold = transfer_hold_id(txn.transaction_id)
                 if work.reservations.release(hold, change.reason or change.to_status):
-                    work.holds.append(hold)
+                    work.holds[hold] = source
         txn, change = steps[0]
         if change.from_status is None:
             work.created[txn.transaction_id] = txn
@@ -298,12 +299,13 @@ class StatusHandler(BatchHandler):
                 need,
                 f"transfer {txn.transaction_id}",
                 breakdown,
+                txn.correlation_id,
             ),
         )
         if refusal is not None:
             steps.append(self._step(validating, "FAILED", source, meta, refusal))
             return steps
-        work.holds.append(transfer_hold_id(txn.transaction_id))
+        work.holds[transfer_hold_id(txn.transaction_id)] = source
         reserved = f"reserved {need} ({breakdown}) {txn.currency}"
         steps.append(self._step(validating, "BALANCE_RESERVED", source, meta, reserved))
         return steps
@@ -496,8 +498,9 @@ class _Work:
     changes: list[Change] = field(default_factory=list)
     parked: dict[str, dict[str, Event]] = field(default_factory=dict)
     unparked: set[str] = field(default_factory=set)
-    holds: list[str] = field(default_factory=list)
-    """Holds this batch placed, released or expired: their accounts' balances are announced."""
+    holds: dict[str, str | None] = field(default_factory=dict)
+    """Holds this batch placed, released or expired, each with the event that did it (None for an
+    expiry): their accounts' balances are announced."""
 
 
 def _spender(event: Event) -> AccountKey | None:

@@ -10,6 +10,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from connectors.outbox import OutboxRelay
 from ops.audit_trace import trace
 from ops.cli import main
 from sinks.audit import WRITER_ROLE, AuditSink
@@ -40,6 +41,9 @@ PAN = "4242 4242 4242 4242"
 HAPPY = list(HAPPY_PATH[1:])
 DISPATCHED = HAPPY[HAPPY.index("SENT_TO_PROVIDER") :]
 """The reports providers send; the status agent validates and reserves by itself."""
+BALANCE = "accounts.balance.updated.v1"
+PATH = f"AND topic <> '{BALANCE}'"
+"""The transfer's path: its events but the balance announcements, which the outbox relays."""
 
 
 @pytest.fixture(scope="module")
@@ -105,6 +109,7 @@ def audited(services, codec, catalog):
                 group_id=f"{group}.ledger",
             ).run,
             audit_runner(db, codec, catalog, group).run,
+            partial(OutboxRelay(db.as_database_role("outbox_relay"), codec, catalog).run, poll=0.05),
         ):
             stack.enter_context(running(work))
         producer = EventProducer(db, codec, catalog)
@@ -152,13 +157,34 @@ def audited(services, codec, catalog):
         producer.flush()
         # the trace event, the request, its creation and seven status changes, four reports, the
         # completion, the fee, and two journals (the transfer's and the fee's)
-        wait_for(lambda: rows(conn) == 18, 90, what="the whole path audited")
+        wait_for(lambda: rows(conn, PATH) == 18, 90, what="the whole path audited")
+        # both journals stored: every balance change is in the outbox, and is then relayed and audited
+        wait_for(
+            lambda: journals(conn) == 2 and balances_audited(conn), 60, what="the balance changes audited"
+        )
         yield db, conn
+
+
+def journals(conn) -> int:
+    return int(
+        conn.execute(
+            "SELECT count(*) FROM journal_entries WHERE correlation_id = %s", (CORRELATION,)
+        ).fetchone()[0]
+    )
+
+
+def balances_audited(conn) -> bool:
+    """Every balance change of the transfer's account is published and audited under its correlation id."""
+    outbox = conn.execute(
+        "SELECT count(*) FILTER (WHERE status <> 'published'), count(*) FROM outbox WHERE topic = %s AND key = %s",
+        (BALANCE, f"acc-audit-{RUN}".encode()),
+    ).fetchone()
+    return outbox[0] == 0 and rows(conn, f"AND topic = '{BALANCE}'") == outbox[1] > 0
 
 
 def test_audit_trace_shows_the_transfer_from_command_to_ledger(audited, monkeypatch, capsys):
     db, conn = audited
-    topics = [s.topic for s in trace(conn, CORRELATION, db.environment)]
+    topics = [s.topic for s in trace(conn, CORRELATION, db.environment) if s.topic != BALANCE]
     path = [t for i, t in enumerate(topics) if i == 0 or topics[i - 1] != t]
     reported, changed = "payments.transaction.status_reported.v1", "payments.transaction.status_changed.v1"
     assert path == [
@@ -178,6 +204,29 @@ def test_audit_trace_shows_the_transfer_from_command_to_ledger(audited, monkeypa
     printed = capsys.readouterr().out
     assert "ledger.journal.posted.v1" in printed and "COMPLETED" in printed and "PAN redacted" in printed
     assert main(["audit", "trace", f"nobody-{RUN}"]) == 1
+
+
+def test_the_balance_changes_the_transfer_made_are_traced_to_the_events_that_made_them(audited):
+    db, conn = audited
+
+    def ids(topic: str) -> set[str]:
+        found = conn.execute(
+            "SELECT event_id::text FROM audit_log WHERE correlation_id = %s AND topic = %s",
+            (CORRELATION, topic),
+        ).fetchall()
+        return {i for (i,) in found}
+
+    announced = conn.execute(
+        "SELECT causation_id, payload FROM audit_log WHERE correlation_id = %s AND topic = %s "
+        "ORDER BY occurred_at, kafka_offset",
+        (CORRELATION, BALANCE),
+    ).fetchall()
+    [request], posted = ids("payments.transfer.requested.v1"), ids("ledger.journal.posted.v1")
+    reserved = [int(payload["reserved"]["units"]) for _, payload in announced]
+    assert announced[0][0] == request and reserved[0] > 50_000  # the reservation: amount plus fees
+    assert {cause for cause, _ in announced[1:]} <= posted and len(announced) >= 2  # the postings
+    assert reserved[-1] == 0  # the posting completed the hold
+    assert BALANCE in [s.topic for s in trace(conn, CORRELATION, db.environment)]
 
 
 def test_every_event_is_audited_once_with_its_context(audited):
@@ -241,4 +290,4 @@ def test_replaying_every_topic_adds_no_audit_row(services, codec, catalog, audit
     stats = audit_runner(db, codec, catalog, f"replay-{uuid.uuid4().hex[:6]}").run(idle_exit=3)
     assert stats.consumed >= 18  # at least this transfer's whole path was read again
     assert conn.execute(mine, (CORRELATION,)).fetchone() == before
-    assert before[0] == 18
+    assert before[0] == 18 + rows(conn, f"AND topic = '{BALANCE}'")

@@ -85,6 +85,7 @@ def test_an_authorization_that_fits_is_approved_with_a_hold_and_one_that_does_no
     assert balance is not None, "the hold's balance change is announced"
     announced = codec.decode(bytes(balance[0]), topic="accounts.balance.updated.v1")
     assert (announced["reserved"]["units"], announced["available"]["units"]) == (6_000, LIMIT - 6_000)
+    assert announced["metadata"]["correlation_id"] == answer.headers["x-correlation-id"]  # the request's
 
     too_much = ask(url, keys, send.stripe_authorization_request(CARD, LIMIT - 6_000 + 1))
     assert too_much.status_code == 200

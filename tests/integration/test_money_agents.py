@@ -491,6 +491,11 @@ def test_an_executed_order_announces_the_balance_its_hold_lowered(money, codec):
 
     [balance] = wait_for(announced, 60, what="the FX hold's balance announced")
     assert balance["metadata"]["tenant_id"] == T1 and balance["asset"] == "EUR"
+    [ordered] = conn.execute(
+        "SELECT order_event_id FROM fx_orders WHERE order_id = %s", (oid("market"),)
+    ).fetchone()
+    assert balance["metadata"]["correlation_id"] == f"c-{oid('market')}"  # the order's work
+    assert balance["metadata"]["causation_id"] == str(ordered)  # the order placed the hold
     assert balance["reserved"]["units"] >= 100_000, "the order's hold is in what the account has reserved"
     total, reserved, available = (balance[k]["units"] for k in ("total", "reserved", "available"))
     assert available == total - reserved + 10**9  # the overdraft the account was opened with

@@ -32,6 +32,7 @@ CHAIN, REQUESTED = "crypto.wallet.transfer.confirmed.v1", "payments.transfer.req
 
 
 DEPOSITS: list[dict] = []
+AUTHORIZATIONS: list[dict] = []
 
 
 def acct(name: str) -> str:
@@ -171,7 +172,8 @@ def flow(services, codec, catalog):
         )
         # a card purchase: authorized (held), captured (posted, the hold completed), partly refunded
         auth = f"iauth_{RUN}"
-        send(CARDS, card("card", auth, 5_000, "AUTHORIZED"))
+        AUTHORIZATIONS.append(card("card", auth, 5_000, "AUTHORIZED"))
+        send(CARDS, AUTHORIZATIONS[0])
         producer.flush()
         wait_for(
             lambda: (
@@ -277,6 +279,12 @@ def test_each_committed_balance_change_is_announced_with_posted_held_and_availab
     money = [(e["total"]["units"], e["reserved"]["units"], e["available"]["units"]) for e in events]
     assert money[0] == (20_000, 0, 20_000)  # the card load
     assert (20_000, 5_000, 15_000) in money  # the authorization's hold
+    meta = events[money.index((20_000, 5_000, 15_000))]["metadata"]
+    authorized = AUTHORIZATIONS[0]["metadata"]  # the hold's change is traced to the card event
+    assert (meta["correlation_id"], meta["causation_id"]) == (
+        authorized["correlation_id"],
+        authorized["event_id"],
+    )
     assert money[-1] == (
         posted(conn, "card"),
         0,

@@ -234,7 +234,12 @@ def test_reserving_and_releasing_announce_the_account_balance(paid_out):
     by_status = [e for e in announced() if e["metadata"]["source"] == "streams.status"]
     held = [e["reserved"]["units"] for e in by_status]
     assert any(units > 0 for units in held), held  # a reservation is announced when it is placed
-    assert any(e["journal_entry_id"] == f"txn:{BOUNCED}" for e in by_status)  # and its release
+    bounced = [e for e in by_status if e["journal_entry_id"] == f"txn:{BOUNCED}"]
+    assert bounced  # and its release
+    [work] = conn.execute(
+        "SELECT correlation_id FROM transactions WHERE transaction_id = %s", (BOUNCED,)
+    ).fetchone()
+    assert {e["metadata"]["correlation_id"] for e in bounced} == {work}  # under the transfer's correlation
     settled = wait_for(
         lambda: [e for e in announced() if e["reserved"]["units"] == 0 and e["total"]["units"] == posted],
         30,
