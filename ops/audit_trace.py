@@ -7,6 +7,7 @@ sits in the flow (command, lifecycle, money, ledger), then by arrival.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 import psycopg
@@ -66,7 +67,19 @@ class Step:
     notes: str
 
 
+def _amount(money: dict[str, Any]) -> str:
+    """A money record of an audited payload (fiat or crypto) in its currency's units."""
+    exponent = int(money.get("exponent", money.get("decimals", 0)))
+    return f"{Decimal(str(money['units'])).scaleb(-exponent):f}"
+
+
 def _change(before: Any, after: Any, payload: dict[str, Any]) -> str:
+    if "available" in payload and "total" in payload:  # a balance announcement
+        available, currency = payload["available"], payload.get("asset", "")
+        return (
+            f"available {_amount(available)} {currency} "
+            f"(total {_amount(payload['total'])}, reserved {_amount(payload['reserved'])})"
+        )
     if before or after:
         b = (before or {}).get("status", (before or {}).get("value"))
         a = (after or {}).get("status", (after or {}).get("value"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from contextlib import ExitStack
 from functools import partial
@@ -226,7 +227,9 @@ def test_the_balance_changes_the_transfer_made_are_traced_to_the_events_that_mad
     assert announced[0][0] == request and reserved[0] > 50_000  # the reservation: amount plus fees
     assert {cause for cause, _ in announced[1:]} <= posted and len(announced) >= 2  # the postings
     assert reserved[-1] == 0  # the posting completed the hold
-    assert BALANCE in [s.topic for s in trace(conn, CORRELATION, db.environment)]
+    changes = [s.change for s in trace(conn, CORRELATION, db.environment) if s.topic == BALANCE]
+    assert len(changes) == len(announced)
+    assert re.fullmatch(r"available \d+\.\d\d EUR \(total -\d+\.\d\d, reserved 0\.00\)", changes[-1]), changes
 
 
 def test_every_event_is_audited_once_with_its_context(audited):
