@@ -293,6 +293,11 @@ def test_the_database_refuses_unbalanced_or_edited_entries(db):
         with pytest.raises(psycopg.errors.IntegrityConstraintViolation, match="append-only"):
             with conn.transaction():
                 conn.execute("UPDATE entries SET amount = amount + 1 WHERE journal_entry_id = %s", (edited,))
+        with pytest.raises(psycopg.errors.CheckViolation, match="does not balance"):
+            with conn.transaction():  # a line added later to a balanced journal must balance by itself
+                conn.execute(
+                    "INSERT INTO entries VALUES (%s,3,'customer:t/z:EUR','DEBIT',5,'EUR',2)", (edited,)
+                )
 
 
 def test_entries_must_name_a_journal_and_an_account_that_exist(db):
