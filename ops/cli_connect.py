@@ -320,9 +320,30 @@ def connect_outbox_relay(args: argparse.Namespace) -> int:
         if health is not None:
             health.close()
     err.print(
-        f"outbox relay: {stats.published} published in {stats.batches} batches, {stats.failures} failures",
+        f"outbox relay: {stats.published} published in {stats.batches} batches, {stats.failures} failures, "
+        f"{stats.refusals} refusals",
         markup=False,
     )
+    return 0
+
+
+def connect_outbox_failed(args: argparse.Namespace) -> int:
+    from connectors.outbox import failed_rows, retry_failed
+    from sinks.migrate import connect
+
+    with connect(settings_or_error().database_url.get_secret_value()) as conn:
+        rows = failed_rows(conn, args.account)
+        for row in rows:
+            out.print(
+                f"{row.id}  {row.account}  {row.topic}  {row.event_type}  attempts {row.attempts}  "
+                f"since {row.created_at}  {row.error}",
+                markup=False,
+            )
+        if not args.retry:
+            out.print(f"outbox: {len(rows)} failed rows (each holds its account's later rows)", markup=False)
+            return 1 if rows else 0
+        done = retry_failed(conn, args.account)
+    out.print(f"outbox: {done} failed rows put back in turn; the relay publishes them first", markup=False)
     return 0
 
 
@@ -486,6 +507,18 @@ def add_connect_commands(sub: Any, command: Callable[..., Any]) -> None:
     ln.add_argument("--ref", required=True, help="the provider's id (card, customer, wallet, applicant)")
     ln.add_argument("--tenant", required=True, help="the tenant that owns the account")
     ln.add_argument("--account", required=True, help="our account id")
+    of = command(
+        conn_sub,
+        "outbox-failed",
+        connect_outbox_failed,
+        "list the outbox rows Kafka refused after every retry (exit 1 when any), or --retry them",
+    )
+    of.add_argument("--account", help="only this account's rows (default: every account)")
+    of.add_argument(
+        "--retry",
+        action="store_true",
+        help="put the rows back in turn once their cause is fixed (a topic's ACL, its size limit)",
+    )
     rl = command(
         conn_sub, "outbox-relay", connect_outbox_relay, "publish outbox rows to Kafka, in order per account"
     )

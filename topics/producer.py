@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
@@ -70,13 +70,27 @@ class EventProducer:
         headers = routing_headers(record["metadata"], self.codec.store.for_topic(topic).fullname)
         self.produce_encoded(self.redirect.get(topic, topic), key, value, headers)
 
-    def produce_encoded(self, topic: str, key: str | bytes | None, value: bytes, headers: Headers) -> None:
-        """Queue an event encoded earlier (an outbox row): the same bytes, key and headers."""
+    def produce_encoded(
+        self,
+        topic: str,
+        key: str | bytes | None,
+        value: bytes,
+        headers: Headers,
+        report: Callable[[KafkaError | None], None] | None = None,
+    ) -> None:
+        """Queue an event encoded earlier (an outbox row): the same bytes, key and headers.
+        `report`, when given, is told this event's outcome (None: acknowledged) before `flush`
+        returns. Raises DeliveryError when the event is refused before it is sent (too large)."""
+        delivered = self._delivered
+        if report is not None:
+
+            def delivered(err: KafkaError | None, msg: Message) -> None:
+                self._delivered(err, msg)
+                report(err)
+
         while True:
             try:
-                self._producer.produce(
-                    topic, value=value, key=key, headers=headers, on_delivery=self._delivered
-                )
+                self._producer.produce(topic, value=value, key=key, headers=headers, on_delivery=delivered)
                 break
             except BufferError:
                 self._producer.poll(0.05)

@@ -132,6 +132,7 @@ def test_alerts_and_the_dashboard_name_only_metrics_the_workers_export():
         "ConsumerLagGrowing",
         "PartitionStuck",
         "DeadLettersArriving",
+        "OutboxRowFailed",
         "WorkerDown",
     }
 
