@@ -38,7 +38,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import Counter
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
-from pydantic import BaseModel, ConfigDict, Field, StrictInt
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
 
 from connectors.accounts import AccountError, open_account, set_status
 from connectors.auth import authenticate
@@ -89,6 +89,27 @@ class Money(BaseModel):
     exponent: StrictInt = Field(ge=0, le=18)
 
 
+class TravelRule(BaseModel):
+    """Who sends and who receives a crypto transfer: the Travel Rule's originator and beneficiary."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    originator_name: str = Field(min_length=1, max_length=140, description="the account holder sending")
+    originator_identifier: str | None = Field(
+        None,
+        min_length=1,
+        max_length=280,
+        description="postal address, national id, or date and place of birth",
+    )
+    beneficiary_name: str = Field(min_length=1, max_length=140, description="who receives the funds")
+    beneficiary_vasp: str | None = Field(
+        None,
+        min_length=1,
+        max_length=140,
+        description="the provider holding the beneficiary's address (name or LEI); none: self-hosted wallet",
+    )
+
+
 class TransferRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -98,6 +119,17 @@ class TransferRequest(BaseModel):
     beneficiary_reference: str | None = Field(None, max_length=128)
     destination_account_id: Text | None = None
     reference: str | None = Field(None, max_length=140)
+    travel_rule: TravelRule | None = Field(
+        None, description="required on a CRYPTO transfer, refused on others"
+    )
+
+    @model_validator(mode="after")
+    def _travel_rule_on_crypto_only(self) -> TransferRequest:
+        if self.rail == "CRYPTO" and self.travel_rule is None:
+            raise ValueError("a CRYPTO transfer must carry travel_rule: its originator and beneficiary")
+        if self.rail != "CRYPTO" and self.travel_rule is not None:
+            raise ValueError(f"travel_rule is for CRYPTO transfers, not {self.rail}")
+        return self
 
 
 class FxOrderRequest(BaseModel):
@@ -391,6 +423,7 @@ def create_app(settings: Settings, codec: AvroCodec, catalog: Catalog, *, pool_s
                     "beneficiary_reference": body.beneficiary_reference,
                     "rail": body.rail,
                     "reference": body.reference,
+                    "travel_rule": body.travel_rule.model_dump() if body.travel_rule else None,
                 },
             )
             conn.execute(

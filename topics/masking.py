@@ -6,8 +6,8 @@ contiguous or in the printed groups (4-4-4-4, 4-6-5) with one space or dash
 between groups, not part of a longer run of digits (but glued to words, as in
 `card4111111111111111`), and not inside a hash-like hex token, that pass the Luhn
 check are replaced with `[PAN REDACTED]` and the row is flagged. Values under keys that name
-account numbers (IBANs, beneficiary and counterparty references) keep only their
-last four characters. `mask` makes a JSON-ready copy (Decimal and big integers as
+account numbers (IBANs, beneficiary and counterparty references) or a person's identifier keep
+only their last four characters. `mask` makes a JSON-ready copy (Decimal and big integers as
 strings, so no amount passes through a float); `conceal` masks the same strings and keeps
 every other value as it is, for `tail` and `export`, which write exact types themselves.
 """
@@ -30,8 +30,11 @@ ACCOUNT_NUMBER_KEYS = frozenset(
         "counterparty_reference",
         "bank_account",
         "bban",
+        "originator_identifier",
     }
 )
+"""Keys whose values keep only their last four characters: account numbers, and the Travel
+Rule's originator identifier (a postal address, national id, or date and place of birth)."""
 PAN_REDACTED = "[PAN REDACTED]"
 _CANDIDATE = re.compile(
     r"(?<!\d)(?:\d{13,19}"  # contiguous, even glued to words ("card4111111111111111")

@@ -370,6 +370,7 @@ def bench_sink(settings: Settings, events: int, batch_size: int, workers: int = 
             "beneficiary_reference": "GB33BUKB20201555555555",
             "rail": "SEPA",
             "reference": f"invoice {i}",
+            "travel_rule": None,
         }
         return account.encode(), codec.encode(TRANSFER_TOPIC, record)
 

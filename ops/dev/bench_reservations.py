@@ -141,6 +141,7 @@ def transfer_requests(
             "beneficiary_reference": None,
             "rail": "SEPA",
             "reference": None,
+            "travel_rule": None,
         },
     )
 

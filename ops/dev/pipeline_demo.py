@@ -487,6 +487,7 @@ class PipelineDemo:
             "beneficiary_reference": SANCTIONED,
             "amount": {"units": 1_000_000, "currency": "TUSD", "exponent": 6},
             "reference": "demo: to a sanctioned address",
+            "travel_rule": {"originator_name": "Demo Holder", "beneficiary_name": "Unknown Recipient"},
         }
         answer = self.command("/v1/transfers", crypto, f"demo-{run}-sanctioned", f"demo-{run}-9")
         self.blocked_id = answer["transfer_id"]

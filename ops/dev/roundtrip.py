@@ -65,6 +65,7 @@ def transfer(run: str, account: str, seq: int, settings: Settings) -> dict:
         "beneficiary_reference": "GB33BUKB20201555555555",
         "rail": "SEPA",
         "reference": f"seq {seq}",
+        "travel_rule": None,
     }
 
 

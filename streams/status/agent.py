@@ -250,7 +250,7 @@ class StatusHandler(BatchHandler):
         txn, change = decision.txn, decision.change
         steps = [(txn, change)]
         if change.from_status is None:
-            steps += self._validate_and_reserve(work, txn, source, event.record["metadata"])
+            steps += self._validate_and_reserve(work, txn, source, event.record)
         elif change.to_status == "SENT_TO_PROVIDER":
             steps = self._dispatch(work, work.txns[txn.transaction_id], txn, change, source, event)
         for txn, change in steps:
@@ -273,15 +273,21 @@ class StatusHandler(BatchHandler):
         work: _Work,
         txn: Txn,
         source: str,
-        meta: dict[str, Any],
+        record: dict[str, Any],
     ) -> list[tuple[Txn, Change]]:
         """INITIATED -> VALIDATING -> BALANCE_RESERVED when the amount plus its fees fits the
-        account's available balance (posted - active holds + overdraft limit), else FAILED.
+        account's available balance (posted - active holds + overdraft limit), else FAILED; a CRYPTO
+        transfer without its Travel Rule data (originator and beneficiary) fails before any reservation.
 
         The batch's requesting accounts were locked together first, so two workers reserving
         against one account take turns, and each sees the other's hold."""
+        meta = record["metadata"]
         steps = [self._step(txn, "VALIDATING", source, meta, "validating account, currency and funds")]
         validating = steps[0][0]
+        if txn.rail == "CRYPTO" and not record.get("travel_rule"):  # the Travel Rule: nothing reserved
+            missing = "TRAVEL_RULE_MISSING: a crypto transfer must carry its originator and beneficiary"
+            steps.append(self._step(validating, "FAILED", source, meta, missing))
+            return steps
         try:
             fee = self._fee(txn, meta)
         except (FeeError, ScheduleError) as e:

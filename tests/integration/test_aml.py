@@ -21,7 +21,7 @@ from streams.aml.windows import Windows
 from streams.runtime import AgentRuntime, run_agent
 from streams.status.agent import StatusHandler
 from tests.fixtures.database import private_database
-from tests.fixtures.events import metadata, transfer_requested
+from tests.fixtures.events import TRAVEL_RULE, metadata, transfer_requested
 from tests.fixtures.ledger import open_accounts
 from tests.fixtures.running import running
 from tests.fixtures.waiting import wait_for
@@ -179,7 +179,9 @@ def aml(services, codec, catalog):
         )
         producer = EventProducer(db, codec, catalog)
         open_accounts(db, [acct("crypto")], "ETH", overdraft=10 * 10**18)
-        crypto = transfer("crypto", 0, 0, 1, beneficiary=SANCTIONED.lower(), rail="CRYPTO")
+        crypto = transfer(
+            "crypto", 0, 0, 1, beneficiary=SANCTIONED.lower(), rail="CRYPTO", travel_rule=TRAVEL_RULE
+        )
         crypto["amount"] = {"units": Decimal(3 * 10**18), "asset": "ETH", "decimals": 18, "chain": "ethereum"}
         inflow = credit("mule", 0, 600_000, 20)
         outflow = transfer("mule", 1, 510_000, 10)  # 85% of it out ten minutes later

@@ -24,7 +24,7 @@ from connectors.outbox import OutboxRelay
 from ops.dev.evm_sandbox import start_sandbox
 from ops.ledger_check import violations
 from tests.fixtures.database import private_database
-from tests.fixtures.events import transfer_requested
+from tests.fixtures.events import TRAVEL_RULE, transfer_requested
 from tests.fixtures.ledger import history, money_groups_at_end, money_workers, open_accounts
 from tests.fixtures.running import running
 from tests.fixtures.waiting import wait_for
@@ -35,7 +35,7 @@ from topics.settings import REPO_ROOT
 
 RUN = uuid.uuid4().hex[:8]
 ACCOUNT = f"acc-send-{RUN}"
-SENT, REFUSED = f"cs-{RUN}-sent", f"cs-{RUN}-refused"
+SENT, REFUSED, UNNAMED = f"cs-{RUN}-sent", f"cs-{RUN}-refused", f"cs-{RUN}-unnamed"
 DEPOSIT, SEND, STRAY = 5_000_000, 2_000_000, 100_000
 CONFIRMATIONS = 3
 
@@ -109,6 +109,7 @@ def sent(services, catalog):
                 amount=tusd,
                 rail="CRYPTO",
                 beneficiary_reference=beneficiary.lower(),
+                travel_rule=TRAVEL_RULE,
             ),
         )
         producer.produce(
@@ -119,12 +120,26 @@ def sent(services, catalog):
                 amount={**tusd, "units": Decimal(1_000)},
                 rail="CRYPTO",
                 beneficiary_reference="not an address",
+                travel_rule=TRAVEL_RULE,
+            ),
+        )
+        producer.produce(  # straight to the topic, past the API that would refuse it
+            "payments.transfer.requested.v1",
+            transfer_requested(
+                ACCOUNT,
+                transfer_id=UNNAMED,
+                amount={**tusd, "units": Decimal(1_000)},
+                rail="CRYPTO",
+                beneficiary_reference=beneficiary.lower(),
             ),
         )
         producer.flush()
         final = "SELECT transaction_id, status FROM transactions WHERE transaction_id = ANY(%s) ORDER BY 1"
-        settled = sorted([(SENT, "COMPLETED"), (REFUSED, "FAILED")])
-        drive(lambda: conn.execute(final, ([SENT, REFUSED],)).fetchall() == settled, "both transfers settled")
+        settled = sorted([(SENT, "COMPLETED"), (REFUSED, "FAILED"), (UNNAMED, "FAILED")])
+        drive(
+            lambda: conn.execute(final, ([SENT, REFUSED, UNNAMED],)).fetchall() == settled,
+            "the transfers settled",
+        )
         stray = sandbox.send_token(wallet, stranger, STRAY)  # out of the wallet, but no transfer sent it
         drive(
             lambda: (
@@ -199,6 +214,19 @@ def test_a_transfer_that_cannot_be_sent_fails_and_releases_its_hold(sent):
         "refused",
         None,
     )
+
+
+def test_a_crypto_transfer_without_its_travel_rule_data_fails_before_anything_is_held_or_sent(sent):
+    _, conn, *_ = sent
+    steps = history(conn, UNNAMED)
+    assert [s[0] for s in steps] == ["INITIATED", "VALIDATING", "FAILED"]
+    assert steps[-1][2].startswith("TRAVEL_RULE_MISSING:")
+    assert conn.execute("SELECT count(*) FROM holds WHERE hold_id = %s", (f"txn:{UNNAMED}",)).fetchone() == (
+        0,
+    )
+    assert conn.execute(
+        "SELECT count(*) FROM chain_sends WHERE transaction_id = %s", (UNNAMED,)
+    ).fetchone() == (0,)
 
 
 def test_money_out_that_no_transfer_sent_is_reported_for_reconciliation_and_not_posted(sent):

@@ -20,6 +20,7 @@ from connectors.outbox import OutboxRelay
 from sinks.base import SinkRunner
 from sinks.transfers import TransferRequestSink
 from tests.fixtures.database import private_database
+from tests.fixtures.events import TRAVEL_RULE
 from tests.fixtures.kafka import read_all
 from tests.fixtures.ledger import open_accounts
 from tests.fixtures.waiting import wait_for
@@ -226,13 +227,44 @@ HOSTILE_AMOUNTS = [
     ("/v1/transfers", body(amount={"units": 100, "currency": "ZZZ", "exponent": 2}), "neither an ISO 4217"),
     (
         "/v1/transfers",
-        body(amount={"units": 10**18, "currency": "ETH", "exponent": 6}, rail="CRYPTO"),
+        body(
+            amount={"units": 10**18, "currency": "ETH", "exponent": 6}, rail="CRYPTO", travel_rule=TRAVEL_RULE
+        ),
         "ETH has decimals 18, not 6",
     ),
     ("/v1/fx/orders", fx_order(buy_exponent=18), "USD has exponent 2, not 18"),
     ("/v1/fx/orders", fx_order(buy_currency="QQQ"), "neither an ISO 4217"),
     ("/v1/fx/orders", fx_order(sell={"units": 100, "currency": "JPY", "exponent": 2}), "JPY has exponent 0"),
 ]
+
+
+def test_a_crypto_transfer_carries_its_travel_rule_data_and_is_refused_without_it(api, codec):
+    _, conn, client = api
+    crypto = body(
+        amount={"units": 10**15, "currency": "ETH", "exponent": 18},
+        rail="CRYPTO",
+        beneficiary_reference="0x" + "ab" * 20,
+    )
+    before = conn.execute("SELECT count(*) FROM outbox").fetchone()[0]
+    missing = client.post("/v1/transfers", json=crypto, headers=headers(f"key-{RUN}-travel0"))
+    assert missing.status_code == 422 and "must carry travel_rule" in missing.text
+    stray = client.post(
+        "/v1/transfers", json=body(travel_rule=TRAVEL_RULE), headers=headers(f"key-{RUN}-travel1")
+    )
+    assert stray.status_code == 422 and "travel_rule is for CRYPTO transfers, not SEPA" in stray.text
+    unnamed = {**crypto, "travel_rule": {**TRAVEL_RULE, "beneficiary_name": ""}}
+    assert (
+        client.post("/v1/transfers", json=unnamed, headers=headers(f"key-{RUN}-travel2")).status_code == 422
+    )
+    assert conn.execute("SELECT count(*) FROM outbox").fetchone()[0] == before  # nothing written
+    carried = client.post(
+        "/v1/transfers", json={**crypto, "travel_rule": TRAVEL_RULE}, headers=headers(f"key-{RUN}-travel3")
+    )
+    assert carried.status_code == 201, carried.text
+    [value] = conn.execute(
+        "SELECT value FROM outbox WHERE event_id = %s", (carried.json()["event_id"],)
+    ).fetchone()
+    assert codec.decode(bytes(value), topic=TOPIC)["travel_rule"] == TRAVEL_RULE
 
 
 @pytest.mark.parametrize(("path", "command", "reason"), HOSTILE_AMOUNTS)

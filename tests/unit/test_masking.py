@@ -62,6 +62,21 @@ def test_account_numbers_keep_their_last_four_anywhere_in_the_payload():
     assert out["account_id"] == "acc-1"  # our own account id is not an account number
 
 
+def test_a_travel_rule_originator_identifier_keeps_its_last_four_and_the_names_stay():
+    record = {
+        "travel_rule": {
+            "originator_name": "Ada",
+            "originator_identifier": "AB123456C",
+            "beneficiary_name": "Bo",
+        }
+    }
+    assert mask(record).value["travel_rule"] == {
+        "originator_name": "Ada",
+        "originator_identifier": "****456C",
+        "beneficiary_name": "Bo",
+    }
+
+
 def test_a_pan_in_any_field_is_redacted_and_flagged():
     masked = mask({"details": {"comment": "customer typed 4000056655665556 in the memo"}})
     assert masked.pan_redacted

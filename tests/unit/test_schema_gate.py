@@ -80,7 +80,7 @@ def test_lock_records_a_compatible_change_and_refuses_a_breaking_one(avro_copy, 
     edit(avro_copy, lambda fs: fs.append({"name": "memo", "type": ["null", "string"], "default": None}))
     locked, refused = lock(SchemaStore(avro_copy), lock_file)
     assert (locked, refused) == ([TOPIC], [])
-    assert len(read_lock(lock_file)[TOPIC]) == 2
+    assert len(read_lock(lock_file)[TOPIC]) == len(read_lock()[TOPIC]) + 1
     assert check(SchemaStore(avro_copy), read_lock(lock_file)) == []
     edit(avro_copy, lambda fs: field(fs, "memo").update(type="long", default=0))
     locked, refused = lock(SchemaStore(avro_copy), lock_file)
