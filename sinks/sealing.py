@@ -5,8 +5,9 @@ under a key since rotated out: sealed under the current key now.
 empties the text one, a batch per transaction (rows being written meanwhile are skipped, not
 waited for), then validates the constraint that keeps the text column empty, which until
 then held for new rows only. It then re-seals under the current key every value a previous
-key sealed (LEDGERSTREAM_FIELD_KEY_PREVIOUS), so that key can be retired; a value sealed under
-a key it was not given stops it, named. Run again, it finds nothing to do.
+key sealed (LEDGERSTREAM_FIELD_KEY_PREVIOUS), beneficiaries and Travel Rule records alike, so
+that key can be retired; a value sealed under a key it was not given stops it, named. Run
+again, it finds nothing to do.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from psycopg import sql
 
 from topics.fields import (
     TRANSACTIONS_BENEFICIARY,
+    TRANSACTIONS_TRAVEL_RULE,
     TRANSFER_REQUESTS_BENEFICIARY,
     key_id,
     open_field,
@@ -31,6 +33,12 @@ SEALED = (
     ("transactions", "transaction_id", TRANSACTIONS_BENEFICIARY),
 )
 """(table, its primary key, the sealed column) of every beneficiary kept."""
+KEPT_SEALED = (
+    ("transfer_requests", "event_id", "beneficiary_sealed", TRANSFER_REQUESTS_BENEFICIARY),
+    ("transactions", "transaction_id", "beneficiary_sealed", TRANSACTIONS_BENEFICIARY),
+    ("transactions", "transaction_id", "travel_rule_sealed", TRANSACTIONS_TRAVEL_RULE),
+)
+"""(table, its primary key, the column, its `topics.fields` name) of every sealed value kept."""
 
 
 def plaintext_left(conn: psycopg.Connection[Any]) -> dict[str, int]:
@@ -127,21 +135,23 @@ def reseal(
     batch_size: int = 1000,
     progress: Callable[[str, int], None] = lambda table, sealed: None,
 ) -> dict[str, int]:
-    """Re-seal under `keys[0]` (the current key) every beneficiary another of `keys` sealed;
-    returns the rows re-sealed per table. `conn` in autocommit mode."""
+    """Re-seal under `keys[0]` (the current key) every value another of `keys` sealed (each
+    beneficiary, each Travel Rule record); returns the rows re-sealed per table. `conn` in
+    autocommit mode."""
     current = keys[0]
-    return {
-        table: _rewrite(
+    resealed: dict[str, int] = {}
+    for table, pk, column, where in KEPT_SEALED:
+        name = sql.Identifier(column)
+        resealed[table] = resealed.get(table, 0) + _rewrite(
             conn,
             table,
             pk,
-            "beneficiary_sealed",
-            sql.SQL("beneficiary_sealed IS NOT NULL AND substring(beneficiary_sealed from 2 for 8) <> %s"),
+            column,
+            sql.SQL("{c} IS NOT NULL AND substring({c} from 2 for 8) <> %s").format(c=name),
             (key_id(current),),
-            sql.SQL("beneficiary_sealed = %s"),
+            sql.SQL("{c} = %s").format(c=name),
             partial(_resealed, keys, where),
             batch_size,
             progress,
         )
-        for table, pk, where in SEALED
-    }
+    return resealed

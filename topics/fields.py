@@ -29,7 +29,8 @@ from topics.errors import LedgerstreamError
 VERSION = b"\x01"
 TRANSFER_REQUESTS_BENEFICIARY = "transfer_requests.beneficiary_sealed"
 TRANSACTIONS_BENEFICIARY = "transactions.beneficiary_sealed"
-"""The sealed columns (`table.column`, each value's associated data)."""
+TRANSACTIONS_TRAVEL_RULE = "transactions.travel_rule_sealed"
+"""The sealed columns (`table.column`, each value's associated data); the Travel Rule's as JSON."""
 KEY_ID_BYTES, NONCE_BYTES = 8, 12
 
 

@@ -13,6 +13,7 @@ the dead-letter topic with the reason.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -411,6 +412,7 @@ class StatusHandler(BatchHandler):
                 rail=record["rail"],
                 chain=record["amount"].get("chain"),
                 beneficiary_reference=record["beneficiary_reference"],
+                travel_rule=_travel_rule(record),
             )
             return Move(txn, self._change(txn, None, source, meta, reason="transfer requested"))
         tid = record["transaction_id"]
@@ -507,6 +509,12 @@ class _Work:
     holds: dict[str, str | None] = field(default_factory=dict)
     """Holds this batch placed, released or expired, each with the event that did it (None for an
     expiry): their accounts' balances are announced."""
+
+
+def _travel_rule(record: dict[str, Any]) -> str | None:
+    """A transfer request's Travel Rule data as JSON, to be kept sealed (None: it carries none)."""
+    found = record.get("travel_rule")
+    return None if found is None else json.dumps(found, sort_keys=True, separators=(",", ":"))
 
 
 def _spender(event: Event) -> AccountKey | None:

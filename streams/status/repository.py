@@ -12,7 +12,7 @@ import psycopg
 from psycopg import sql
 
 from topics.database import copy_new_rows
-from topics.fields import TRANSACTIONS_BENEFICIARY, seal_field
+from topics.fields import TRANSACTIONS_BENEFICIARY, TRANSACTIONS_TRAVEL_RULE, seal_field
 
 TXN_COLUMNS = (
     "transaction_id",
@@ -33,8 +33,10 @@ TXN_COLUMNS = (
     "rail",
     "chain",
     "beneficiary_sealed",
+    "travel_rule_sealed",
 )
-"""What a new transaction's row is written with: its beneficiary only sealed (`topics.fields`)."""
+"""What a new transaction's row is written with: its beneficiary and its Travel Rule data only
+sealed (`topics.fields`)."""
 HISTORY_COLUMNS = (
     "event_id",
     "transaction_id",
@@ -106,6 +108,8 @@ class Txn:
     chain: str | None = None
     """The chain of a crypto amount (where a CRYPTO transfer is sent from)."""
     beneficiary_reference: str | None = None
+    travel_rule: str | None = None
+    """A crypto transfer's Travel Rule data as JSON (written sealed; not read back)."""
 
 
 @dataclass(frozen=True)
@@ -127,7 +131,8 @@ def lock_transactions(conn: psycopg.Connection[Any], ids: Sequence[str]) -> dict
     return {
         row["transaction_id"]: Txn(
             **{
-                **{k: v for k, v in row.items() if k != "beneficiary_sealed"},  # the agent needs it no more
+                # the agent needs neither sealed value again
+                **{k: v for k, v in row.items() if k not in ("beneficiary_sealed", "travel_rule_sealed")},
                 "amount_units": _exact_int(row["amount_units"]),
             }
         )
@@ -183,12 +188,13 @@ def save(
 
 
 def _txn_row(txn: Txn, field_key: bytes) -> tuple[Any, ...]:
-    return tuple(
-        seal_field(field_key, txn.beneficiary_reference, TRANSACTIONS_BENEFICIARY)
-        if column == "beneficiary_sealed"
-        else getattr(txn, column)
-        for column in TXN_COLUMNS
-    )
+    sealed = {
+        "beneficiary_sealed": lambda: seal_field(
+            field_key, txn.beneficiary_reference, TRANSACTIONS_BENEFICIARY
+        ),
+        "travel_rule_sealed": lambda: seal_field(field_key, txn.travel_rule, TRANSACTIONS_TRAVEL_RULE),
+    }
+    return tuple(sealed[column]() if column in sealed else getattr(txn, column) for column in TXN_COLUMNS)
 
 
 def _exact_int(value: Any) -> int:

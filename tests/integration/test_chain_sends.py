@@ -9,6 +9,7 @@ account. Money that leaves a watched wallet any other way is reported for reconc
 
 from __future__ import annotations
 
+import json
 import uuid
 from contextlib import ExitStack
 from decimal import Decimal
@@ -29,6 +30,7 @@ from tests.fixtures.ledger import history, money_groups_at_end, money_workers, o
 from tests.fixtures.running import running
 from tests.fixtures.waiting import wait_for
 from topics.codec import AvroCodec
+from topics.fields import TRANSACTIONS_TRAVEL_RULE, open_field
 from topics.producer import EventProducer
 from topics.schemas import load_store
 from topics.settings import REPO_ROOT
@@ -227,6 +229,23 @@ def test_a_crypto_transfer_without_its_travel_rule_data_fails_before_anything_is
     assert conn.execute(
         "SELECT count(*) FROM chain_sends WHERE transaction_id = %s", (UNNAMED,)
     ).fetchone() == (0,)
+
+
+def test_a_crypto_transfers_travel_rule_data_is_kept_with_it_only_sealed(sent):
+    db, conn, *_ = sent
+    kept = dict(
+        conn.execute(
+            "SELECT transaction_id, travel_rule_sealed FROM transactions WHERE transaction_id = ANY(%s)",
+            ([SENT, UNNAMED],),
+        ).fetchall()
+    )
+    assert json.loads(open_field(db.field_key(), kept[SENT], TRANSACTIONS_TRAVEL_RULE)) == TRAVEL_RULE
+    assert kept[UNNAMED] is None
+    as_text = conn.execute(
+        "SELECT count(*) FROM transactions t WHERE row_to_json(t)::text LIKE %s",
+        (f"%{TRAVEL_RULE['originator_name']}%",),
+    ).fetchone()[0]
+    assert as_text == 0  # no name readable in the table
 
 
 def test_money_out_that_no_transfer_sent_is_reported_for_reconciliation_and_not_posted(sent):

@@ -20,13 +20,20 @@ from tests.fixtures.events import transfer_requested
 from tests.fixtures.kafka import fresh_topic, produce_raw
 from tests.fixtures.services import service_environment
 from topics.codec import AvroCodec
-from topics.fields import TRANSFER_REQUESTS_BENEFICIARY, key_id, open_field, seal_field
+from topics.fields import (
+    TRANSACTIONS_TRAVEL_RULE,
+    TRANSFER_REQUESTS_BENEFICIARY,
+    key_id,
+    open_field,
+    seal_field,
+)
 from topics.names import PAYMENTS_TRANSFER_REQUESTED_V1
 from topics.schemas import load_store
 from topics.settings import REPO_ROOT
 
 RUN = uuid.uuid4().hex[:8]
 IBAN = "GB33BUKB20201555555555"
+TRAVEL = '{"beneficiary_name":"Charles Babbage","originator_name":"Ada Lovelace"}'
 
 
 @pytest.fixture(scope="module")
@@ -133,6 +140,19 @@ def test_db_seal_moves_every_value_to_a_new_key_and_then_the_old_one_can_go(db):
             "SELECT count(*) FROM transfer_requests WHERE substring(beneficiary_sealed from 2 for 8) = %s",
             (key_id(old),),
         ).fetchone()[0]
+        conn.execute(  # a crypto transfer's Travel Rule record, kept sealed under the old key too
+            "INSERT INTO transactions (transaction_id, account_id, tenant_id, environment, transaction_type,"
+            " direction, amount_units, currency, exponent, status, version, correlation_id, created_at,"
+            " updated_at, rail, travel_rule_sealed)"
+            " VALUES (%s, %s, 'tenant-1', %s, 'TRANSFER', 'DEBIT', 1, 'ETH', 18, 'INITIATED', 1, 'c', now(),"
+            " now(), 'CRYPTO', %s)",
+            (
+                f"tx-{RUN}-rot",
+                f"acc-rotated-{RUN}",
+                db.environment,
+                seal_field(old, TRAVEL, TRANSACTIONS_TRAVEL_RULE),
+            ),
+        )
     rotated = {
         **service_environment(db),
         "LEDGERSTREAM_FIELD_KEY": base64.b64encode(new).decode(),
@@ -140,7 +160,7 @@ def test_db_seal_moves_every_value_to_a_new_key_and_then_the_old_one_can_go(db):
     }
     done = seal_command(rotated)
     assert done.returncode == 0, done.stderr
-    assert f"re-sealed under the current key: transfer_requests {under_old:,}, transactions 0" in done.stdout
+    assert f"re-sealed under the current key: transfer_requests {under_old:,}, transactions 1" in done.stdout
     with psycopg.connect(url, autocommit=True) as conn:
         sealed = [r[0] for r in conn.execute("SELECT beneficiary_sealed FROM transfer_requests").fetchall()]
         row = conn.execute(
@@ -148,6 +168,11 @@ def test_db_seal_moves_every_value_to_a_new_key_and_then_the_old_one_can_go(db):
         ).fetchone()[0]
     assert all(bytes(v)[1:9] == key_id(new) for v in sealed if v is not None)
     assert open_field(new, row, TRANSFER_REQUESTS_BENEFICIARY) == IBAN
+    with psycopg.connect(url, autocommit=True) as conn:
+        kept = conn.execute(
+            "SELECT travel_rule_sealed FROM transactions WHERE transaction_id = %s", (f"tx-{RUN}-rot",)
+        ).fetchone()[0]
+    assert open_field(new, kept, TRANSACTIONS_TRAVEL_RULE) == TRAVEL
     retired = {**rotated, "LEDGERSTREAM_FIELD_KEY_PREVIOUS": ""}
     assert "re-sealed under the current key: transfer_requests 0" in seal_command(retired).stdout
     unknown = {**retired, "LEDGERSTREAM_FIELD_KEY": base64.b64encode(secrets.token_bytes(32)).decode()}
