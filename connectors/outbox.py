@@ -60,21 +60,33 @@ STALL_SECONDS = 60.0
 """A relay whose loop has not turned for this long answers /healthz with 503."""
 
 ACCOUNTS = """
-WITH held AS MATERIALIZED (
-    SELECT DISTINCT aggregate_id FROM outbox
-     WHERE next_attempt_at IS NOT NULL
-       AND (status = 'failed' OR (status = 'pending' AND next_attempt_at > now()))
-), pending AS MATERIALIZED (
+WITH pending AS MATERIALIZED (
+    SELECT DISTINCT aggregate_id FROM (
+        SELECT aggregate_id FROM outbox WHERE status = 'pending' ORDER BY id LIMIT %s
+    ) oldest
+)
+SELECT aggregate_id FROM pending WHERE pg_try_advisory_xact_lock(hashtext(aggregate_id))
+"""
+"""The accounts of the oldest pending rows, each locked for this relay or left to the one that holds it."""
+ACCOUNTS_BUT_HELD = """
+WITH pending AS MATERIALIZED (
     SELECT DISTINCT aggregate_id FROM (
         SELECT aggregate_id FROM outbox
-         WHERE status = 'pending' AND aggregate_id NOT IN (SELECT aggregate_id FROM held)
+         WHERE status = 'pending' AND aggregate_id <> ALL(%s::text[])
          ORDER BY id LIMIT %s
     ) oldest
 )
 SELECT aggregate_id FROM pending WHERE pg_try_advisory_xact_lock(hashtext(aggregate_id))
 """
-"""The accounts of the oldest pending rows, but those held behind a refused row (waiting for its
-next attempt, or failed), each locked for this relay or left to the one that holds it."""
+"""The same, but the accounts held behind a refused row (`HELD`)."""
+ANY_HELD = "SELECT min(next_attempt_at) IS NOT NULL FROM outbox"
+"""Whether any row was refused and not yet published: the first entry of a small partial index."""
+HELD = """
+SELECT DISTINCT aggregate_id FROM outbox
+ WHERE next_attempt_at IS NOT NULL
+   AND (status = 'failed' OR (status = 'pending' AND next_attempt_at > now()))
+"""
+"""Accounts held behind a refused row: one waiting for its next attempt, or failed."""
 CLAIM = """
 SELECT id, aggregate_id, topic, key, value, headers, refusals FROM outbox
  WHERE status = 'pending' AND aggregate_id = ANY(%s)
@@ -202,7 +214,17 @@ class OutboxRelay:
             # first the accounts, each locked or left to another relay as a whole; then, in a
             # fresh snapshot, their rows: a lock tried row by row could fail on an account's
             # earlier row and succeed on a later one once the other relay committed
-            accounts = [a for (a,) in conn.execute(ACCOUNTS, (self.batch_size,)).fetchall()]
+            behind = (
+                [a for (a,) in conn.execute(HELD).fetchall()]
+                if conn.execute(ANY_HELD).fetchone() == (True,)
+                else []
+            )
+            found = (
+                conn.execute(ACCOUNTS_BUT_HELD, (behind, self.batch_size))
+                if behind
+                else conn.execute(ACCOUNTS, (self.batch_size,))
+            )
+            accounts = [a for (a,) in found.fetchall()]
             if not accounts:
                 return 0
             rows = conn.execute(CLAIM, (accounts, self.batch_size)).fetchall()
