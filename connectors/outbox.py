@@ -59,25 +59,17 @@ BACKLOG_EVERY = 1.0
 STALL_SECONDS = 60.0
 """A relay whose loop has not turned for this long answers /healthz with 503."""
 
-ACCOUNTS = """
+_ACCOUNTS = """
 WITH pending AS MATERIALIZED (
     SELECT DISTINCT aggregate_id FROM (
-        SELECT aggregate_id FROM outbox WHERE status = 'pending' ORDER BY id LIMIT %s
+        SELECT aggregate_id FROM outbox WHERE status = 'pending'{but} ORDER BY id LIMIT %s
     ) oldest
 )
 SELECT aggregate_id FROM pending WHERE pg_try_advisory_xact_lock(hashtext(aggregate_id))
 """
+ACCOUNTS = _ACCOUNTS.format(but="")
 """The accounts of the oldest pending rows, each locked for this relay or left to the one that holds it."""
-ACCOUNTS_BUT_HELD = """
-WITH pending AS MATERIALIZED (
-    SELECT DISTINCT aggregate_id FROM (
-        SELECT aggregate_id FROM outbox
-         WHERE status = 'pending' AND aggregate_id <> ALL(%s::text[])
-         ORDER BY id LIMIT %s
-    ) oldest
-)
-SELECT aggregate_id FROM pending WHERE pg_try_advisory_xact_lock(hashtext(aggregate_id))
-"""
+ACCOUNTS_BUT_HELD = _ACCOUNTS.format(but=" AND aggregate_id <> ALL(%s::text[])")
 """The same, but the accounts held behind a refused row (`HELD`)."""
 ANY_HELD = "SELECT min(next_attempt_at) IS NOT NULL FROM outbox"
 """Whether any row was refused and not yet published: the first entry of a small partial index."""

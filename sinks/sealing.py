@@ -28,17 +28,16 @@ from topics.fields import (
     seal_field,
 )
 
-SEALED = (
-    ("transfer_requests", "event_id", TRANSFER_REQUESTS_BENEFICIARY),
-    ("transactions", "transaction_id", TRANSACTIONS_BENEFICIARY),
-)
-"""(table, its primary key, the sealed column) of every beneficiary kept."""
 KEPT_SEALED = (
     ("transfer_requests", "event_id", "beneficiary_sealed", TRANSFER_REQUESTS_BENEFICIARY),
     ("transactions", "transaction_id", "beneficiary_sealed", TRANSACTIONS_BENEFICIARY),
     ("transactions", "transaction_id", "travel_rule_sealed", TRANSACTIONS_TRAVEL_RULE),
 )
 """(table, its primary key, the column, its `topics.fields` name) of every sealed value kept."""
+SEALED = tuple(
+    (table, pk, where) for table, pk, column, where in KEPT_SEALED if column == "beneficiary_sealed"
+)
+"""(table, its primary key, the sealed column) of every beneficiary kept (once written as text)."""
 
 
 def plaintext_left(conn: psycopg.Connection[Any]) -> dict[str, int]:

@@ -37,6 +37,11 @@ TXN_COLUMNS = (
 )
 """What a new transaction's row is written with: its beneficiary and its Travel Rule data only
 sealed (`topics.fields`)."""
+SEALED = {
+    "beneficiary_sealed": ("beneficiary_reference", TRANSACTIONS_BENEFICIARY),
+    "travel_rule_sealed": ("travel_rule", TRANSACTIONS_TRAVEL_RULE),
+}
+"""Each sealed column: the transaction's field it seals, and its `topics.fields` name."""
 HISTORY_COLUMNS = (
     "event_id",
     "transaction_id",
@@ -131,8 +136,7 @@ def lock_transactions(conn: psycopg.Connection[Any], ids: Sequence[str]) -> dict
     return {
         row["transaction_id"]: Txn(
             **{
-                # the agent needs neither sealed value again
-                **{k: v for k, v in row.items() if k not in ("beneficiary_sealed", "travel_rule_sealed")},
+                **{k: v for k, v in row.items() if k not in SEALED},  # the agent needs no sealed value again
                 "amount_units": _exact_int(row["amount_units"]),
             }
         )
@@ -188,13 +192,12 @@ def save(
 
 
 def _txn_row(txn: Txn, field_key: bytes) -> tuple[Any, ...]:
-    sealed = {
-        "beneficiary_sealed": lambda: seal_field(
-            field_key, txn.beneficiary_reference, TRANSACTIONS_BENEFICIARY
-        ),
-        "travel_rule_sealed": lambda: seal_field(field_key, txn.travel_rule, TRANSACTIONS_TRAVEL_RULE),
-    }
-    return tuple(sealed[column]() if column in sealed else getattr(txn, column) for column in TXN_COLUMNS)
+    return tuple(
+        seal_field(field_key, getattr(txn, SEALED[column][0]), SEALED[column][1])
+        if column in SEALED
+        else getattr(txn, column)
+        for column in TXN_COLUMNS
+    )
 
 
 def _exact_int(value: Any) -> int:
