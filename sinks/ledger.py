@@ -1,15 +1,16 @@
 """The ledger sink: `ledger.journal.posted.v1` into journal entries, entries and balances,
 and card authorizations (`cards.transaction.received.v1`) into holds.
 
-Per batch, in one transaction: COPY the batch into temporary staging tables, create
-ledger accounts on first use (in the journal's tenant's books, with the registry's
-exponent), insert the journal entries that are new (a repeated `reference_id` is
-ignored, so a replay changes nothing), insert the entries of the new ones only,
-apply one aggregated (debits, credits) delta per account, in account order, so a hot
+Per batch, in one transaction: COPY the batch into temporary staging tables (its lines, and
+each account they name once), create ledger accounts on first use (in the journal's tenant's
+books, with the registry's exponent), insert the journal entries that are new (a repeated
+`reference_id` is ignored, so a replay changes nothing), insert the entries of the new ones
+only, apply one aggregated (debits, credits) delta per account, in account order, so a hot
 account such as fee revenue is updated once per batch (customers' accounts first, the
 platform's last, just before the commit: a hot row is locked for the least time), and
-complete the holds the new postings turn into money moved. A journal whose lines leave its tenant's books,
-or whose exponent is not the currency registry's, is refused to the dead-letter topic.
+complete the holds the new postings turn into money moved. A journal whose lines leave its
+tenant's books, or whose exponent is not the currency registry's, is refused to the
+dead-letter topic.
 """
 
 from __future__ import annotations
@@ -56,18 +57,20 @@ CREATE TEMP TABLE IF NOT EXISTS stage_holds (
     amount numeric(78, 0), status text, reason text, expires_at timestamptz, journal_entry_id uuid,
     correlation_id text
 ) ON COMMIT DELETE ROWS;
-CREATE TEMP TABLE IF NOT EXISTS stage_entries (
-    journal_entry_id uuid, line_no smallint, ledger_account text, account_type text, normal_side text,
-    side text, amount numeric(78, 0), currency text, exponent smallint
+CREATE TEMP TABLE IF NOT EXISTS stage_lines (
+    journal_entry_id uuid, line_no smallint, ledger_account text, side text, amount numeric(78, 0),
+    currency text, exponent smallint
+) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS stage_accounts (
+    code text, account_type text, normal_side text, currency text, exponent smallint
 ) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS stage_new (journal_entry_id uuid PRIMARY KEY) ON COMMIT DELETE ROWS;
 """
 
 ACCOUNTS = """
 INSERT INTO ledger_accounts (code, account_type, normal_side, currency, exponent, tenant_id)
-SELECT DISTINCT ON (ledger_account) ledger_account, account_type, normal_side, currency, exponent,
-       split_part(split_part(ledger_account, ':', 2), '/', 1)
-  FROM stage_entries ORDER BY ledger_account
+SELECT code, account_type, normal_side, currency, exponent, split_part(split_part(code, ':', 2), '/', 1)
+  FROM stage_accounts ORDER BY code
 ON CONFLICT (code) DO NOTHING
 """
 
@@ -87,7 +90,7 @@ INSERT INTO stage_new SELECT journal_entry_id FROM inserted
 ENTRIES = """
 INSERT INTO entries (journal_entry_id, line_no, ledger_account, side, amount, currency, exponent)
 SELECT e.journal_entry_id, e.line_no, e.ledger_account, e.side, e.amount, e.currency, e.exponent
-  FROM stage_entries e JOIN stage_new n USING (journal_entry_id)
+  FROM stage_lines e JOIN stage_new n USING (journal_entry_id)
 """
 
 BALANCES = """
@@ -96,7 +99,7 @@ SELECT e.ledger_account, e.currency,
        sum(CASE WHEN e.side = 'DEBIT' THEN e.amount ELSE 0 END),
        sum(CASE WHEN e.side = 'CREDIT' THEN e.amount ELSE 0 END),
        now()
-  FROM stage_entries e JOIN stage_new n USING (journal_entry_id)
+  FROM stage_lines e JOIN stage_new n USING (journal_entry_id)
  WHERE (e.ledger_account LIKE 'customer:%%') = %(customers)s
  GROUP BY e.ledger_account, e.currency
  ORDER BY e.ledger_account
@@ -126,7 +129,7 @@ ON CONFLICT (hold_id) DO UPDATE
 BALANCE_STATE = """
 WITH touched AS (
     SELECT e.ledger_account AS code, max(e.journal_entry_id::text) AS cause
-      FROM stage_entries e JOIN stage_new n USING (journal_entry_id)
+      FROM stage_lines e JOIN stage_new n USING (journal_entry_id)
      WHERE e.ledger_account LIKE 'customer:%' GROUP BY e.ledger_account
     UNION ALL
     SELECT ledger_account, max(hold_id) FROM stage_holds
@@ -232,12 +235,25 @@ class LedgerSink(Sink[Item]):
             elif item is not None:
                 holds.append(item)
         registry = CurrencyRegistry.load(conn)
+        checked: set[tuple[str, int]] = set()
+        accounts: dict[str, tuple[str, str, str, str, int]] = {}
         for p in unique.values():
             for line in p.journal.lines:
-                try:
-                    registry.check(line.currency, line.exponent)
-                except CurrencyError as e:  # the registry is the database's: it refuses the row
-                    raise psycopg.errors.CheckViolation(f"{p.journal.reference_id}: {e}") from e
+                if (line.currency, line.exponent) not in checked:
+                    try:
+                        registry.check(line.currency, line.exponent)
+                    except CurrencyError as e:  # the registry is the database's: it refuses the row
+                        raise psycopg.errors.CheckViolation(f"{p.journal.reference_id}: {e}") from e
+                    checked.add((line.currency, line.exponent))
+                if line.account not in accounts:
+                    account_type, normal, _ = account_kind(line.account)
+                    accounts[line.account] = (
+                        line.account,
+                        account_type,
+                        normal,
+                        line.currency,
+                        line.exponent,
+                    )
         with conn.cursor() as cur:
             cur.execute(STAGING)
             with cur.copy(
@@ -259,25 +275,27 @@ class LedgerSink(Sink[Item]):
                         )
                     )
             with cur.copy(
-                "COPY stage_entries (journal_entry_id, line_no, ledger_account, account_type, normal_side, "
-                "side, amount, currency, exponent) FROM STDIN"
+                "COPY stage_lines (journal_entry_id, line_no, ledger_account, side, amount, currency, "
+                "exponent) FROM STDIN"
             ) as copy:
                 for p in unique.values():
                     for n, line in enumerate(p.journal.lines, start=1):
-                        account_type, normal, _ = account_kind(line.account)
                         copy.write_row(
                             (
                                 p.journal_entry_id,
                                 n,
                                 line.account,
-                                account_type,
-                                normal,
                                 line.side,
                                 line.units,
                                 line.currency,
                                 line.exponent,
                             )
                         )
+            with cur.copy(
+                "COPY stage_accounts (code, account_type, normal_side, currency, exponent) FROM STDIN"
+            ) as copy:
+                for row in accounts.values():
+                    copy.write_row(row)
             with cur.copy(
                 "COPY stage_holds (hold_id, tenant_id, account_id, ledger_account, currency, exponent, "
                 "amount, status, reason, expires_at, journal_entry_id, correlation_id) FROM STDIN"
