@@ -67,7 +67,7 @@ CHECKS: tuple[tuple[str, str, str], ...] = (
         """SELECT b.ledger_account, b.credits - b.debits, coalesce(r.overdraft_limit, 0)
              FROM balances b JOIN ledger_accounts a ON a.code = b.ledger_account
              LEFT JOIN accounts r ON r.tenant_id = a.tenant_id AND r.currency = a.currency
-                  AND 'customer:' || r.tenant_id || '/' || r.account_id || ':' || r.currency = a.code
+                  AND r.account_id = ledger_account_holder(a.code, a.currency)
             WHERE a.code LIKE 'customer:%%' AND b.credits - b.debits < -coalesce(r.overdraft_limit, 0)""",
         "{0} is at {1}, below minus its overdraft limit {2}",
     ),

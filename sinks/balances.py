@@ -17,7 +17,8 @@ SELECT a.code, a.tenant_id, a.currency, a.exponent, b.credits - b.debits AS post
        coalesce(r.overdraft_limit, 0) AS overdraft, coalesce(r.status, 'unregistered') AS status
   FROM ledger_accounts a
   JOIN balances b ON b.ledger_account = a.code
-  LEFT JOIN accounts r ON 'customer:' || r.tenant_id || '/' || r.account_id || ':' || r.currency = a.code
+  LEFT JOIN accounts r ON r.tenant_id = a.tenant_id AND r.currency = a.currency
+                      AND r.account_id = ledger_account_holder(a.code, a.currency)
  WHERE a.code LIKE 'customer:%%' AND (%(tenant)s::text IS NULL OR a.tenant_id = %(tenant)s)
    AND (%(account)s::text IS NULL OR a.code LIKE 'customer:%%/' || %(account)s || ':%%')
  ORDER BY a.tenant_id, a.code

@@ -142,7 +142,8 @@ SELECT a.code, a.tenant_id, a.currency, a.exponent,
        coalesce(r.overdraft_limit, 0), l.cause
   FROM latest l JOIN ledger_accounts a ON a.code = l.code
   LEFT JOIN balances b ON b.ledger_account = a.code
-  LEFT JOIN accounts r ON 'customer:' || r.tenant_id || '/' || r.account_id || ':' || r.currency = a.code
+  LEFT JOIN accounts r ON a.code LIKE 'customer:%' AND r.tenant_id = a.tenant_id AND r.currency = a.currency
+                      AND r.account_id = ledger_account_holder(a.code, a.currency)
  ORDER BY a.code
 """
 

@@ -23,7 +23,7 @@ from topics.deadletter import (
     ORIGIN_TOPIC,
     open_value,
 )
-from topics.journals import Journal, Line, journal_entry_id, journal_record
+from topics.journals import Journal, Line, account, holder_of, journal_entry_id, journal_record
 from topics.schemas import load_store
 from topics.settings import REPO_ROOT
 
@@ -333,3 +333,13 @@ def test_entries_must_name_a_journal_and_an_account_that_exist(db):
         with pytest.raises(psycopg.errors.IntegrityConstraintViolation, match="keeps its code"):
             with conn.transaction():
                 conn.execute("UPDATE ledger_accounts SET exponent = 3 WHERE code = 'customer:t/k:EUR'")
+
+
+def test_a_ledger_account_finds_its_registry_row_by_the_registrys_key(db):
+    """`ledger_account_holder` takes a customer ledger account's code back to the account id it
+    was made from, whatever that id holds, so the balance reads reach the registry by its key."""
+    ids = ["acc-1", "a:b/c", "ünï-42", "x:" * 20, "/lead", "trail:"]
+    codes = [(account("customer", "tenant-9", i, cur), cur) for i in ids for cur in ("EUR", "USDC")]
+    with psycopg.connect(db.database_url.get_secret_value()) as conn:
+        found = [conn.execute("SELECT ledger_account_holder(%s, %s)", c).fetchone()[0] for c in codes]
+    assert found == [holder_of(code) for code, _ in codes] == [i for i in ids for _ in ("EUR", "USDC")]
