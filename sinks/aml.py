@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from psycopg.types.json import Jsonb
@@ -78,9 +79,13 @@ def recent_flags(
 
 def set_case_status(conn: Any, environment: str, flag_id: str, status: str) -> tuple[str, str] | None:
     """Move a flag's case to `status`; (account, rule) of the flag, or None if there is no such flag."""
+    try:
+        key = uuid.UUID(flag_id)
+    except ValueError:
+        return None  # not a flag id at all
     row = conn.execute(
-        "UPDATE aml_flags SET case_status = %s WHERE flag_id::text = %s AND environment = %s "
+        "UPDATE aml_flags SET case_status = %s WHERE flag_id = %s AND environment = %s "
         "RETURNING account_id, rule_id",
-        (status, flag_id, environment),
+        (status, key, environment),
     ).fetchone()
     return None if row is None else (row[0], row[1])

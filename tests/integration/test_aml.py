@@ -301,6 +301,8 @@ def test_flags_are_queryable_by_account_and_case_status(aml, monkeypatch, capsys
     printed = capsys.readouterr().out
     assert "eu-rapid-in-out-30m" in printed and "escalated" in printed
     assert main(["aml", "case", str(uuid.uuid4()), "--status", "dismissed"]) == 1
+    assert main(["aml", "case", "not-a-flag-id", "--status", "dismissed"]) == 1
+    assert "flag not-a-flag-id" in capsys.readouterr().err
     with pytest.raises(SystemExit) as bad:
         main(["aml", "case", flag, "--status", "closed"])
     assert bad.value.code == 2
