@@ -69,6 +69,7 @@ from topics.names import (
     PAYMENTS_TRANSACTION_COMPLETED_V1,
     PAYMENTS_TRANSFER_REQUESTED_V1,
 )
+from topics.runtime import collect_for_batches
 from topics.schemas import load_store
 from topics.settings import Settings
 
@@ -385,6 +386,7 @@ def bench_agent(
 
     try:
         values = list(work.messages(settings, codec, events, accounts))
+        collect_for_batches()  # as a worker process sets its collector (both loops run in this one)
         produce_rate = _produce(settings, topic, iter(values), events)
         with work.state(settings, accounts) as state:
             measuring = handler(state)
