@@ -54,6 +54,7 @@ def connect_api(args: argparse.Namespace) -> int:
     from connectors.api import create_app
     from topics.catalog import load_catalog
     from topics.codec import codec_from_settings
+    from topics.collector import settle_collector
 
     settings = settings_or_error().as_principal(API)
     app = create_app(settings, codec_from_settings(settings), load_catalog())
@@ -69,6 +70,7 @@ def connect_api(args: argparse.Namespace) -> int:
         threading.Thread(target=admin.run, name="admin-port", daemon=True).start()
         admin_url = f"http://{args.admin_host}:{args.admin_port}"
         err.print(f"admin on {admin_url}: /docs, /openapi.json, /metrics", markup=False)
+    settle_collector()
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", timeout_keep_alive=5)
     return 0
 
@@ -81,6 +83,7 @@ def connect_webhooks(args: argparse.Namespace) -> int:
     from connectors.webhooks.settings import WebhookSettings
     from topics.catalog import load_catalog
     from topics.codec import codec_from_settings
+    from topics.collector import settle_collector
 
     settings, hooks = settings_or_error().as_principal(WEBHOOKS), WebhookSettings()
     providers = hooks.providers()
@@ -111,9 +114,9 @@ def connect_webhooks(args: argparse.Namespace) -> int:
     if args.workers > 1:
         uvicorn.run("connectors.webhooks.app:from_environment", factory=True, workers=args.workers, **options)
     else:
-        uvicorn.run(
-            create_app(settings, hooks, codec_from_settings(settings), load_catalog(), providers), **options
-        )
+        app = create_app(settings, hooks, codec_from_settings(settings), load_catalog(), providers)
+        settle_collector()
+        uvicorn.run(app, **options)
     return 0
 
 

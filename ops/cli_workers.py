@@ -26,7 +26,7 @@ def sink(args: argparse.Namespace) -> int:
     from sinks.base import SinkRunner
     from sinks.registry import SINKS
     from topics.codec import codec_from_settings
-    from topics.runtime import collect_for_batches
+    from topics.collector import settle_collector
 
     settings = (
         settings_or_error()
@@ -50,7 +50,7 @@ def sink(args: argparse.Namespace) -> int:
             f"sink {args.name}: rows of {', '.join(runner.fast_rows)} written natively (ledgerstream_native)"
         )
     health = serve_health(args.metrics_port, runner)
-    collect_for_batches()
+    settle_collector()
     try:
         stats = runner.run(stop=stop, idle_exit=args.idle_exit)
     finally:
@@ -93,7 +93,7 @@ def agent(args: argparse.Namespace) -> int:
     from streams.runtime import AgentRuntime, run_agent
     from topics.catalog import load_catalog
     from topics.codec import codec_from_settings
-    from topics.runtime import collect_for_batches
+    from topics.collector import settle_collector
 
     settings = (
         settings_or_error()
@@ -116,7 +116,7 @@ def agent(args: argparse.Namespace) -> int:
     )
     err.print(f"agent {args.name}: consuming {', '.join(runtime.topics)} as {runtime.group_id}")
     health = serve_health(args.metrics_port, runtime)
-    collect_for_batches()
+    settle_collector()
     try:
         stats = run_agent(runtime, stop=stop, idle_exit=args.idle_exit)
     finally:

@@ -28,7 +28,6 @@ every work is idempotent. A commit the coordinator cannot take yet is retried wh
 
 from __future__ import annotations
 
-import gc
 import logging
 import sys
 import threading
@@ -56,28 +55,6 @@ from topics.producer import EventProducer, Unacknowledged
 from topics.settings import Settings
 
 log = logging.getLogger(__name__)
-
-FULL_COLLECTION_AFTER = 1000
-"""Collections of the middle generation before the cyclic collector walks everything (10 by
-default): see `collect_for_batches`."""
-
-
-def collect_for_batches() -> None:
-    """Set this process's cyclic garbage collector for batch work; call once, when a worker has
-    started and before its first batch.
-
-    A worker holds two or three batches of decoded events at a time, a few hundred thousand
-    objects, which reference counting frees when their batch is done: they are seldom garbage
-    for the cyclic collector, but they live long enough to reach its oldest generation, which
-    CPython then walks whole every few batches. That walk took about a third of the ledger sink's
-    CPU (`bench ledger`, one worker: 8.5 s of CPU for 100,000 transfers, 5.5 s without it).
-    What the process made while starting (modules, schemas, compiled readers and writers) is
-    frozen out of every collection, and the oldest generation is walked a hundred times less
-    often; the two younger ones keep their thresholds, so cyclic garbage is still collected.
-    """
-    gc.freeze()
-    young, middle, _ = gc.get_threshold()
-    gc.set_threshold(young, middle, FULL_COLLECTION_AFTER)
 
 
 EVENTS = Counter("ledgerstream_consumer_events_total", "Events a consumer handled", ["consumer", "outcome"])

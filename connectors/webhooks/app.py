@@ -396,6 +396,9 @@ def from_environment() -> FastAPI:
     """The service as configured by the environment (uvicorn's factory for several workers)."""
     from topics.catalog import load_catalog
     from topics.codec import codec_from_settings
+    from topics.collector import settle_collector
 
     settings = Settings().as_principal(WEBHOOKS)
-    return create_app(settings, WebhookSettings(), codec_from_settings(settings), load_catalog())
+    app = create_app(settings, WebhookSettings(), codec_from_settings(settings), load_catalog())
+    settle_collector()  # each worker process calls the factory once, before it serves
+    return app

@@ -62,6 +62,7 @@ from streams.registry import AGENTS
 from streams.runtime import AgentRuntime, run_agent
 from topics.catalog import Catalog
 from topics.codec import AvroCodec
+from topics.collector import settle_collector
 from topics.consuming import batch_consumer
 from topics.events import Event
 from topics.names import (
@@ -69,7 +70,6 @@ from topics.names import (
     PAYMENTS_TRANSACTION_COMPLETED_V1,
     PAYMENTS_TRANSFER_REQUESTED_V1,
 )
-from topics.runtime import collect_for_batches
 from topics.schemas import load_store
 from topics.settings import Settings
 
@@ -386,7 +386,7 @@ def bench_agent(
 
     try:
         values = list(work.messages(settings, codec, events, accounts))
-        collect_for_batches()  # as a worker process sets its collector (both loops run in this one)
+        settle_collector()  # as a worker process sets its collector (both loops run in this one)
         produce_rate = _produce(settings, topic, iter(values), events)
         with work.state(settings, accounts) as state:
             measuring = handler(state)
