@@ -26,6 +26,7 @@ from ops.console import (
 from ops.kafka_acl import write_private
 from ops.outside import CHAINS as CHAIN_NAMES
 from ops.outside import CIRCLE_API_URL, PAYOUT_PROVIDER_URL, SENDER_KEYS, rpc_url_variable, where
+from topics.collector import settle_collector
 from topics.ports import API_PORTS, WEBHOOK_PORTS
 from topics.settings import API, CHAIN_LISTENER, CHAIN_SENDER, PAYOUT_DISPATCHER, WEBHOOKS
 
@@ -54,7 +55,6 @@ def connect_api(args: argparse.Namespace) -> int:
     from connectors.api import create_app
     from topics.catalog import load_catalog
     from topics.codec import codec_from_settings
-    from topics.collector import settle_collector
 
     settings = settings_or_error().as_principal(API)
     app = create_app(settings, codec_from_settings(settings), load_catalog())
@@ -83,7 +83,6 @@ def connect_webhooks(args: argparse.Namespace) -> int:
     from connectors.webhooks.settings import WebhookSettings
     from topics.catalog import load_catalog
     from topics.codec import codec_from_settings
-    from topics.collector import settle_collector
 
     settings, hooks = settings_or_error().as_principal(WEBHOOKS), WebhookSettings()
     providers = hooks.providers()
@@ -175,6 +174,7 @@ def connect_chain(args: argparse.Namespace) -> int:
     try:
         health = serve_health(args.metrics_port, listener.probe)
         try:
+            settle_collector()
             emitted = listener.run(stop=stop, poll=args.poll)
         finally:
             if health is not None:
@@ -234,6 +234,7 @@ def connect_chain_sender(args: argparse.Namespace) -> int:
     )
     health = serve_health(args.metrics_port, sender.probe)
     try:
+        settle_collector()
         stats = sender.run(stop=stop_on_signals(), poll=args.poll)
     finally:
         if health is not None:
@@ -318,6 +319,7 @@ def connect_outbox_relay(args: argparse.Namespace) -> int:
     err.print("outbox relay: publishing pending rows in order per account", markup=False)
     health = serve_health(args.metrics_port, relay)
     try:
+        settle_collector()
         stats = relay.run(stop=stop, idle_exit=args.idle_exit)
     finally:
         if health is not None:
@@ -587,6 +589,7 @@ def connect_dispatcher(args: argparse.Namespace) -> int:
         )
         health = serve_health(args.metrics_port, dispatcher.probe)
         try:
+            settle_collector()
             sent = dispatcher.run(stop=stop, poll=args.poll, idle_exit=args.idle_exit)
         finally:
             if health is not None:

@@ -1,7 +1,9 @@
 """How a long-running ledgerstream process sets CPython's cyclic garbage collector.
 
-Call `settle_collector()` once, when the process has started (modules imported, schemas
-compiled, its app or runtime built) and before its first batch or request.
+Every long-running process calls `settle_collector()` once, when it has started (modules
+imported, schemas compiled, its app or runtime built) and before its first batch or request:
+the agents and sinks, the outbox relay, the chain listener and sender, the payout dispatcher,
+the webhook service (each worker) and the command API.
 
 Reference counting frees nearly everything a worker or a service makes; the cyclic collector
 is there for the rest. By default its oldest generation is walked whole after every ten
@@ -12,7 +14,8 @@ collections of the middle one, and everything that lived a while is in it:
   worker: 8.5 s of CPU for 100,000 transfers, 5.3 s after this);
 - a service's heap is mostly what it built at startup (the app, its models, the schemas):
   each full walk paused every request in flight. `bench webhooks` answered redeliveries at
-  p99 65-75 ms with them and 9-10 ms without.
+  p99 65-75 ms with them and 9-10 ms without; the outbox relay drained 50,000 rows about 7%
+  faster.
 
 What the process made while starting is frozen out of every collection, and the oldest
 generation is walked a hundred times less often. The two younger generations keep their
