@@ -34,9 +34,9 @@ from topics.journals import (
     PostedJournal,
     PostingError,
     account,
-    account_kind,
     card_hold_id,
     holder_of,
+    opened_account,
     posted_journal,
 )
 from topics.money import InexactValue, money_parts
@@ -142,7 +142,7 @@ SELECT a.code, a.tenant_id, a.currency, a.exponent,
        coalesce(r.overdraft_limit, 0), l.cause
   FROM latest l JOIN ledger_accounts a ON a.code = l.code
   LEFT JOIN balances b ON b.ledger_account = a.code
-  LEFT JOIN accounts r ON a.code LIKE 'customer:%' AND r.tenant_id = a.tenant_id AND r.currency = a.currency
+  LEFT JOIN accounts r ON r.tenant_id = a.tenant_id AND r.currency = a.currency
                       AND r.account_id = ledger_account_holder(a.code, a.currency)
  ORDER BY a.code
 """
@@ -247,14 +247,7 @@ class LedgerSink(Sink[Item]):
                         raise psycopg.errors.CheckViolation(f"{p.journal.reference_id}: {e}") from e
                     checked.add((line.currency, line.exponent))
                 if line.account not in accounts:
-                    account_type, normal, _ = account_kind(line.account)
-                    accounts[line.account] = (
-                        line.account,
-                        account_type,
-                        normal,
-                        line.currency,
-                        line.exponent,
-                    )
+                    accounts[line.account] = opened_account(line)
         with conn.cursor() as cur:
             cur.execute(STAGING)
             with cur.copy(

@@ -102,6 +102,13 @@ def account_kind(code: str) -> tuple[str, Side, str]:
     return account_type, normal, currency
 
 
+def opened_account(line: Line) -> tuple[str, str, Side, str, int]:
+    """(code, account type, normal side, currency, exponent): the ledger account a line's
+    account is opened as on its first posting."""
+    account_type, normal, _ = account_kind(line.account)
+    return line.account, account_type, normal, line.currency, line.exponent
+
+
 def check_balanced(journal: Journal) -> None:
     """Raise PostingError unless the journal is well-formed double entry."""
     if len(journal.lines) < 2:

@@ -35,7 +35,7 @@ from streams.ledger.postings import fee_assessed, transaction_completed
 from topics.codec import AvroCodec
 from topics.errors import LedgerstreamError
 from topics.events import new_metadata
-from topics.journals import Journal, account_kind, check_balanced, journal_entry_id, journal_record
+from topics.journals import Journal, check_balanced, journal_entry_id, journal_record, opened_account
 from topics.schemas import load_store
 from topics.settings import REPO_ROOT, Settings
 
@@ -448,15 +448,7 @@ def bench_ledger(settings: Settings, events: int, batch_size: int, workers: int 
                 )
             )
             for n, line in enumerate(journal.lines, start=1):
-                account_type, normal, _ = account_kind(line.account)
-                accounts[line.account] = (
-                    line.account,
-                    account_type,
-                    normal,
-                    line.currency,
-                    line.exponent,
-                    BENCH_TENANT,
-                )
+                accounts[line.account] = (*opened_account(line), BENCH_TENANT)
                 entry_rows.append((jid, n, line.account, line.side, line.units, line.currency, line.exponent))
         return RawLoad(
             setup=[
